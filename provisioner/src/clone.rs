@@ -1,0 +1,126 @@
+//! Sparse clone of a raw box disk, optionally grown.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::atomic_file::TempFile;
+use crate::{gpt_grow, Error};
+
+/// Copy granularity; also the unit for skipping all-zero runs.
+const CHUNK: usize = 1 << 20;
+/// Zero runs this large (and aligned) are left as holes in the clone.
+const ZERO_BLOCK: usize = 4096;
+
+/// Sparse copy of a raw box disk to `dst`, then grow it to `size` bytes.
+///
+/// Holes in `src` stay holes (SEEK_DATA/SEEK_HOLE), and all-zero blocks
+/// inside data extents are not written either. The copy goes to a temp file
+/// in `dst`'s directory and is renamed into place only when complete and
+/// fsynced. When a GPT disk grows, its backup header and table move to the
+/// new end of the disk.
+pub fn clone_disk(src: &Path, dst: &Path, size: Option<u64>) -> Result<(), Error> {
+    let read_err = |source| Error::ReadDisk {
+        path: src.to_path_buf(),
+        source,
+    };
+    let input = File::open(src).map_err(read_err)?;
+    let src_len = input.metadata().map_err(read_err)?.len();
+    if let Some(requested) = size {
+        if requested < src_len {
+            return Err(Error::SizeTooSmall {
+                path: src.to_path_buf(),
+                requested,
+                actual: src_len,
+            });
+        }
+    }
+
+    let mut tmp = TempFile::new_for(dst)?;
+    let tmp_path = tmp.path().to_path_buf();
+    let write_err = |source| Error::Write {
+        path: tmp_path.clone(),
+        source,
+    };
+    // Setting the length first makes every region we skip a hole.
+    tmp.file().set_len(src_len).map_err(write_err)?;
+    copy_sparse(&input, tmp.file(), src_len).map_err(|e| match e {
+        CopyError::Read(source) => read_err(source),
+        CopyError::Write(source) => write_err(source),
+    })?;
+
+    if let Some(new_len) = size.filter(|&s| s > src_len) {
+        gpt_grow::grow(tmp.file(), &tmp_path, src_len, new_len)?;
+    }
+    tmp.commit(dst)
+}
+
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+fn copy_sparse(input: &File, output: &File, len: u64) -> Result<(), CopyError> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut pos = 0;
+    while pos < len {
+        let Some((start, end)) = next_data_extent(input, pos, len).map_err(CopyError::Read)? else {
+            break;
+        };
+        let mut off = start;
+        while off < end {
+            let n = usize::try_from(end - off).map_or(CHUNK, |r| r.min(CHUNK));
+            input
+                .read_exact_at(&mut buf[..n], off)
+                .map_err(CopyError::Read)?;
+            write_nonzero(output, &buf[..n], off).map_err(CopyError::Write)?;
+            off += n as u64;
+        }
+        pos = end;
+    }
+    Ok(())
+}
+
+/// Write only the blocks of `data` that are not all zero; the destination
+/// already reads as zeros there.
+fn write_nonzero(output: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    for (i, block) in data.chunks(ZERO_BLOCK).enumerate() {
+        if block.iter().any(|&b| b != 0) {
+            output.write_all_at(block, offset + (i * ZERO_BLOCK) as u64)?;
+        }
+    }
+    Ok(())
+}
+
+/// The next `[start, end)` range at or after `pos` that may hold data, or
+/// `None` when only holes remain. Filesystems without SEEK_DATA support get
+/// the whole rest of the file (zero skipping still keeps the copy sparse).
+fn next_data_extent(file: &File, pos: u64, len: u64) -> io::Result<Option<(u64, u64)>> {
+    let start = match lseek(file, pos, libc::SEEK_DATA) {
+        Ok(s) => s,
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(Some((pos, len))),
+        Err(e) => return Err(e),
+    };
+    if start >= len {
+        return Ok(None);
+    }
+    let end = lseek(file, start, libc::SEEK_HOLE)?.min(len);
+    Ok(Some((start, end)))
+}
+
+fn lseek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<u64> {
+    let offset = libc::off_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+    // SAFETY: lseek only reads its integer arguments; the fd is valid because
+    // `file` is borrowed for the duration of the call. Moving the shared file
+    // offset is harmless: all I/O here uses positional pread/pwrite.
+    let r = unsafe { libc::lseek(file.as_raw_fd(), offset, whence) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as u64)
+    }
+}

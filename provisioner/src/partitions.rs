@@ -1,0 +1,129 @@
+//! Where the filesystems of a disk image live: GPT, else MBR, else the
+//! whole disk as one filesystem.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use crate::Error;
+
+const SECTOR: u64 = 512;
+const MBR_PROTECTIVE: u8 = 0xEE;
+
+/// One byte range of the disk that may hold a filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Partition {
+    /// Partition number as Linux counts it (`vda<N>`); `None` for a
+    /// filesystem on the whole disk.
+    pub number: Option<u32>,
+    pub start: u64,
+    pub len: u64,
+    /// What the kernel accepts as `root=PARTUUID=…` for this partition.
+    pub partuuid: Option<String>,
+}
+
+impl Partition {
+    /// Human-readable name for error messages.
+    pub fn describe(&self) -> String {
+        match self.number {
+            Some(n) => format!("partition {n}"),
+            None => "the whole disk".to_string(),
+        }
+    }
+}
+
+/// List the partitions of `disk`, in partition-number order.
+pub(crate) fn list(disk: &Path, file: &mut File) -> Result<Vec<Partition>, Error> {
+    let disk_len = file
+        .metadata()
+        .map_err(|source| Error::ReadDisk {
+            path: disk.to_path_buf(),
+            source,
+        })?
+        .len();
+    let table_err = |reason: String| Error::PartitionTable {
+        path: disk.to_path_buf(),
+        reason,
+    };
+
+    match gpt_entry_size(file) {
+        Some(128) => return list_gpt(disk, disk_len).map_err(table_err),
+        Some(other) => {
+            return Err(table_err(format!(
+                "GPT partition entries of {other} bytes are not supported (expected 128)"
+            )))
+        }
+        None => {}
+    }
+    if let Ok(mbr) = mbrman::MBR::read_from(file, SECTOR as u32) {
+        if mbr.iter().any(|(_, p)| p.sys == MBR_PROTECTIVE) {
+            // A protective MBR without a readable GPT header.
+            return Err(table_err(
+                "protective MBR found but the GPT header is missing or corrupt".into(),
+            ));
+        }
+        let parts = list_mbr(&mbr, disk_len);
+        if !parts.is_empty() {
+            return Ok(parts);
+        }
+    }
+    Ok(vec![Partition {
+        number: None,
+        start: 0,
+        len: disk_len,
+        partuuid: None,
+    }])
+}
+
+/// The GPT entry size if LBA 1 carries a GPT header signature. Checked by
+/// hand because the gpt crate asserts (panics) on sizes other than 128.
+pub(crate) fn gpt_entry_size(file: &File) -> Option<u32> {
+    let mut hdr = [0u8; 92];
+    file.read_exact_at(&mut hdr, SECTOR).ok()?;
+    if &hdr[..8] != b"EFI PART" {
+        return None;
+    }
+    Some(u32::from_le_bytes(hdr[84..88].try_into().ok()?))
+}
+
+fn list_gpt(disk: &Path, disk_len: u64) -> Result<Vec<Partition>, String> {
+    // Backup header errors are tolerated: a primary header is enough to read.
+    let gpt = gpt::GptConfig::new()
+        .writable(false)
+        .logical_block_size(gpt::disk::LogicalBlockSize::Lb512)
+        .open(disk)
+        .map_err(|e| format!("cannot read GPT: {e}"))?;
+    let lb = *gpt.logical_block_size();
+    let mut out = Vec::new();
+    for (&number, part) in gpt.partitions() {
+        if !part.is_used() {
+            continue;
+        }
+        let start = part.bytes_start(lb).map_err(|e| e.to_string())?;
+        let len = part.bytes_len(lb).map_err(|e| e.to_string())?;
+        out.push(Partition {
+            number: Some(number),
+            start,
+            len: len.min(disk_len.saturating_sub(start)),
+            partuuid: Some(part.part_guid.to_string()),
+        });
+    }
+    Ok(out)
+}
+
+fn list_mbr(mbr: &mbrman::MBR, disk_len: u64) -> Vec<Partition> {
+    // Linux's MBR PARTUUID: <disk signature as hex u32>-<2-digit number>.
+    let signature = u32::from_le_bytes(mbr.header.disk_signature);
+    mbr.iter()
+        .filter(|(_, p)| p.is_used() && !p.is_extended())
+        .map(|(i, p)| {
+            let start = u64::from(p.starting_lba) * SECTOR;
+            Partition {
+                number: Some(i as u32),
+                start,
+                len: (u64::from(p.sectors) * SECTOR).min(disk_len.saturating_sub(start)),
+                partuuid: Some(format!("{signature:08x}-{i:02}")),
+            }
+        })
+        .collect()
+}

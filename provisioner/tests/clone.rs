@@ -1,0 +1,137 @@
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use common::*;
+use hvbox_provisioner::{clone_disk, extract_boot_files, Error};
+
+/// A Debian-like GPT disk with a mostly empty (sparse) 64 MiB root.
+fn box_disk(dir: &Path) -> std::path::PathBuf {
+    let tree = Tree::new(dir, "root");
+    tree.debian_root();
+    let part = dir.join("part.img");
+    tree.mkfs(&part, 64, &[]);
+    let disk = dir.join("box.img");
+    gpt_disk(&disk, &part, ROOT_UUID);
+    disk
+}
+
+fn allocated(path: &Path) -> u64 {
+    fs::metadata(path).unwrap().blocks() * 512
+}
+
+#[test]
+fn clone_keeps_holes_and_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = box_disk(dir.path());
+    let dst = dir.path().join("machine.img");
+    clone_disk(&src, &dst, None).unwrap();
+
+    assert!(
+        fs::read(&src).unwrap() == fs::read(&dst).unwrap(),
+        "clone differs"
+    );
+    let (a_src, a_dst) = (allocated(&src), allocated(&dst));
+    assert!(
+        a_src < fs::metadata(&src).unwrap().len() / 2,
+        "test source is not sparse"
+    );
+    assert!(
+        a_dst <= a_src + 64 * 1024,
+        "clone allocates {a_dst} bytes, source {a_src}"
+    );
+    assert!(temp_leftovers(dir.path()).is_empty());
+}
+
+#[test]
+fn grown_gpt_clone_is_valid_and_bootable() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = box_disk(dir.path());
+    let src_len = fs::metadata(&src).unwrap().len();
+    let dst = dir.path().join("machine.img");
+    let size = 1 << 30;
+    clone_disk(&src, &dst, Some(size)).unwrap();
+
+    assert_eq!(fs::metadata(&dst).unwrap().len(), size);
+    assert!(allocated(&dst) <= allocated(&src) + 256 * 1024);
+    let verify = run("sgdisk", &["-v", dst.to_str().unwrap()], None);
+    assert!(verify.contains("No problems found"), "{verify}");
+    assert!(
+        !verify.contains("Problem:") && !verify.contains("Caution"),
+        "{verify}"
+    );
+    run("sfdisk", &["--verify", dst.to_str().unwrap()], None);
+    // The partition itself is untouched.
+    let dump = run("sfdisk", &["--dump", dst.to_str().unwrap()], None);
+    assert!(
+        dump.contains(&format!("uuid={}", ROOT_UUID.to_uppercase())),
+        "{dump}"
+    );
+    assert!(dump.contains("last-lba: 2097118"), "{dump}");
+    // Partition contents (1 MiB .. end of partition) are byte-identical;
+    // only the GPT structures changed.
+    let region = |p: &Path| {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; (src_len - 2 * MIB) as usize];
+        fs::File::open(p)
+            .unwrap()
+            .read_exact_at(&mut buf, MIB)
+            .unwrap();
+        buf
+    };
+    assert!(region(&src) == region(&dst), "partition contents differ");
+
+    let boot = extract_boot_files(&dst, &dir.path().join("out")).unwrap();
+    assert_eq!(boot.kernel_version, K10);
+}
+
+#[test]
+fn grow_whole_disk_image_just_extends() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = Tree::new(dir.path(), "root");
+    tree.debian_root();
+    let src = dir.path().join("fs.img");
+    tree.mkfs(&src, 32, &[]);
+    let dst = dir.path().join("machine.img");
+    clone_disk(&src, &dst, Some(48 * MIB)).unwrap();
+    let (a, b) = (fs::read(&src).unwrap(), fs::read(&dst).unwrap());
+    assert_eq!(b.len() as u64, 48 * MIB);
+    assert!(a[..] == b[..a.len()], "clone differs");
+    assert!(b[a.len()..].iter().all(|&x| x == 0));
+}
+
+#[test]
+fn refuses_to_shrink_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = box_disk(dir.path());
+    let src_len = fs::metadata(&src).unwrap().len();
+    let dst = dir.path().join("machine.img");
+    let err = clone_disk(&src, &dst, Some(src_len - MIB)).unwrap_err();
+    assert!(
+        matches!(err, Error::SizeTooSmall { requested, actual, .. } if requested == src_len - MIB && actual == src_len),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("smaller than the box disk"));
+    assert!(!dst.exists());
+    assert!(temp_leftovers(dir.path()).is_empty());
+
+    // Same size is fine.
+    clone_disk(&src, &dst, Some(src_len)).unwrap();
+    assert_eq!(fs::metadata(&dst).unwrap().len(), src_len);
+}
+
+#[test]
+fn missing_source_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = clone_disk(
+        &dir.path().join("nope.img"),
+        &dir.path().join("x.img"),
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(err, Error::ReadDisk { .. }), "{err:?}");
+    assert!(err.to_string().contains("nope.img"));
+    assert!(!dir.path().join("x.img").exists());
+}

@@ -1,0 +1,10 @@
+//! hvbox's embedded virtual machine monitor.
+//!
+//! The VMM takes a plain [`MachineConfig`] — kernel, initrd, command line, disks, NICs,
+//! vCPUs and memory — and runs it. It knows nothing of specs, boxes or cloud-init: the
+//! `hvbox` CLI builds the config, and every engine (this VMM, or QEMU as a fallback)
+//! consumes the same one.
+
+pub mod config;
+
+pub use config::{DiskConfig, MachineConfig, NetConfig};
