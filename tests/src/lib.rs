@@ -1,14 +1,182 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Harness for hvbox's end-to-end tests: the built `hvbox` binary, a test box built
+//! once per machine and cached outside the checkout, a real HTTP server on loopback,
+//! and throwaway projects with their own cache.
+
+mod http;
+
+pub use http::HttpServer;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `hvbox` binary cargo built next to this test executable.
+pub fn hvbox_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("HVBOX_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/hvbox
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target folder")
+        .join("hvbox");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
+        bin.display()
+    );
+    bin
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Where test artifacts that outlive a checkout are kept (the built box).
+pub fn test_cache_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("HVBOX_TEST_CACHE") {
+        return PathBuf::from(p);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache"));
+    base.join("hvbox-tests")
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+/// A box built by `hvbox box build` (reused while its recipe is unchanged).
+pub struct TestBox {
+    pub dir: PathBuf,
+    pub digest: String,
+}
+
+pub fn test_box() -> TestBox {
+    let dir = test_cache_dir().join("box-bookworm");
+    let out = Command::new(hvbox_bin())
+        .args(["box", "build", "hvbox-test", "--output"])
+        .arg(&dir)
+        .output()
+        .expect("running hvbox box build");
+    assert!(
+        out.status.success(),
+        "hvbox box build failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sums = std::fs::read_to_string(dir.join("SHA512SUMS")).expect("SHA512SUMS of the box");
+    let hex = sums
+        .lines()
+        .find(|l| l.ends_with(" disk.raw"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("disk.raw line in SHA512SUMS");
+    TestBox {
+        dir,
+        digest: format!("sha512:{hex}"),
+    }
+}
+
+/// A project folder of its own, with a private box cache and data folder, so tests
+/// neither share nor disturb the user's.
+pub struct TestProject {
+    pub dir: tempfile::TempDir,
+    pub cache: PathBuf,
+}
+
+impl TestProject {
+    pub fn new(spec: &str) -> TestProject {
+        let dir = tempfile::Builder::new()
+            .prefix("hvbox-e2e-")
+            .tempdir()
+            .expect("temp project");
+        std::fs::write(dir.path().join("hvbox.yaml"), spec).expect("write spec");
+        let cache = dir.path().join("cache");
+        TestProject { dir, cache }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Run `hvbox ARGS…` in the project folder.
+    pub fn hvbox(&self, args: &[&str]) -> Output {
+        Command::new(hvbox_bin())
+            .args(args)
+            .current_dir(self.path())
+            .env("HVBOX_CACHE_DIR", &self.cache)
+            .env("HVBOX_DATA_DIR", self.path().join("data"))
+            .output()
+            .expect("running hvbox")
+    }
+
+    /// Run and require success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.hvbox(args);
+        assert!(
+            out.status.success(),
+            "`hvbox {}` failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Files under the private cache's blob folder.
+    pub fn cached_blobs(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut stack = vec![self.cache.join("blobs")];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    found.push(e.path());
+                }
+            }
+        }
+        found
+    }
+}
+
+impl Drop for TestProject {
+    /// Never leave a VM running behind a failed test.
+    fn drop(&mut self) {
+        if self.path().join(".hvbox").exists() {
+            let _ = self.hvbox(&["destroy"]);
+        }
+    }
+}
+
+/// Processes whose command line mentions `needle` (other than this test itself).
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(format!("{pid}: {cmdline}"));
+        }
+    }
+    found
+}
+
+/// Tools the end-to-end tests drive; missing ones are an installation problem.
+pub fn require_tools(tools: &[&str]) {
+    for tool in tools {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            ok,
+            "`{tool}` is not installed; run scripts/install-deps (see the README)"
+        );
     }
 }

@@ -1,0 +1,93 @@
+//! The command line, in one place.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "hvbox", version, about = "Declarative virtual machines with direct kernel boot", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented starter hvbox.yaml in the current folder.
+    Init {
+        /// Box the starter spec uses.
+        #[arg(long = "box", default_value = "debian-12")]
+        box_name: String,
+        /// Overwrite an existing hvbox.yaml.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check hvbox.yaml and report every problem with file:line:column.
+    Validate {
+        /// The spec to check (default: hvbox.yaml here or in the nearest parent).
+        file: Option<PathBuf>,
+    },
+    /// Create and boot the machine, or start it again; returns once ssh answers.
+    Up(UpArgs),
+    /// Open a shell in the machine, or run a command: `hvbox ssh -- uname -a`.
+    Ssh {
+        /// Command to run instead of a login shell.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Show whether the machine is created and running.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Power the machine off (ACPI), hard-stopping it after a timeout.
+    Halt {
+        /// Seconds to wait for the guest to power off before a hard stop.
+        #[arg(long, default_value_t = 90)]
+        timeout: u64,
+    },
+    /// Stop the machine and delete its state (disk, keys, logs); the box cache stays.
+    Destroy,
+    /// Manage boxes.
+    #[command(subcommand, name = "box")]
+    Box(BoxCommand),
+    /// Runs a machine's engine and network processes (started by `hvbox up`).
+    #[command(hide = true)]
+    Supervise { machine_dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Seconds to wait for ssh to answer.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// No download progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BoxCommand {
+    /// Build a Debian box from Debian's packages with mmdebstrap (needs root).
+    Build {
+        /// Name the catalog knows the box by (`box: NAME` in a spec).
+        name: String,
+        /// Debian suite.
+        #[arg(long, default_value = "bookworm")]
+        suite: String,
+        /// Output folder (default: hvbox's local boxes folder).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// apt sources file to build from (default: the host's entries for the suite).
+        #[arg(long)]
+        sources: Option<PathBuf>,
+        /// Size of the box disk.
+        #[arg(long, default_value = "2G")]
+        size: String,
+        /// More packages to install (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        packages: Vec<String>,
+        /// Rebuild even when a box of the same recipe exists.
+        #[arg(long)]
+        force: bool,
+    },
+}

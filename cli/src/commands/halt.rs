@@ -1,0 +1,50 @@
+//! `hvbox halt`: the guest powers off (ACPI power button); a hard stop after a timeout.
+
+use super::current_machine;
+use crate::engine;
+use crate::machine::{Machine, RunInfo, RunState};
+use crate::process::{signal, wait_gone};
+use anyhow::Result;
+use std::process::ExitCode;
+use std::time::Duration;
+
+pub fn run(timeout: u64) -> Result<ExitCode> {
+    let (_, machine) = current_machine()?;
+    match machine.run_state() {
+        RunState::Running(info) => {
+            println!("==> asking the guest to power off");
+            stop(&machine, &info, Duration::from_secs(timeout))?;
+            println!("==> machine stopped");
+        }
+        other => println!("==> machine is {}", other.label()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stop a running machine: graceful within `grace`, then forced. Returns once the
+/// supervisor and its children are gone.
+pub fn stop(machine: &Machine, info: &RunInfo, grace: Duration) -> Result<()> {
+    let engine = engine::by_name(&info.engine)?;
+    if !grace.is_zero() {
+        match engine.request_poweroff(&info.control_socket) {
+            Ok(()) if wait_gone(info.supervisor_pid, grace) => return Ok(()),
+            Ok(()) => eprintln!(
+                "hvbox: the guest did not power off within {} s; stopping it",
+                grace.as_secs()
+            ),
+            Err(e) => eprintln!("hvbox: could not ask the guest to power off ({e:#}); stopping it"),
+        }
+    }
+    let _ = engine.hard_stop(&info.control_socket);
+    if !wait_gone(info.supervisor_pid, Duration::from_secs(10)) {
+        // The supervisor's children die with it (PDEATHSIG).
+        signal(info.supervisor_pid, libc::SIGKILL);
+        signal(info.vm_pid, libc::SIGKILL);
+        signal(info.passt_pid, libc::SIGKILL);
+        wait_gone(info.supervisor_pid, Duration::from_secs(5));
+    }
+    wait_gone(info.vm_pid, Duration::from_secs(5));
+    wait_gone(info.passt_pid, Duration::from_secs(5));
+    let _ = std::fs::remove_file(machine.file(crate::machine::runtime::RUN_FILE));
+    Ok(())
+}

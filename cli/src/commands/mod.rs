@@ -1,0 +1,56 @@
+//! One function per command; each takes parsed options and returns an exit code.
+
+mod box_build;
+mod destroy;
+mod halt;
+mod init;
+mod ssh;
+mod status;
+mod up;
+mod validate;
+
+use crate::args::{BoxCommand, Cli, Command};
+use crate::machine::Machine;
+use crate::project::{Project, DEFAULT_MACHINE};
+use anyhow::Result;
+use std::process::ExitCode;
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Init { box_name, force } => init::run(&box_name, force),
+        Command::Validate { file } => validate::run(file),
+        Command::Up(args) => up::run(&args),
+        Command::Ssh { command } => ssh::run(&command),
+        Command::Status { json } => status::run(json),
+        Command::Halt { timeout } => halt::run(timeout),
+        Command::Destroy => destroy::run(),
+        Command::Box(BoxCommand::Build {
+            name,
+            suite,
+            output,
+            sources,
+            size,
+            packages,
+            force,
+        }) => box_build::run(box_build::Options {
+            name,
+            suite,
+            output,
+            sources,
+            size,
+            packages,
+            force,
+        }),
+        Command::Supervise { machine_dir } => {
+            crate::supervisor::run(&machine_dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The project here and its (single, for now) machine.
+fn current_machine() -> Result<(Project, Machine)> {
+    let project = Project::discover()?;
+    let machine = Machine::new(DEFAULT_MACHINE, project.machine_dir(DEFAULT_MACHINE));
+    Ok((project, machine))
+}

@@ -1,0 +1,21 @@
+//! `hvbox validate`: parse and check a spec without touching any machine.
+
+use crate::spec::{find_spec, Spec, SPEC_FILE};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+pub fn run(file: Option<PathBuf>) -> Result<ExitCode> {
+    let path = match file {
+        Some(p) => p,
+        None => {
+            let cwd = std::env::current_dir()?;
+            find_spec(&cwd).with_context(|| {
+                format!("no {SPEC_FILE} in {} or any parent folder", cwd.display())
+            })?
+        }
+    };
+    Spec::load(&path)?;
+    println!("{}: ok", path.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,55 @@
+//! Engines run a [`MachineConfig`]: hvbox's embedded VMM, or QEMU as a fallback.
+//!
+//! An engine only describes how to run the VM in the foreground and how to ask the
+//! guest to power off; the supervisor process owns starting, waiting and cleanup, so
+//! every engine gets the same lifecycle.
+
+mod host;
+mod qemu;
+
+pub use host::HostVirt;
+
+use crate::spec::EngineChoice;
+use anyhow::{bail, Result};
+use hvbox_vmm::MachineConfig;
+use std::path::Path;
+
+pub trait Engine {
+    fn name(&self) -> &'static str;
+    /// Program and arguments that run the VM until it powers off.
+    fn vm_command(&self, config: &MachineConfig, control_socket: &Path) -> Vec<String>;
+    /// Ask the guest to shut down (the ACPI power button).
+    fn request_poweroff(&self, control_socket: &Path) -> Result<()>;
+    /// Stop the VM at once, without the guest's cooperation.
+    fn hard_stop(&self, control_socket: &Path) -> Result<()>;
+}
+
+/// The engine for a spec's choice on this host, and why it was picked.
+pub fn select(choice: EngineChoice, host: &HostVirt) -> Result<(Box<dyn Engine>, String)> {
+    match choice {
+        EngineChoice::Builtin => bail!(
+            "engine: builtin (hvbox's embedded VMM) cannot run machines in this release yet; set `engine: qemu` or `engine: auto` in hvbox.yaml"
+        ),
+        EngineChoice::Qemu => {
+            let engine = qemu::Qemu::new(host.hardware);
+            let reason = format!("engine: qemu in the spec; {}", engine.accel_reason(host));
+            Ok((Box::new(engine), reason))
+        }
+        EngineChoice::Auto => {
+            let engine = qemu::Qemu::new(host.hardware);
+            let reason = format!(
+                "engine: auto picked qemu because the builtin engine is not in this release yet; {}",
+                engine.accel_reason(host)
+            );
+            Ok((Box::new(engine), reason))
+        }
+    }
+}
+
+/// The engine a running machine was started with (recorded in its run file).
+pub fn by_name(name: &str) -> Result<Box<dyn Engine>> {
+    match name {
+        "qemu" => Ok(Box::new(qemu::Qemu::new(false))),
+        other => bail!("this hvbox does not know the engine {other:?} that started the machine"),
+    }
+}

@@ -1,0 +1,166 @@
+//! The QEMU engine: `qemu-system-x86_64` with direct kernel boot, KVM where the host
+//! has hardware virtualization and TCG otherwise.
+
+use super::{Engine, HostVirt};
+use anyhow::{bail, Context, Result};
+use hvbox_vmm::MachineConfig;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+pub struct Qemu {
+    kvm: bool,
+}
+
+impl Qemu {
+    pub fn new(kvm: bool) -> Qemu {
+        Qemu { kvm }
+    }
+
+    pub fn accel_reason(&self, host: &HostVirt) -> String {
+        if self.kvm {
+            format!("running with KVM ({})", host.detail)
+        } else {
+            format!(
+                "running with TCG software emulation, which is slow ({})",
+                host.detail
+            )
+        }
+    }
+}
+
+impl Engine for Qemu {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn vm_command(&self, c: &MachineConfig, control_socket: &Path) -> Vec<String> {
+        let mut a: Vec<String> = vec!["qemu-system-x86_64".into()];
+        let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+        push(&["-nodefaults", "-no-user-config", "-display", "none"]);
+        push(&["-machine", "q35"]);
+        if self.kvm {
+            push(&["-accel", "kvm", "-cpu", "host"]);
+        } else {
+            push(&["-accel", "tcg,thread=multi", "-cpu", "max"]);
+        }
+        let cpus = c.cpus.to_string();
+        let mem = format!("{}M", c.memory >> 20);
+        push(&["-smp", &cpus, "-m", &mem]);
+        push(&["-kernel", &c.kernel.to_string_lossy()]);
+        if let Some(initrd) = &c.initrd {
+            push(&["-initrd", &initrd.to_string_lossy()]);
+        }
+        push(&["-append", &c.cmdline]);
+        for disk in &c.disks {
+            let mut drive = format!(
+                "file={},format=raw,if=virtio,discard=unmap",
+                disk.path.display().to_string().replace(',', ",,")
+            );
+            if disk.read_only {
+                drive.push_str(",readonly=on");
+            }
+            push(&["-drive", &drive]);
+        }
+        for (i, nic) in c.nics.iter().enumerate() {
+            let netdev = format!(
+                "stream,id=net{i},server=off,addr.type=unix,addr.path={}",
+                nic.passt_socket.display()
+            );
+            let device = format!("virtio-net-pci,netdev=net{i},mac={}", nic.mac);
+            push(&["-netdev", &netdev, "-device", &device]);
+        }
+        push(&["-device", "virtio-rng-pci"]);
+        // append=on keeps earlier boots' output in the log across restarts.
+        let serial = format!("file,id=serial0,path={},append=on", c.serial_log.display());
+        push(&["-chardev", &serial, "-serial", "chardev:serial0"]);
+        let qmp = format!("unix:{},server=on,wait=off", control_socket.display());
+        push(&["-qmp", &qmp]);
+        a
+    }
+
+    fn request_poweroff(&self, control_socket: &Path) -> Result<()> {
+        qmp_command(control_socket, "system_powerdown")
+    }
+
+    fn hard_stop(&self, control_socket: &Path) -> Result<()> {
+        qmp_command(control_socket, "quit")
+    }
+}
+
+/// One command over QMP: greeting, capabilities handshake, then the command.
+fn qmp_command(socket: &Path, command: &str) -> Result<()> {
+    let stream = UnixStream::connect(socket)
+        .with_context(|| format!("connecting to QEMU's control socket {}", socket.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .context("reading QMP greeting")?;
+    for cmd in ["qmp_capabilities", command] {
+        writeln!(writer, "{{\"execute\":\"{cmd}\"}}")?;
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                // `quit` closes the socket before answering.
+                if cmd == "quit" {
+                    return Ok(());
+                }
+                bail!("QEMU closed its control socket during {cmd}");
+            }
+            if line.contains("\"return\"") {
+                break;
+            }
+            if line.contains("\"error\"") {
+                bail!("QEMU refused {cmd}: {}", line.trim());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hvbox_vmm::{DiskConfig, NetConfig};
+    use std::path::PathBuf;
+
+    #[test]
+    fn command_line_boots_the_kernel_with_disks_seed_and_passt() {
+        let cfg = MachineConfig {
+            cpus: 2,
+            memory: 1 << 30,
+            kernel: "/m/vmlinuz".into(),
+            initrd: Some("/m/initrd.img".into()),
+            cmdline: "root=PARTUUID=x ro console=ttyS0".into(),
+            disks: vec![
+                DiskConfig {
+                    path: "/m/disk.raw".into(),
+                    read_only: false,
+                },
+                DiskConfig {
+                    path: "/m/seed.iso".into(),
+                    read_only: true,
+                },
+            ],
+            nics: vec![NetConfig {
+                mac: "52:54:00:01:02:03".into(),
+                passt_socket: "/run/x/passt.sock".into(),
+            }],
+            serial_log: PathBuf::from("/m/serial.log"),
+        };
+        let args = Qemu::new(false).vm_command(&cfg, Path::new("/run/x/qmp.sock"));
+        let joined = args.join(" ");
+        assert!(joined.contains("-accel tcg,thread=multi -cpu max"));
+        assert!(joined.contains("-smp 2 -m 1024M"));
+        assert!(joined.contains("-append root=PARTUUID=x ro console=ttyS0"));
+        assert!(joined.contains("file=/m/seed.iso,format=raw,if=virtio,discard=unmap,readonly=on"));
+        assert!(joined.contains("addr.path=/run/x/passt.sock"));
+        assert!(joined.contains("mac=52:54:00:01:02:03"));
+        let kvm = Qemu::new(true).vm_command(&cfg, Path::new("/q")).join(" ");
+        assert!(kvm.contains("-accel kvm -cpu host"));
+    }
+}

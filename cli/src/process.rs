@@ -1,0 +1,38 @@
+//! Small process helpers: liveness, signals, waiting.
+
+use std::time::{Duration, Instant};
+
+pub fn pid_alive(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    // A zombie still answers kill(0); look at its state so an exited, unreaped
+    // child counts as gone.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    if pid > 0 {
+        // SAFETY: kill has no memory-safety preconditions; a stale pid only fails.
+        unsafe {
+            libc::kill(pid as libc::pid_t, sig);
+        }
+    }
+}
+
+/// Wait until `pid` is gone or `timeout` passes; true if it is gone.
+pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while pid_alive(pid) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
+}

@@ -1,0 +1,83 @@
+//! Where a project's spec and machine state live.
+
+use crate::spec::{find_spec, SPEC_FILE};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// Folder beside the spec that holds machine state; never committed.
+pub const STATE_DIR: &str = ".hvbox";
+pub const DEFAULT_MACHINE: &str = "default";
+
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub spec_path: PathBuf,
+    pub root: PathBuf,
+}
+
+impl Project {
+    /// The project whose spec is in the current folder or the nearest parent.
+    pub fn discover() -> Result<Project> {
+        let cwd = std::env::current_dir().context("cannot read the current folder")?;
+        let Some(spec_path) = find_spec(&cwd) else {
+            bail!(
+                "no {SPEC_FILE} in {} or any parent folder; run `hvbox init` to write one",
+                cwd.display()
+            );
+        };
+        let root = spec_path
+            .parent()
+            .expect("a spec file has a parent folder")
+            .to_path_buf();
+        Ok(Project { spec_path, root })
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join(STATE_DIR)
+    }
+
+    pub fn machine_dir(&self, name: &str) -> PathBuf {
+        self.state_dir().join("machines").join(name)
+    }
+
+    /// Remove `.hvbox/` once no machine is left in it.
+    pub fn prune_state_dir(&self) {
+        let machines = self.state_dir().join("machines");
+        let _ = std::fs::remove_dir(&machines);
+        let _ = std::fs::remove_dir(self.state_dir());
+    }
+
+    /// A default hostname from the project folder's name.
+    pub fn default_hostname(&self) -> String {
+        hostname_from(&self.root)
+    }
+}
+
+fn hostname_from(dir: &Path) -> String {
+    let raw = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    let cleaned: String = raw
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let trimmed: String = cleaned.trim_matches('-').chars().take(63).collect();
+    let trimmed = trimmed.trim_end_matches('-');
+    if trimmed.is_empty() {
+        "hvbox".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames_from_folder_names() {
+        assert_eq!(hostname_from(Path::new("/x/My_Project")), "my-project");
+        assert_eq!(hostname_from(Path::new("/x/__")), "hvbox");
+        assert_eq!(hostname_from(Path::new("/")), "hvbox");
+    }
+}

@@ -1,0 +1,284 @@
+//! `hvbox.yaml`: what a team commits to describe its machine.
+//!
+//! Every value is checked while it is deserialized, so that a bad value is reported
+//! by serde_yaml with its line and column; [`SpecError`] adds the file name.
+
+mod size;
+mod values;
+
+pub use size::Size;
+pub use values::{Hostname, UserName};
+
+use hvbox_boxes::{Artifact, Digest};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+pub const SPEC_FILE: &str = "hvbox.yaml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    #[serde(rename = "box")]
+    pub box_source: BoxSource,
+    pub hostname: Option<Hostname>,
+    #[serde(default = "default_cpus")]
+    pub cpus: Cpus,
+    #[serde(default = "default_memory")]
+    pub memory: Size,
+    /// Size the machine's disk is grown to; the box's own size when absent.
+    pub disk: Option<Size>,
+    #[serde(default)]
+    pub engine: EngineChoice,
+    #[serde(default)]
+    pub ssh: SshSettings,
+    #[serde(default)]
+    pub ports: Vec<PortForward>,
+}
+
+fn default_cpus() -> Cpus {
+    Cpus(2)
+}
+
+fn default_memory() -> Size {
+    Size::from_bytes(1 << 30)
+}
+
+/// A box named in a catalog, or artifacts given explicitly with their digests.
+#[derive(Debug, Clone)]
+pub enum BoxSource {
+    Name(String),
+    Artifacts(BoxArtifactsSpec),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoxArtifactsSpec {
+    pub disk: ArtifactSpec,
+    pub kernel: Option<ArtifactSpec>,
+    pub initrd: Option<ArtifactSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactSpec {
+    pub url: String,
+    #[serde(deserialize_with = "deserialize_digest")]
+    pub digest: Digest,
+}
+
+impl ArtifactSpec {
+    pub fn to_artifact(&self) -> Artifact {
+        Artifact {
+            url: self.url.clone(),
+            digest: self.digest.clone(),
+        }
+    }
+}
+
+fn deserialize_digest<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
+    struct DigestVisitor;
+    impl Visitor<'_> for DigestVisitor {
+        type Value = Digest;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(
+                "a digest such as \"sha256:<64 hex digits>\" or \"sha512:<128 hex digits>\"",
+            )
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<Digest, E> {
+            s.parse().map_err(|e: hvbox_boxes::Error| E::custom(e))
+        }
+    }
+    d.deserialize_str(DigestVisitor)
+}
+
+impl<'de> Deserialize<'de> for BoxSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct BoxVisitor;
+        impl<'de> Visitor<'de> for BoxVisitor {
+            type Value = BoxSource;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a box name such as \"debian-12\", or a mapping with `disk` (url and digest) and optionally `kernel` and `initrd`")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<BoxSource, E> {
+                if s.trim().is_empty() {
+                    return Err(E::custom("the box name is empty"));
+                }
+                Ok(BoxSource::Name(s.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<BoxSource, A::Error> {
+                BoxArtifactsSpec::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(BoxSource::Artifacts)
+            }
+        }
+        d.deserialize_any(BoxVisitor)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cpus(pub u32);
+
+impl<'de> Deserialize<'de> for Cpus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct CpusVisitor;
+        impl Visitor<'_> for CpusVisitor {
+            type Value = Cpus;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number of vCPUs from 1 to 255")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Cpus, E> {
+                match n {
+                    1..=255 => Ok(Cpus(n as u32)),
+                    _ => Err(E::custom(format!("cpus must be from 1 to 255, got {n}"))),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Cpus, E> {
+                Err(E::custom(format!("cpus must be from 1 to 255, got {n}")))
+            }
+        }
+        d.deserialize_u64(CpusVisitor)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    #[default]
+    Auto,
+    Builtin,
+    Qemu,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSettings {
+    pub user: Option<UserName>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortForward {
+    pub host: Port,
+    pub guest: Port,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Host address the port is bound to; loopback unless the spec opens it wider.
+    #[serde(default = "loopback")]
+    pub address: IpAddr,
+}
+
+fn loopback() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port(pub u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct PortVisitor;
+        impl Visitor<'_> for PortVisitor {
+            type Value = Port;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a port number from 1 to 65535")
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Port, E> {
+                match u16::try_from(n) {
+                    Ok(p) if p > 0 => Ok(Port(p)),
+                    _ => Err(E::custom(format!(
+                        "a port must be from 1 to 65535, got {n}"
+                    ))),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Port, E> {
+                Err(E::custom(format!(
+                    "a port must be from 1 to 65535, got {n}"
+                )))
+            }
+        }
+        d.deserialize_u64(PortVisitor)
+    }
+}
+
+/// A spec that could not be read, with where and why.
+#[derive(Debug)]
+pub struct SpecError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "{}:{l}:{c}: {}", self.path.display(), self.message),
+            _ => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for SpecError {}
+
+impl Spec {
+    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+            path: path.to_path_buf(),
+            line: None,
+            column: None,
+            message: format!("cannot read the spec: {e}"),
+        })?;
+        Spec::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
+        if text.trim().is_empty() {
+            return Err(SpecError {
+                path: path.to_path_buf(),
+                line: None,
+                column: None,
+                message:
+                    "the spec is empty; it needs at least `box:` (run `hvbox init` for a starter)"
+                        .into(),
+            });
+        }
+        serde_yaml::from_str(text).map_err(|e| {
+            let location = e.location();
+            SpecError {
+                path: path.to_path_buf(),
+                line: location.as_ref().map(|l| l.line()),
+                column: location.as_ref().map(|l| l.column()),
+                message: strip_location(&e.to_string()),
+            }
+        })
+    }
+}
+
+/// serde_yaml ends its messages with " at line L column C"; we print that up front.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(" column ") => message[..i].to_string(),
+        _ => message.to_string(),
+    }
+}
+
+/// The spec in `start` or the nearest parent folder, as Vagrant finds its Vagrantfile.
+pub fn find_spec(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .map(|dir| dir.join(SPEC_FILE))
+        .find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests;

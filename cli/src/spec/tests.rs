@@ -1,0 +1,117 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Spec, SpecError> {
+    Spec::parse(text, Path::new("/p/hvbox.yaml"))
+}
+
+fn error(text: &str) -> String {
+    parse(text)
+        .expect_err("spec should be rejected")
+        .to_string()
+}
+
+const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+#[test]
+fn minimal_spec_takes_defaults() {
+    let spec = parse("box: debian-12\n").unwrap();
+    assert!(matches!(spec.box_source, BoxSource::Name(ref n) if n == "debian-12"));
+    assert_eq!(spec.cpus, Cpus(2));
+    assert_eq!(spec.memory.bytes(), 1 << 30);
+    assert_eq!(spec.engine, EngineChoice::Auto);
+    assert!(spec.ports.is_empty());
+}
+
+#[test]
+fn full_spec_with_explicit_artifacts() {
+    let text = format!(
+        "box:\n  disk:\n    url: http://127.0.0.1:1/disk.raw\n    digest: {DIGEST}\n  kernel:\n    url: http://127.0.0.1:1/vmlinuz\n    digest: {DIGEST}\nhostname: web-1\ncpus: 4\nmemory: 512M\ndisk: 20GiB\nengine: qemu\nssh:\n  user: dev\nports:\n  - host: 8080\n    guest: 80\n  - {{host: 5353, guest: 53, protocol: udp, address: 0.0.0.0}}\n"
+    );
+    let spec = parse(&text).unwrap();
+    let BoxSource::Artifacts(a) = &spec.box_source else {
+        panic!("expected artifacts")
+    };
+    assert_eq!(a.disk.url, "http://127.0.0.1:1/disk.raw");
+    assert!(a.kernel.is_some() && a.initrd.is_none());
+    assert_eq!(spec.hostname, Some(Hostname("web-1".into())));
+    assert_eq!(spec.memory.bytes(), 512 << 20);
+    assert_eq!(spec.disk.unwrap().bytes(), 20 << 30);
+    assert_eq!(spec.engine, EngineChoice::Qemu);
+    assert_eq!(spec.ports[0].address.to_string(), "127.0.0.1");
+    assert_eq!(spec.ports[1].protocol, Protocol::Udp);
+}
+
+#[test]
+fn unknown_key_names_file_line_column() {
+    let e = error("box: debian-12\ncpus: 2\nmemroy: 1G\n");
+    assert!(
+        e.starts_with("/p/hvbox.yaml:3:1: unknown field `memroy`"),
+        "{e}"
+    );
+    assert!(e.contains("expected one of"), "{e}");
+}
+
+#[test]
+fn nested_unknown_key() {
+    let e = error("box: debian-12\nssh:\n  user: dev\n  port: 22\n");
+    assert!(
+        e.starts_with("/p/hvbox.yaml:4:3: ssh: unknown field `port`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_size_is_located_and_explained() {
+    let e = error("box: debian-12\nmemory: 1X\n");
+    assert!(e.starts_with("/p/hvbox.yaml:2:9: memory:"), "{e}");
+    assert!(e.contains("unknown unit"), "{e}");
+    let e = error("box: debian-12\nmemory: 1024\n");
+    assert!(e.contains("has no unit"), "{e}");
+}
+
+#[test]
+fn wrong_type_is_located() {
+    let e = error("box: debian-12\ncpus: two\n");
+    assert!(e.starts_with("/p/hvbox.yaml:2:7: cpus:"), "{e}");
+    assert!(e.contains("number of vCPUs"), "{e}");
+}
+
+#[test]
+fn out_of_range_values() {
+    assert!(error("box: b\ncpus: 0\n").contains("from 1 to 255"));
+    assert!(error("box: b\nports:\n  - {host: 70000, guest: 22}\n").contains("1 to 65535"));
+    assert!(error("box: b\nengine: kvm\n").contains("unknown variant `kvm`"));
+    assert!(error("box: b\nhostname: -bad\n").contains("not a valid hostname"));
+    assert!(error("box: b\nssh: {user: root}\n").contains("cannot be root"));
+    assert!(error("box: b\nssh: {user: Dev}\n").contains("not a valid user name"));
+}
+
+#[test]
+fn bad_digest_is_located() {
+    let e = error("box:\n  disk:\n    url: http://x/d\n    digest: md5:abc\n");
+    assert!(e.starts_with("/p/hvbox.yaml:4:13: box.disk.digest:"), "{e}");
+}
+
+#[test]
+fn missing_box_and_empty_spec() {
+    assert!(error("cpus: 1\n").contains("missing field `box`"));
+    assert!(error("\n").contains("the spec is empty"));
+}
+
+#[test]
+fn sizes_parse_and_print() {
+    assert_eq!(Size::parse("512M").unwrap().bytes(), 512 << 20);
+    assert_eq!(Size::parse("1.5G").unwrap().bytes(), 3 << 29);
+    assert_eq!(Size::parse("2GiB").unwrap().to_string(), "2G");
+    assert!(Size::parse("G").is_err());
+}
+
+#[test]
+fn spec_found_in_nearest_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("a/b");
+    std::fs::create_dir_all(&nested).unwrap();
+    std::fs::write(dir.path().join(SPEC_FILE), "box: x\n").unwrap();
+    assert_eq!(find_spec(&nested), Some(dir.path().join(SPEC_FILE)));
+    assert_eq!(find_spec(Path::new("/nonexistent-hvbox-dir")), None);
+}

@@ -1,0 +1,71 @@
+//! Names that end up in the guest: checked here so cloud-init never sees a bad one.
+
+use serde::de::{self, Visitor};
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+
+/// An RFC 1123 host name: labels of letters, digits and inner hyphens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hostname(pub String);
+
+/// A login name that `useradd` accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserName(pub String);
+
+pub fn check_hostname(s: &str) -> Result<(), String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if s.is_empty() || s.len() > 253 || !s.split('.').all(label_ok) {
+        return Err(format!(
+            "{s:?} is not a valid hostname: use letters, digits and hyphens (not at either end), at most 63 per label"
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_user(s: &str) -> Result<(), String> {
+    let first_ok = s
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = s
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !first_ok || !rest_ok || s.len() > 32 {
+        return Err(format!(
+            "{s:?} is not a valid user name: start with a lowercase letter or '_', then lowercase letters, digits, '_' or '-', at most 32"
+        ));
+    }
+    if s == "root" {
+        return Err("the ssh user cannot be root: hvbox logs in as a user with sudo".into());
+    }
+    Ok(())
+}
+
+macro_rules! checked_string {
+    ($ty:ident, $check:ident, $what:literal) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl Visitor<'_> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_str<E: de::Error>(self, s: &str) -> Result<$ty, E> {
+                        $check(s).map(|()| $ty(s.to_string())).map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+    };
+}
+
+checked_string!(Hostname, check_hostname, "a hostname such as \"dev\"");
+checked_string!(UserName, check_user, "a user name such as \"dev\"");

@@ -1,0 +1,77 @@
+//! Talking to the guest with the system's OpenSSH client, always with the machine's
+//! own key and its pinned host key: no trust on first use.
+
+use crate::machine::{Machine, MachineState};
+use std::process::{Command, Stdio};
+
+/// The name the pinned host key is filed under in the machine's known_hosts, so the
+/// entry holds whatever port the machine gets on each boot.
+pub fn host_key_alias(state: &MachineState) -> String {
+    format!("hvbox-{}", state.instance_id)
+}
+
+pub fn known_hosts_line(state: &MachineState, host_public_key: &str) -> String {
+    format!("{} {}\n", host_key_alias(state), host_public_key.trim())
+}
+
+/// `ssh` with everything but the remote command.
+pub fn command(machine: &Machine, state: &MachineState, port: u16) -> Command {
+    let mut cmd = Command::new("ssh");
+    cmd.arg("-i")
+        .arg(machine.ssh_key())
+        .arg("-p")
+        .arg(port.to_string())
+        .args(option("IdentitiesOnly", "yes"))
+        .args(option("IdentityAgent", "none"))
+        .args(option("StrictHostKeyChecking", "yes"))
+        .args(option("UserKnownHostsFile", machine.known_hosts()))
+        .args(option("HostKeyAlias", host_key_alias(state)))
+        .args(option("PasswordAuthentication", "no"))
+        .args(option("LogLevel", "ERROR"))
+        .arg(format!("{}@127.0.0.1", state.user));
+    cmd
+}
+
+fn option(name: &str, value: impl AsRef<std::ffi::OsStr>) -> [std::ffi::OsString; 2] {
+    let mut v = std::ffi::OsString::from(format!("{name}="));
+    v.push(value.as_ref());
+    ["-o".into(), v]
+}
+
+/// One quiet, non-interactive attempt to log in; true when the guest answered.
+pub fn probe(machine: &Machine, state: &MachineState, port: u16) -> bool {
+    command(machine, state, port)
+        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub enum CloudInit {
+    Done,
+    /// cloud-init finished with errors; its status output.
+    Failed(String),
+    /// The connection dropped (sshd restarting); ask again.
+    Disconnected,
+}
+
+/// Block until cloud-init's first-boot stages are over. A guest without cloud-init
+/// counts as done.
+pub fn wait_for_cloud_init(machine: &Machine, state: &MachineState, port: u16) -> CloudInit {
+    let output = command(machine, state, port)
+        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
+        .arg("if command -v cloud-init >/dev/null; then cloud-init status --wait; fi")
+        .stdin(Stdio::null())
+        .output();
+    match output {
+        Ok(out) => match out.status.code() {
+            Some(0) => CloudInit::Done,
+            // ssh's own failure, e.g. the connection reset by sshd's restart.
+            Some(255) | None => CloudInit::Disconnected,
+            Some(_) => CloudInit::Failed(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+        },
+        Err(_) => CloudInit::Disconnected,
+    }
+}

@@ -1,0 +1,171 @@
+//! The per-machine supervisor: a detached `hvbox supervise DIR` process that starts
+//! passt and the VM, records their pids, waits for the VM to end, then stops passt.
+//!
+//! Both children get PR_SET_PDEATHSIG, so killing the supervisor takes them down too:
+//! a machine never leaves orphaned processes behind.
+
+use crate::machine::{write_atomic, Machine, RunInfo};
+use crate::process::{pid_alive, signal};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const LAUNCH_FILE: &str = "launch.json";
+pub const EXIT_FILE: &str = "exit.json";
+const SUPERVISOR_LOG: &str = "supervisor.log";
+
+/// What `hvbox up` hands the supervisor.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LaunchPlan {
+    pub engine: String,
+    pub vm_command: Vec<String>,
+    pub passt_command: Vec<String>,
+    pub passt_socket: PathBuf,
+    pub control_socket: PathBuf,
+    pub runtime_dir: PathBuf,
+    pub ssh_port: u16,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ExitRecord {
+    pub vm_exit_code: Option<i32>,
+    pub vm_signal: Option<i32>,
+}
+
+/// Start the supervisor for `machine` in its own session and return its pid.
+pub fn spawn(machine: &Machine, plan: &LaunchPlan) -> Result<u32> {
+    write_atomic(
+        &machine.file(LAUNCH_FILE),
+        serde_json::to_string_pretty(plan)?.as_bytes(),
+    )?;
+    let _ = std::fs::remove_file(machine.file(EXIT_FILE));
+    let log = File::create(machine.file(SUPERVISOR_LOG))?;
+    let exe = std::env::current_exe().context("locating the hvbox executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("supervise")
+        .arg(&machine.dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().context("starting the machine supervisor")?;
+    Ok(child.id())
+}
+
+/// Body of `hvbox supervise DIR`.
+pub fn run(machine_dir: &Path) -> Result<()> {
+    let machine = Machine::new("", machine_dir.to_path_buf());
+    let plan: LaunchPlan = serde_json::from_str(
+        &std::fs::read_to_string(machine.file(LAUNCH_FILE)).context("reading the launch plan")?,
+    )?;
+    let result = supervise(&machine, &plan);
+    let _ = std::fs::remove_file(machine.file(crate::machine::runtime::RUN_FILE));
+    let _ = std::fs::remove_dir_all(&plan.runtime_dir);
+    if let Err(e) = &result {
+        eprintln!("supervisor: {e:#}");
+    }
+    result
+}
+
+fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
+    let mut passt = start_child(&plan.passt_command, &machine.file("passt.log"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !plan.passt_socket.exists() {
+        if let Some(status) = passt.try_wait()? {
+            bail!(
+                "passt exited ({status}) before opening its socket; see {}",
+                machine.file("passt.log").display()
+            );
+        }
+        if Instant::now() > deadline {
+            stop_child(&mut passt);
+            bail!(
+                "passt did not open {} within 10 s",
+                plan.passt_socket.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut vm = match start_child(&plan.vm_command, &machine.file("vm.log")) {
+        Ok(vm) => vm,
+        Err(e) => {
+            stop_child(&mut passt);
+            return Err(e);
+        }
+    };
+    RunInfo {
+        supervisor_pid: std::process::id(),
+        vm_pid: vm.id(),
+        passt_pid: passt.id(),
+        engine: plan.engine.clone(),
+        ssh_port: plan.ssh_port,
+        control_socket: plan.control_socket.clone(),
+        runtime_dir: plan.runtime_dir.clone(),
+    }
+    .save(machine)?;
+    let status = vm.wait().context("waiting for the VM")?;
+    eprintln!("supervisor: VM exited: {status}");
+    stop_child(&mut passt);
+    use std::os::unix::process::ExitStatusExt;
+    let record = ExitRecord {
+        vm_exit_code: status.code(),
+        vm_signal: status.signal(),
+    };
+    write_atomic(
+        &machine.file(EXIT_FILE),
+        serde_json::to_string_pretty(&record)?.as_bytes(),
+    )
+}
+
+fn start_child(argv: &[String], log_path: &Path) -> Result<Child> {
+    let (program, args) = argv.split_first().context("empty command")?;
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and only affects the child.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().with_context(|| {
+        format!("starting {program} (is it installed? see the README's requirements)")
+    })
+}
+
+fn stop_child(child: &mut Child) {
+    if pid_alive(child.id()) {
+        signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}

@@ -1,0 +1,73 @@
+//! What a user sees from `hvbox validate` and `hvbox init`, through the real binary.
+
+use std::process::Command;
+
+fn hvbox(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hvbox"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run hvbox")
+}
+
+fn validate(spec: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hvbox.yaml"), spec).unwrap();
+    let out = hvbox(dir.path(), &["validate"]);
+    let path = dir.path().join("hvbox.yaml").display().to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&path, "hvbox.yaml");
+    (out.status.success(), stderr)
+}
+
+#[test]
+fn unknown_key_is_reported_with_location() {
+    let (ok, err) = validate("box: debian-12\ncpus: 2\nmemroy: 1G\n");
+    assert!(!ok);
+    assert!(
+        err.contains("hvbox.yaml:3:1: unknown field `memroy`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_size_is_reported_with_location() {
+    let (ok, err) = validate("box: debian-12\nmemory: 2 gigs\n");
+    assert!(!ok);
+    assert!(err.contains("hvbox.yaml:2:9: memory:"), "{err}");
+    assert!(err.contains("unknown unit"), "{err}");
+}
+
+#[test]
+fn wrong_type_is_reported_with_location() {
+    let (ok, err) = validate("box: debian-12\nports:\n  - host: eighty\n    guest: 80\n");
+    assert!(!ok);
+    assert!(err.contains("hvbox.yaml:3:11: ports[0].host:"), "{err}");
+}
+
+#[test]
+fn init_writes_a_valid_spec_and_ignores_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hvbox(dir.path(), &["init"]);
+    assert!(out.status.success());
+    let gitignore = std::fs::read_to_string(dir.path().join(".gitignore")).unwrap();
+    assert!(gitignore.lines().any(|l| l == "/.hvbox/"));
+    let nested = dir.path().join("src/deep");
+    std::fs::create_dir_all(&nested).unwrap();
+    // validate finds the spec in a parent folder, as up and ssh do.
+    let out = hvbox(&nested, &["validate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A second init refuses to overwrite the spec.
+    assert!(!hvbox(dir.path(), &["init"]).status.success());
+}
+
+#[test]
+fn commands_outside_a_project_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hvbox(dir.path(), &["up"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run `hvbox init`"));
+}
