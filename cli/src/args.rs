@@ -50,6 +50,9 @@ pub enum Command {
     /// Manage boxes.
     #[command(subcommand, name = "box")]
     Box(BoxCommand),
+    /// Low-level access to hvbox's embedded VMM.
+    #[command(subcommand)]
+    Vmm(VmmCommand),
     /// Runs a machine's engine and network processes (started by `hvbox up`).
     #[command(hide = true)]
     Supervise { machine_dir: PathBuf },
@@ -90,4 +93,42 @@ pub enum BoxCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VmmCommand {
+    /// Boot one VM in the foreground on hvbox's embedded VMM.
+    ///
+    /// Exit status: 0 the guest powered off, 3 it rebooted, 4 it crashed (triple
+    /// fault), 5 the --timeout passed, 1 a host or KVM error, 2 bad arguments.
+    Run(VmmRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VmmRunArgs {
+    /// Linux bzImage, or an ELF (vmlinux) with a PVH entry note.
+    #[arg(long)]
+    pub kernel: PathBuf,
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    #[arg(long, default_value = "console=ttyS0")]
+    pub cmdline: String,
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    #[arg(long, default_value = "512M")]
+    pub memory: String,
+    /// A disk image, `PATH` or `PATH,ro` (repeatable).
+    #[arg(long = "disk")]
+    pub disks: Vec<String>,
+    /// Where the guest's serial console goes (default: standard output).
+    #[arg(long)]
+    pub serial_log: Option<PathBuf>,
+    /// Stop the guest after this many seconds (exit status 5).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Hide CPU features (CMPXCHG16B, XSAVE, AVX) that KVM's instruction emulator
+    /// cannot run; for hosts whose KVM emulates guests instead of running them on
+    /// hardware virtualization.
+    #[arg(long)]
+    pub mask_unemulated_cpuid: bool,
 }

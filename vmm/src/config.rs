@@ -14,8 +14,9 @@ pub struct MachineConfig {
     /// Attached in order: the root disk first, then the seed, then extra disks.
     pub disks: Vec<DiskConfig>,
     pub nics: Vec<NetConfig>,
-    /// Where the guest's first serial port is written.
-    pub serial_log: PathBuf,
+    /// Where the guest's first serial port is written (appended); standard output
+    /// when `None`.
+    pub serial_log: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,6 +5,17 @@
 //! `hvbox` CLI builds the config, and every engine (this VMM, or QEMU as a fallback)
 //! consumes the same one.
 
+pub mod acpi;
+pub mod arch;
+pub mod boot;
+pub mod builder;
 pub mod config;
+pub mod devices;
+pub mod exit;
+pub mod layout;
+pub mod memory;
+pub mod vstate;
 
+pub use builder::{run, RunOptions, VmmError};
 pub use config::{DiskConfig, MachineConfig, NetConfig};
+pub use exit::ExitReason;

@@ -8,8 +8,9 @@ mod ssh;
 mod status;
 mod up;
 mod validate;
+mod vmm_run;
 
-use crate::args::{BoxCommand, Cli, Command};
+use crate::args::{BoxCommand, Cli, Command, VmmCommand};
 use crate::machine::Machine;
 use crate::project::{Project, DEFAULT_MACHINE};
 use anyhow::Result;
@@ -41,6 +42,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             packages,
             force,
         }),
+        Command::Vmm(VmmCommand::Run(args)) => vmm_run::run(&args),
         Command::Supervise { machine_dir } => {
             crate::supervisor::run(&machine_dir)?;
             Ok(ExitCode::SUCCESS)

@@ -100,7 +100,7 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
             mac: state.mac.clone(),
             passt_socket: passt_socket.clone(),
         }],
-        serial_log: machine.serial_log(),
+        serial_log: Some(machine.serial_log()),
     };
     let plan = LaunchPlan {
         engine: engine.name().to_string(),

@@ -73,8 +73,13 @@ impl Engine for Qemu {
         }
         push(&["-device", "virtio-rng-pci"]);
         // append=on keeps earlier boots' output in the log across restarts.
-        let serial = format!("file,id=serial0,path={},append=on", c.serial_log.display());
-        push(&["-chardev", &serial, "-serial", "chardev:serial0"]);
+        match &c.serial_log {
+            Some(log) => {
+                let serial = format!("file,id=serial0,path={},append=on", log.display());
+                push(&["-chardev", &serial, "-serial", "chardev:serial0"]);
+            }
+            None => push(&["-serial", "stdio"]),
+        }
         let qmp = format!("unix:{},server=on,wait=off", control_socket.display());
         push(&["-qmp", &qmp]);
         a
@@ -150,7 +155,7 @@ mod tests {
                 mac: "52:54:00:01:02:03".into(),
                 passt_socket: "/run/x/passt.sock".into(),
             }],
-            serial_log: PathBuf::from("/m/serial.log"),
+            serial_log: Some(PathBuf::from("/m/serial.log")),
         };
         let args = Qemu::new(false).vm_command(&cfg, Path::new("/run/x/qmp.sock"));
         let joined = args.join(" ");

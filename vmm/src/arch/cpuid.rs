@@ -1,0 +1,124 @@
+//! The CPUID a vCPU reports: what KVM supports, plus this vCPU's APIC ID, the
+//! topology of the machine and the hypervisor bit.
+
+use kvm_bindings::CpuId;
+
+const LEAF_FEATURES: u32 = 0x1;
+const LEAF_CACHE_TOPOLOGY: u32 = 0x4;
+const LEAF_EXT_TOPOLOGY: u32 = 0xb;
+const LEAF_EXT_TOPOLOGY_V2: u32 = 0x1f;
+
+const ECX_CX16: u32 = 1 << 13;
+const ECX_XSAVE: u32 = 1 << 26;
+const ECX_OSXSAVE: u32 = 1 << 27;
+const ECX_AVX: u32 = 1 << 28;
+const ECX_HYPERVISOR: u32 = 1 << 31;
+const EDX_HTT: u32 = 1 << 28;
+
+/// Features to hide from the guest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuidMask {
+    /// Hide CMPXCHG16B and XSAVE/AVX, which KVM's instruction emulator cannot run:
+    /// needed only on hosts that execute guests by emulation (see the README).
+    pub emulator_safe: bool,
+}
+
+/// Adjust `cpuid` (from KVM_GET_SUPPORTED_CPUID) for vCPU `index` of `count`.
+pub fn configure(cpuid: &mut CpuId, index: u8, count: u8, mask: CpuidMask) {
+    for entry in cpuid.as_mut_slice() {
+        match entry.function {
+            LEAF_FEATURES => {
+                // EBX[31:24] initial APIC ID, EBX[23:16] logical processors per package.
+                entry.ebx =
+                    (entry.ebx & 0x0000_ffff) | (u32::from(index) << 24) | (u32::from(count) << 16);
+                entry.ecx |= ECX_HYPERVISOR;
+                if count > 1 {
+                    entry.edx |= EDX_HTT;
+                }
+                if mask.emulator_safe {
+                    entry.ecx &= !(ECX_CX16 | ECX_XSAVE | ECX_OSXSAVE | ECX_AVX);
+                }
+            }
+            LEAF_CACHE_TOPOLOGY => {
+                // EAX[31:26]: cores per package - 1; every vCPU is a core of one package.
+                entry.eax = (entry.eax & 0x03ff_ffff) | (u32::from(count - 1) << 26);
+            }
+            LEAF_EXT_TOPOLOGY | LEAF_EXT_TOPOLOGY_V2 => {
+                // Level 0: SMT (1 thread per core); level 1: cores. EDX = x2APIC ID.
+                let shift_for = |n: u8| u32::BITS - u32::from(n.max(1) - 1).leading_zeros();
+                match entry.index {
+                    0 => {
+                        entry.eax = 0;
+                        entry.ebx = 1;
+                        entry.ecx = 1 << 8;
+                    }
+                    1 => {
+                        entry.eax = shift_for(count);
+                        entry.ebx = u32::from(count);
+                        entry.ecx = (2 << 8) | 1;
+                    }
+                    n => {
+                        entry.eax = 0;
+                        entry.ebx = 0;
+                        entry.ecx = n;
+                    }
+                }
+                entry.edx = u32::from(index);
+            }
+            0xd if mask.emulator_safe => {
+                entry.eax = 0;
+                entry.ebx = 0;
+                entry.ecx = 0;
+                entry.edx = 0;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvm_bindings::kvm_cpuid_entry2;
+
+    fn entry(function: u32, index: u32) -> kvm_cpuid_entry2 {
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            eax: 0xffff_ffff,
+            ebx: 0xffff_ffff,
+            ecx: ECX_CX16 | ECX_XSAVE,
+            edx: 0,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn apic_ids_topology_and_hypervisor_bit() {
+        let mut cpuid =
+            CpuId::from_entries(&[entry(1, 0), entry(4, 0), entry(0xb, 0), entry(0xb, 1)]).unwrap();
+        configure(&mut cpuid, 3, 4, CpuidMask::default());
+        let e = cpuid.as_slice();
+        assert_eq!(e[0].ebx >> 24, 3);
+        assert_eq!((e[0].ebx >> 16) & 0xff, 4);
+        assert_ne!(e[0].ecx & ECX_HYPERVISOR, 0);
+        assert_ne!(e[0].ecx & ECX_CX16, 0);
+        assert_eq!(e[1].eax >> 26, 3);
+        assert_eq!(e[3].eax, 2); // 4 cores → 2 bits of core ID
+        assert_eq!(e[3].edx, 3);
+    }
+
+    #[test]
+    fn emulator_safe_mask_hides_cx16_and_xsave() {
+        let mut cpuid = CpuId::from_entries(&[entry(1, 0)]).unwrap();
+        configure(
+            &mut cpuid,
+            0,
+            1,
+            CpuidMask {
+                emulator_safe: true,
+            },
+        );
+        assert_eq!(cpuid.as_slice()[0].ecx & (ECX_CX16 | ECX_XSAVE), 0);
+    }
+}

@@ -1,0 +1,7 @@
+//! Platform devices the guest reaches through port I/O.
+
+pub mod acpi_pm;
+pub mod i8042;
+pub mod platform;
+pub mod rtc;
+pub mod serial;

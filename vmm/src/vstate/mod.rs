@@ -1,0 +1,4 @@
+//! Thin owners of KVM objects: the VM and its vCPUs.
+
+pub mod vcpu;
+pub mod vm;

@@ -1,0 +1,118 @@
+//! One thread per vCPU: run KVM_RUN, hand port I/O to the platform devices, turn
+//! terminal exits into a [`VmEvent`].
+
+use crate::arch::regs;
+use crate::devices::platform::{Platform, PlatformEvent};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+const KVM_SYSTEM_EVENT_SHUTDOWN: u32 = 1;
+const KVM_SYSTEM_EVENT_RESET: u32 = 2;
+const KVM_SYSTEM_EVENT_CRASH: u32 = 3;
+
+/// What ends a VM, as seen by one vCPU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmEvent {
+    Poweroff,
+    Reboot,
+    Crash(String),
+    /// KVM or the VMM failed; the message holds the exit and the registers.
+    Error(String),
+}
+
+pub struct VcpuRunner {
+    pub index: u8,
+    pub fd: VcpuFd,
+    pub platform: Arc<Mutex<Platform>>,
+    pub stop: Arc<AtomicBool>,
+    pub events: Sender<VmEvent>,
+}
+
+impl VcpuRunner {
+    /// Run until the VM ends or `stop` is set (the main thread then interrupts
+    /// KVM_RUN with a signal).
+    pub fn run(mut self) {
+        while !self.stop.load(Ordering::Acquire) {
+            if let Some(event) = self.step() {
+                let _ = self.events.send(event);
+                return;
+            }
+        }
+    }
+
+    fn step(&mut self) -> Option<VmEvent> {
+        let index = self.index;
+        let exit = match self.fd.run() {
+            Ok(exit) => exit,
+            // Interrupted by the kick signal, or asked to retry.
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => return None,
+            Err(e) => {
+                return Some(VmEvent::Error(format!(
+                    "vCPU {index}: KVM_RUN failed: {e}; {}",
+                    regs::describe(&self.fd)
+                )))
+            }
+        };
+        // Faults are reported with the registers, read once `exit` no longer borrows
+        // the vCPU.
+        let fault = |crash: bool, msg: String| Outcome::Fault { crash, msg };
+        let outcome = match exit {
+            VcpuExit::IoIn(port, data) => {
+                self.platform.lock().expect("platform lock").pio_read(port, data);
+                Outcome::Continue
+            }
+            VcpuExit::IoOut(port, data) => {
+                let event = self.platform.lock().expect("platform lock").pio_write(port, data);
+                match event {
+                    Some(PlatformEvent::Poweroff) => Outcome::Event(VmEvent::Poweroff),
+                    Some(PlatformEvent::Reset) => Outcome::Event(VmEvent::Reboot),
+                    None => Outcome::Continue,
+                }
+            }
+            // No MMIO devices yet: reads see an empty bus, writes are dropped.
+            VcpuExit::MmioRead(_, data) => {
+                data.fill(0xff);
+                Outcome::Continue
+            }
+            VcpuExit::MmioWrite(..) | VcpuExit::Hlt | VcpuExit::Intr => Outcome::Continue,
+            VcpuExit::Shutdown => fault(true, format!("vCPU {index} triple-faulted (KVM_EXIT_SHUTDOWN)")),
+            VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_SHUTDOWN, _) => Outcome::Event(VmEvent::Poweroff),
+            VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_RESET, _) => Outcome::Event(VmEvent::Reboot),
+            VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_CRASH, _) => {
+                fault(true, format!("vCPU {index} reported a crash"))
+            }
+            VcpuExit::SystemEvent(other, _) => {
+                fault(false, format!("vCPU {index}: unknown KVM system event {other}"))
+            }
+            VcpuExit::FailEntry(reason, cpu) => fault(
+                false,
+                format!("vCPU {index}: KVM could not enter the guest (hardware reason {reason:#x}, cpu {cpu})"),
+            ),
+            VcpuExit::InternalError => fault(
+                false,
+                format!("vCPU {index}: KVM internal error (an instruction KVM could not emulate)"),
+            ),
+            other => fault(false, format!("vCPU {index}: unexpected exit {other:?}")),
+        };
+        match outcome {
+            Outcome::Continue => None,
+            Outcome::Event(event) => Some(event),
+            Outcome::Fault { crash, msg } => {
+                let msg = format!("{msg}; {}", regs::describe(&self.fd));
+                Some(if crash {
+                    VmEvent::Crash(msg)
+                } else {
+                    VmEvent::Error(msg)
+                })
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Continue,
+    Event(VmEvent),
+    Fault { crash: bool, msg: String },
+}
