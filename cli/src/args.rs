@@ -34,6 +34,8 @@ pub enum Command {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Attach to the machine's serial console; Ctrl-] detaches.
+    Console,
     /// Show whether the machine is created and running.
     Status {
         #[arg(long)]
@@ -131,4 +133,13 @@ pub struct VmmRunArgs {
     /// hardware virtualization.
     #[arg(long)]
     pub mask_unemulated_cpuid: bool,
+    /// Print the run's peak memory and how much of it was guest RAM.
+    #[arg(long)]
+    pub stats: bool,
+    /// Serve `status`, `stop [SECS]` and `kill` requests on this UNIX socket.
+    #[arg(long)]
+    pub control_socket: Option<PathBuf>,
+    /// Serve the serial console on this UNIX socket (as `hvbox console` uses it).
+    #[arg(long)]
+    pub console_socket: Option<PathBuf>,
 }

@@ -26,6 +26,7 @@ pub struct LaunchPlan {
     pub passt_command: Vec<String>,
     pub passt_socket: PathBuf,
     pub control_socket: PathBuf,
+    pub console_socket: PathBuf,
     pub runtime_dir: PathBuf,
     pub ssh_port: u16,
 }
@@ -112,6 +113,7 @@ fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
         engine: plan.engine.clone(),
         ssh_port: plan.ssh_port,
         control_socket: plan.control_socket.clone(),
+        console_socket: plan.console_socket.clone(),
         runtime_dir: plan.runtime_dir.clone(),
     }
     .save(machine)?;

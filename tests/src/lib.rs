@@ -104,6 +104,19 @@ impl TestProject {
             .expect("running hvbox")
     }
 
+    /// Start `hvbox ARGS…` with piped stdin and stdout, for interactive commands.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        Command::new(hvbox_bin())
+            .args(args)
+            .current_dir(self.path())
+            .env("HVBOX_CACHE_DIR", &self.cache)
+            .env("HVBOX_DATA_DIR", self.path().join("data"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting hvbox")
+    }
+
     /// Run and require success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.hvbox(args);

@@ -42,6 +42,13 @@ fn up_ssh_halt_up_destroy_on_a_debian_guest() {
         "root filesystem is {mib} MiB, expected it grown to ~3G"
     );
 
+    // The serial console: a getty answers on ttyS0 with the machine's hostname.
+    let console = read_console_until(&project, "skeleton-guest login:");
+    assert!(
+        console.contains("skeleton-guest login:"),
+        "console showed:\n{console}"
+    );
+
     project.ok(&["halt"]);
     assert_eq!(json_state(&project), "stopped");
     let dir = project.path().to_string_lossy().to_string();
@@ -66,4 +73,36 @@ fn up_ssh_halt_up_destroy_on_a_debian_guest() {
     assert_eq!(json_state(&project), "not created");
     // The cache keeps the box for the next machine.
     assert_eq!(project.cached_blobs().len(), 1);
+}
+
+/// Attach `hvbox console`, press Enter, and collect what it shows until `wanted`
+/// appears (or 60 s pass); then detach by ending the process.
+fn read_console_until(project: &TestProject, wanted: &str) -> String {
+    use std::io::{Read, Write};
+    let mut child = project.spawn(&["console"]);
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdin = child.stdin.take().unwrap();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let _ = stdin.write_all(b"\n");
+        if let Ok(chunk) = rx.recv_timeout(std::time::Duration::from_secs(2)) {
+            seen.extend(chunk);
+        }
+        if String::from_utf8_lossy(&seen).contains(wanted) {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    String::from_utf8_lossy(&seen).into_owned()
 }

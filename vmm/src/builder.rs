@@ -6,18 +6,23 @@ use crate::arch::cpuid::{self, CpuidMask};
 use crate::arch::regs::{self, EntryMode};
 use crate::boot::{load_kernel, BootConfig, BootProtocol};
 use crate::config::MachineConfig;
+use crate::console::{Clients, ConsoleOutput};
+use crate::control::Request;
 use crate::devices::acpi_pm::AcpiPmDevice;
 use crate::devices::i8042::I8042;
 use crate::devices::platform::Platform;
 use crate::devices::rtc::Rtc;
 use crate::devices::serial::SerialPort;
 use crate::exit::ExitReason;
+use crate::layout::ACPI_GED_IRQ;
 use crate::layout::COM1_IRQ;
 use crate::memory::create_guest_memory;
+use crate::stats::RunStats;
 use crate::vstate::vcpu::{VcpuRunner, VmEvent};
 use crate::vstate::vm::Vm;
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
 use std::os::unix::thread::JoinHandleExt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,6 +34,10 @@ pub struct RunOptions {
     /// Stop the guest after this long (exit reason `Timeout`).
     pub timeout: Option<Duration>,
     pub cpuid_mask: CpuidMask,
+    /// Serve status/stop/kill requests here (see [`crate::control`]).
+    pub control_socket: Option<PathBuf>,
+    /// Serve the serial console here (see [`crate::console`]).
+    pub console_socket: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +77,14 @@ pub enum VmmError {
 /// Boot `config` and run it until the guest powers off, resets, crashes, or the
 /// time limit passes.
 pub fn run(config: &MachineConfig, options: &RunOptions) -> Result<ExitReason, VmmError> {
+    run_with_stats(config, options).map(|(exit, _)| exit)
+}
+
+/// [`run`], also reporting what the run cost in memory.
+pub fn run_with_stats(
+    config: &MachineConfig,
+    options: &RunOptions,
+) -> Result<(ExitReason, RunStats), VmmError> {
     let cpus = u8::try_from(config.cpus)
         .ok()
         .filter(|&c| c >= 1)
@@ -110,7 +127,7 @@ pub fn run(config: &MachineConfig, options: &RunOptions) -> Result<ExitReason, V
             what: "KVM_IRQFD for COM1",
             source,
         })?;
-    let serial_out: Box<dyn std::io::Write + Send> = match &config.serial_log {
+    let serial_log: Box<dyn std::io::Write + Send> = match &config.serial_log {
         Some(path) => Box::new(
             std::fs::OpenOptions::new()
                 .create(true)
@@ -123,6 +140,11 @@ pub fn run(config: &MachineConfig, options: &RunOptions) -> Result<ExitReason, V
         ),
         None => Box::new(std::io::stdout()),
     };
+    let console_clients = Clients::default();
+    let serial_out = Box::new(ConsoleOutput {
+        log: serial_log,
+        clients: Arc::clone(&console_clients),
+    });
     let platform = Arc::new(Mutex::new(Platform {
         serial: SerialPort::new(serial_irq, serial_out),
         i8042: I8042,
@@ -184,9 +206,46 @@ pub fn run(config: &MachineConfig, options: &RunOptions) -> Result<ExitReason, V
         })
         .collect::<Result<_, _>>()?;
 
-    let event = match options.timeout {
-        Some(limit) => events_rx.recv_timeout(limit).ok(),
-        None => events_rx.recv().ok(),
+    if let Some(path) = &options.console_socket {
+        crate::console::serve(path, console_clients, Arc::clone(&platform))?;
+    }
+    let (control_tx, control_rx) = mpsc::channel();
+    if let Some(path) = &options.control_socket {
+        crate::control::serve(path, control_tx)?;
+    }
+
+    let started = Instant::now();
+    let mut hard_stop_at = None;
+    let ending = loop {
+        match events_rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(event) => break Ending::Event(event),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break Ending::Event(VmEvent::Error("every vCPU thread ended".into()))
+            }
+        }
+        let now = Instant::now();
+        if options.timeout.is_some_and(|limit| now - started >= limit) {
+            break Ending::Timeout;
+        }
+        if hard_stop_at.is_some_and(|at| now >= at) {
+            break Ending::HardStop;
+        }
+        while let Ok((request, reply)) = control_rx.try_recv() {
+            let answer = match request {
+                Request::Status => "running".to_string(),
+                Request::Stop { grace } => {
+                    press_power_button(&vm, &platform);
+                    hard_stop_at.get_or_insert(now + grace);
+                    "ok".to_string()
+                }
+                Request::Kill => {
+                    hard_stop_at = Some(now);
+                    "ok".to_string()
+                }
+            };
+            let _ = reply.send(answer);
+        }
     };
 
     // Stop every vCPU: set the flag, then interrupt KVM_RUN until each thread is out.
@@ -201,6 +260,7 @@ pub fn run(config: &MachineConfig, options: &RunOptions) -> Result<ExitReason, V
             std::thread::sleep(Duration::from_millis(1));
         }
     }
+    let stats = crate::stats::measure(&mem);
     if threads.iter().all(|t| t.is_finished()) {
         for thread in threads {
             let _ = thread.join();
@@ -215,13 +275,39 @@ pub fn run(config: &MachineConfig, options: &RunOptions) -> Result<ExitReason, V
         ));
     }
 
-    match event {
-        None => Ok(ExitReason::Timeout),
-        Some(VmEvent::Poweroff) => Ok(ExitReason::Poweroff),
-        Some(VmEvent::Reboot) => Ok(ExitReason::Reboot),
-        Some(VmEvent::Crash(detail)) => Ok(ExitReason::Crash(detail)),
-        Some(VmEvent::Error(detail)) => Err(VmmError::Guest(detail)),
+    for path in [&options.control_socket, &options.console_socket]
+        .into_iter()
+        .flatten()
+    {
+        let _ = std::fs::remove_file(path);
     }
+    let exit = match ending {
+        Ending::Timeout => ExitReason::Timeout,
+        Ending::HardStop => ExitReason::HardStop,
+        Ending::Event(VmEvent::Poweroff) => ExitReason::Poweroff,
+        Ending::Event(VmEvent::Reboot) => ExitReason::Reboot,
+        Ending::Event(VmEvent::Crash(detail)) => ExitReason::Crash(detail),
+        Ending::Event(VmEvent::Error(detail)) => return Err(VmmError::Guest(detail)),
+    };
+    Ok((exit, stats))
+}
+
+enum Ending {
+    Event(VmEvent),
+    Timeout,
+    HardStop,
+}
+
+/// The ACPI power button: latch the event in the GED and pulse its interrupt line;
+/// the guest's `_EVT` method reads the latch and notifies the power button device.
+fn press_power_button(vm: &Vm, platform: &Mutex<Platform>) {
+    platform
+        .lock()
+        .expect("platform lock")
+        .acpi_pm
+        .press_power_button();
+    let _ = vm.fd.set_irq_line(ACPI_GED_IRQ, true);
+    let _ = vm.fd.set_irq_line(ACPI_GED_IRQ, false);
 }
 
 fn kick_signal() -> i32 {

@@ -12,17 +12,21 @@ pub enum ExitReason {
     Crash(String),
     /// The run's time limit passed with the guest still running.
     Timeout,
+    /// The host stopped the VM without the guest's cooperation (control socket
+    /// `kill`, or a `stop` whose grace period ran out).
+    HardStop,
 }
 
 impl ExitReason {
-    /// Documented exit codes: 0 poweroff, 3 reboot, 4 crash, 5 timeout (1 is a host
-    /// error, 2 bad arguments).
+    /// Documented exit codes: 0 poweroff, 3 reboot, 4 crash, 5 timeout, 6 hard stop
+    /// (1 is a host error, 2 bad arguments).
     pub fn exit_code(&self) -> u8 {
         match self {
             ExitReason::Poweroff => 0,
             ExitReason::Reboot => 3,
             ExitReason::Crash(_) => 4,
             ExitReason::Timeout => 5,
+            ExitReason::HardStop => 6,
         }
     }
 }
@@ -34,6 +38,7 @@ impl fmt::Display for ExitReason {
             ExitReason::Reboot => f.write_str("reboot"),
             ExitReason::Crash(detail) => write!(f, "guest crash: {detail}"),
             ExitReason::Timeout => f.write_str("timeout"),
+            ExitReason::HardStop => f.write_str("stopped by the host"),
         }
     }
 }

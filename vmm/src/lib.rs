@@ -10,12 +10,16 @@ pub mod arch;
 pub mod boot;
 pub mod builder;
 pub mod config;
+pub mod console;
+pub mod control;
 pub mod devices;
 pub mod exit;
 pub mod layout;
 pub mod memory;
+pub mod stats;
 pub mod vstate;
 
-pub use builder::{run, RunOptions, VmmError};
+pub use builder::{run, run_with_stats, RunOptions, VmmError};
 pub use config::{DiskConfig, MachineConfig, NetConfig};
 pub use exit::ExitReason;
+pub use stats::RunStats;

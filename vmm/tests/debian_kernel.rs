@@ -59,6 +59,7 @@ fn debian_kernel_boots_through_early_boot_with_our_tables() {
         cpuid_mask: hvbox_vmm::arch::cpuid::CpuidMask {
             emulator_safe: true,
         },
+        ..Default::default()
     };
     // On an emulating KVM the run ends in an emulation failure; on hardware it ends
     // by timeout (no root filesystem to go on with) or a panic-triggered reboot.

@@ -55,6 +55,30 @@ fn build_guest(name: &str, dir: &Path) -> PathBuf {
     elf
 }
 
+/// Assemble `tests/guests/bzimage.S` into a flat bzImage file.
+fn build_bzimage(dir: &Path) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/bzimage.S");
+    let obj = dir.join("bzimage.o");
+    let image = dir.join("bzImage");
+    let ok = Command::new("as")
+        .arg("--64")
+        .arg("-o")
+        .arg(&obj)
+        .arg(&src)
+        .status()
+        .expect("GNU as (binutils) is needed to build the test guests")
+        .success()
+        && Command::new("objcopy")
+            .args(["-O", "binary", "-j", ".text"])
+            .arg(&obj)
+            .arg(&image)
+            .status()
+            .expect("objcopy (binutils)")
+            .success();
+    assert!(ok, "building the test bzImage failed");
+    image
+}
+
 struct Outcome {
     exit: ExitReason,
     serial: String,
@@ -62,7 +86,11 @@ struct Outcome {
 
 fn boot(name: &str, cpus: u32, cmdline: &str) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let kernel = build_guest(name, dir.path());
+    let kernel = if name == "bzimage" {
+        build_bzimage(dir.path())
+    } else {
+        build_guest(name, dir.path())
+    };
     let serial_log = dir.path().join("serial.log");
     let config = MachineConfig {
         cpus,
@@ -92,6 +120,20 @@ fn hello_on_com1_then_poweroff() {
     assert_eq!(out.serial, "hello from a tiny guest\n");
     assert_eq!(out.exit, ExitReason::Poweroff);
     assert_eq!(out.exit.exit_code(), 0);
+}
+
+#[test]
+fn bzimage_enters_in_long_mode_with_boot_params() {
+    if !kvm_usable() {
+        return;
+    }
+    let out = boot("bzimage", 1, "console=ttyS0 from=bzimage");
+    assert_eq!(out.exit, ExitReason::Poweroff, "serial: {}", out.serial);
+    let entries = hvbox_vmm::boot::memory_map(128 << 20).len();
+    assert_eq!(
+        out.serial,
+        format!("hello from 64-bit mode\ne820 entries {entries:02x}\ncmdline console=ttyS0 from=bzimage\n")
+    );
 }
 
 #[test]
@@ -183,4 +225,109 @@ fn utc_date() -> String {
         .output()
         .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Start `name` in a thread with control and console sockets; returns the socket
+/// paths and the run's handle.
+fn boot_in_background(
+    name: &str,
+    dir: &Path,
+) -> (
+    PathBuf,
+    PathBuf,
+    PathBuf,
+    std::thread::JoinHandle<Result<ExitReason, hvbox_vmm::VmmError>>,
+) {
+    let kernel = build_guest(name, dir);
+    let control = dir.join("control.sock");
+    let console = dir.join("console.sock");
+    let serial_log = dir.join("serial.log");
+    let config = MachineConfig {
+        cpus: 1,
+        memory: 64 << 20,
+        kernel,
+        initrd: None,
+        cmdline: String::new(),
+        disks: vec![],
+        nics: vec![],
+        serial_log: Some(serial_log.clone()),
+    };
+    let options = RunOptions {
+        timeout: Some(Duration::from_secs(60)),
+        control_socket: Some(control.clone()),
+        console_socket: Some(console.clone()),
+        ..Default::default()
+    };
+    let handle = std::thread::spawn(move || run(&config, &options));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !(control.exists() && console.exists()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sockets never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (control, console, serial_log, handle)
+}
+
+fn request(control: &Path, line: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(control).unwrap();
+    writeln!(stream, "{line}").unwrap();
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply).unwrap();
+    reply.trim().to_string()
+}
+
+#[test]
+fn control_socket_status_then_stop_hard_stops_a_guest_that_ignores_acpi() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (control, _, _, handle) = boot_in_background("idle", dir.path());
+    assert_eq!(request(&control, "status"), "running");
+    assert!(request(&control, "reboot").starts_with("error: unknown request"));
+    let asked = std::time::Instant::now();
+    assert_eq!(request(&control, "stop 1"), "ok");
+    let exit = handle.join().unwrap().unwrap();
+    assert_eq!(exit, ExitReason::HardStop);
+    assert_eq!(exit.exit_code(), 6);
+    // The guest had its grace period before the hard stop.
+    assert!(asked.elapsed() >= Duration::from_secs(1));
+    assert!(!control.exists(), "control socket left behind");
+}
+
+#[test]
+fn control_socket_kill_stops_at_once() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (control, _, _, handle) = boot_in_background("idle", dir.path());
+    assert_eq!(request(&control, "kill"), "ok");
+    assert_eq!(handle.join().unwrap().unwrap(), ExitReason::HardStop);
+}
+
+#[test]
+fn console_socket_carries_output_and_input() {
+    use std::io::{Read, Write};
+    if !kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_, console, serial_log, handle) = boot_in_background("echo", dir.path());
+    let mut stream = std::os::unix::net::UnixStream::connect(&console).unwrap();
+    stream.write_all(b"hi there q").unwrap();
+    let exit = handle.join().unwrap().unwrap();
+    assert_eq!(exit, ExitReason::Poweroff);
+    let mut seen = String::new();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = stream.read_to_string(&mut seen);
+    // The client attached after the banner may have been printed; the echo is its own.
+    assert!(seen.ends_with("hi there q\n"), "console saw {seen:?}");
+    let log = std::fs::read_to_string(serial_log).unwrap();
+    assert_eq!(log, "echo ready\nhi there q\n");
 }

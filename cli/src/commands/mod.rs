@@ -1,6 +1,7 @@
 //! One function per command; each takes parsed options and returns an exit code.
 
 mod box_build;
+mod console;
 mod destroy;
 mod halt;
 mod init;
@@ -22,6 +23,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Validate { file } => validate::run(file),
         Command::Up(args) => up::run(&args),
         Command::Ssh { command } => ssh::run(&command),
+        Command::Console => console::run(),
         Command::Status { json } => status::run(json),
         Command::Halt { timeout } => halt::run(timeout),
         Command::Destroy => destroy::run(),

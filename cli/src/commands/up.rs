@@ -78,6 +78,7 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
     hand_to_passt_when_root(&runtime_dir)?;
     let passt_socket = runtime_dir.join("passt.sock");
     let control_socket = runtime_dir.join("control.sock");
+    let console_socket = runtime_dir.join("console.sock");
     let ssh_port = free_local_port()?;
 
     let config = MachineConfig {
@@ -104,10 +105,11 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
     };
     let plan = LaunchPlan {
         engine: engine.name().to_string(),
-        vm_command: engine.vm_command(&config, &control_socket),
+        vm_command: engine.vm_command(&config, &control_socket, &console_socket),
         passt_command: passt_command(&passt_socket, ssh_port, &spec.ports),
         passt_socket,
         control_socket,
+        console_socket,
         runtime_dir,
         ssh_port,
     };

@@ -30,9 +30,19 @@ pub fn run(args: &VmmRunArgs) -> Result<ExitCode> {
         cpuid_mask: CpuidMask {
             emulator_safe: args.mask_unemulated_cpuid,
         },
+        control_socket: args.control_socket.clone(),
+        console_socket: args.console_socket.clone(),
     };
-    let exit = hvbox_vmm::run(&config, &options)?;
+    let (exit, stats) = hvbox_vmm::run_with_stats(&config, &options)?;
     eprintln!("hvbox: VM exited: {exit}");
+    if args.stats {
+        eprintln!(
+            "hvbox: peak RSS {} KiB, guest memory touched {} KiB, VMM overhead {} KiB",
+            stats.peak_rss / 1024,
+            stats.guest_touched / 1024,
+            stats.overhead() / 1024
+        );
+    }
     Ok(ExitCode::from(exit.exit_code()))
 }
 

@@ -16,8 +16,14 @@ use std::path::Path;
 
 pub trait Engine {
     fn name(&self) -> &'static str;
-    /// Program and arguments that run the VM until it powers off.
-    fn vm_command(&self, config: &MachineConfig, control_socket: &Path) -> Vec<String>;
+    /// Program and arguments that run the VM until it powers off, with its control
+    /// socket and its serial console served on a UNIX socket.
+    fn vm_command(
+        &self,
+        config: &MachineConfig,
+        control_socket: &Path,
+        console_socket: &Path,
+    ) -> Vec<String>;
     /// Ask the guest to shut down (the ACPI power button).
     fn request_poweroff(&self, control_socket: &Path) -> Result<()>;
     /// Stop the VM at once, without the guest's cooperation.

@@ -35,7 +35,12 @@ impl Engine for Qemu {
         "qemu"
     }
 
-    fn vm_command(&self, c: &MachineConfig, control_socket: &Path) -> Vec<String> {
+    fn vm_command(
+        &self,
+        c: &MachineConfig,
+        control_socket: &Path,
+        console_socket: &Path,
+    ) -> Vec<String> {
         let mut a: Vec<String> = vec!["qemu-system-x86_64".into()];
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
         push(&["-nodefaults", "-no-user-config", "-display", "none"]);
@@ -72,14 +77,15 @@ impl Engine for Qemu {
             push(&["-netdev", &netdev, "-device", &device]);
         }
         push(&["-device", "virtio-rng-pci"]);
-        // append=on keeps earlier boots' output in the log across restarts.
-        match &c.serial_log {
-            Some(log) => {
-                let serial = format!("file,id=serial0,path={},append=on", log.display());
-                push(&["-chardev", &serial, "-serial", "chardev:serial0"]);
-            }
-            None => push(&["-serial", "stdio"]),
+        // The console socket for `hvbox console`; the log keeps every boot's output.
+        let mut serial = format!(
+            "socket,id=serial0,path={},server=on,wait=off",
+            console_socket.display()
+        );
+        if let Some(log) = &c.serial_log {
+            serial.push_str(&format!(",logfile={},logappend=on", log.display()));
         }
+        push(&["-chardev", &serial, "-serial", "chardev:serial0"]);
         let qmp = format!("unix:{},server=on,wait=off", control_socket.display());
         push(&["-qmp", &qmp]);
         a
@@ -157,7 +163,11 @@ mod tests {
             }],
             serial_log: Some(PathBuf::from("/m/serial.log")),
         };
-        let args = Qemu::new(false).vm_command(&cfg, Path::new("/run/x/qmp.sock"));
+        let args = Qemu::new(false).vm_command(
+            &cfg,
+            Path::new("/run/x/qmp.sock"),
+            Path::new("/run/x/console.sock"),
+        );
         let joined = args.join(" ");
         assert!(joined.contains("-accel tcg,thread=multi -cpu max"));
         assert!(joined.contains("-smp 2 -m 1024M"));
@@ -165,7 +175,12 @@ mod tests {
         assert!(joined.contains("file=/m/seed.iso,format=raw,if=virtio,discard=unmap,readonly=on"));
         assert!(joined.contains("addr.path=/run/x/passt.sock"));
         assert!(joined.contains("mac=52:54:00:01:02:03"));
-        let kvm = Qemu::new(true).vm_command(&cfg, Path::new("/q")).join(" ");
+        assert!(joined.contains(
+            "socket,id=serial0,path=/run/x/console.sock,server=on,wait=off,logfile=/m/serial.log,logappend=on"
+        ));
+        let kvm = Qemu::new(true)
+            .vm_command(&cfg, Path::new("/q"), Path::new("/c"))
+            .join(" ");
         assert!(kvm.contains("-accel kvm -cpu host"));
     }
 }

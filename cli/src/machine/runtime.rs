@@ -16,6 +16,7 @@ pub struct RunInfo {
     pub engine: String,
     pub ssh_port: u16,
     pub control_socket: PathBuf,
+    pub console_socket: PathBuf,
     pub runtime_dir: PathBuf,
 }
 

@@ -35,6 +35,11 @@ impl SerialPort {
         }
     }
 
+    /// Queue keystrokes for the guest; returns how many bytes fit in the FIFO.
+    pub fn enqueue_input(&mut self, input: &[u8]) -> usize {
+        self.uart.enqueue_raw_bytes(input).unwrap_or(0)
+    }
+
     pub fn pio_write(&mut self, offset: u8, data: &[u8]) {
         if let Some(&b) = data.first() {
             // An output error (full disk, closed pipe) must not stop the guest.

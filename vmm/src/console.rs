@@ -1,0 +1,85 @@
+//! The serial console socket: every client sees the guest's COM1 output from the
+//! moment it connects, and what it types goes to the guest's COM1 input.
+//!
+//! Output to clients never blocks a vCPU: a client that cannot keep up is dropped.
+
+use crate::devices::platform::Platform;
+use std::io::{self, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Clients attached to the console, written to by the UART.
+pub type Clients = Arc<Mutex<Vec<UnixStream>>>;
+
+/// The UART's output: the log (file or stdout) plus every attached client.
+pub struct ConsoleOutput {
+    pub log: Box<dyn Write + Send>,
+    pub clients: Clients,
+}
+
+impl Write for ConsoleOutput {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut clients = self.clients.lock().expect("console clients lock");
+        clients.retain_mut(|c| c.write_all(buf).is_ok());
+        self.log.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.log.flush()
+    }
+}
+
+/// Listen on `path` and attach clients until the process ends.
+pub fn serve(path: &Path, clients: Clients, platform: Arc<Mutex<Platform>>) -> io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::thread::Builder::new()
+        .name("console".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Err(e) = attach(stream, &clients, &platform) {
+                    eprintln!("vmm: console client: {e}");
+                }
+            }
+        })?;
+    Ok(())
+}
+
+fn attach(
+    stream: UnixStream,
+    clients: &Clients,
+    platform: &Arc<Mutex<Platform>>,
+) -> io::Result<()> {
+    let writer = stream.try_clone()?;
+    writer.set_nonblocking(true)?;
+    clients.lock().expect("console clients lock").push(writer);
+    let platform = Arc::clone(platform);
+    std::thread::Builder::new()
+        .name("console-input".into())
+        .spawn(move || pump_input(stream, &platform))?;
+    Ok(())
+}
+
+/// Keystrokes from a client into the UART's receive FIFO.
+fn pump_input(mut stream: UnixStream, platform: &Mutex<Platform>) {
+    let mut buf = [0u8; 64];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            return;
+        }
+        let mut pending = &buf[..n];
+        while !pending.is_empty() {
+            let taken = platform
+                .lock()
+                .expect("platform lock")
+                .serial
+                .enqueue_input(pending);
+            pending = &pending[taken..];
+            if taken == 0 {
+                // The guest has not drained its FIFO yet.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
+}
