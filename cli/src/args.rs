@@ -133,6 +133,9 @@ pub struct VmmRunArgs {
     /// hardware virtualization.
     #[arg(long)]
     pub mask_unemulated_cpuid: bool,
+    /// Offer the guest the host's SVM/VMX (where KVM supports nesting).
+    #[arg(long)]
+    pub nested_virtualization: bool,
     /// Print the run's peak memory and how much of it was guest RAM.
     #[arg(long)]
     pub stats: bool,

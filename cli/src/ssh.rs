@@ -27,6 +27,10 @@ pub fn command(machine: &Machine, state: &MachineState, port: u16) -> Command {
         .args(option("UserKnownHostsFile", machine.known_hosts()))
         .args(option("HostKeyAlias", host_key_alias(state)))
         .args(option("PasswordAuthentication", "no"))
+        // A machine that dies mid-session ends the session within a minute
+        // instead of leaving ssh waiting forever.
+        .args(option("ServerAliveInterval", "15"))
+        .args(option("ServerAliveCountMax", "4"))
         .args(option("LogLevel", "ERROR"))
         .arg(format!("{}@127.0.0.1", state.user));
     cmd

@@ -3,53 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn kvm_usable() -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("skipping: /dev/kvm is not usable here ({e})");
-            false
-        }
-    }
-}
+#[path = "../../vmm/tests/guests/support.rs"]
+mod support;
+
+use support::{build, kvm_usable, Link};
 
 /// Build one of the VMM's tiny test guests (vmm/tests/guests) into `dir`.
 fn guest(name: &str, dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../vmm/tests/guests");
-    let obj = dir.join(format!("{name}.o"));
-    let elf = dir.join(format!("{name}.elf"));
-    let ok = Command::new("as")
-        .arg("--64")
-        .arg("-I")
-        .arg(&src)
-        .arg("-o")
-        .arg(&obj)
-        .arg(src.join(format!("{name}.S")))
-        .status()
-        .unwrap()
-        .success()
-        && Command::new("ld")
-            .args([
-                "-m",
-                "elf_x86_64",
-                "-static",
-                "-nostdlib",
-                "--build-id=none",
-            ])
-            .args(["-z", "noexecstack", "--no-warn-rwx-segments", "-T"])
-            .arg(src.join("guest.ld"))
-            .arg("-o")
-            .arg(&elf)
-            .arg(&obj)
-            .status()
-            .unwrap()
-            .success();
-    assert!(ok, "building guest {name}");
-    elf
+    let src = support::guests_dir(env!("CARGO_MANIFEST_DIR"), "../vmm/tests/guests");
+    build(&src, name, Link::PvhElf, dir)
 }
 
 fn vmm_run(args: &[&str]) -> std::process::Output {

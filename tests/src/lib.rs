@@ -2,7 +2,10 @@
 //! once per machine and cached outside the checkout, a real HTTP server on loopback,
 //! and throwaway projects with their own cache.
 
+pub mod cpio;
+pub mod guests;
 mod http;
+pub mod lab;
 
 pub use http::HttpServer;
 
@@ -179,16 +182,19 @@ pub fn processes_mentioning(needle: &str) -> Vec<String> {
     found
 }
 
+pub fn tool_exists(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// Tools the end-to-end tests drive; missing ones are an installation problem.
 pub fn require_tools(tools: &[&str]) {
     for tool in tools {
-        let ok = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {tool}"))
-            .output()
-            .is_ok_and(|o| o.status.success());
         assert!(
-            ok,
+            tool_exists(tool),
             "`{tool}` is not installed; run scripts/install-deps (see the README)"
         );
     }

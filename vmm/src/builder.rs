@@ -171,7 +171,11 @@ pub fn run_with_stats(
                 source,
             })?;
         let mut cpuid = supported.clone();
-        cpuid::configure(&mut cpuid, index, cpus, options.cpuid_mask);
+        let mask = CpuidMask {
+            no_nested: !config.nested_virtualization,
+            ..options.cpuid_mask
+        };
+        cpuid::configure(&mut cpuid, index, cpus, mask);
         fd.set_cpuid2(&cpuid).map_err(|source| VmmError::Kvm {
             what: "KVM_SET_CPUID2",
             source,

@@ -14,6 +14,8 @@ pub struct MachineConfig {
     /// Attached in order: the root disk first, then the seed, then extra disks.
     pub disks: Vec<DiskConfig>,
     pub nics: Vec<NetConfig>,
+    /// Offer the guest the host's SVM/VMX so it can run VMs itself.
+    pub nested_virtualization: bool,
     /// Where the guest's first serial port is written (appended); standard output
     /// when `None`.
     pub serial_log: Option<PathBuf>,

@@ -21,13 +21,37 @@ pub struct ConsoleOutput {
 impl Write for ConsoleOutput {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let mut clients = self.clients.lock().expect("console clients lock");
-        clients.retain_mut(|c| c.write_all(buf).is_ok());
+        clients.retain(|c| send_without_blocking(c, buf));
         self.log.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.log.flush()
     }
+}
+
+/// Send all of `buf` or give up at once: false when the client is gone or cannot keep
+/// up. (MSG_DONTWAIT rather than O_NONBLOCK, which would also make the same
+/// connection's input reads non-blocking: the two handles share one file description.)
+fn send_without_blocking(client: &UnixStream, mut buf: &[u8]) -> bool {
+    use std::os::fd::AsRawFd;
+    while !buf.is_empty() {
+        // SAFETY: the fd is a live socket owned by `client`; `buf` is valid for its
+        // length.
+        let sent = unsafe {
+            libc::send(
+                client.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if sent <= 0 {
+            return false;
+        }
+        buf = &buf[sent as usize..];
+    }
+    true
 }
 
 /// Listen on `path` and attach clients until the process ends.
@@ -52,7 +76,6 @@ fn attach(
     platform: &Arc<Mutex<Platform>>,
 ) -> io::Result<()> {
     let writer = stream.try_clone()?;
-    writer.set_nonblocking(true)?;
     clients.lock().expect("console clients lock").push(writer);
     let platform = Arc::clone(platform);
     std::thread::Builder::new()

@@ -6,22 +6,12 @@
 //! our command line, our e820 map, our ACPI tables and the MADT for SMP.
 
 use hvbox_vmm::{run, ExitReason, MachineConfig, RunOptions};
-use std::path::PathBuf;
 use std::time::Duration;
 
-fn newest_cloud_kernel() -> Option<PathBuf> {
-    let mut kernels: Vec<PathBuf> = std::fs::read_dir("/boot")
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            name.starts_with("vmlinuz-") && name.ends_with("-cloud-amd64")
-        })
-        .collect();
-    kernels.sort();
-    kernels.pop()
-}
+#[path = "guests/support.rs"]
+mod support;
+
+use support::newest_cloud_kernel;
 
 #[test]
 fn debian_kernel_boots_through_early_boot_with_our_tables() {
@@ -52,12 +42,14 @@ fn debian_kernel_boots_through_early_boot_with_our_tables() {
         cmdline: cmdline.into(),
         disks: vec![],
         nics: vec![],
+        nested_virtualization: false,
         serial_log: Some(serial_log.clone()),
     };
     let options = RunOptions {
         timeout: Some(Duration::from_secs(240)),
         cpuid_mask: hvbox_vmm::arch::cpuid::CpuidMask {
             emulator_safe: true,
+            ..Default::default()
         },
         ..Default::default()
     };

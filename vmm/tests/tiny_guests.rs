@@ -7,76 +7,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-fn kvm_usable() -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("skipping: /dev/kvm is not usable here ({e})");
-            false
-        }
-    }
+#[path = "guests/support.rs"]
+mod support;
+
+use support::{build, kvm_usable, Link};
+
+fn src() -> PathBuf {
+    support::guests_dir(env!("CARGO_MANIFEST_DIR"), "tests/guests")
 }
 
-/// Assemble and link `tests/guests/NAME.S` into `dir/NAME.elf`.
+/// Build `tests/guests/NAME.S` into `dir/NAME.elf`.
 fn build_guest(name: &str, dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests");
-    let obj = dir.join(format!("{name}.o"));
-    let elf = dir.join(format!("{name}.elf"));
-    let status = Command::new("as")
-        .arg("--64")
-        .arg("-I")
-        .arg(&src)
-        .arg("-o")
-        .arg(&obj)
-        .arg(src.join(format!("{name}.S")))
-        .status()
-        .expect("GNU as (binutils) is needed to build the test guests");
-    assert!(status.success(), "assembling {name}.S failed");
-    let status = Command::new("ld")
-        .args([
-            "-m",
-            "elf_x86_64",
-            "-static",
-            "-nostdlib",
-            "--build-id=none",
-        ])
-        .args(["-z", "noexecstack", "--no-warn-rwx-segments", "-T"])
-        .arg(src.join("guest.ld"))
-        .arg("-o")
-        .arg(&elf)
-        .arg(&obj)
-        .status()
-        .expect("GNU ld (binutils) is needed to build the test guests");
-    assert!(status.success(), "linking {name} failed");
-    elf
-}
-
-/// Assemble `tests/guests/bzimage.S` into a flat bzImage file.
-fn build_bzimage(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/guests/bzimage.S");
-    let obj = dir.join("bzimage.o");
-    let image = dir.join("bzImage");
-    let ok = Command::new("as")
-        .arg("--64")
-        .arg("-o")
-        .arg(&obj)
-        .arg(&src)
-        .status()
-        .expect("GNU as (binutils) is needed to build the test guests")
-        .success()
-        && Command::new("objcopy")
-            .args(["-O", "binary", "-j", ".text"])
-            .arg(&obj)
-            .arg(&image)
-            .status()
-            .expect("objcopy (binutils)")
-            .success();
-    assert!(ok, "building the test bzImage failed");
-    image
+    build(&src(), name, Link::PvhElf, dir)
 }
 
 struct Outcome {
@@ -87,7 +29,7 @@ struct Outcome {
 fn boot(name: &str, cpus: u32, cmdline: &str) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let kernel = if name == "bzimage" {
-        build_bzimage(dir.path())
+        build(&src(), "bzimage", Link::Flat, dir.path())
     } else {
         build_guest(name, dir.path())
     };
@@ -100,6 +42,7 @@ fn boot(name: &str, cpus: u32, cmdline: &str) -> Outcome {
         cmdline: cmdline.into(),
         disks: vec![],
         nics: vec![],
+        nested_virtualization: false,
         serial_log: Some(serial_log.clone()),
     };
     let options = RunOptions {
@@ -250,6 +193,7 @@ fn boot_in_background(
         cmdline: String::new(),
         disks: vec![],
         nics: vec![],
+        nested_virtualization: false,
         serial_log: Some(serial_log.clone()),
     };
     let options = RunOptions {
@@ -318,6 +262,8 @@ fn console_socket_carries_output_and_input() {
     let dir = tempfile::tempdir().unwrap();
     let (_, console, serial_log, handle) = boot_in_background("echo", dir.path());
     let mut stream = std::os::unix::net::UnixStream::connect(&console).unwrap();
+    // Type only once the console is attached and waiting for input.
+    std::thread::sleep(Duration::from_millis(300));
     stream.write_all(b"hi there q").unwrap();
     let exit = handle.join().unwrap().unwrap();
     assert_eq!(exit, ExitReason::Poweroff);

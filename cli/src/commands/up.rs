@@ -38,6 +38,7 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
     let host = HostVirt::probe();
     let (engine, reason) = engine::select(spec.engine, &host)?;
     check_ports_free(&spec.ports)?;
+    let extra_disks = extra_disks(&project, &spec)?;
 
     let progress = if args.quiet {
         Progress::Quiet
@@ -87,7 +88,7 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
         kernel: boot.kernel.clone(),
         initrd: boot.initrd.clone(),
         cmdline: format!("{} {CONSOLE_ARG}", boot.cmdline),
-        disks: vec![
+        disks: [
             DiskConfig {
                 path: machine.disk(),
                 read_only: false,
@@ -96,7 +97,11 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
                 path: machine.seed(),
                 read_only: true,
             },
-        ],
+        ]
+        .into_iter()
+        .chain(extra_disks)
+        .collect(),
+        nested_virtualization: spec.nested_virtualization,
         nics: vec![NetConfig {
             mac: state.mac.clone(),
             passt_socket: passt_socket.clone(),
@@ -226,6 +231,28 @@ fn resolve_box(spec: &Spec) -> Result<BoxArtifacts> {
             })
         }
     }
+}
+
+/// The spec's extra disks, resolved against the spec's folder; each must exist.
+fn extra_disks(project: &Project, spec: &Spec) -> Result<Vec<DiskConfig>> {
+    spec.disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let path = project.root.join(&d.path);
+            if !path.is_file() {
+                bail!(
+                    "disks[{i}].path in {}: {} is not a file",
+                    project.spec_path.display(),
+                    path.display()
+                );
+            }
+            Ok(DiskConfig {
+                path,
+                read_only: d.read_only,
+            })
+        })
+        .collect()
 }
 
 fn passt_command(socket: &Path, ssh_port: u16, ports: &[PortForward]) -> Vec<String> {

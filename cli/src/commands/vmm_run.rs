@@ -23,12 +23,14 @@ pub fn run(args: &VmmRunArgs) -> Result<ExitCode> {
         cmdline: args.cmdline.clone(),
         disks,
         nics: vec![],
+        nested_virtualization: args.nested_virtualization,
         serial_log: args.serial_log.clone(),
     };
     let options = RunOptions {
         timeout: args.timeout.map(Duration::from_secs),
         cpuid_mask: CpuidMask {
             emulator_safe: args.mask_unemulated_cpuid,
+            ..Default::default()
         },
         control_socket: args.control_socket.clone(),
         console_socket: args.console_socket.clone(),

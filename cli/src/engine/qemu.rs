@@ -45,10 +45,22 @@ impl Engine for Qemu {
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
         push(&["-nodefaults", "-no-user-config", "-display", "none"]);
         push(&["-machine", "q35"]);
-        if self.kvm {
-            push(&["-accel", "kvm", "-cpu", "host"]);
+        // `max` under TCG offers SVM, `host` under KVM offers what the host has;
+        // without nested virtualization both are switched off.
+        let nested = if c.nested_virtualization {
+            ""
         } else {
-            push(&["-accel", "tcg,thread=multi", "-cpu", "max"]);
+            ",svm=off,vmx=off"
+        };
+        if self.kvm {
+            push(&["-accel", "kvm", "-cpu", &format!("host{nested}")]);
+        } else {
+            push(&[
+                "-accel",
+                "tcg,thread=multi",
+                "-cpu",
+                &format!("max{nested}"),
+            ]);
         }
         let cpus = c.cpus.to_string();
         let mem = format!("{}M", c.memory >> 20);
@@ -162,6 +174,7 @@ mod tests {
                 passt_socket: "/run/x/passt.sock".into(),
             }],
             serial_log: Some(PathBuf::from("/m/serial.log")),
+            nested_virtualization: false,
         };
         let args = Qemu::new(false).vm_command(
             &cfg,
@@ -169,7 +182,7 @@ mod tests {
             Path::new("/run/x/console.sock"),
         );
         let joined = args.join(" ");
-        assert!(joined.contains("-accel tcg,thread=multi -cpu max"));
+        assert!(joined.contains("-accel tcg,thread=multi -cpu max,svm=off,vmx=off"));
         assert!(joined.contains("-smp 2 -m 1024M"));
         assert!(joined.contains("-append root=PARTUUID=x ro console=ttyS0"));
         assert!(joined.contains("file=/m/seed.iso,format=raw,if=virtio,discard=unmap,readonly=on"));
@@ -181,6 +194,14 @@ mod tests {
         let kvm = Qemu::new(true)
             .vm_command(&cfg, Path::new("/q"), Path::new("/c"))
             .join(" ");
-        assert!(kvm.contains("-accel kvm -cpu host"));
+        assert!(kvm.contains("-accel kvm -cpu host,svm=off,vmx=off"));
+        let nested = MachineConfig {
+            nested_virtualization: true,
+            ..cfg
+        };
+        let tcg = Qemu::new(false)
+            .vm_command(&nested, Path::new("/q"), Path::new("/c"))
+            .join(" ");
+        assert!(tcg.contains("-cpu max "));
     }
 }

@@ -36,6 +36,21 @@ pub struct Spec {
     pub ssh: SshSettings,
     #[serde(default)]
     pub ports: Vec<PortForward>,
+    /// Offer the guest hardware virtualization (SVM/VMX) so it can run VMs itself.
+    #[serde(default)]
+    pub nested_virtualization: bool,
+    /// Disk images attached after the root disk and the cloud-init seed.
+    #[serde(default)]
+    pub disks: Vec<ExtraDisk>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraDisk {
+    /// Raw image; a relative path is relative to the spec's folder.
+    pub path: PathBuf,
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 fn default_cpus() -> Cpus {

@@ -42,6 +42,22 @@ fn full_spec_with_explicit_artifacts() {
 }
 
 #[test]
+fn nested_virtualization_and_extra_disks() {
+    let spec = parse(
+        "box: b\nnested_virtualization: true\ndisks:\n  - path: data.img\n  - {path: /abs/ro.img, read_only: true}\n",
+    )
+    .unwrap();
+    assert!(spec.nested_virtualization);
+    assert_eq!(spec.disks.len(), 2);
+    assert!(!spec.disks[0].read_only);
+    assert!(spec.disks[1].read_only);
+    let e = error("box: b\ndisks:\n  - {path: x.img, ro: true}\n");
+    assert!(e.starts_with("/p/hvbox.yaml:3:"), "{e}");
+    assert!(e.contains("unknown field `ro`"), "{e}");
+    assert!(error("box: b\nnested_virtualization: maybe\n").contains("nested_virtualization"));
+}
+
+#[test]
 fn unknown_key_names_file_line_column() {
     let e = error("box: debian-12\ncpus: 2\nmemroy: 1G\n");
     assert!(

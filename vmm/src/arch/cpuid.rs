@@ -13,6 +13,9 @@ const ECX_XSAVE: u32 = 1 << 26;
 const ECX_OSXSAVE: u32 = 1 << 27;
 const ECX_AVX: u32 = 1 << 28;
 const ECX_HYPERVISOR: u32 = 1 << 31;
+const ECX_VMX: u32 = 1 << 5;
+const LEAF_EXT_FEATURES: u32 = 0x8000_0001;
+const EXT_ECX_SVM: u32 = 1 << 2;
 const EDX_HTT: u32 = 1 << 28;
 
 /// Features to hide from the guest.
@@ -21,6 +24,8 @@ pub struct CpuidMask {
     /// Hide CMPXCHG16B and XSAVE/AVX, which KVM's instruction emulator cannot run:
     /// needed only on hosts that execute guests by emulation (see the README).
     pub emulator_safe: bool,
+    /// Hide SVM and VMX: the guest cannot run VMs of its own.
+    pub no_nested: bool,
 }
 
 /// Adjust `cpuid` (from KVM_GET_SUPPORTED_CPUID) for vCPU `index` of `count`.
@@ -38,7 +43,11 @@ pub fn configure(cpuid: &mut CpuId, index: u8, count: u8, mask: CpuidMask) {
                 if mask.emulator_safe {
                     entry.ecx &= !(ECX_CX16 | ECX_XSAVE | ECX_OSXSAVE | ECX_AVX);
                 }
+                if mask.no_nested {
+                    entry.ecx &= !ECX_VMX;
+                }
             }
+            LEAF_EXT_FEATURES if mask.no_nested => entry.ecx &= !EXT_ECX_SVM,
             LEAF_CACHE_TOPOLOGY => {
                 // EAX[31:26]: cores per package - 1; every vCPU is a core of one package.
                 entry.eax = (entry.eax & 0x03ff_ffff) | (u32::from(count - 1) << 26);
@@ -117,8 +126,27 @@ mod tests {
             1,
             CpuidMask {
                 emulator_safe: true,
+                no_nested: false,
             },
         );
         assert_eq!(cpuid.as_slice()[0].ecx & (ECX_CX16 | ECX_XSAVE), 0);
+    }
+
+    #[test]
+    fn nesting_hidden_unless_asked_for() {
+        let mut vmx = entry(1, 0);
+        vmx.ecx |= ECX_VMX;
+        let mut svm = entry(LEAF_EXT_FEATURES, 0);
+        svm.ecx = EXT_ECX_SVM;
+        let mut cpuid = CpuId::from_entries(&[vmx, svm]).unwrap();
+        configure(&mut cpuid, 0, 1, CpuidMask::default());
+        assert_ne!(cpuid.as_slice()[1].ecx & EXT_ECX_SVM, 0);
+        let no_nested = CpuidMask {
+            no_nested: true,
+            ..Default::default()
+        };
+        configure(&mut cpuid, 0, 1, no_nested);
+        assert_eq!(cpuid.as_slice()[0].ecx & ECX_VMX, 0);
+        assert_eq!(cpuid.as_slice()[1].ecx & EXT_ECX_SVM, 0);
     }
 }

@@ -1,0 +1,212 @@
+//! The nested lab: a Debian machine (L1) brought up by hvbox itself on the qemu
+//! engine with nested virtualization, in which hvbox's own VMM runs real guests (L2)
+//! on a real `/dev/kvm`.
+//!
+//! Where the host's KVM emulates guests instead of running them on hardware
+//! virtualization, this is the only place the VMM can boot a distro kernel fully.
+//! L1 gets the freshly built `hvbox`, the host's Debian kernel and initrd (as bzImage
+//! and as the extracted vmlinux) and a tiny poweroff initramfs on a read-only extra
+//! disk, mounted at /mnt/lab.
+
+use crate::{hvbox_bin, test_cache_dir, TestProject};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// Where the lab disk is mounted inside L1.
+pub const LAB_MOUNT: &str = "/mnt/lab";
+
+/// Packages L1 needs beyond a test box: QEMU for the side-by-side timing, passt and
+/// an ssh client for hvbox itself, kmod to load kvm_amd.
+const LAB_PACKAGES: &str = "qemu-system-x86,passt,openssh-client,kmod";
+
+pub struct Lab {
+    project: TestProject,
+    /// Seconds from `hvbox up` to ssh answering in L1.
+    pub l1_up_secs: f64,
+}
+
+/// The result of a command in L1.
+pub struct Run {
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Lab {
+    /// Bring up L1, or return why the lab cannot run on this host. The lab runs only
+    /// when HVBOX_LAB=1: see the README (an L1 kernel can still crash under QEMU's
+    /// emulated SVM, so it is not yet part of the default test run).
+    pub fn start() -> Result<Lab, String> {
+        if std::env::var_os("HVBOX_LAB").is_none_or(|v| v != "1") {
+            return Err("set HVBOX_LAB=1 to run the nested lab (several minutes)".into());
+        }
+        for tool in ["qemu-system-x86_64", "passt", "mkfs.ext4"] {
+            if !crate::tool_exists(tool) {
+                return Err(format!("{tool} is not installed"));
+            }
+        }
+        let (bzimage, initrd) =
+            host_kernel().ok_or("no /boot/vmlinuz-*-cloud-amd64 with its initrd on the host")?;
+        let lab_box = build_lab_box();
+        let work = tempfile::Builder::new()
+            .prefix("hvbox-lab-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let lab_disk = work.path().join("lab.img");
+        make_lab_disk(&lab_disk, &bzimage, &initrd);
+        let spec = format!(
+            "box:\n  disk:\n    url: file://{}\n    digest: \"{}\"\nhostname: lab\ncpus: 2\nmemory: 4G\ndisk: 6G\nengine: qemu\nnested_virtualization: true\nssh:\n  user: lab\ndisks:\n  - path: {}\n    read_only: true\n",
+            lab_box.0.display(),
+            lab_box.1,
+            lab_disk.display()
+        );
+        let project = TestProject::new(&spec);
+        // Keep the lab disk alive as long as the project.
+        std::mem::forget(work);
+        let started = Instant::now();
+        project.ok(&["up", "--quiet"]);
+        let lab = Lab {
+            project,
+            l1_up_secs: started.elapsed().as_secs_f64(),
+        };
+        let setup = lab.root(&format!(
+            "mkdir -p {LAB_MOUNT} && mount -o ro /dev/vdc {LAB_MOUNT} && modprobe kvm_amd; modprobe kvm_intel; ls -l /dev/kvm && grep -cwE 'svm|vmx' /proc/cpuinfo"
+        ));
+        if setup.status != Some(0) {
+            return Err(format!(
+                "L1 has no usable /dev/kvm (nested virtualization unavailable): {}{}",
+                setup.stdout, setup.stderr
+            ));
+        }
+        Ok(lab)
+    }
+
+    /// The end of L1's serial log: where an L1 crash shows.
+    pub fn l1_serial_tail(&self) -> String {
+        let log = self
+            .project
+            .path()
+            .join(".hvbox/machines/default/serial.log");
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Run `script` in L1 as root with `sh -c`.
+    pub fn root(&self, script: &str) -> Run {
+        let quoted = script.replace('\'', r"'\''");
+        let out: Output = self
+            .project
+            .hvbox(&["ssh", "--", &format!("sudo sh -c '{quoted}'")]);
+        Run {
+            status: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Start `command` in L1 and measure the seconds until `pattern` shows in `log`
+    /// (None if it never does within `limit`); the command is stopped afterwards
+    /// unless it ended by itself. Returns the seconds and the log.
+    pub fn time_until(
+        &self,
+        command: &str,
+        log: &str,
+        pattern: &str,
+        limit: Duration,
+    ) -> (Option<f64>, String) {
+        let script = format!(
+            r#"rm -f {log}; start=$(date +%s%N); {command} >/tmp/lab-cmd.out 2>&1 & pid=$!
+found=""
+while [ $(( ($(date +%s%N) - start) / 1000000 )) -lt {limit_ms} ]; do
+  if grep -qF "{pattern}" {log} 2>/dev/null; then found=$(( ($(date +%s%N) - start) / 1000000 )); break; fi
+  kill -0 $pid 2>/dev/null || break
+  sleep 0.05
+done
+kill $pid 2>/dev/null; wait $pid 2>/dev/null
+echo "elapsed_ms=$found"
+echo "--- command output"; cat /tmp/lab-cmd.out
+echo "--- log"; cat {log}"#,
+            limit_ms = limit.as_millis()
+        );
+        let run = self.root(&script);
+        let elapsed = run
+            .stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("elapsed_ms="))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|ms| ms / 1000.0);
+        // The command's own output first (its errors explain a log that stops short).
+        let log_text = run
+            .stdout
+            .split_once("--- command output\n")
+            .map(|(_, rest)| rest.replacen("--- log\n", "--- serial log\n", 1))
+            .unwrap_or_default();
+        (elapsed, log_text)
+    }
+}
+
+/// The host's newest Debian cloud kernel and its initrd.
+fn host_kernel() -> Option<(PathBuf, PathBuf)> {
+    let kernel = crate::guests::newest_cloud_kernel()?;
+    let version = kernel
+        .file_name()?
+        .to_string_lossy()
+        .strip_prefix("vmlinuz-")?
+        .to_string();
+    let initrd = PathBuf::from(format!("/boot/initrd.img-{version}"));
+    initrd.is_file().then_some((kernel, initrd))
+}
+
+/// The lab's own box (a test box plus what L1 needs), built once per host.
+fn build_lab_box() -> (PathBuf, String) {
+    let dir = test_cache_dir().join("box-lab");
+    let out = Command::new(hvbox_bin())
+        .args(["box", "build", "hvbox-lab", "--size", "4G", "--packages"])
+        .arg(LAB_PACKAGES)
+        .arg("--output")
+        .arg(&dir)
+        .output()
+        .expect("running hvbox box build");
+    assert!(
+        out.status.success(),
+        "building the lab box failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sums = std::fs::read_to_string(dir.join("SHA512SUMS")).expect("SHA512SUMS");
+    let hex = sums.split_whitespace().next().expect("digest").to_string();
+    (dir.join("disk.raw"), format!("sha512:{hex}"))
+}
+
+/// An ext4 image with everything L2 needs.
+fn make_lab_disk(image: &Path, bzimage: &Path, initrd: &Path) {
+    let root = image.with_extension("d");
+    std::fs::create_dir_all(&root).unwrap();
+    // The debug build's symbols are not needed in L1.
+    let status = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(hvbox_bin())
+        .arg(root.join("hvbox"))
+        .status()
+        .expect("objcopy (binutils)");
+    assert!(status.success(), "copying hvbox into the lab disk");
+    std::fs::copy(bzimage, root.join("bzImage")).unwrap();
+    std::fs::copy(initrd, root.join("initrd.img")).unwrap();
+    let image_bytes = std::fs::read(bzimage).unwrap();
+    let vmlinux = hvbox_vmm::boot::extract_vmlinux(&image_bytes).expect("vmlinux from bzImage");
+    std::fs::write(root.join("vmlinux"), vmlinux).unwrap();
+    let init = crate::guests::build_static_program("poweroff_init", &root);
+    let cpio = crate::cpio::newc(&[("init", 0o755, &std::fs::read(&init).unwrap())]);
+    std::fs::write(root.join("poweroff.cpio"), cpio).unwrap();
+    let status = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&root)
+        .arg(image)
+        .arg("768M")
+        .status()
+        .expect("mkfs.ext4");
+    assert!(status.success(), "making the lab disk");
+    std::fs::remove_dir_all(&root).unwrap();
+}
