@@ -220,6 +220,8 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuiltBox,
     let digest = Digest::of_file(Algorithm::Sha512, &disk_tmp)?;
     // The recipe file is written last: its presence marks a finished box.
     let _ = fs::remove_file(opts.out_dir.join(RECIPE_FILE));
+    // No moment where the new disk stands beside the old checksums.
+    let _ = fs::remove_file(&sums);
     fs::rename(&disk_tmp, &disk).map_err(io("moving the disk to", &disk))?;
     write_file(&sums, &format!("{}  {LOCAL_DISK_FILE}\n", digest.hex))?;
     write_file(&opts.out_dir.join(RECIPE_FILE), &format!("{recipe}\n"))?;
@@ -346,6 +348,7 @@ fn deb822_entries_for(text: &str, suite: &str) -> String {
         let mut keep = Vec::new();
         let mut is_deb = false;
         let mut suites = Vec::new();
+        let mut enabled = true;
         for line in stanza.lines() {
             if line.trim_start().starts_with('#') || line.trim().is_empty() {
                 continue;
@@ -359,11 +362,13 @@ fn deb822_entries_for(text: &str, suite: &str) -> String {
                     .filter(|s| suite_matches(s, suite))
                     .map(str::to_string)
                     .collect();
-            } else if !line.starts_with("Enabled:") {
+            } else if let Some(v) = line.strip_prefix("Enabled:") {
+                enabled = !v.trim().eq_ignore_ascii_case("no");
+            } else {
                 keep.push(line.to_string());
             }
         }
-        if is_deb && !suites.is_empty() {
+        if is_deb && enabled && !suites.is_empty() {
             keep.push(format!("Suites: {}", suites.join(" ")));
             out.push_str(&keep.join("\n"));
             out.push_str("\n\n");
@@ -596,6 +601,8 @@ mod tests {
         assert!(!out.contains("trixie"));
         assert!(!out.contains("nodistro"));
         assert!(out.contains("Signed-By: /k.gpg"));
+        let disabled = "Types: deb\nURIs: http://a.example/debian\nSuites: bookworm\nComponents: main\nEnabled: no\n";
+        assert_eq!(deb822_entries_for(disabled, "bookworm"), "");
     }
 
     #[test]

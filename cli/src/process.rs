@@ -16,13 +16,18 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
-pub fn signal(pid: u32, sig: i32) {
-    if pid > 0 {
-        // SAFETY: kill has no memory-safety preconditions; a stale pid only fails.
-        unsafe {
-            libc::kill(pid as libc::pid_t, sig);
+pub fn signal(pid: u32, sig: i32) -> anyhow::Result<()> {
+    if pid == 0 {
+        return Ok(());
+    }
+    // SAFETY: kill has no memory-safety preconditions; a stale pid only fails.
+    if unsafe { libc::kill(pid as libc::pid_t, sig) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::ESRCH) {
+            anyhow::bail!("cannot signal process {pid}: {err}");
         }
     }
+    Ok(())
 }
 
 /// Wait until `pid` is gone or `timeout` passes; true if it is gone.

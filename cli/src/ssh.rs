@@ -63,10 +63,19 @@ pub enum CloudInit {
 
 /// Block until cloud-init's first-boot stages are over. A guest without cloud-init
 /// counts as done.
-pub fn wait_for_cloud_init(machine: &Machine, state: &MachineState, port: u16) -> CloudInit {
+pub fn wait_for_cloud_init(
+    machine: &Machine,
+    state: &MachineState,
+    port: u16,
+    limit: std::time::Duration,
+) -> CloudInit {
+    // `timeout` in the guest keeps `hvbox up --timeout` honest if cloud-init hangs.
     let output = command(machine, state, port)
         .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
-        .arg("if command -v cloud-init >/dev/null; then cloud-init status --wait; fi")
+        .arg(format!(
+            "if command -v cloud-init >/dev/null; then timeout {} cloud-init status --wait; fi",
+            limit.as_secs()
+        ))
         .stdin(Stdio::null())
         .output();
     match output {

@@ -71,6 +71,7 @@ pub fn run(machine_dir: &Path) -> Result<()> {
     let plan: LaunchPlan = serde_json::from_str(
         &std::fs::read_to_string(machine.file(LAUNCH_FILE)).context("reading the launch plan")?,
     )?;
+    crate::machine::runtime::hold_supervisor_lock(&machine)?;
     let result = supervise(&machine, &plan);
     let _ = std::fs::remove_file(machine.file(crate::machine::runtime::RUN_FILE));
     let _ = std::fs::remove_dir_all(&plan.runtime_dir);
@@ -106,7 +107,7 @@ fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
             return Err(e);
         }
     };
-    RunInfo {
+    let recorded = RunInfo {
         supervisor_pid: std::process::id(),
         vm_pid: vm.id(),
         passt_pid: passt.id(),
@@ -116,8 +117,15 @@ fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
         console_socket: plan.console_socket.clone(),
         runtime_dir: plan.runtime_dir.clone(),
     }
-    .save(machine)?;
-    let status = vm.wait().context("waiting for the VM")?;
+    .save(machine);
+    let status = match recorded.and_then(|()| vm.wait().context("waiting for the VM")) {
+        Ok(status) => status,
+        Err(e) => {
+            stop_child(&mut vm);
+            stop_child(&mut passt);
+            return Err(e);
+        }
+    };
     eprintln!("supervisor: VM exited: {status}");
     stop_child(&mut passt);
     use std::os::unix::process::ExitStatusExt;
@@ -143,11 +151,16 @@ fn start_child(argv: &[String], log_path: &Path) -> Result<Child> {
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: prctl(PR_SET_PDEATHSIG) is async-signal-safe and only affects the child.
+    let supervisor = std::process::id();
+    // SAFETY: prctl and getppid are async-signal-safe and only affect the child.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // The supervisor died before the death signal was armed.
+            if libc::getppid() as u32 != supervisor {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });
@@ -159,7 +172,7 @@ fn start_child(argv: &[String], log_path: &Path) -> Result<Child> {
 
 fn stop_child(child: &mut Child) {
     if pid_alive(child.id()) {
-        signal(child.id(), libc::SIGTERM);
+        let _ = signal(child.id(), libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {

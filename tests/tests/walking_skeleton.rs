@@ -76,7 +76,8 @@ fn up_ssh_halt_up_destroy_on_a_debian_guest() {
 }
 
 /// Attach `hvbox console`, press Enter, and collect what it shows until `wanted`
-/// appears (or 60 s pass); then detach by ending the process.
+/// appears (or 180 s pass: a loaded host may still be starting services); then
+/// detach by ending the process.
 fn read_console_until(project: &TestProject, wanted: &str) -> String {
     use std::io::{Read, Write};
     let mut child = project.spawn(&["console"]);
@@ -92,7 +93,7 @@ fn read_console_until(project: &TestProject, wanted: &str) -> String {
     });
     let mut stdin = child.stdin.take().unwrap();
     let mut seen = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
     while std::time::Instant::now() < deadline {
         let _ = stdin.write_all(b"\n");
         if let Ok(chunk) = rx.recv_timeout(std::time::Duration::from_secs(2)) {

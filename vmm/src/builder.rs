@@ -200,22 +200,33 @@ pub fn run_with_stats(
     }
     drop(events_tx);
 
-    install_kick_handler();
-    let threads: Vec<_> = runners
-        .into_iter()
-        .map(|runner| {
-            std::thread::Builder::new()
-                .name(format!("vcpu{}", runner.index))
-                .spawn(move || runner.run())
-        })
-        .collect::<Result<_, _>>()?;
-
+    // Sockets first: once a vCPU runs, nothing may fail without stopping it.
     if let Some(path) = &options.console_socket {
         crate::console::serve(path, console_clients, Arc::clone(&platform))?;
     }
     let (control_tx, control_rx) = mpsc::channel();
     if let Some(path) = &options.control_socket {
         crate::control::serve(path, control_tx)?;
+    }
+
+    install_kick_handler();
+    let mut threads = Vec::new();
+    for runner in runners {
+        let spawned = std::thread::Builder::new()
+            .name(format!("vcpu{}", runner.index))
+            .spawn(move || runner.run());
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                stop_vcpus(&stop, &threads);
+                if !threads.iter().all(|t| t.is_finished()) {
+                    // A vCPU still running may touch guest memory: never unmap it.
+                    std::mem::forget(mem);
+                    std::mem::forget(vm);
+                }
+                return Err(e.into());
+            }
+        }
     }
 
     let started = Instant::now();
@@ -252,18 +263,7 @@ pub fn run_with_stats(
         }
     };
 
-    // Stop every vCPU: set the flag, then interrupt KVM_RUN until each thread is out.
-    stop.store(true, Ordering::Release);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    for thread in &threads {
-        while !thread.is_finished() && Instant::now() < deadline {
-            // SAFETY: the pthread handle belongs to a thread we own and have not joined.
-            unsafe {
-                libc::pthread_kill(thread.as_pthread_t(), kick_signal());
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
+    stop_vcpus(&stop, &threads);
     let stats = crate::stats::measure(&mem);
     if threads.iter().all(|t| t.is_finished()) {
         for thread in threads {
@@ -312,6 +312,22 @@ fn press_power_button(vm: &Vm, platform: &Mutex<Platform>) {
         .press_power_button();
     let _ = vm.fd.set_irq_line(ACPI_GED_IRQ, true);
     let _ = vm.fd.set_irq_line(ACPI_GED_IRQ, false);
+}
+
+/// Stop every vCPU: set the flag, then interrupt KVM_RUN until each thread is out
+/// (or 5 s pass).
+fn stop_vcpus(stop: &AtomicBool, threads: &[std::thread::JoinHandle<()>]) {
+    stop.store(true, Ordering::Release);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for thread in threads {
+        while !thread.is_finished() && Instant::now() < deadline {
+            // SAFETY: the pthread handle belongs to a thread we own and have not joined.
+            unsafe {
+                libc::pthread_kill(thread.as_pthread_t(), kick_signal());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 fn kick_signal() -> i32 {

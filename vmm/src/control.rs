@@ -7,7 +7,7 @@
 //! | `kill`         | `ok`: hard stop now         |
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
@@ -50,30 +50,39 @@ pub fn serve(path: &Path, requests: Sender<Envelope>) -> io::Result<()> {
         .name("control".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                let Ok(reader) = stream.try_clone() else {
-                    continue;
-                };
-                let mut writer = stream;
-                for line in BufReader::new(reader).lines() {
-                    let Ok(line) = line else { break };
-                    let reply = match parse(&line) {
-                        Ok(request) => {
-                            let (tx, rx) = mpsc::channel();
-                            if requests.send((request, tx)).is_err() {
-                                return;
-                            }
-                            rx.recv_timeout(Duration::from_secs(5))
-                                .unwrap_or_else(|_| "error: the VMM did not answer".into())
-                        }
-                        Err(e) => format!("error: {e}"),
-                    };
-                    if writeln!(writer, "{reply}").is_err() {
-                        break;
-                    }
-                }
+                // A thread per client: one that connects and says nothing must not
+                // keep a `stop` from the next one waiting.
+                let requests = requests.clone();
+                let _ = std::thread::Builder::new()
+                    .name("control-client".into())
+                    .spawn(move || serve_client(stream, &requests));
             }
         })?;
     Ok(())
+}
+
+fn serve_client(stream: UnixStream, requests: &Sender<Envelope>) {
+    let Ok(reader) = stream.try_clone() else {
+        return;
+    };
+    let mut writer = stream;
+    for line in BufReader::new(reader).lines() {
+        let Ok(line) = line else { break };
+        let reply = match parse(&line) {
+            Ok(request) => {
+                let (tx, rx) = mpsc::channel();
+                if requests.send((request, tx)).is_err() {
+                    return;
+                }
+                rx.recv_timeout(Duration::from_secs(5))
+                    .unwrap_or_else(|_| "error: the VMM did not answer".into())
+            }
+            Err(e) => format!("error: {e}"),
+        };
+        if writeln!(writer, "{reply}").is_err() {
+            break;
+        }
+    }
 }
 
 #[cfg(test)]

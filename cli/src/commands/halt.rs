@@ -2,9 +2,10 @@
 
 use super::current_machine;
 use crate::engine;
+use crate::machine::runtime::supervisor_alive;
 use crate::machine::{Machine, RunInfo, RunState};
 use crate::process::{signal, wait_gone};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -37,11 +38,18 @@ pub fn stop(machine: &Machine, info: &RunInfo, grace: Duration) -> Result<()> {
     }
     let _ = engine.hard_stop(&info.control_socket);
     if !wait_gone(info.supervisor_pid, Duration::from_secs(10)) {
-        // The supervisor's children die with it (PDEATHSIG).
-        signal(info.supervisor_pid, libc::SIGKILL);
-        signal(info.vm_pid, libc::SIGKILL);
-        signal(info.passt_pid, libc::SIGKILL);
+        // Still held by the live supervisor, so these pids are still its own; its
+        // children die with it (PDEATHSIG).
+        if supervisor_alive(machine) {
+            signal(info.supervisor_pid, libc::SIGKILL)?;
+        }
         wait_gone(info.supervisor_pid, Duration::from_secs(5));
+    }
+    if supervisor_alive(machine) {
+        bail!(
+            "the machine's supervisor (pid {}) is still running; it may belong to another user (try with sudo)",
+            info.supervisor_pid
+        );
     }
     wait_gone(info.vm_pid, Duration::from_secs(5));
     wait_gone(info.passt_pid, Duration::from_secs(5));

@@ -61,23 +61,15 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
         boot.kernel_version, boot.cmdline
     );
 
-    let runtime_dir = machine.runtime_dir(&state.instance_id);
-    let _ = std::fs::remove_dir_all(&runtime_dir);
-    // Parents may be traversed (passt may run as another user, see below) but not
-    // listed; the machine's own folder is private.
-    if let Some(parent) = runtime_dir.parent() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o711)
-            .create(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
+    let runtime_dir = prepare_runtime_dir(&machine.runtime_dir(&state.instance_id))?;
+    // passt gets a folder of its own (see hand_to_passt_when_root).
+    let passt_dir = runtime_dir.join("net");
     std::fs::DirBuilder::new()
         .mode(0o700)
-        .create(&runtime_dir)
-        .with_context(|| format!("creating {}", runtime_dir.display()))?;
-    hand_to_passt_when_root(&runtime_dir)?;
-    let passt_socket = runtime_dir.join("passt.sock");
+        .create(&passt_dir)
+        .with_context(|| format!("creating {}", passt_dir.display()))?;
+    hand_to_passt_when_root(&passt_dir)?;
+    let passt_socket = passt_dir.join("passt.sock");
     let control_socket = runtime_dir.join("control.sock");
     let console_socket = runtime_dir.join("console.sock");
     let ssh_port = free_local_port()?;
@@ -119,6 +111,9 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
         ssh_port,
     };
     println!("==> booting on {reason}");
+    // Only this boot's serial output explains a failure of this boot.
+    let boot_log_start = std::fs::metadata(machine.serial_log()).map_or(0, |m| m.len());
+    let vm_log_start = std::fs::metadata(machine.file("vm.log")).map_or(0, |m| m.len());
     let supervisor_pid = supervisor::spawn(&machine, &plan)?;
     let info = wait_for_start(&machine, supervisor_pid)?;
     println!(
@@ -126,7 +121,13 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
         info.ssh_port,
         machine.serial_log().display()
     );
-    wait_for_ssh(&machine, &state, &info, Duration::from_secs(args.timeout))?;
+    wait_for_ssh(
+        &machine,
+        &state,
+        &info,
+        Duration::from_secs(args.timeout),
+        (boot_log_start, vm_log_start),
+    )?;
     println!("==> machine is up: `hvbox ssh` opens a shell");
     Ok(ExitCode::SUCCESS)
 }
@@ -296,6 +297,38 @@ fn check_ports_free(ports: &[PortForward]) -> Result<()> {
     Ok(())
 }
 
+/// A fresh folder for the machine's sockets. Its parents must be ours and closed to
+/// other users (a folder another user made in /tmp could hand us their sockets); they
+/// may be traversed, so passt running as another user reaches its own subfolder.
+fn prepare_runtime_dir(dir: &Path) -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let _ = std::fs::remove_dir_all(dir);
+    let parent = dir.parent().context("runtime folder has no parent")?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(parent)
+        .with_context(|| format!("creating {}", parent.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for ancestor in [parent, parent.parent().unwrap_or(parent)] {
+        let meta = std::fs::metadata(ancestor)
+            .with_context(|| format!("checking {}", ancestor.display()))?;
+        let shared_tmp = ancestor == Path::new("/tmp") || ancestor.starts_with("/run/user");
+        if !shared_tmp && (meta.uid() != me || meta.mode() & 0o022 != 0) {
+            bail!(
+                "{} belongs to another user or is writable by others; remove it or set XDG_RUNTIME_DIR",
+                ancestor.display()
+            );
+        }
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o711)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir.to_path_buf())
+}
+
 /// passt refuses to keep root: started as root it switches to `nobody` before it binds
 /// its socket, so the socket's folder must belong to `nobody` then.
 fn hand_to_passt_when_root(dir: &Path) -> Result<()> {
@@ -350,13 +383,17 @@ fn wait_for_ssh(
     state: &MachineState,
     info: &RunInfo,
     timeout: Duration,
+    (serial_start, vm_log_start): (u64, u64),
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         if ssh::probe(machine, state, info.ssh_port) {
             // sshd answers before first-boot setup ends, and cloud-init restarts it
             // midway; the machine is ready once cloud-init says it is done.
-            match ssh::wait_for_cloud_init(machine, state, info.ssh_port) {
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(5));
+            match ssh::wait_for_cloud_init(machine, state, info.ssh_port, left) {
                 ssh::CloudInit::Done => return Ok(()),
                 ssh::CloudInit::Failed(detail) => {
                     eprintln!("hvbox: warning: cloud-init reported errors in the guest:\n{detail}\n(see `hvbox ssh -- sudo cloud-init status --long`)");
@@ -367,9 +404,11 @@ fn wait_for_ssh(
         }
         if !pid_alive(info.vm_pid) {
             bail!(
-                "the VM exited before ssh answered; last lines of {}:\n{}",
+                "the VM exited before ssh answered.\nThe engine said ({}):\n{}\nThe guest's serial console said ({}):\n{}",
+                machine.file("vm.log").display(),
+                tail_since(&machine.file("vm.log"), vm_log_start, 15),
                 machine.serial_log().display(),
-                tail(&machine.serial_log(), 25)
+                tail_since(&machine.serial_log(), serial_start, 25)
             );
         }
         if Instant::now() > deadline {
@@ -377,16 +416,17 @@ fn wait_for_ssh(
                 "ssh did not answer within {} s; the machine is still running (`hvbox halt` or `hvbox destroy` stops it). Last lines of {}:\n{}",
                 timeout.as_secs(),
                 machine.serial_log().display(),
-                tail(&machine.serial_log(), 25)
+                tail_since(&machine.serial_log(), serial_start, 25)
             );
         }
         std::thread::sleep(Duration::from_secs(2));
     }
 }
 
-pub fn tail(path: &Path, lines: usize) -> String {
+/// The last `lines` lines of what was appended to `path` after byte `start`.
+fn tail_since(path: &Path, start: u64, lines: usize) -> String {
     let text = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
+    let text = String::from_utf8_lossy(text.get(start as usize..).unwrap_or_default());
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

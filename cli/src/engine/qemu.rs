@@ -73,7 +73,7 @@ impl Engine for Qemu {
         for disk in &c.disks {
             let mut drive = format!(
                 "file={},format=raw,if=virtio,discard=unmap",
-                disk.path.display().to_string().replace(',', ",,")
+                escape(&disk.path)
             );
             if disk.read_only {
                 drive.push_str(",readonly=on");
@@ -83,7 +83,7 @@ impl Engine for Qemu {
         for (i, nic) in c.nics.iter().enumerate() {
             let netdev = format!(
                 "stream,id=net{i},server=off,addr.type=unix,addr.path={}",
-                nic.passt_socket.display()
+                escape(&nic.passt_socket)
             );
             let device = format!("virtio-net-pci,netdev=net{i},mac={}", nic.mac);
             push(&["-netdev", &netdev, "-device", &device]);
@@ -92,13 +92,13 @@ impl Engine for Qemu {
         // The console socket for `hvbox console`; the log keeps every boot's output.
         let mut serial = format!(
             "socket,id=serial0,path={},server=on,wait=off",
-            console_socket.display()
+            escape(console_socket)
         );
         if let Some(log) = &c.serial_log {
-            serial.push_str(&format!(",logfile={},logappend=on", log.display()));
+            serial.push_str(&format!(",logfile={},logappend=on", escape(log)));
         }
         push(&["-chardev", &serial, "-serial", "chardev:serial0"]);
-        let qmp = format!("unix:{},server=on,wait=off", control_socket.display());
+        let qmp = format!("unix:{},server=on,wait=off", escape(control_socket));
         push(&["-qmp", &qmp]);
         a
     }
@@ -110,6 +110,11 @@ impl Engine for Qemu {
     fn hard_stop(&self, control_socket: &Path) -> Result<()> {
         qmp_command(control_socket, "quit")
     }
+}
+
+/// QEMU option values are comma-separated; a comma inside a path is written twice.
+fn escape(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
 }
 
 /// One command over QMP: greeting, capabilities handshake, then the command.

@@ -1,12 +1,15 @@
 //! A running machine: the supervisor's processes and ports, in `run.json`.
 
 use super::Machine;
-use crate::process::pid_alive;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 pub const RUN_FILE: &str = "run.json";
+/// Held (flock) by the supervisor for its whole life: a lock that is held means a
+/// live supervisor, whatever became of the pids in run.json.
+pub const SUPERVISOR_LOCK: &str = "supervisor.lock";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunInfo {
@@ -58,8 +61,33 @@ pub(super) fn run_state(machine: &Machine) -> RunState {
         return RunState::NotCreated;
     }
     match RunInfo::load(machine) {
-        Ok(info) if pid_alive(info.supervisor_pid) => RunState::Running(info),
-        // A supervisor that was killed leaves run.json behind: the machine is stopped.
+        Ok(info) if supervisor_alive(machine) => RunState::Running(info),
+        // A supervisor that was killed leaves run.json behind (and its pids may since
+        // belong to other programs): the machine is stopped.
         _ => RunState::Stopped,
     }
+}
+
+/// Take the supervisor lock for this process's lifetime (the fd is leaked on
+/// purpose and closed on exec, so children do not hold it).
+pub fn hold_supervisor_lock(machine: &Machine) -> Result<()> {
+    let path = machine.file(SUPERVISOR_LOCK);
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        anyhow::bail!("another supervisor already runs this machine");
+    }
+    std::mem::forget(file);
+    Ok(())
+}
+
+/// True while some process holds the supervisor lock.
+pub fn supervisor_alive(machine: &Machine) -> bool {
+    let Ok(file) = std::fs::File::open(machine.file(SUPERVISOR_LOCK)) else {
+        return false;
+    };
+    // SAFETY: flock on a file descriptor we own; released when `file` drops.
+    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    !free
 }
