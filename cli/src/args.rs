@@ -73,28 +73,31 @@ pub struct UpArgs {
 #[derive(Debug, Subcommand)]
 pub enum BoxCommand {
     /// Build a Debian box from Debian's packages with mmdebstrap (needs root).
-    Build {
-        /// Name the catalog knows the box by (`box: NAME` in a spec).
-        name: String,
-        /// Debian suite.
-        #[arg(long, default_value = "bookworm")]
-        suite: String,
-        /// Output folder (default: hvbox's local boxes folder).
-        #[arg(long)]
-        output: Option<PathBuf>,
-        /// apt sources file to build from (default: the host's entries for the suite).
-        #[arg(long)]
-        sources: Option<PathBuf>,
-        /// Size of the box disk.
-        #[arg(long, default_value = "2G")]
-        size: String,
-        /// More packages to install (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        packages: Vec<String>,
-        /// Rebuild even when a box of the same recipe exists.
-        #[arg(long)]
-        force: bool,
-    },
+    Build(BoxBuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BoxBuildArgs {
+    /// Name the catalog knows the box by (`box: NAME` in a spec).
+    pub name: String,
+    /// Debian suite.
+    #[arg(long, default_value = "bookworm")]
+    pub suite: String,
+    /// Output folder (default: hvbox's local boxes folder).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// apt sources file to build from (default: the host's entries for the suite).
+    #[arg(long)]
+    pub sources: Option<PathBuf>,
+    /// Size of the box disk.
+    #[arg(long, default_value = "2G")]
+    pub size: String,
+    /// More packages to install (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub packages: Vec<String>,
+    /// Rebuild even when a box of the same recipe exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,23 +1,13 @@
 //! `hvbox box build NAME`: a Debian box from Debian's packages, for offline use.
 
+use crate::args::BoxBuildArgs;
 use crate::spec::Size;
 use anyhow::{anyhow, Result};
 use hvbox_boxes::build::{build, BuildOptions};
 use hvbox_boxes::catalog;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub struct Options {
-    pub name: String,
-    pub suite: String,
-    pub output: Option<PathBuf>,
-    pub sources: Option<PathBuf>,
-    pub size: String,
-    pub packages: Vec<String>,
-    pub force: bool,
-}
-
-pub fn run(o: Options) -> Result<ExitCode> {
+pub fn run(o: BoxBuildArgs) -> Result<ExitCode> {
     let size = Size::parse(&o.size).map_err(|e| anyhow!("--size: {e}"))?;
     let out_dir = o
         .output

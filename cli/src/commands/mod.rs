@@ -27,23 +27,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { json } => status::run(json),
         Command::Halt { timeout } => halt::run(timeout),
         Command::Destroy => destroy::run(),
-        Command::Box(BoxCommand::Build {
-            name,
-            suite,
-            output,
-            sources,
-            size,
-            packages,
-            force,
-        }) => box_build::run(box_build::Options {
-            name,
-            suite,
-            output,
-            sources,
-            size,
-            packages,
-            force,
-        }),
+        Command::Box(BoxCommand::Build(args)) => box_build::run(args),
         Command::Vmm(VmmCommand::Run(args)) => vmm_run::run(&args),
         Command::Supervise { machine_dir } => {
             crate::supervisor::run(&machine_dir)?;
