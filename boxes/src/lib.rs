@@ -4,6 +4,7 @@
 //! The API is blocking on purpose: callers (the CLI) are synchronous, so each
 //! network operation spins up a small tokio runtime internally.
 
+pub mod apt_sources;
 pub mod build;
 pub mod catalog;
 mod digest;
