@@ -42,10 +42,17 @@ fn option(name: &str, value: impl AsRef<std::ffi::OsStr>) -> [std::ffi::OsString
     ["-o".into(), v]
 }
 
+/// `ssh` for hvbox's own checks: never prompts, gives up on a dead port quickly.
+fn batch_command(machine: &Machine, state: &MachineState, port: u16) -> Command {
+    let mut cmd = command(machine, state, port);
+    cmd.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]);
+    cmd
+}
+
 /// One quiet, non-interactive attempt to log in; true when the guest answered.
 pub fn probe(machine: &Machine, state: &MachineState, port: u16) -> bool {
-    command(machine, state, port)
-        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "true"])
+    batch_command(machine, state, port)
+        .arg("true")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -70,8 +77,7 @@ pub fn wait_for_cloud_init(
     limit: std::time::Duration,
 ) -> CloudInit {
     // `timeout` in the guest keeps `hvbox up --timeout` honest if cloud-init hangs.
-    let output = command(machine, state, port)
-        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"])
+    let output = batch_command(machine, state, port)
         .arg(format!(
             "if command -v cloud-init >/dev/null; then timeout {} cloud-init status --wait; fi",
             limit.as_secs()

@@ -38,11 +38,8 @@ puts:
 2:      pop %eax
         ret
 
-# puthex: write %eax as 8 hex digits.
-puthex:
-        push %ecx
-        push %eax
-        mov $8, %ecx
+# putdigits: write the top %ecx hex digits of %eax (clobbers %eax, %ecx).
+putdigits:
 1:      rol $4, %eax
         push %eax
         and $0xf, %al
@@ -53,28 +50,27 @@ puthex:
 2:      call putc
         pop %eax
         loop 1b
+        ret
+
+# puthex: write %eax as 8 hex digits.
+puthex:
+        push %ecx
+        push %eax
+        mov $8, %ecx
+        call putdigits
         pop %eax
         pop %ecx
         ret
 
 # puthex8: write %al as 2 hex digits (a BCD byte prints as its decimal digits).
 puthex8:
+        push %ecx
         push %eax
         shl $24, %eax
-        push %ecx
         mov $2, %ecx
-1:      rol $4, %eax
-        push %eax
-        and $0xf, %al
-        add $'0', %al
-        cmp $'9', %al
-        jbe 2f
-        add $('a' - '0' - 10), %al
-2:      call putc
+        call putdigits
         pop %eax
-        loop 1b
         pop %ecx
-        pop %eax
         ret
 
 newline:
