@@ -22,6 +22,8 @@ const LAB_PACKAGES: &str = "qemu-system-x86,passt,openssh-client,kmod";
 
 pub struct Lab {
     project: TestProject,
+    /// Holds the lab disk; removed with the lab.
+    _work: tempfile::TempDir,
     /// Seconds from `hvbox up` to ssh answering in L1.
     pub l1_up_secs: f64,
 }
@@ -34,12 +36,11 @@ pub struct Run {
 }
 
 impl Lab {
-    /// Bring up L1, or return why the lab cannot run on this host. The lab runs only
-    /// when HVBOX_LAB=1: see the README (an L1 kernel can still crash under QEMU's
-    /// emulated SVM, so it is not yet part of the default test run).
+    /// Bring up L1, or return why the lab cannot run on this host. HVBOX_LAB=0 skips
+    /// the lab (it takes a few minutes).
     pub fn start() -> Result<Lab, String> {
-        if std::env::var_os("HVBOX_LAB").is_none_or(|v| v != "1") {
-            return Err("set HVBOX_LAB=1 to run the nested lab (several minutes)".into());
+        if std::env::var_os("HVBOX_LAB").is_some_and(|v| v == "0") {
+            return Err("HVBOX_LAB=0".into());
         }
         for tool in ["qemu-system-x86_64", "passt", "mkfs.ext4"] {
             if !crate::tool_exists(tool) {
@@ -62,12 +63,11 @@ impl Lab {
             lab_disk.display()
         );
         let project = TestProject::new(&spec);
-        // Keep the lab disk alive as long as the project.
-        std::mem::forget(work);
         let started = Instant::now();
         project.ok(&["up", "--quiet"]);
         let lab = Lab {
             project,
+            _work: work,
             l1_up_secs: started.elapsed().as_secs_f64(),
         };
         let setup = lab.root(&format!(
@@ -91,6 +91,20 @@ impl Lab {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// L1's own kernel crashed (an oops or panic on its serial console): a fault of
+    /// the emulated hardware below the lab, not of what runs in it. Returns the log.
+    pub fn l1_crash(&self) -> Option<String> {
+        let log = self
+            .project
+            .path()
+            .join(".hvbox/machines/default/serial.log");
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        ["Kernel panic - not syncing", "BUG: ", "Oops: "]
+            .iter()
+            .any(|m| text.contains(m))
+            .then(|| self.l1_serial_tail())
     }
 
     /// Run `script` in L1 as root with `sh -c`.

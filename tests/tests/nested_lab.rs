@@ -12,13 +12,35 @@ const CMDLINE: &str = "console=ttyS0 panic=-1 hvbox.lab=1";
 
 #[test]
 fn builtin_vmm_boots_debian_in_the_nested_lab() {
-    let lab = match Lab::start() {
-        Ok(lab) => lab,
-        Err(reason) => {
-            eprintln!("skipping the nested lab: {reason}");
-            return;
+    // An L1 kernel has crashed (once in several runs) inside KVM's SVM code under
+    // QEMU's emulated SVM: a fault below the lab. A fresh L1 gets one more try; a
+    // failed check with a healthy L1 fails at once.
+    for attempt in 1..=2 {
+        let lab = match Lab::start() {
+            Ok(lab) => lab,
+            Err(reason) => {
+                eprintln!("skipping the nested lab: {reason}");
+                return;
+            }
+        };
+        match checks(&lab) {
+            Ok(report) => {
+                eprintln!("nested lab figures:\n  {}", report.join("\n  "));
+                return;
+            }
+            Err(failure) => match lab.l1_crash() {
+                Some(crash) if attempt == 1 => eprintln!(
+                    "L1's own kernel crashed (emulated hardware below the lab); retrying with a fresh L1.\nThe check said: {failure}\nL1's console:\n{crash}"
+                ),
+                _ => panic!("{failure}\nL1 serial log:\n{}", lab.l1_serial_tail()),
+            },
         }
-    };
+    }
+    panic!("L1 crashed twice");
+}
+
+/// Every lab check in order; the figures, or what failed.
+fn checks(lab: &Lab) -> Result<Vec<String>, String> {
     let limit = Duration::from_secs(120);
     let mut report = vec![format!(
         "L1 up (hvbox up to ssh, TCG): {:.1} s",
@@ -31,20 +53,14 @@ fn builtin_vmm_boots_debian_in_the_nested_lab() {
         );
         let (secs, log) =
             lab.time_until(&command, &format!("/tmp/l2-{kernel}.log"), RUN_INIT, limit);
-        let secs = secs.unwrap_or_else(|| {
-            panic!(
-                "{kind}: no `{RUN_INIT}` within {limit:?}; log:\n{log}\nL1 serial log:\n{}",
-                lab.l1_serial_tail()
-            )
-        });
-        assert!(
-            log.contains(TWO_CPUS),
-            "{kind}: second vCPU not up; log:\n{log}"
-        );
-        assert!(
-            log.contains(&format!("Command line: {CMDLINE}")),
-            "{kind}: log:\n{log}"
-        );
+        let secs =
+            secs.ok_or_else(|| format!("{kind}: no `{RUN_INIT}` within {limit:?}; log:\n{log}"))?;
+        if !log.contains(TWO_CPUS) {
+            return Err(format!("{kind}: second vCPU not up; log:\n{log}"));
+        }
+        if !log.contains(&format!("Command line: {CMDLINE}")) {
+            return Err(format!("{kind}: our command line is missing; log:\n{log}"));
+        }
         report.push(format!("L2 {kind} to /init on hvbox's VMM: {secs:.2} s"));
     }
 
@@ -52,18 +68,12 @@ fn builtin_vmm_boots_debian_in_the_nested_lab() {
     let poweroff = lab.root(&format!(
         "{LAB_MOUNT}/hvbox vmm run --kernel {LAB_MOUNT}/vmlinux --initrd {LAB_MOUNT}/poweroff.cpio --cmdline 'console=ttyS0 rdinit=/init' --cpus 2 --memory 512M --serial-log /tmp/l2-poweroff.log --timeout 120; echo exit=$?; cat /tmp/l2-poweroff.log"
     ));
-    assert!(
-        poweroff.stdout.contains("exit=0"),
-        "guest poweroff did not exit 0:\n{}{}\nL1 serial log:\n{}",
-        poweroff.stdout,
-        poweroff.stderr,
-        lab.l1_serial_tail()
-    );
-    assert!(
-        poweroff.stdout.contains("reboot: Power down"),
-        "{}",
-        poweroff.stdout
-    );
+    if !poweroff.stdout.contains("exit=0") || !poweroff.stdout.contains("reboot: Power down") {
+        return Err(format!(
+            "guest poweroff was not a clean exit 0:\n{}{}",
+            poweroff.stdout, poweroff.stderr
+        ));
+    }
 
     // The same kernel under QEMU+KVM in the same L1.
     let qemu = format!(
@@ -74,5 +84,5 @@ fn builtin_vmm_boots_debian_in_the_nested_lab() {
         Some(secs) => report.push(format!("L2 bzImage to /init on QEMU+KVM: {secs:.2} s")),
         None => report.push(format!("QEMU+KVM did not reach /init in L1; log:\n{log}")),
     }
-    eprintln!("nested lab figures:\n  {}", report.join("\n  "));
+    Ok(report)
 }
