@@ -5,13 +5,14 @@
 //!   kernel's 64-bit entry with `boot_params` (the zero page) in RSI.
 //! - [`BootProtocol::Pvh`]: an uncompressed ELF vmlinux carrying a Xen PVH entry note, entered
 //!   in 32-bit protected mode with `hvm_start_info` in EBX. [`extract_vmlinux`] turns a
-//!   distribution bzImage into such a vmlinux.
+//!   distribution bzImage into such a vmlinux; [`vmlinux_beside`] keeps it on disk.
 //!
 //! Every address comes from [`crate::layout`].
 
 mod linux;
 mod pvh;
 mod vmlinux;
+mod vmlinux_cache;
 
 use std::fs::File;
 use std::io::Read;
@@ -27,6 +28,7 @@ use crate::memory::GuestMemory;
 
 pub use linux::bzimage_version;
 pub use vmlinux::extract_vmlinux;
+pub use vmlinux_cache::vmlinux_beside;
 
 /// e820 type of usable RAM.
 pub const E820_RAM: u32 = 1;
