@@ -49,6 +49,18 @@ pub enum Command {
     },
     /// Stop the machine and delete its state (disk, keys, logs); the box cache stays.
     Destroy,
+    /// Upgrade the guest's kernel and boot it; back to the previous one if it fails.
+    ///
+    /// Installs the kernel with the guest's package manager (apt or dnf), powers the
+    /// guest off, boots the kernel its disk now defaults to and checks `uname -r`. If
+    /// the guest does not answer ssh in time, the previous kernel is booted again and
+    /// pinned.
+    UpgradeKernel(UpgradeKernelArgs),
+    /// List the kernels the machine has booted, oldest first.
+    Kernels {
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage boxes.
     #[command(subcommand, name = "box")]
     Box(BoxCommand),
@@ -68,6 +80,23 @@ pub struct UpArgs {
     /// No download progress bars.
     #[arg(long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpgradeKernelArgs {
+    /// Install this kernel package file (.deb or .rpm) instead of upgrading from the
+    /// guest's repositories.
+    #[arg(long, conflicts_with_all = ["no_install", "rollback"])]
+    pub package: Option<PathBuf>,
+    /// Install nothing: boot the kernel the disk defaults to (one you installed).
+    #[arg(long, conflicts_with = "rollback")]
+    pub no_install: bool,
+    /// Boot the kernel used before the current one again, and stay on it.
+    #[arg(long)]
+    pub rollback: bool,
+    /// Seconds the new kernel gets to reach ssh before hvbox rolls back.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Subcommand)]

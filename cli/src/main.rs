@@ -3,7 +3,9 @@
 mod args;
 mod commands;
 mod engine;
+mod kernel_install;
 mod keys;
+mod launch;
 mod machine;
 mod process;
 mod project;

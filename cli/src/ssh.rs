@@ -94,3 +94,42 @@ pub fn wait_for_cloud_init(
         Err(_) => CloudInit::Disconnected,
     }
 }
+
+/// Run `script` in the guest (through its login shell) and return its standard
+/// output; a non-zero exit is an error carrying standard error.
+pub fn capture(
+    machine: &Machine,
+    state: &MachineState,
+    port: u16,
+    script: &str,
+) -> anyhow::Result<String> {
+    let out = batch_command(machine, state, port)
+        .arg(script)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| anyhow::anyhow!("running ssh: {e}"))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "`{script}` in the guest failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Run `script` in the guest with the terminal's output streams and `stdin` as its
+/// input; returns its exit status.
+pub fn run_streaming(
+    machine: &Machine,
+    state: &MachineState,
+    port: u16,
+    script: &str,
+    stdin: Stdio,
+) -> anyhow::Result<std::process::ExitStatus> {
+    batch_command(machine, state, port)
+        .arg(script)
+        .stdin(stdin)
+        .status()
+        .map_err(|e| anyhow::anyhow!("running ssh: {e}"))
+}

@@ -1,4 +1,5 @@
-//! Sparse clone of a raw box disk, optionally grown.
+//! Clone of a raw box disk, optionally grown: a reflink where the
+//! filesystem can share extents, else a sparse copy.
 
 use std::fs::File;
 use std::io;
@@ -7,6 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::atomic_file::TempFile;
+use crate::reflink::{self, Outcome};
 use crate::{gpt_grow, Error};
 
 /// Copy granularity; also the unit for skipping all-zero runs.
@@ -14,10 +16,13 @@ const CHUNK: usize = 1 << 20;
 /// Zero runs this large (and aligned) are left as holes in the clone.
 const ZERO_BLOCK: usize = 4096;
 
-/// Sparse copy of a raw box disk to `dst`, then grow it to `size` bytes.
+/// Clone a raw box disk to `dst`, then grow it to `size` bytes.
 ///
-/// Holes in `src` stay holes (SEEK_DATA/SEEK_HOLE), and all-zero blocks
-/// inside data extents are not written either. The copy goes to a temp file
+/// A whole-file reflink (FICLONE) is tried first: on btrfs, xfs with
+/// reflink=1 or bcachefs it is instant and shares the box's blocks. Where
+/// that is unsupported (ext4, tmpfs, different filesystems) the data is
+/// copied sparsely: holes in `src` stay holes (SEEK_DATA/SEEK_HOLE), and
+/// all-zero blocks inside data extents are not written either. The copy goes to a temp file
 /// in `dst`'s directory and is renamed into place only when complete and
 /// fsynced. When a GPT disk grows, its backup header and table move to the
 /// new end of the disk.
@@ -44,12 +49,16 @@ pub fn clone_disk(src: &Path, dst: &Path, size: Option<u64>) -> Result<(), Error
         path: tmp_path.clone(),
         source,
     };
-    // Setting the length first makes every region we skip a hole.
-    tmp.file().set_len(src_len).map_err(write_err)?;
-    copy_sparse(&input, tmp.file(), src_len).map_err(|e| match e {
-        CopyError::Read(source) => read_err(source),
-        CopyError::Write(source) => write_err(source),
-    })?;
+    if reflink::clone_file(&input, tmp.file()).map_err(write_err)? == Outcome::Unsupported {
+        // A failed FICLONE leaves the target untouched, but make sure.
+        tmp.file().set_len(0).map_err(write_err)?;
+        // Setting the length first makes every region we skip a hole.
+        tmp.file().set_len(src_len).map_err(write_err)?;
+        copy_sparse(&input, tmp.file(), src_len).map_err(|e| match e {
+            CopyError::Read(source) => read_err(source),
+            CopyError::Write(source) => write_err(source),
+        })?;
+    }
 
     if let Some(new_len) = size.filter(|&s| s > src_len) {
         gpt_grow::grow(tmp.file(), &tmp_path, src_len, new_len)?;

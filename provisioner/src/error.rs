@@ -52,10 +52,37 @@ pub enum Error {
     NoLinuxFilesystem { path: PathBuf, looked_at: String },
 
     #[error(
-        "no kernel found on {path}: no vmlinuz-<version> in /boot of any ext2/3/4 \
-         filesystem (looked at: {looked_at}); is a kernel package installed in the box?"
+        "no kernel found on {path}: no usable vmlinuz in /boot of any ext2/3/4 \
+         filesystem (looked at: {looked_at}{skipped}); is a kernel package installed in the box?"
     )]
-    NoKernel { path: PathBuf, looked_at: String },
+    NoKernel {
+        path: PathBuf,
+        looked_at: String,
+        /// Empty, or "; skipped: <candidate>: <why>; …".
+        skipped: String,
+    },
+
+    #[error("kernel {wanted} is not installed on {path}; installed kernels: {available}")]
+    KernelVersionNotFound {
+        path: PathBuf,
+        wanted: String,
+        available: String,
+    },
+
+    #[error(
+        "kernel {kernel} (release {version}) of {path} has no matching initrd (looked for \
+         {looked_for}), but the disk has initrds for other kernels ({others}); another \
+         kernel's initrd cannot load this kernel's modules. Boot another kernel, or \
+         regenerate this one's initrd inside the guest (update-initramfs -c -k {version}, \
+         or dracut --kver {version})"
+    )]
+    NoMatchingInitrd {
+        path: PathBuf,
+        kernel: String,
+        version: String,
+        looked_for: String,
+        others: String,
+    },
 
     #[error("cannot open the ext filesystem on {partition} of {path}: {source}")]
     OpenFs {

@@ -1,23 +1,32 @@
-//! Turns a box disk into a machine disk: a sparse, growable clone
+//! Turns a box disk into a machine disk: a reflinked or sparse, growable clone
 //! ([`clone_disk`]) and the guest's own kernel, initrd and command line
-//! for direct kernel boot ([`extract_boot_files`]).
+//! for direct kernel boot ([`extract_boot_files`], [`installed_kernels`]).
 //!
 //! Everything here reads the guest disk as plain bytes; nothing is mounted
 //! and guest paths (including symlinks) are resolved inside the guest
 //! filesystem, never on the host.
 
 mod atomic_file;
+mod bls;
 mod boot_files;
+mod bzimage_version;
 mod clone;
+mod cmdline;
 mod error;
 mod fs_probe;
 mod fs_reader;
 mod fstab;
 mod gpt_grow;
 mod grub;
+mod grubenv;
+mod guest_fs;
+mod initrd;
+mod kernels;
 mod partitions;
+mod reflink;
 mod version_order;
+mod volumes;
 
-pub use boot_files::{extract_boot_files, BootFiles};
+pub use boot_files::{extract_boot_files, installed_kernels, BootFiles, KernelSelection};
 pub use clone::clone_disk;
 pub use error::Error;

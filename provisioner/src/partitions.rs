@@ -62,7 +62,7 @@ pub(crate) fn list(disk: &Path, file: &mut File) -> Result<Vec<Partition>, Error
                 "protective MBR found but the GPT header is missing or corrupt".into(),
             ));
         }
-        let parts = list_mbr(&mbr, disk_len);
+        let parts = list_mbr(&mbr, disk_len).map_err(table_err)?;
         if !parts.is_empty() {
             return Ok(parts);
         }
@@ -101,29 +101,46 @@ fn list_gpt(disk: &Path, disk_len: u64) -> Result<Vec<Partition>, String> {
         }
         let start = part.bytes_start(lb).map_err(|e| e.to_string())?;
         let len = part.bytes_len(lb).map_err(|e| e.to_string())?;
+        check_within(number, start, len, disk_len)?;
         out.push(Partition {
             number: Some(number),
             start,
-            len: len.min(disk_len.saturating_sub(start)),
+            len,
             partuuid: Some(part.part_guid.to_string()),
         });
     }
     Ok(out)
 }
 
-fn list_mbr(mbr: &mbrman::MBR, disk_len: u64) -> Vec<Partition> {
+fn list_mbr(mbr: &mbrman::MBR, disk_len: u64) -> Result<Vec<Partition>, String> {
     // Linux's MBR PARTUUID: <disk signature as hex u32>-<2-digit number>.
     let signature = u32::from_le_bytes(mbr.header.disk_signature);
     mbr.iter()
         .filter(|(_, p)| p.is_used() && !p.is_extended())
         .map(|(i, p)| {
+            let number = u32::try_from(i).unwrap_or(u32::MAX);
             let start = u64::from(p.starting_lba) * SECTOR;
-            Partition {
-                number: Some(i as u32),
+            let len = u64::from(p.sectors) * SECTOR;
+            check_within(number, start, len, disk_len)?;
+            Ok(Partition {
+                number: Some(number),
                 start,
-                len: (u64::from(p.sectors) * SECTOR).min(disk_len.saturating_sub(start)),
+                len,
                 partuuid: Some(format!("{signature:08x}-{i:02}")),
-            }
+            })
         })
         .collect()
+}
+
+/// A partition past the end of the file means a truncated or damaged
+/// image; reading it would only produce confusing filesystem errors.
+fn check_within(number: u32, start: u64, len: u64, disk_len: u64) -> Result<(), String> {
+    let end = start.saturating_add(len);
+    if end > disk_len {
+        return Err(format!(
+            "partition {number} (bytes {start}..{end}) runs past the end of the disk \
+             ({disk_len} bytes); is the image truncated?"
+        ));
+    }
+    Ok(())
 }

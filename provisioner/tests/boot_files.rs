@@ -4,19 +4,25 @@ use std::fs;
 use std::path::Path;
 
 use common::*;
-use hvbox_provisioner::{extract_boot_files, BootFiles, Error};
+use hvbox_provisioner::{extract_boot_files, installed_kernels, BootFiles, Error, KernelSelection};
+
+const DEFAULT: &KernelSelection = &KernelSelection::Default;
 
 fn assert_extracted(boot: &BootFiles, out: &Path, version: &str) {
+    assert_extracted_kernel(boot, out, version, &kernel_image(version));
+}
+
+fn assert_extracted_kernel(boot: &BootFiles, out: &Path, version: &str, kernel: &[u8]) {
     assert_eq!(boot.kernel_version, version);
     assert_eq!(boot.kernel, out.join("vmlinuz"));
     assert!(
-        fs::read(&boot.kernel).unwrap() == contents(&format!("kernel {version}")),
+        fs::read(&boot.kernel).unwrap() == kernel,
         "kernel bytes differ"
     );
     let initrd = boot.initrd.as_ref().expect("initrd found");
     assert_eq!(initrd, &out.join("initrd.img"));
     assert!(
-        fs::read(initrd).unwrap() == contents(&format!("initrd {version}")),
+        fs::read(initrd).unwrap() == initrd_image(version),
         "initrd bytes differ"
     );
     assert!(temp_leftovers(out).is_empty(), "{:?}", temp_leftovers(out));
@@ -33,12 +39,21 @@ fn gpt_newest_kernel_by_version_and_fstab_root() {
     gpt_disk(&disk, &part, ROOT_UUID);
 
     let out = dir.path().join("out");
-    let boot = extract_boot_files(&disk, &out).unwrap();
+    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
     assert_extracted(&boot, &out, K10);
     assert_eq!(boot.cmdline, format!("root=PARTUUID={ROOT_UUID} ro"));
+    assert_eq!(
+        boot.kernel_guest_path,
+        format!("/boot/vmlinuz-{K10} on partition 1")
+    );
+    assert_eq!(
+        boot.initrd_guest_path,
+        Some(format!("/boot/initrd.img-{K10} on partition 1"))
+    );
+    assert_eq!(installed_kernels(&disk).unwrap(), [K10, K9]);
 
     // Extracting again replaces the files in place.
-    let again = extract_boot_files(&disk, &out).unwrap();
+    let again = extract_boot_files(&disk, &out, DEFAULT).unwrap();
     assert_eq!(again, boot);
 }
 
@@ -69,7 +84,7 @@ fn grub_default_entry_picks_kernel_and_args() {
     gpt_disk(&disk, &part, ROOT_UUID);
 
     let out = dir.path().join("out");
-    let boot = extract_boot_files(&disk, &out).unwrap();
+    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
     assert_extracted(&boot, &out, K9);
     assert_eq!(
         boot.cmdline,
@@ -87,11 +102,11 @@ fn symlinks_resolve_inside_the_guest_fs() {
     assert!(!Path::new(guest_kernel).exists());
     tree.file(
         &guest_kernel[1..],
-        &contents("kernel 5.10.0-99-guestonly-amd64"),
+        &kernel_image("5.10.0-99-guestonly-amd64"),
     )
     .file(
         "boot/initrd.img-5.10.0-99-guestonly-amd64",
-        &contents("initrd 5.10.0-99-guestonly-amd64"),
+        &initrd_image("5.10.0-99-guestonly-amd64"),
     )
     .symlink("vmlinuz", guest_kernel)
     .symlink("initrd.img", "/boot/initrd.img-5.10.0-99-guestonly-amd64")
@@ -107,7 +122,7 @@ fn symlinks_resolve_inside_the_guest_fs() {
     gpt_disk(&disk, &part, ROOT_UUID);
 
     let out = dir.path().join("out");
-    let boot = extract_boot_files(&disk, &out).unwrap();
+    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
     assert_extracted(&boot, &out, "5.10.0-99-guestonly-amd64");
     // grub's line had no root=, so it comes from the (symlinked) fstab.
     assert_eq!(boot.cmdline, "root=LABEL=rootfs ro quiet");
@@ -133,8 +148,18 @@ fn debian_vmlinuz_symlink_without_versioned_boot_files() {
     gpt_disk(&disk, &part, ROOT_UUID);
 
     let out = dir.path().join("out");
-    let boot = extract_boot_files(&disk, &out).unwrap();
-    assert_extracted(&boot, &out, "6.2.0-1-arm64");
+    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
+    // No setup header (an arm64 Image.gz): the release comes from the name.
+    assert_extracted_kernel(
+        &boot,
+        &out,
+        "6.2.0-1-arm64",
+        &contents("kernel 6.2.0-1-arm64"),
+    );
+    assert_eq!(
+        boot.kernel_guest_path,
+        "/opt/k/vmlinuz-6.2.0-1-arm64 on partition 1"
+    );
     // No fstab: the GPT partition GUID of the partition holding /.
     assert_eq!(boot.cmdline, format!("root=PARTUUID={ROOT_UUID} ro"));
 }
@@ -159,7 +184,7 @@ fn mbr_disk_uses_disk_signature_partuuid() {
     );
 
     let out = dir.path().join("out");
-    let boot = extract_boot_files(&disk, &out).unwrap();
+    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
     assert_extracted(&boot, &out, K10);
     assert_eq!(boot.cmdline, "root=PARTUUID=0a1b2c3d-02 ro");
 }
@@ -175,7 +200,7 @@ fn whole_disk_filesystem_without_partition_table() {
     tree.mkfs(&disk, 64, &["-U", fs_uuid]);
 
     let out = dir.path().join("out");
-    let boot = extract_boot_files(&disk, &out).unwrap();
+    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
     assert_extracted(&boot, &out, K10);
     assert_eq!(boot.cmdline, format!("root=UUID={fs_uuid} ro"));
 }
@@ -185,11 +210,7 @@ fn separate_boot_partition_next_to_bios_boot_and_esp() {
     let dir = tempfile::tempdir().unwrap();
     let boot_tree = Tree::new(dir.path(), "boot");
     for v in [K9, K10] {
-        boot_tree.file(&format!("vmlinuz-{v}"), &contents(&format!("kernel {v}")));
-        boot_tree.file(
-            &format!("initrd.img-{v}"),
-            &contents(&format!("initrd {v}")),
-        );
+        boot_tree.kernel(".", v);
     }
     let root_tree = Tree::new(dir.path(), "root");
     root_tree.file(
@@ -219,7 +240,7 @@ fn separate_boot_partition_next_to_bios_boot_and_esp() {
     );
 
     let out = dir.path().join("out");
-    let boot = extract_boot_files(&disk, &out).unwrap();
+    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
     assert_extracted(&boot, &out, K10);
     assert_eq!(boot.cmdline, "root=/dev/vda4 ro");
 }
@@ -244,7 +265,7 @@ fn btrfs_root_is_a_clear_error() {
     );
 
     let out = dir.path().join("out");
-    let err = extract_boot_files(&disk, &out).unwrap_err();
+    let err = extract_boot_files(&disk, &out, DEFAULT).unwrap_err();
     assert!(
         matches!(&err, Error::UnsupportedRootFs { fs: "btrfs", partition, .. } if partition == "partition 2"),
         "{err:?}"
@@ -274,7 +295,7 @@ fn disk_without_kernel_is_a_clear_error() {
     let disk = dir.path().join("disk.img");
     gpt_disk(&disk, &part, ROOT_UUID);
 
-    let err = extract_boot_files(&disk, &dir.path().join("out")).unwrap_err();
+    let err = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT).unwrap_err();
     assert!(matches!(err, Error::NoKernel { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
@@ -288,6 +309,6 @@ fn disk_without_any_filesystem_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.img");
     make_disk(&disk, "gpt", "", &[(Content::Empty(MIB), "")]);
-    let err = extract_boot_files(&disk, &dir.path().join("out")).unwrap_err();
+    let err = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT).unwrap_err();
     assert!(matches!(err, Error::NoLinuxFilesystem { .. }), "{err:?}");
 }

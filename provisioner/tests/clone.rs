@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::*;
-use hvbox_provisioner::{clone_disk, extract_boot_files, Error};
+use hvbox_provisioner::{clone_disk, extract_boot_files, Error, KernelSelection};
 
 /// A Debian-like GPT disk with a mostly empty (sparse) 64 MiB root.
 fn box_disk(dir: &Path) -> std::path::PathBuf {
@@ -21,6 +21,10 @@ fn box_disk(dir: &Path) -> std::path::PathBuf {
 fn allocated(path: &Path) -> u64 {
     fs::metadata(path).unwrap().blocks() * 512
 }
+
+// clone_disk tries a reflink first; on ext4 and tmpfs that is unsupported
+// and the sparse copy runs, which is what these tests exercise wherever
+// /tmp is not btrfs/xfs.
 
 #[test]
 fn clone_keeps_holes_and_bytes() {
@@ -83,7 +87,8 @@ fn grown_gpt_clone_is_valid_and_bootable() {
     };
     assert!(region(&src) == region(&dst), "partition contents differ");
 
-    let boot = extract_boot_files(&dst, &dir.path().join("out")).unwrap();
+    let boot =
+        extract_boot_files(&dst, &dir.path().join("out"), &KernelSelection::Default).unwrap();
     assert_eq!(boot.kernel_version, K10);
 }
 
@@ -134,4 +139,27 @@ fn missing_source_is_an_error_naming_it() {
     assert!(matches!(err, Error::ReadDisk { .. }), "{err:?}");
     assert!(err.to_string().contains("nope.img"));
     assert!(!dir.path().join("x.img").exists());
+}
+
+/// tmpfs has neither FICLONE nor (on old kernels) SEEK_DATA: the fallback
+/// copy must still be exact and sparse.
+#[test]
+fn clone_on_tmpfs_falls_back_to_a_sparse_copy() {
+    let shm = Path::new("/dev/shm");
+    let Ok(dir) = tempfile::tempdir_in(shm) else {
+        eprintln!("no writable /dev/shm; skipping");
+        return;
+    };
+    let src = box_disk(dir.path());
+    let dst = dir.path().join("machine.img");
+    clone_disk(&src, &dst, Some(128 * MIB)).unwrap();
+    let (a, b) = (fs::read(&src).unwrap(), fs::read(&dst).unwrap());
+    assert_eq!(b.len() as u64, 128 * MIB);
+    // Same partition contents; only the GPT structures changed.
+    let region = MIB as usize..a.len() - MIB as usize;
+    assert!(a[region.clone()] == b[region], "partition contents differ");
+    assert!(allocated(&dst) <= allocated(&src) + 256 * 1024);
+    let boot =
+        extract_boot_files(&dst, &dir.path().join("out"), &KernelSelection::Default).unwrap();
+    assert_eq!(boot.kernel_version, K10);
 }

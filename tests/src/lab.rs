@@ -8,7 +8,7 @@
 //! and as the extracted vmlinux) and a tiny poweroff initramfs on a read-only extra
 //! disk, mounted at /mnt/lab.
 
-use crate::{hvbox_bin, test_cache_dir, TestProject};
+use crate::{hvbox_bin, test_cache_dir, TestBox, TestProject};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -57,9 +57,8 @@ impl Lab {
         let lab_disk = work.path().join("lab.img");
         make_lab_disk(&lab_disk, &bzimage, &initrd);
         let spec = format!(
-            "box:\n  disk:\n    url: file://{}\n    digest: \"{}\"\nhostname: lab\ncpus: 2\nmemory: 4G\ndisk: 6G\nengine: qemu\nnested_virtualization: true\nssh:\n  user: lab\ndisks:\n  - path: {}\n    read_only: true\n",
-            lab_box.0.display(),
-            lab_box.1,
+            "{}hostname: lab\ncpus: 2\nmemory: 4G\ndisk: 6G\nengine: qemu\nnested_virtualization: true\nssh:\n  user: lab\ndisks:\n  - path: {}\n    read_only: true\n",
+            lab_box.file_box_yaml(),
             lab_disk.display()
         );
         let project = TestProject::new(&spec);
@@ -174,7 +173,7 @@ fn host_kernel() -> Option<(PathBuf, PathBuf)> {
 }
 
 /// The lab's own box (a test box plus what L1 needs), built once per host.
-fn build_lab_box() -> (PathBuf, String) {
+fn build_lab_box() -> TestBox {
     let dir = test_cache_dir().join("box-lab");
     let out = Command::new(hvbox_bin())
         .args(["box", "build", "hvbox-lab", "--size", "4G", "--packages"])
@@ -189,9 +188,7 @@ fn build_lab_box() -> (PathBuf, String) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let sums = std::fs::read_to_string(dir.join("SHA512SUMS")).expect("SHA512SUMS");
-    let hex = sums.split_whitespace().next().expect("digest").to_string();
-    (dir.join("disk.raw"), format!("sha512:{hex}"))
+    TestBox::from_dir(dir)
 }
 
 /// An ext4 image with everything L2 needs.

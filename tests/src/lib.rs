@@ -5,6 +5,7 @@
 pub mod cpio;
 pub mod guests;
 mod http;
+pub mod kernel_upgrade;
 pub mod lab;
 
 pub use http::HttpServer;
@@ -49,6 +50,32 @@ pub struct TestBox {
     pub digest: String,
 }
 
+impl TestBox {
+    /// A box `hvbox box build --output DIR` made.
+    pub fn from_dir(dir: PathBuf) -> TestBox {
+        let sums = std::fs::read_to_string(dir.join("SHA512SUMS")).expect("SHA512SUMS of the box");
+        let hex = sums
+            .lines()
+            .find(|l| l.ends_with(" disk.raw"))
+            .and_then(|l| l.split_whitespace().next())
+            .expect("disk.raw line in SHA512SUMS")
+            .to_string();
+        TestBox {
+            dir,
+            digest: format!("sha512:{hex}"),
+        }
+    }
+
+    /// A spec `box:` mapping for this box read straight from its folder.
+    pub fn file_box_yaml(&self) -> String {
+        format!(
+            "box:\n  disk:\n    url: file://{}\n    digest: \"{}\"\n",
+            self.dir.join("disk.raw").display(),
+            self.digest
+        )
+    }
+}
+
 pub fn test_box() -> TestBox {
     let dir = test_cache_dir().join("box-bookworm");
     let out = Command::new(hvbox_bin())
@@ -62,16 +89,7 @@ pub fn test_box() -> TestBox {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let sums = std::fs::read_to_string(dir.join("SHA512SUMS")).expect("SHA512SUMS of the box");
-    let hex = sums
-        .lines()
-        .find(|l| l.ends_with(" disk.raw"))
-        .and_then(|l| l.split_whitespace().next())
-        .expect("disk.raw line in SHA512SUMS");
-    TestBox {
-        dir,
-        digest: format!("sha512:{hex}"),
-    }
+    TestBox::from_dir(dir)
 }
 
 /// A project folder of its own, with a private box cache and data folder, so tests

@@ -17,6 +17,7 @@ pub mod exit;
 pub mod layout;
 pub mod memory;
 pub mod stats;
+pub mod virtio;
 pub mod vstate;
 
 pub use builder::{run, run_with_stats, RunOptions, VmmError};

@@ -5,9 +5,11 @@ mod console;
 mod destroy;
 mod halt;
 mod init;
+mod kernels;
 mod ssh;
 mod status;
 mod up;
+mod upgrade_kernel;
 mod validate;
 mod vmm_run;
 
@@ -27,6 +29,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { json } => status::run(json),
         Command::Halt { timeout } => halt::run(timeout),
         Command::Destroy => destroy::run(),
+        Command::UpgradeKernel(args) => upgrade_kernel::run(&args),
+        Command::Kernels { json } => kernels::run(json),
         Command::Box(BoxCommand::Build(args)) => box_build::run(args),
         Command::Vmm(VmmCommand::Run(args)) => vmm_run::run(&args),
         Command::Supervise { machine_dir } => {

@@ -1,5 +1,6 @@
 //! One machine's folder under `.hvbox/machines/NAME/` and what is in it.
 
+pub mod kernels;
 pub mod runtime;
 pub mod state;
 

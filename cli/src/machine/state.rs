@@ -1,5 +1,6 @@
 //! What a machine is, fixed when it is created: identity, network address, origin.
 
+use super::kernels::KernelRecord;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -15,6 +16,12 @@ pub struct MachineState {
     pub box_name: String,
     pub box_disk_digest: String,
     pub created_unix: u64,
+    /// Every distinct kernel booted, oldest first.
+    #[serde(default)]
+    pub kernels: Vec<KernelRecord>,
+    /// A kernel version booted instead of the disk's default (set by a rollback).
+    #[serde(default)]
+    pub pinned_kernel: Option<String>,
 }
 
 impl MachineState {

@@ -7,7 +7,7 @@ mod size;
 mod values;
 
 pub use size::Size;
-pub use values::{Hostname, UserName};
+pub use values::{Hostname, KernelArgs, UserName};
 
 use hvbox_boxes::{Artifact, Digest};
 use serde::de::{self, MapAccess, Visitor};
@@ -42,6 +42,39 @@ pub struct Spec {
     /// Disk images attached after the root disk and the cloud-init seed.
     #[serde(default)]
     pub disks: Vec<ExtraDisk>,
+    /// Adjustments to the kernel command line read from the guest's bootloader.
+    #[serde(default)]
+    pub kernel: KernelSettings,
+}
+
+/// The guest's own command line (root=, ro, the distro's arguments) is used as it is
+/// unless the spec replaces it or appends to it; hvbox adds `console=ttyS0` last.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelSettings {
+    /// Replaces the guest's own command line (so it must name the root device).
+    pub cmdline: Option<KernelArgs>,
+    /// Appended to the guest's own (or the replaced) command line.
+    pub cmdline_append: Option<KernelArgs>,
+}
+
+impl KernelSettings {
+    /// The command line to boot: the guest's (or the spec's replacement), the spec's
+    /// additions, then `console`.
+    pub fn cmdline(&self, guest: &str, console: &str) -> String {
+        let base = self.cmdline.as_ref().map_or(guest, |c| c.0.as_str());
+        [
+            Some(base),
+            self.cmdline_append.as_ref().map(|a| a.0.as_str()),
+            Some(console),
+        ]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

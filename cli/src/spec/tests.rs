@@ -131,3 +131,28 @@ fn spec_found_in_nearest_parent() {
     assert_eq!(find_spec(&nested), Some(dir.path().join(SPEC_FILE)));
     assert_eq!(find_spec(Path::new("/nonexistent-hvbox-dir")), None);
 }
+
+#[test]
+fn kernel_cmdline_replace_and_append() {
+    let spec = parse("box: b\nkernel:\n  cmdline_append: quiet mitigations=off\n").unwrap();
+    assert_eq!(
+        spec.kernel.cmdline("root=PARTUUID=x ro", "console=ttyS0"),
+        "root=PARTUUID=x ro quiet mitigations=off console=ttyS0"
+    );
+    let spec =
+        parse("box: b\nkernel:\n  cmdline: root=/dev/vda1 rw\n  cmdline_append: quiet\n").unwrap();
+    assert_eq!(
+        spec.kernel.cmdline("root=PARTUUID=x ro", "console=ttyS0"),
+        "root=/dev/vda1 rw quiet console=ttyS0"
+    );
+    let spec = parse("box: b\n").unwrap();
+    assert_eq!(
+        spec.kernel.cmdline("root=PARTUUID=x ro", "console=ttyS0"),
+        "root=PARTUUID=x ro console=ttyS0"
+    );
+    let e = error("box: b\nkernel:\n  cmdline_append: \"a\\nb\"\n");
+    assert!(e.starts_with("/p/hvbox.yaml:3:"), "{e}");
+    assert!(e.contains("one line of printable text"), "{e}");
+    let e = error("box: b\nkernel:\n  append: quiet\n");
+    assert!(e.contains("unknown field `append`"), "{e}");
+}

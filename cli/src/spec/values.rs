@@ -47,6 +47,29 @@ pub fn check_user(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Kernel arguments: one line of printable text (the boot protocol takes a C string).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelArgs(pub String);
+
+pub fn check_kernel_args(s: &str) -> Result<(), String> {
+    if s.trim().is_empty() {
+        return Err("kernel arguments are empty; remove the key instead".into());
+    }
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "kernel arguments must be one line of printable text, found {c:?}"
+        ));
+    }
+    // x86 COMMAND_LINE_SIZE, with room for the guest's own arguments.
+    if s.len() > 1024 {
+        return Err(format!(
+            "kernel arguments are {} bytes; at most 1024 fit beside the guest's own",
+            s.len()
+        ));
+    }
+    Ok(())
+}
+
 macro_rules! checked_string {
     ($ty:ident, $check:ident, $what:literal) => {
         impl<'de> Deserialize<'de> for $ty {
@@ -69,3 +92,8 @@ macro_rules! checked_string {
 
 checked_string!(Hostname, check_hostname, "a hostname such as \"dev\"");
 checked_string!(UserName, check_user, "a user name such as \"dev\"");
+checked_string!(
+    KernelArgs,
+    check_kernel_args,
+    "kernel arguments such as \"quiet mitigations=off\""
+);

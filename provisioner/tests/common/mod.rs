@@ -40,6 +40,38 @@ pub fn contents(tag: &str) -> Vec<u8> {
     format!("<{tag}>").repeat(40_000).into_bytes()
 }
 
+/// A small synthetic x86 bzImage: a real boot-protocol setup header whose
+/// version string starts with `release`, followed by `contents("kernel
+/// <release>")` as the "payload".
+pub fn kernel_image(release: &str) -> Vec<u8> {
+    kernel_image_with(release, &format!("kernel {release}"))
+}
+
+/// Like [`kernel_image`] with a payload tag of your choice (to tell apart
+/// two files that claim the same release).
+pub fn kernel_image_with(release: &str, tag: &str) -> Vec<u8> {
+    const SETUP_SECTS: u8 = 3;
+    const VERSION_AT: usize = 0x600;
+    let mut img = vec![0u8; (usize::from(SETUP_SECTS) + 1) * 512];
+    img[0x1F1] = SETUP_SECTS;
+    img[0x1FE..0x200].copy_from_slice(&[0x55, 0xAA]);
+    img[0x200..0x202].copy_from_slice(&[0xEB, 0x66]); // jmp over the header
+    img[0x202..0x206].copy_from_slice(b"HdrS");
+    img[0x206..0x208].copy_from_slice(&0x020Fu16.to_le_bytes());
+    img[0x20E..0x210].copy_from_slice(&((VERSION_AT - 0x200) as u16).to_le_bytes());
+    let text = format!(
+        "{release} (debian-kernel@lists.debian.org) #1 SMP PREEMPT_DYNAMIC Debian {release}\0"
+    );
+    img[VERSION_AT..VERSION_AT + text.len()].copy_from_slice(text.as_bytes());
+    img.extend(contents(tag));
+    img
+}
+
+/// The bytes an extracted initrd for `release` must have.
+pub fn initrd_image(release: &str) -> Vec<u8> {
+    contents(&format!("initrd {release}"))
+}
+
 /// A directory tree to become a guest filesystem.
 pub struct Tree {
     pub root: PathBuf,
@@ -68,17 +100,19 @@ impl Tree {
         self
     }
 
+    /// A kernel (with setup header) and its initrd in `dir`, Debian names.
+    pub fn kernel(&self, dir: &str, release: &str) -> &Self {
+        self.file(&format!("{dir}/vmlinuz-{release}"), &kernel_image(release))
+            .file(
+                &format!("{dir}/initrd.img-{release}"),
+                &initrd_image(release),
+            )
+    }
+
     /// Debian cloud-image style root: two kernels, their initrds, fstab.
     pub fn debian_root(&self) -> &Self {
         for v in [K9, K10] {
-            self.file(
-                &format!("boot/vmlinuz-{v}"),
-                &contents(&format!("kernel {v}")),
-            );
-            self.file(
-                &format!("boot/initrd.img-{v}"),
-                &contents(&format!("initrd {v}")),
-            );
+            self.kernel("boot", v);
             self.file(&format!("boot/config-{v}"), b"CONFIG_EXT4_FS=y\n");
         }
         self.file(
@@ -102,6 +136,7 @@ impl Tree {
 }
 
 /// What goes into one partition.
+#[derive(Clone)]
 pub enum Content<'a> {
     Image(&'a Path),
     Bytes(Vec<u8>),
@@ -122,12 +157,28 @@ impl Content<'_> {
 /// extra sfdisk fields per partition such as `uuid=…` or `type=…`) and copy
 /// each content in at 1 MiB-aligned offsets, keeping holes.
 pub fn make_disk(disk: &Path, label: &str, header: &str, parts: &[(Content, &str)]) {
+    let numbered: Vec<_> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, (content, attrs))| (i as u32 + 1, content.clone(), *attrs))
+        .collect();
+    make_disk_numbered(disk, label, header, &numbered);
+}
+
+/// Like [`make_disk`] with explicit partition numbers (gaps allowed on GPT),
+/// e.g. Ubuntu's root 1, BIOS boot 14, ESP 15, /boot 16.
+pub fn make_disk_numbered(disk: &Path, label: &str, header: &str, parts: &[(u32, Content, &str)]) {
     let mut script = format!("label: {label}\n{header}\n");
     let mut offsets = Vec::new();
     let mut start = MIB;
-    for (content, attrs) in parts {
+    let name = disk.file_name().unwrap().to_str().unwrap();
+    for (number, content, attrs) in parts {
         let len = content.len().div_ceil(MIB) * MIB;
-        script += &format!("start={}, size={}, {attrs}\n", start / 512, len / 512);
+        script += &format!(
+            "{name}{number} : start={}, size={}, {attrs}\n",
+            start / 512,
+            len / 512
+        );
         offsets.push(start);
         start += len;
     }
@@ -139,7 +190,7 @@ pub fn make_disk(disk: &Path, label: &str, header: &str, parts: &[(Content, &str
         &["--quiet", disk.to_str().unwrap()],
         Some(&script),
     );
-    for ((content, _), offset) in parts.iter().zip(offsets) {
+    for ((_, content, _), offset) in parts.iter().zip(offsets) {
         match content {
             Content::Image(img) => {
                 let seek = format!("seek={}", offset / MIB);
@@ -176,6 +227,34 @@ pub fn gpt_disk(disk: &Path, img: &Path, uuid: &str) {
         "",
         &[(Content::Image(img), &format!("uuid={uuid}"))],
     );
+}
+
+/// Cut a disk image (or grow it with a hole) to `len` bytes.
+pub fn truncate(path: &Path, len: u64) {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
+/// Overwrite bytes of an image in place.
+pub fn overwrite(path: &Path, offset: u64, data: &[u8]) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(data, offset).unwrap();
+}
+
+/// A Debian-like GPT disk (two kernels, grub-less) in `dir`.
+pub fn debian_disk(dir: &Path) -> PathBuf {
+    let tree = Tree::new(dir, "root");
+    tree.debian_root();
+    let part = dir.join("part.img");
+    tree.mkfs(&part, 64, &[]);
+    let disk = dir.join("disk.img");
+    gpt_disk(&disk, &part, ROOT_UUID);
+    disk
 }
 
 /// Names in `dir` that look like leftover temp files.

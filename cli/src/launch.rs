@@ -1,0 +1,428 @@
+//! Booting a created machine: its boot files from its own disk, the supervisor with
+//! passt and the engine, and the wait until ssh and first-boot setup answer. Shared by
+//! `up`, `upgrade-kernel` and whatever else restarts a machine.
+
+use crate::engine::{self, Engine, HostVirt};
+use crate::machine::kernels::{self, Change, KernelRecord};
+use crate::machine::{Machine, MachineState, RunInfo};
+use crate::process::pid_alive;
+use crate::project::Project;
+use crate::spec::{PortForward, Protocol, Spec};
+use crate::ssh;
+use crate::supervisor::{self, LaunchPlan};
+use anyhow::{bail, Context, Result};
+use hvbox_provisioner::{extract_boot_files, BootFiles, KernelSelection};
+use hvbox_vmm::{DiskConfig, MachineConfig, NetConfig};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Appended to the guest's own command line: the engines' first serial port.
+const CONSOLE_ARG: &str = "console=ttyS0";
+/// What a guest kernel prints when it gives up; no ssh will come after it.
+const KERNEL_PANIC: &str = "Kernel panic - not syncing";
+
+/// What is checked before anything is created or started.
+pub struct Preflight {
+    engine: Box<dyn Engine>,
+    reason: String,
+    extra_disks: Vec<DiskConfig>,
+}
+
+/// Pick the engine and check the spec's host resources (ports, extra disks).
+pub fn preflight(project: &Project, spec: &Spec) -> Result<Preflight> {
+    let (engine, reason) = engine::select(spec.engine, &HostVirt::probe())?;
+    check_ports_free(&spec.ports)?;
+    let extra_disks = extra_disks(project, spec)?;
+    Ok(Preflight {
+        engine,
+        reason,
+        extra_disks,
+    })
+}
+
+/// A machine that booted and answers ssh.
+pub struct Booted {
+    pub info: RunInfo,
+    pub kernel_version: String,
+}
+
+/// Why a boot did not reach ssh; the VM may still be running.
+#[derive(Debug)]
+pub struct BootFailure {
+    pub message: String,
+}
+
+impl std::fmt::Display for BootFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BootFailure {}
+
+/// Extract the boot files the machine's state asks for (its pinned kernel, else the
+/// disk's default), boot them and wait for ssh. The kernel history records the boot
+/// once ssh answered, so it lists only kernels that came up.
+pub fn boot(
+    machine: &Machine,
+    spec: &Spec,
+    checked: Preflight,
+    timeout: Duration,
+) -> Result<Booted> {
+    let state = machine.load_state()?;
+    let selection = match &state.pinned_kernel {
+        Some(v) => KernelSelection::Version(v.clone()),
+        None => KernelSelection::Default,
+    };
+    // Boot files always come from the disk, so a kernel the guest installed is the
+    // one that boots.
+    let boot = extract_boot_files(&machine.disk(), &machine.dir, &selection)
+        .context("finding the guest's kernel in its disk")?;
+    let cmdline = spec.kernel.cmdline(&boot.cmdline, CONSOLE_ARG);
+    let record = kernel_record(&boot, &cmdline)?;
+    announce_kernel(&state, &record);
+
+    let info = start(machine, spec, &state, checked, &boot, cmdline)?;
+    println!(
+        "==> waiting for ssh on 127.0.0.1:{} (serial log: {})",
+        info.info.ssh_port,
+        machine.serial_log().display()
+    );
+    wait_for_ssh(machine, &state, &info, timeout)?;
+    // Re-read: the boot took minutes, and the history is the only thing changed here.
+    let mut state = machine.load_state()?;
+    kernels::record_boot(&mut state.kernels, record);
+    state.save(&machine.state_path())?;
+    Ok(Booted {
+        info: info.info,
+        kernel_version: boot.kernel_version,
+    })
+}
+
+fn kernel_record(boot: &BootFiles, cmdline: &str) -> Result<KernelRecord> {
+    let now = kernels::now_unix();
+    Ok(KernelRecord {
+        version: boot.kernel_version.clone(),
+        kernel_sha256: kernels::sha256_file(&boot.kernel)?,
+        initrd_sha256: boot
+            .initrd
+            .as_deref()
+            .map(kernels::sha256_file)
+            .transpose()?,
+        cmdline: cmdline.to_string(),
+        guest_path: boot.kernel_guest_path.clone(),
+        first_booted_unix: now,
+        last_booted_unix: now,
+    })
+}
+
+fn announce_kernel(state: &MachineState, record: &KernelRecord) {
+    let pinned = if state.pinned_kernel.is_some() {
+        " (pinned by a rollback)"
+    } else {
+        ""
+    };
+    let mut history = state.kernels.clone();
+    match kernels::record_boot(&mut history, record.clone()) {
+        Change::Changed { previous } if previous != record.version => println!(
+            "==> guest kernel changed: {previous} -> {}{pinned}",
+            record.version
+        ),
+        Change::Changed { .. } => println!(
+            "==> guest kernel {} changed on disk or in its command line{pinned}",
+            record.version
+        ),
+        Change::First | Change::Same => {
+            println!("==> guest kernel {}{pinned}", record.version)
+        }
+    }
+    println!("    cmdline: {}", record.cmdline);
+}
+
+/// A running boot: the supervisor's processes and where this boot's logs start.
+struct Started {
+    info: RunInfo,
+    serial_start: u64,
+    vm_log_start: u64,
+}
+
+fn start(
+    machine: &Machine,
+    spec: &Spec,
+    state: &MachineState,
+    checked: Preflight,
+    boot: &BootFiles,
+    cmdline: String,
+) -> Result<Started> {
+    let runtime_dir = prepare_runtime_dir(&machine.runtime_dir(&state.instance_id))?;
+    // passt gets a folder of its own (see hand_to_passt_when_root).
+    let passt_dir = runtime_dir.join("net");
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&passt_dir)
+        .with_context(|| format!("creating {}", passt_dir.display()))?;
+    hand_to_passt_when_root(&passt_dir)?;
+    let passt_socket = passt_dir.join("passt.sock");
+    let control_socket = runtime_dir.join("control.sock");
+    let console_socket = runtime_dir.join("console.sock");
+    let ssh_port = free_local_port()?;
+
+    let config = MachineConfig {
+        cpus: spec.cpus.0,
+        memory: spec.memory.bytes(),
+        kernel: boot.kernel.clone(),
+        initrd: boot.initrd.clone(),
+        cmdline,
+        disks: [
+            DiskConfig {
+                path: machine.disk(),
+                read_only: false,
+            },
+            DiskConfig {
+                path: machine.seed(),
+                read_only: true,
+            },
+        ]
+        .into_iter()
+        .chain(checked.extra_disks)
+        .collect(),
+        nested_virtualization: spec.nested_virtualization,
+        nics: vec![NetConfig {
+            mac: state.mac.clone(),
+            passt_socket: passt_socket.clone(),
+        }],
+        serial_log: Some(machine.serial_log()),
+    };
+    let plan = LaunchPlan {
+        engine: checked.engine.name().to_string(),
+        vm_command: checked
+            .engine
+            .vm_command(&config, &control_socket, &console_socket),
+        passt_command: passt_command(&passt_socket, ssh_port, &spec.ports),
+        passt_socket,
+        control_socket,
+        console_socket,
+        runtime_dir,
+        ssh_port,
+    };
+    println!("==> booting on {}", checked.reason);
+    // Only this boot's output explains a failure of this boot.
+    let serial_start = std::fs::metadata(machine.serial_log()).map_or(0, |m| m.len());
+    let vm_log_start = std::fs::metadata(machine.file("vm.log")).map_or(0, |m| m.len());
+    let supervisor_pid = supervisor::spawn(machine, &plan)?;
+    let info = wait_for_start(machine, supervisor_pid)?;
+    Ok(Started {
+        info,
+        serial_start,
+        vm_log_start,
+    })
+}
+
+/// The spec's extra disks, resolved against the spec's folder; each must exist.
+fn extra_disks(project: &Project, spec: &Spec) -> Result<Vec<DiskConfig>> {
+    spec.disks
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let path = project.root.join(&d.path);
+            if !path.is_file() {
+                bail!(
+                    "disks[{i}].path in {}: {} is not a file",
+                    project.spec_path.display(),
+                    path.display()
+                );
+            }
+            Ok(DiskConfig {
+                path,
+                read_only: d.read_only,
+            })
+        })
+        .collect()
+}
+
+fn passt_command(socket: &Path, ssh_port: u16, ports: &[PortForward]) -> Vec<String> {
+    let mut argv = vec![
+        "passt".to_string(),
+        "--foreground".into(),
+        "--socket".into(),
+        socket.display().to_string(),
+        "-t".into(),
+        format!("127.0.0.1/{ssh_port}:22"),
+    ];
+    for p in ports {
+        let flag = match p.protocol {
+            Protocol::Tcp => "-t",
+            Protocol::Udp => "-u",
+        };
+        argv.push(flag.into());
+        argv.push(format!("{}/{}:{}", p.address, p.host.0, p.guest.0));
+    }
+    argv
+}
+
+/// A forwarded port that another program holds would make passt fail after boot;
+/// say so before anything starts.
+fn check_ports_free(ports: &[PortForward]) -> Result<()> {
+    for (i, p) in ports.iter().enumerate() {
+        let addr = SocketAddr::new(p.address, p.host.0);
+        let free = match p.protocol {
+            Protocol::Tcp => TcpListener::bind(addr).is_ok(),
+            Protocol::Udp => UdpSocket::bind(addr).is_ok(),
+        };
+        if !free {
+            bail!(
+                "host port {} ({:?} on {}) is already in use by another program; change ports[{i}].host in hvbox.yaml or stop that program",
+                p.host.0,
+                p.protocol,
+                p.address
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A fresh folder for the machine's sockets. Its parents must be ours and closed to
+/// other users (a folder another user made in /tmp could hand us their sockets); they
+/// may be traversed, so passt running as another user reaches its own subfolder.
+fn prepare_runtime_dir(dir: &Path) -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let _ = std::fs::remove_dir_all(dir);
+    let parent = dir.parent().context("runtime folder has no parent")?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(parent)
+        .with_context(|| format!("creating {}", parent.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    for ancestor in [parent, parent.parent().unwrap_or(parent)] {
+        let meta = std::fs::metadata(ancestor)
+            .with_context(|| format!("checking {}", ancestor.display()))?;
+        let shared_tmp = ancestor == Path::new("/tmp") || ancestor.starts_with("/run/user");
+        if !shared_tmp && (meta.uid() != me || meta.mode() & 0o022 != 0) {
+            bail!(
+                "{} belongs to another user or is writable by others; remove it or set XDG_RUNTIME_DIR",
+                ancestor.display()
+            );
+        }
+    }
+    std::fs::DirBuilder::new()
+        .mode(0o711)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir.to_path_buf())
+}
+
+/// passt refuses to keep root: started as root it switches to `nobody` before it binds
+/// its socket, so the socket's folder must belong to `nobody` then.
+fn hand_to_passt_when_root(dir: &Path) -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let name = std::ffi::CString::new("nobody").expect("no NUL");
+    // SAFETY: getpwnam gets a valid C string; the returned record is read at once,
+    // before any other call could reuse its static storage.
+    let (uid, gid) = unsafe {
+        let pw = libc::getpwnam(name.as_ptr());
+        if pw.is_null() {
+            bail!(
+                "passt runs as `nobody` when started by root, but this host has no user `nobody`"
+            );
+        }
+        ((*pw).pw_uid, (*pw).pw_gid)
+    };
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+        .with_context(|| format!("handing {} to user nobody for passt", dir.display()))
+}
+
+fn free_local_port() -> Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Wait until the supervisor has started the VM and written the run file.
+fn wait_for_start(machine: &Machine, supervisor_pid: u32) -> Result<RunInfo> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(info) = RunInfo::load(machine) {
+            if info.supervisor_pid == supervisor_pid {
+                return Ok(info);
+            }
+        }
+        if !pid_alive(supervisor_pid) || Instant::now() > deadline {
+            let log = std::fs::read_to_string(machine.file("supervisor.log")).unwrap_or_default();
+            bail!(
+                "the machine did not start:\n{}\n(logs in {})",
+                log.trim(),
+                machine.dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Wait for ssh and cloud-init. A VM that exits, a guest kernel that panics or a
+/// deadline that passes is a [`BootFailure`] carrying the logs that explain it.
+fn wait_for_ssh(
+    machine: &Machine,
+    state: &MachineState,
+    started: &Started,
+    timeout: Duration,
+) -> Result<()> {
+    let info = &started.info;
+    let deadline = Instant::now() + timeout;
+    let serial_tail = || tail_since(&machine.serial_log(), started.serial_start, 25);
+    let fail = |message: String| -> Result<()> { Err(BootFailure { message }.into()) };
+    loop {
+        if ssh::probe(machine, state, info.ssh_port) {
+            // sshd answers before first-boot setup ends, and cloud-init restarts it
+            // midway; the machine is ready once cloud-init says it is done.
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(5));
+            match ssh::wait_for_cloud_init(machine, state, info.ssh_port, left) {
+                ssh::CloudInit::Done => return Ok(()),
+                ssh::CloudInit::Failed(detail) => {
+                    eprintln!("hvbox: warning: cloud-init reported errors in the guest:\n{detail}\n(see `hvbox ssh -- sudo cloud-init status --long`)");
+                    return Ok(());
+                }
+                ssh::CloudInit::Disconnected => {}
+            }
+        }
+        if !pid_alive(info.vm_pid) {
+            return fail(format!(
+                "the VM exited before ssh answered.\nThe engine said ({}):\n{}\nThe guest's serial console said ({}):\n{}",
+                machine.file("vm.log").display(),
+                tail_since(&machine.file("vm.log"), started.vm_log_start, 15),
+                machine.serial_log().display(),
+                serial_tail()
+            ));
+        }
+        let tail = serial_tail();
+        if tail.contains(KERNEL_PANIC) {
+            return fail(format!(
+                "the guest kernel panicked; the machine is still running (`hvbox halt` or `hvbox destroy` stops it). Last lines of {}:\n{tail}",
+                machine.serial_log().display()
+            ));
+        }
+        if Instant::now() > deadline {
+            return fail(format!(
+                "ssh did not answer within {} s; the machine is still running (`hvbox halt` or `hvbox destroy` stops it). Last lines of {}:\n{tail}",
+                timeout.as_secs(),
+                machine.serial_log().display()
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// The last `lines` lines of what was appended to `path` after byte `start`.
+fn tail_since(path: &Path, start: u64, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(text.get(start as usize..).unwrap_or_default());
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

@@ -1,0 +1,96 @@
+//! `hvbox upgrade-kernel` on a real Debian guest (qemu engine): a newer kernel package
+//! installed in the guest boots from the disk; `--rollback` goes back; a kernel that
+//! cannot come up is rolled back by itself.
+
+use hvbox_tests::kernel_upgrade::upgrade_fixture;
+use hvbox_tests::{require_tools, TestProject};
+
+fn uname(project: &TestProject) -> String {
+    project.ok(&["ssh", "--", "uname", "-r"]).trim().to_string()
+}
+
+fn history(project: &TestProject) -> serde_json::Value {
+    serde_json::from_str(&project.ok(&["kernels", "--json"])).expect("kernels --json is JSON")
+}
+
+fn versions(history: &serde_json::Value) -> Vec<String> {
+    history["kernels"]
+        .as_array()
+        .expect("kernels array")
+        .iter()
+        .map(|k| k["version"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn upgrade_rollback_and_automatic_rollback() {
+    require_tools(&[
+        "qemu-system-x86_64",
+        "passt",
+        "ssh",
+        "mmdebstrap",
+        "apt-get",
+    ]);
+    let fixture = match upgrade_fixture("bookworm") {
+        Ok(f) => f,
+        Err(reason) => {
+            eprintln!("skipping the kernel upgrade test: {reason}");
+            return;
+        }
+    };
+    let (old, new) = (&fixture.old_version, &fixture.new_version);
+    let spec = format!(
+        "{}hostname: upgrade\ncpus: 2\nmemory: 1G\ndisk: 3G\nengine: qemu\n",
+        fixture.old_box.file_box_yaml()
+    );
+    let project = TestProject::new(&spec);
+    project.ok(&["up", "--quiet"]);
+    assert_eq!(&uname(&project), old);
+
+    // The upgrade: package installed in the guest, guest off, boot files re-read.
+    let package = fixture.new_package.to_str().unwrap();
+    let upgraded = project.ok(&["upgrade-kernel", "--package", package]);
+    assert!(
+        upgraded.contains(&format!("kernel upgraded: {old} -> {new}")),
+        "{upgraded}"
+    );
+    assert_eq!(&uname(&project), new);
+    let h = history(&project);
+    assert_eq!(versions(&h), [old.clone(), new.clone()]);
+    assert_eq!(h["kernels"][1]["current"], true);
+    assert!(h["pinned"].is_null());
+
+    // Rollback on demand: the previous kernel, pinned across restarts.
+    project.ok(&["upgrade-kernel", "--rollback"]);
+    assert_eq!(&uname(&project), old);
+    project.ok(&["halt"]);
+    project.ok(&["up", "--quiet"]);
+    assert_eq!(&uname(&project), old, "the pin holds across halt and up");
+    assert_eq!(history(&project)["pinned"], old.as_str());
+
+    // A kernel that cannot come up (its initrd destroyed): back to the old one.
+    project.ok(&[
+        "ssh",
+        "--",
+        &format!("echo broken | sudo tee /boot/initrd.img-{new} >/dev/null"),
+    ]);
+    let failed = project.hvbox(&["upgrade-kernel", "--no-install", "--timeout", "300"]);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert_eq!(failed.status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("the new kernel did not come up"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Kernel panic"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("rolled back: the machine runs {old} again")),
+        "{stderr}"
+    );
+    assert_eq!(&uname(&project), old);
+    let h = history(&project);
+    assert_eq!(h["pinned"], old.as_str());
+    // The kernel that never reached ssh is not in the history.
+    assert_eq!(versions(&h).last(), Some(old));
+
+    project.ok(&["destroy"]);
+}
