@@ -163,3 +163,99 @@ fn clone_on_tmpfs_falls_back_to_a_sparse_copy() {
         extract_boot_files(&dst, &dir.path().join("out"), &KernelSelection::Default).unwrap();
     assert_eq!(boot.kernel_version, K10);
 }
+
+/// A btrfs image mounted on a loop device for the test's life.
+struct LoopBtrfs {
+    mount: tempfile::TempDir,
+    _image_dir: tempfile::TempDir,
+}
+
+impl LoopBtrfs {
+    /// None (with the reason printed) where mkfs.btrfs or loop mounts are missing.
+    fn new() -> Option<LoopBtrfs> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipping: mounting a loop device needs root");
+            return None;
+        }
+        let image_dir = tempfile::tempdir().unwrap();
+        let image = image_dir.path().join("btrfs.img");
+        fs::File::create(&image)
+            .unwrap()
+            .set_len(256 * MIB)
+            .unwrap();
+        let mkfs = std::process::Command::new("mkfs.btrfs")
+            .arg("-q")
+            .arg(&image)
+            .output();
+        if !mkfs.is_ok_and(|o| o.status.success()) {
+            eprintln!("skipping: mkfs.btrfs (btrfs-progs) is not installed");
+            return None;
+        }
+        let mount = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(mount.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipping: cannot mount a loop device here");
+            return None;
+        }
+        Some(LoopBtrfs {
+            mount,
+            _image_dir: image_dir,
+        })
+    }
+
+    /// Free bytes on the filesystem, after committing pending writes.
+    fn free(&self) -> u64 {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "sync -f {0} && stat -f -c '%a %S' {0}",
+                self.mount.path().display()
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut f = text.split_whitespace().map(|v| v.parse::<u64>().unwrap());
+        f.next().unwrap() * f.next().unwrap()
+    }
+}
+
+impl Drop for LoopBtrfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.mount.path())
+            .status();
+    }
+}
+
+#[test]
+fn clone_on_btrfs_shares_extents() {
+    let Some(btrfs) = LoopBtrfs::new() else {
+        return;
+    };
+    let dir = btrfs.mount.path();
+    let src = box_disk(dir);
+    // 48 MiB of data the clone would have to copy without a reflink.
+    let filler: Vec<u8> = (0..48 * MIB).map(|i| (i * 7 % 251) as u8 + 1).collect();
+    let mut bytes = fs::read(&src).unwrap();
+    let at = bytes.len() / 2 - filler.len() / 2;
+    bytes[at..at + filler.len()].copy_from_slice(&filler);
+    fs::write(&src, &bytes).unwrap();
+    let before = btrfs.free();
+    let dst = dir.join("machine.img");
+    clone_disk(&src, &dst, None).unwrap();
+    let used = before.saturating_sub(btrfs.free());
+    assert!(
+        fs::read(&dst).unwrap() == bytes,
+        "the reflinked clone differs"
+    );
+    assert!(
+        used < 8 * MIB,
+        "cloning used {used} bytes: the extents were copied, not shared"
+    );
+}
