@@ -154,6 +154,14 @@ pub struct VmmRunArgs {
     /// A disk image, `PATH` or `PATH,ro` (repeatable).
     #[arg(long = "disk")]
     pub disks: Vec<String>,
+    /// A virtio NIC (repeatable): `passt:SOCKET`, the UNIX socket of a running
+    /// `passt --socket SOCKET`, or `tap:NAME`, an existing TAP interface.
+    #[arg(long = "net", value_name = "passt:SOCKET|tap:NAME")]
+    pub nets: Vec<String>,
+    /// MAC address of the NIC from the `--net` in the same position (default: a
+    /// random locally administered address).
+    #[arg(long = "mac")]
+    pub macs: Vec<String>,
     /// Where the guest's serial console goes (default: standard output).
     #[arg(long)]
     pub serial_log: Option<PathBuf>,

@@ -12,7 +12,7 @@ use crate::ssh;
 use crate::supervisor::{self, LaunchPlan};
 use anyhow::{bail, Context, Result};
 use hvbox_provisioner::{extract_boot_files, BootFiles, KernelSelection};
-use hvbox_vmm::{DiskConfig, MachineConfig, NetConfig};
+use hvbox_vmm::{DiskConfig, MachineConfig, NetBackend, NetConfig};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
@@ -191,7 +191,7 @@ fn start(
         nested_virtualization: spec.nested_virtualization,
         nics: vec![NetConfig {
             mac: state.mac.clone(),
-            passt_socket: passt_socket.clone(),
+            backend: NetBackend::Passt(passt_socket.clone()),
         }],
         serial_log: Some(machine.serial_log()),
     };
@@ -377,6 +377,7 @@ fn wait_for_ssh(
     let serial_tail = || tail_since(&machine.serial_log(), started.serial_start, 25);
     let fail = |message: String| -> Result<()> { Err(BootFailure { message }.into()) };
     loop {
+        let boot_log = tail_since(&machine.serial_log(), started.serial_start, usize::MAX);
         if ssh::probe(machine, state, info.ssh_port) {
             // sshd answers before first-boot setup ends, and cloud-init restarts it
             // midway; the machine is ready once cloud-init says it is done.
@@ -401,18 +402,19 @@ fn wait_for_ssh(
                 serial_tail()
             ));
         }
-        let tail = serial_tail();
-        if tail.contains(KERNEL_PANIC) {
+        if boot_log.contains(KERNEL_PANIC) {
             return fail(format!(
-                "the guest kernel panicked; the machine is still running (`hvbox halt` or `hvbox destroy` stops it). Last lines of {}:\n{tail}",
-                machine.serial_log().display()
+                "the guest kernel panicked; the machine is still running (`hvbox halt` or `hvbox destroy` stops it). Last lines of {}:\n{}",
+                machine.serial_log().display(),
+                serial_tail()
             ));
         }
         if Instant::now() > deadline {
             return fail(format!(
-                "ssh did not answer within {} s; the machine is still running (`hvbox halt` or `hvbox destroy` stops it). Last lines of {}:\n{tail}",
+                "ssh did not answer within {} s; the machine is still running (`hvbox halt` or `hvbox destroy` stops it). Last lines of {}:\n{}",
                 timeout.as_secs(),
-                machine.serial_log().display()
+                machine.serial_log().display(),
+                serial_tail()
             ));
         }
         std::thread::sleep(Duration::from_secs(2));

@@ -6,7 +6,7 @@ use std::process::Command;
 #[path = "../../vmm/tests/guests/support.rs"]
 mod support;
 
-use support::{build, kvm_usable, Link};
+use support::{build, kvm_usable, Link, Passt};
 
 /// Build one of the VMM's tiny test guests (vmm/tests/guests) into `dir`.
 fn guest(name: &str, dir: &Path) -> PathBuf {
@@ -64,4 +64,67 @@ fn bad_input_is_explained() {
     let out = vmm_run(&["--kernel", "/bin/sh", "--memory", "lots"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--memory"));
+}
+
+#[test]
+fn disks_and_nics_reach_the_guest_as_virtio_devices() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(passt) = Passt::start(dir.path()) else {
+        return;
+    };
+    let kernel = guest("virtio_pci", dir.path());
+    let net = format!("passt:{}", passt.socket.display());
+    let out = vmm_run(&[
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--cmdline",
+        "net",
+        "--net",
+        &net,
+        "--mac",
+        "52:54:00:65:43:21",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("net mac 52:54:00:65:43:21\n"), "{stdout}");
+    assert!(stdout.contains("net dhcp offer "), "{stdout}");
+
+    let disk = dir.path().join("disk.raw");
+    let mut image = vec![0u8; 1 << 20];
+    image[..4].copy_from_slice(b"hvbx");
+    std::fs::write(&disk, image).unwrap();
+    let ro = format!("{},ro", disk.display());
+    let out = vmm_run(&[
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--cmdline",
+        "blk",
+        "--disk",
+        &ro,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("blk read status 00 data 68766278"),
+        "{stdout}"
+    );
+    // A read-only disk refuses the write, and the file stays as it was.
+    assert!(!stdout.contains("blk write status 00"), "{stdout}");
+    assert_eq!(std::fs::read(&disk).unwrap()[512], 0);
+}
+
+#[test]
+fn bad_net_values_are_explained() {
+    let out = vmm_run(&["--kernel", "/bin/sh", "--net", "vde:/x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("passt:SOCKET") && err.contains("tap:NAME"),
+        "{err}"
+    );
+    let out = vmm_run(&["--kernel", "/bin/sh", "--net", "tap:tap0", "--mac", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--mac"));
 }

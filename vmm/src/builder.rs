@@ -5,19 +5,28 @@ use crate::acpi::{create_acpi_tables, AcpiConfig};
 use crate::arch::cpuid::{self, CpuidMask};
 use crate::arch::regs::{self, EntryMode};
 use crate::boot::{load_kernel, BootConfig, BootProtocol};
-use crate::config::MachineConfig;
+use crate::config::{parse_mac, MachineConfig};
 use crate::console::{Clients, ConsoleOutput};
 use crate::control::Request;
 use crate::devices::acpi_pm::AcpiPmDevice;
 use crate::devices::i8042::I8042;
+use crate::devices::mmio_bus::{MmioBus, MmioBusError};
 use crate::devices::platform::Platform;
 use crate::devices::rtc::Rtc;
 use crate::devices::serial::SerialPort;
 use crate::exit::ExitReason;
-use crate::layout::ACPI_GED_IRQ;
-use crate::layout::COM1_IRQ;
-use crate::memory::create_guest_memory;
+use crate::layout::{
+    ACPI_GED_IRQ, COM1_IRQ, PCI_ECAM_SIZE, PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START,
+};
+use crate::memory::{create_guest_memory, GuestMemory};
+use crate::pci::{BarAllocator, HostBridge, PciBus, PciConfigIo, PciEcam, PciError};
 use crate::stats::RunStats;
+use crate::virtio::block::Block;
+use crate::virtio::net::Net;
+use crate::virtio::rng::Rng;
+use crate::virtio::virtio_pci::{self, VirtioPciError, VirtioPciFunction};
+use crate::virtio::VirtioDevice;
+use crate::vstate::interrupts::GsiRouter;
 use crate::vstate::vcpu::{VcpuRunner, VmEvent};
 use crate::vstate::vm::Vm;
 use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
@@ -67,6 +76,21 @@ pub enum VmmError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("disk {}: {source}", path.display())]
+    Disk {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("NIC {mac}: {source}")]
+    Nic { mac: String, source: std::io::Error },
+    #[error(transparent)]
+    VirtioPci(#[from] VirtioPciError),
+    #[error(transparent)]
+    Pci(#[from] PciError),
+    #[error("the PCI ECAM window: {0}")]
+    Ecam(#[from] MmioBusError),
+    #[error("the PCI MMIO window has no room for the BARs of {0} devices")]
+    MmioWindowFull(usize),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     /// The guest hit something KVM or the VMM could not handle.
@@ -89,16 +113,13 @@ pub fn run_with_stats(
         .ok()
         .filter(|&c| c >= 1)
         .ok_or_else(|| VmmError::Config(format!("cpus must be 1 to 255, got {}", config.cpus)))?;
-    if !config.disks.is_empty() || !config.nics.is_empty() {
-        return Err(VmmError::Config(
-            "disks and NICs need virtio-pci, which this VMM does not provide yet".into(),
-        ));
-    }
     let mem = create_guest_memory(config.memory).map_err(|e| VmmError::Memory {
         size: config.memory,
         detail: e.to_string(),
     })?;
     let vm = Vm::new(&mem)?;
+    let mmio = Arc::new(MmioBus::new());
+    let pci = create_pci_devices(config, &mem, &vm, &mmio)?;
 
     let rsdp = create_acpi_tables(&mem, &AcpiConfig { cpus })?;
     let boot = load_kernel(
@@ -150,6 +171,7 @@ pub fn run_with_stats(
         i8042: I8042,
         rtc: Rtc::default(),
         acpi_pm: AcpiPmDevice::new(),
+        pci: PciConfigIo::new(Arc::clone(&pci)),
     }));
 
     let supported = vm
@@ -194,6 +216,7 @@ pub fn run_with_stats(
             index,
             fd,
             platform: Arc::clone(&platform),
+            mmio: Arc::clone(&mmio),
             stop: Arc::clone(&stop),
             events: events_tx.clone(),
         });
@@ -269,6 +292,9 @@ pub fn run_with_stats(
         for thread in threads {
             let _ = thread.join();
         }
+        // Stop the device workers now rather than whenever the last reference goes
+        // (the console thread keeps the platform, and so the bus, for good).
+        pci.lock().expect("PCI bus lock").detach_all();
     } else {
         // A vCPU still inside KVM_RUN may touch guest memory: leak it rather than
         // unmap it under the guest. The process exits right after anyway.
@@ -294,6 +320,55 @@ pub fn run_with_stats(
         Ending::Event(VmEvent::Error(detail)) => return Err(VmmError::Guest(detail)),
     };
     Ok((exit, stats))
+}
+
+/// The PCI side of the machine: the host bridge at 00:00.0, ECAM on the MMIO bus,
+/// then one virtio-pci function per disk (in order), per NIC, and an entropy
+/// device, each in the next slot with its BAR next in the 32-bit MMIO window.
+fn create_pci_devices(
+    config: &MachineConfig,
+    mem: &GuestMemory,
+    vm: &Vm,
+    mmio: &Arc<MmioBus>,
+) -> Result<Arc<Mutex<PciBus>>, VmmError> {
+    let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    for disk in &config.disks {
+        let block = Block::new(&disk.path, disk.read_only).map_err(|source| VmmError::Disk {
+            path: disk.path.clone(),
+            source,
+        })?;
+        devices.push(Box::new(block));
+    }
+    for nic in &config.nics {
+        let mac = parse_mac(&nic.mac).map_err(VmmError::Config)?;
+        let net = Net::new(mac, nic.backend.clone()).map_err(|source| VmmError::Nic {
+            mac: nic.mac.clone(),
+            source,
+        })?;
+        devices.push(Box::new(net));
+    }
+    devices.push(Box::new(Rng::new()));
+
+    let bus = Arc::new(Mutex::new(PciBus::new(mmio)));
+    mmio.insert(
+        PCI_ECAM_START.0,
+        PCI_ECAM_SIZE,
+        Arc::new(PciEcam::new(Arc::clone(&bus))),
+    )?;
+    let router = Arc::new(GsiRouter::new(vm.fd.clone()));
+    let mut bars = BarAllocator::new(PCI_MMIO32_START, PCI_MMIO32_SIZE);
+    let count = devices.len();
+    let mut locked = bus.lock().expect("PCI bus lock");
+    locked.add(Arc::new(Mutex::new(HostBridge::new())))?;
+    for device in devices {
+        let bar = bars
+            .allocate(virtio_pci::BAR_SIZE)
+            .ok_or(VmmError::MmioWindowFull(count))?;
+        let function = VirtioPciFunction::new(device, bar, mem.clone(), &router)?;
+        locked.add(Arc::new(Mutex::new(function)))?;
+    }
+    drop(locked);
+    Ok(bus)
 }
 
 enum Ending {

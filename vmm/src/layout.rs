@@ -43,7 +43,8 @@ pub const HIMEM_START: GuestAddress = GuestAddress(0x10_0000);
 /// Low RAM ends here; the rest of the first 4 GiB is for devices.
 pub const MEM_32BIT_HOLE_START: GuestAddress = GuestAddress(0xc000_0000);
 pub const MEM_32BIT_HOLE_SIZE: u64 = 0x4000_0000;
-/// 32-bit PCI MMIO window for BARs.
+/// 32-bit PCI MMIO window for BARs: the DSDT gives it to the host bridge, and each
+/// virtio-pci function's BAR 0 is placed here in slot order (1, 2, ...).
 pub const PCI_MMIO32_START: GuestAddress = GuestAddress(0xc000_0000);
 pub const PCI_MMIO32_SIZE: u64 = 0x2000_0000;
 /// PCI Express enhanced configuration (ECAM), described by MCFG: bus 0 only.

@@ -16,11 +16,12 @@ pub mod devices;
 pub mod exit;
 pub mod layout;
 pub mod memory;
+pub mod pci;
 pub mod stats;
 pub mod virtio;
 pub mod vstate;
 
 pub use builder::{run, run_with_stats, RunOptions, VmmError};
-pub use config::{DiskConfig, MachineConfig, NetConfig};
+pub use config::{DiskConfig, MachineConfig, NetBackend, NetConfig};
 pub use exit::ExitReason;
 pub use stats::RunStats;

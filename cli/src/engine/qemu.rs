@@ -3,7 +3,7 @@
 
 use super::{Engine, HostVirt};
 use anyhow::{bail, Context, Result};
-use hvbox_vmm::MachineConfig;
+use hvbox_vmm::{MachineConfig, NetBackend};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -81,10 +81,15 @@ impl Engine for Qemu {
             push(&["-drive", &drive]);
         }
         for (i, nic) in c.nics.iter().enumerate() {
-            let netdev = format!(
-                "stream,id=net{i},server=off,addr.type=unix,addr.path={}",
-                escape(&nic.passt_socket)
-            );
+            let netdev = match &nic.backend {
+                NetBackend::Passt(socket) => format!(
+                    "stream,id=net{i},server=off,addr.type=unix,addr.path={}",
+                    escape(socket)
+                ),
+                NetBackend::Tap(name) => {
+                    format!("tap,id=net{i},ifname={name},script=no,downscript=no")
+                }
+            };
             let device = format!("virtio-net-pci,netdev=net{i},mac={}", nic.mac);
             push(&["-netdev", &netdev, "-device", &device]);
         }
@@ -176,7 +181,7 @@ mod tests {
             ],
             nics: vec![NetConfig {
                 mac: "52:54:00:01:02:03".into(),
-                passt_socket: "/run/x/passt.sock".into(),
+                backend: NetBackend::Passt("/run/x/passt.sock".into()),
             }],
             serial_log: Some(PathBuf::from("/m/serial.log")),
             nested_virtualization: false,

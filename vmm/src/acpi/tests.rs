@@ -296,6 +296,27 @@ fn acpi_tables_pass_iasl() {
     }
     assert!(dsl.contains("Notify (\\_SB.PWRB, 0x80)"), "{dsl}");
 
+    // The host bridge's _CRS: bus 0, the 0xCF8 config ports as its own, an I/O window
+    // that leaves them out, and the MMIO window the VMM places BARs in (so the guest
+    // keeps them where they are).
+    let pci0 = &dsl[dsl.find("Device (PCI0)").unwrap()..dsl.find("Device (MBRD)").unwrap()];
+    let mmio_start = format!("0x{:08X}", crate::layout::PCI_MMIO32_START.0);
+    let mmio_end = format!(
+        "0x{:08X}",
+        crate::layout::PCI_MMIO32_START.0 + crate::layout::PCI_MMIO32_SIZE - 1
+    );
+    for needle in [
+        "WordBusNumber (ResourceProducer",
+        "0x0CF8,             // Range Minimum",
+        "WordIO (ResourceProducer",
+        "0x0D00,             // Range Minimum",
+        "DWordMemory (ResourceProducer",
+        &format!("{mmio_start},         // Range Minimum"),
+        &format!("{mmio_end},         // Range Maximum"),
+    ] {
+        assert!(pci0.contains(needle), "PCI0 lacks {needle:?}:\n{pci0}");
+    }
+
     let facp = std::fs::read_to_string(dir.path().join("facp.dsl")).unwrap();
     let decoded = |field: &str| {
         facp.lines()

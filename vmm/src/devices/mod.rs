@@ -2,6 +2,7 @@
 
 pub mod acpi_pm;
 pub mod i8042;
+pub mod mmio_bus;
 pub mod platform;
 pub mod rtc;
 pub mod serial;

@@ -8,6 +8,7 @@ use crate::layout::{
     ACPI_GED_PORT, ACPI_SLEEP_CONTROL_PORT, ACPI_SLEEP_STATUS_PORT, CMOS_PORT, COM1_PORT,
     I8042_COMMAND_PORT, I8042_DATA_PORT,
 };
+use crate::pci::PciConfigIo;
 
 /// What a port write can make of the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +22,8 @@ pub struct Platform {
     pub i8042: I8042,
     pub rtc: Rtc,
     pub acpi_pm: AcpiPmDevice,
+    /// PCI configuration mechanism #1 (0xCF8..0xCFF).
+    pub pci: PciConfigIo,
 }
 
 const COM1_LEN: u16 = 8;
@@ -35,6 +38,7 @@ impl Platform {
             I8042_DATA_PORT | I8042_COMMAND_PORT => self.i8042.pio_read(port, data),
             p if p == CMOS_PORT || p == CMOS_PORT + 1 => self.rtc.pio_read(p, data),
             p if is_acpi_port(p) => self.acpi_pm.pio_read(p, data),
+            p if PciConfigIo::claims(p) => self.pci.pio_read(p, data),
             // Nothing here: an empty ISA bus floats high.
             _ => data.fill(0xff),
         }
@@ -58,6 +62,10 @@ impl Platform {
                 .acpi_pm
                 .pio_write(p, data)
                 .map(|PowerEvent::Poweroff| PlatformEvent::Poweroff),
+            p if PciConfigIo::claims(p) => {
+                self.pci.pio_write(p, data);
+                None
+            }
             _ => None,
         }
     }

@@ -1,4 +1,5 @@
 //! Thin owners of KVM objects: the VM and its vCPUs.
 
+pub mod interrupts;
 pub mod vcpu;
 pub mod vm;

@@ -1,7 +1,8 @@
-//! One thread per vCPU: run KVM_RUN, hand port I/O to the platform devices, turn
-//! terminal exits into a [`VmEvent`].
+//! One thread per vCPU: run KVM_RUN, hand port I/O to the platform devices and MMIO
+//! to the MMIO bus (PCI), turn terminal exits into a [`VmEvent`].
 
 use crate::arch::regs;
+use crate::devices::mmio_bus::MmioBus;
 use crate::devices::platform::{Platform, PlatformEvent};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,7 @@ pub struct VcpuRunner {
     pub index: u8,
     pub fd: VcpuFd,
     pub platform: Arc<Mutex<Platform>>,
+    pub mmio: Arc<MmioBus>,
     pub stop: Arc<AtomicBool>,
     pub events: Sender<VmEvent>,
 }
@@ -71,12 +73,18 @@ impl VcpuRunner {
                     None => Outcome::Continue,
                 }
             }
-            // No MMIO devices yet: reads see an empty bus, writes are dropped.
-            VcpuExit::MmioRead(_, data) => {
-                data.fill(0xff);
+            // Where no device answers, reads float high and writes are dropped.
+            VcpuExit::MmioRead(addr, data) => {
+                if !self.mmio.read(addr, data) {
+                    data.fill(0xff);
+                }
                 Outcome::Continue
             }
-            VcpuExit::MmioWrite(..) | VcpuExit::Hlt | VcpuExit::Intr => Outcome::Continue,
+            VcpuExit::MmioWrite(addr, data) => {
+                self.mmio.write(addr, data);
+                Outcome::Continue
+            }
+            VcpuExit::Hlt | VcpuExit::Intr => Outcome::Continue,
             VcpuExit::Shutdown => fault(true, format!("vCPU {index} triple-faulted (KVM_EXIT_SHUTDOWN)")),
             VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_SHUTDOWN, _) => Outcome::Event(VmEvent::Poweroff),
             VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_RESET, _) => Outcome::Event(VmEvent::Reboot),

@@ -3,6 +3,7 @@
 use crate::memory::GuestMemory;
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Kvm, VmFd};
+use std::sync::Arc;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 /// Three pages just below the 4 GiB boundary that Intel KVM needs for its TSS
@@ -26,7 +27,8 @@ fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
 
 pub struct Vm {
     pub kvm: Kvm,
-    pub fd: VmFd,
+    /// Shared with the devices that route interrupts and register doorbells.
+    pub fd: Arc<VmFd>,
 }
 
 impl Vm {
@@ -54,6 +56,9 @@ impl Vm {
             ..Default::default()
         };
         fd.create_pit2(pit).map_err(ioctl("KVM_CREATE_PIT2"))?;
-        Ok(Vm { kvm, fd })
+        Ok(Vm {
+            kvm,
+            fd: Arc::new(fd),
+        })
     }
 }

@@ -1,11 +1,14 @@
 //! Shared by every test that runs the tiny guests (the VMM's own tests, the CLI's
 //! and the end-to-end lab): whether KVM is usable, and building a guest from its
-//! assembly source with GNU as and ld. Included with `#[path]`.
+//! assembly (`NAME.S`, GNU as and ld) or C source (`NAME.c`, gcc). Included with
+//! `#[path]`.
 
 #![allow(dead_code)]
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// The folder of this file: the guests' sources.
 pub fn guests_dir(manifest_dir: &str, relative: &str) -> PathBuf {
@@ -51,8 +54,12 @@ pub enum Link {
     Program,
 }
 
-/// Assemble `src_dir/NAME.S` and link it into `out_dir`.
+/// Assemble `src_dir/NAME.S` (or compile `src_dir/NAME.c`, see [`build_c`]) and
+/// link it into `out_dir`.
 pub fn build(src_dir: &Path, name: &str, link: Link, out_dir: &Path) -> PathBuf {
+    if matches!(link, Link::PvhElf) && src_dir.join(format!("{name}.c")).exists() {
+        return build_c(src_dir, name, out_dir);
+    }
     let obj = out_dir.join(format!("{name}.o"));
     let out = out_dir.join(match link {
         Link::PvhElf => format!("{name}.elf"),
@@ -104,4 +111,128 @@ pub fn build(src_dir: &Path, name: &str, link: Link, out_dir: &Path) -> PathBuf 
     assert!(linked, "linking {name} failed");
     let _ = std::fs::remove_file(obj);
     out
+}
+
+fn run(what: &str, cmd: &mut Command) {
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    assert!(status.success(), "{what} failed: {cmd:?}");
+}
+
+/// Compile `src_dir/NAME.c` for 32-bit protected mode with `c_start.S` as its
+/// entry, link it at 1 MiB with guest.ld, and give the result the ELF64 wrapper
+/// the VMM's loader reads (`objcopy`: the code inside stays 32-bit).
+pub fn build_c(src_dir: &Path, name: &str, out_dir: &Path) -> PathBuf {
+    let obj = out_dir.join(format!("{name}.o"));
+    let start = out_dir.join(format!("{name}-start.o"));
+    let elf32 = out_dir.join(format!("{name}.elf32"));
+    let out = out_dir.join(format!("{name}.elf"));
+    run(
+        "gcc (package gcc) for a C test guest",
+        Command::new("gcc")
+            .args([
+                "-m32",
+                "-march=i686",
+                "-ffreestanding",
+                "-fno-pic",
+                "-nostdlib",
+                "-O2",
+            ])
+            // Nothing the host's instruction emulator might lack (SSE, CET's endbr32),
+            // nothing a bare guest cannot provide (stack protector, unwind tables).
+            .args([
+                "-mgeneral-regs-only",
+                "-fcf-protection=none",
+                "-fno-stack-protector",
+            ])
+            .args([
+                "-fno-asynchronous-unwind-tables",
+                "-Wall",
+                "-Werror",
+                "-c",
+                "-I",
+            ])
+            .arg(src_dir)
+            .arg("-o")
+            .arg(&obj)
+            .arg(src_dir.join(format!("{name}.c"))),
+    );
+    run(
+        "assembling c_start.S",
+        Command::new("as")
+            .arg("--32")
+            .arg("-o")
+            .arg(&start)
+            .arg(src_dir.join("c_start.S")),
+    );
+    run(
+        "linking a C test guest",
+        Command::new("ld")
+            .args(["-m", "elf_i386", "-static", "-nostdlib", "--build-id=none"])
+            .args(["-z", "noexecstack", "--no-warn-rwx-segments", "-T"])
+            .arg(src_dir.join("guest.ld"))
+            .arg("-o")
+            .arg(&elf32)
+            .arg(&start)
+            .arg(&obj),
+    );
+    run(
+        "objcopy to ELF64",
+        Command::new("objcopy")
+            .args(["-O", "elf64-x86-64"])
+            .arg(&elf32)
+            .arg(&out),
+    );
+    for tmp in [obj, start, elf32] {
+        let _ = std::fs::remove_file(tmp);
+    }
+    out
+}
+
+/// passt on a socket in `dir`, or `None` (with the reason printed) without passt.
+pub struct Passt {
+    child: Child,
+    pub socket: PathBuf,
+}
+
+impl Passt {
+    pub fn start(dir: &Path) -> Option<Passt> {
+        // passt drops root privileges to nobody, who must be able to create the socket.
+        let sockets = dir.join("passt");
+        std::fs::create_dir(&sockets).unwrap();
+        std::fs::set_permissions(&sockets, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let socket = sockets.join("passt.sock");
+        let child = match Command::new("passt")
+            .arg("--foreground")
+            .arg("--socket")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => {
+                eprintln!("skipping: cannot run passt ({e}); install the passt package");
+                return None;
+            }
+        };
+        let mut passt = Passt { child, socket };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !passt.socket.exists() {
+            if let Ok(Some(status)) = passt.child.try_wait() {
+                panic!("passt exited with {status} before creating its socket");
+            }
+            assert!(Instant::now() < deadline, "passt never created its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(passt)
+    }
+}
+
+impl Drop for Passt {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

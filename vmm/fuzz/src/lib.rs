@@ -1,0 +1,47 @@
+//! Guest memory and queues built from fuzz input, shared by the targets.
+//!
+//! Memory is two regions with a hole between them (and nothing past the second), so
+//! buffers can straddle a hole or run off the end. The input is copied to guest
+//! address 0, where queue 0's rings live; queue 1's rings follow. Everything a driver
+//! controls — descriptors, avail ring, request headers, data — comes from the input.
+
+use hvbox_vmm::memory::GuestMemory;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+pub const QUEUE_SIZE: u16 = 16;
+const REGION_A: (u64, usize) = (0, 0x10000);
+const REGION_B: (u64, usize) = (0x20000, 0x4000);
+/// Queue n's rings: descriptor table, avail ring, used ring.
+const QUEUE_BASE: [u64; 2] = [0x0, 0x800];
+
+pub fn guest_memory(input: &[u8]) -> GuestMemory {
+    let mem = GuestMemoryMmap::from_ranges(&[
+        (GuestAddress(REGION_A.0), REGION_A.1),
+        (GuestAddress(REGION_B.0), REGION_B.1),
+    ])
+    .unwrap();
+    let a = &input[..input.len().min(REGION_A.1)];
+    mem.write_slice(a, GuestAddress(REGION_A.0)).unwrap();
+    // The second region gets the input's tail, so both hold driver data.
+    let b = &input[input.len().saturating_sub(REGION_B.1)..];
+    mem.write_slice(b, GuestAddress(REGION_B.0)).unwrap();
+    mem
+}
+
+/// Queue `n` (0 or 1) as a driver set it up. When the input is too short to reach
+/// the avail index, one chain is made available so short inputs still do something.
+pub fn queue(mem: &GuestMemory, input: &[u8], n: usize) -> Queue {
+    let base = QUEUE_BASE[n];
+    let (desc, avail, used) = (base, base + 0x100, base + 0x200);
+    let mut q = Queue::new(QUEUE_SIZE).unwrap();
+    q.set_size(QUEUE_SIZE);
+    q.try_set_desc_table_address(GuestAddress(desc)).unwrap();
+    q.try_set_avail_ring_address(GuestAddress(avail)).unwrap();
+    q.try_set_used_ring_address(GuestAddress(used)).unwrap();
+    q.set_ready(true);
+    if input.len() < (avail + 4) as usize {
+        mem.write_obj(1u16, GuestAddress(avail + 2)).unwrap();
+    }
+    q
+}

@@ -1,0 +1,202 @@
+//! What every device's worker thread shares: starting and stopping the thread, the
+//! loop that drains a queue, and quiet logging of guest mistakes.
+
+use crate::memory::GuestMemory;
+use crate::virtio::device::{ActivateError, ActiveQueue, VirtioInterrupt};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::thread::JoinHandle;
+use virtio_queue::{DescriptorChain, Queue, QueueT};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+/// A device's worker thread and the eventfd that stops it. The thread gives back
+/// what it owned (a disk, a NIC backend) when it ends, so the device can start a
+/// new worker after a reset.
+pub struct Worker<T> {
+    stop: EventFd,
+    thread: JoinHandle<T>,
+}
+
+impl<T: Send + 'static> Worker<T> {
+    /// Runs `run` on a new thread; `run` must return once the eventfd it is given
+    /// becomes readable.
+    pub fn spawn(
+        name: &str,
+        run: impl FnOnce(EventFd) -> T + Send + 'static,
+    ) -> io::Result<Worker<T>> {
+        let stop = EventFd::new(EFD_NONBLOCK)?;
+        let stop_for_thread = stop.try_clone()?;
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || run(stop_for_thread))?;
+        Ok(Worker { stop, thread })
+    }
+
+    /// Stops the thread and returns what it owned; `None` if it panicked.
+    pub fn stop(self) -> Option<T> {
+        // Writing 1 to a fresh eventfd cannot fail.
+        let _ = self.stop.write(1);
+        self.thread.join().ok()
+    }
+}
+
+/// Tokens for the worker's epoll set.
+pub const TOKEN_STOP: u64 = 0;
+
+/// An epoll set that starts with the stop eventfd registered as [`TOKEN_STOP`].
+pub fn epoll_with_stop(stop: &EventFd) -> io::Result<Epoll> {
+    let epoll = Epoll::new()?;
+    add_fd(&epoll, stop, TOKEN_STOP, EventSet::IN)?;
+    Ok(epoll)
+}
+
+pub fn add_fd(epoll: &Epoll, fd: &impl AsRawFd, token: u64, events: EventSet) -> io::Result<()> {
+    epoll.ctl(
+        ControlOperation::Add,
+        fd.as_raw_fd(),
+        EpollEvent::new(events, token),
+    )
+}
+
+/// Waits for events, retrying when a signal interrupts the wait.
+pub fn wait(epoll: &Epoll, events: &mut [EpollEvent]) -> io::Result<usize> {
+    loop {
+        match epoll.wait(-1, events) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
+/// Clears a kick eventfd (non-blocking: a spurious wakeup finds it already clear).
+pub fn clear_kick(kick: &EventFd) {
+    let _ = kick.read();
+}
+
+/// The activation's queues in index order, which must be exactly 0..N.
+pub fn take_queues<const N: usize>(
+    mut queues: Vec<ActiveQueue>,
+) -> Result<[ActiveQueue; N], ActivateError> {
+    let got = queues.len();
+    queues.sort_by_key(|q| q.index);
+    let in_order = queues
+        .iter()
+        .enumerate()
+        .all(|(i, q)| usize::from(q.index) == i);
+    match queues.try_into() {
+        Ok(queues) if in_order => Ok(queues),
+        _ => Err(ActivateError::Queues { got, need: N }),
+    }
+}
+
+/// Prints the first few guest mistakes a worker sees, then stays quiet: a guest must
+/// not be able to flood the VMM's log.
+pub struct ErrorLog {
+    device: &'static str,
+    printed: u32,
+}
+
+impl ErrorLog {
+    const MAX: u32 = 16;
+
+    pub fn new(device: &'static str) -> ErrorLog {
+        ErrorLog { device, printed: 0 }
+    }
+
+    pub fn report(&mut self, what: impl std::fmt::Display) {
+        // Fuzzing makes nothing but guest mistakes, millions of them.
+        if cfg!(fuzzing) {
+            return;
+        }
+        if self.printed < Self::MAX {
+            eprintln!("vmm: {}: {what}", self.device);
+            self.printed += 1;
+            if self.printed == Self::MAX {
+                eprintln!("vmm: {}: further guest errors not shown", self.device);
+            }
+        }
+    }
+}
+
+/// Serves every chain the driver made available, with driver notifications
+/// suppressed meanwhile; `serve` returns the used length. Returns whether the
+/// driver must be interrupted.
+pub fn drain_queue(
+    mem: &GuestMemory,
+    queue: &mut Queue,
+    log: &mut ErrorLog,
+    mut serve: impl FnMut(DescriptorChain<&GuestMemory>, &mut ErrorLog) -> u32,
+) -> bool {
+    let mut used_any = false;
+    loop {
+        if let Err(e) = queue.disable_notification(mem) {
+            log.report(format_args!("queue rings unusable: {e}"));
+            return used_any;
+        }
+        let mut popped = 0u32;
+        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+            popped += 1;
+            let head = chain.head_index();
+            let len = serve(chain, log);
+            match queue.add_used(mem, head, len) {
+                Ok(()) => used_any = true,
+                Err(e) => log.report(format_args!("cannot return chain {head}: {e}")),
+            }
+        }
+        match queue.enable_notification(mem) {
+            // The driver added chains after our last look.
+            Ok(true) if popped > 0 => continue,
+            // More is said to be available but nothing could be popped: the avail
+            // index is corrupt. Spinning would not help; the next kick retries.
+            Ok(true) => {
+                log.report("available ring index runs ahead of the queue size");
+                break;
+            }
+            Ok(false) => break,
+            Err(e) => {
+                log.report(format_args!("queue rings unusable: {e}"));
+                break;
+            }
+        }
+    }
+    used_any && queue.needs_notification(mem).unwrap_or(true)
+}
+
+/// Tells the driver that queue `index` has used buffers.
+pub fn notify(interrupt: &dyn VirtioInterrupt, index: u16, log: &mut ErrorLog) {
+    if let Err(e) = interrupt.notify_queue(index) {
+        log.report(format_args!("raising the queue {index} interrupt: {e}"));
+    }
+}
+
+/// The whole life of a one-queue device's worker: serve the queue whenever the
+/// driver kicks it, until `stop`.
+pub fn run_single_queue(
+    stop: EventFd,
+    mem: GuestMemory,
+    mut active: ActiveQueue,
+    interrupt: &dyn VirtioInterrupt,
+    log: &mut ErrorLog,
+    mut serve: impl FnMut(&GuestMemory, DescriptorChain<&GuestMemory>, &mut ErrorLog) -> u32,
+) -> io::Result<()> {
+    const TOKEN_KICK: u64 = 1;
+    let epoll = epoll_with_stop(&stop)?;
+    add_fd(&epoll, &active.kick, TOKEN_KICK, EventSet::IN)?;
+    let mut events = vec![EpollEvent::default(); 4];
+    loop {
+        // Also runs once at start: the driver may have queued requests already.
+        if drain_queue(&mem, &mut active.queue, log, |chain, log| {
+            serve(&mem, chain, log)
+        }) {
+            notify(interrupt, active.index, log);
+        }
+        let n = wait(&epoll, &mut events)?;
+        for ev in &events[..n] {
+            match ev.data() {
+                TOKEN_STOP => return Ok(()),
+                _ => clear_kick(&active.kick),
+            }
+        }
+    }
+}
