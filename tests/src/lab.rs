@@ -211,6 +211,7 @@ fn make_lab_disk(image: &Path, bzimage: &Path, initrd: &Path) {
     let init = crate::guests::build_static_program("poweroff_init", &root);
     let cpio = crate::cpio::newc(&[("init", 0o755, &std::fs::read(&init).unwrap())]);
     std::fs::write(root.join("poweroff.cpio"), cpio).unwrap();
+    make_poweroff_root(&root.join("root.img"), &init);
     let status = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-d"])
         .arg(&root)
@@ -220,4 +221,23 @@ fn make_lab_disk(image: &Path, bzimage: &Path, initrd: &Path) {
         .expect("mkfs.ext4");
     assert!(status.success(), "making the lab disk");
     std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// A root filesystem whose /sbin/init powers the machine off: for a distro initramfs
+/// to find on a virtio disk, mount, and hand over to.
+fn make_poweroff_root(image: &Path, init: &Path) {
+    let tree = image.with_extension("d");
+    for dir in ["sbin", "dev", "proc", "sys", "run", "tmp"] {
+        std::fs::create_dir_all(tree.join(dir)).unwrap();
+    }
+    std::fs::copy(init, tree.join("sbin/init")).unwrap();
+    let status = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&tree)
+        .arg(image)
+        .arg("16M")
+        .status()
+        .expect("mkfs.ext4");
+    assert!(status.success(), "making the poweroff root filesystem");
+    std::fs::remove_dir_all(&tree).unwrap();
 }

@@ -75,6 +75,25 @@ fn checks(lab: &Lab) -> Result<Vec<String>, String> {
         ));
     }
 
+    // Virtio over PCI with Linux's own drivers: the initramfs finds the root disk on
+    // virtio-blk, mounts it and runs its /sbin/init, which powers off; the NIC is
+    // backed by a real passt in L1.
+    let virtio = lab.root(&format!(
+        "passt --socket /tmp/l2-passt.sock >/tmp/l2-passt.log 2>&1; {LAB_MOUNT}/hvbox vmm run --kernel {LAB_MOUNT}/vmlinux --initrd {LAB_MOUNT}/initrd.img --disk {LAB_MOUNT}/root.img,ro --net passt:/tmp/l2-passt.sock --cmdline 'console=ttyS0 root=/dev/vda ro panic=-1' --cpus 2 --memory 1G --serial-log /tmp/l2-virtio.log --timeout 150; echo exit=$?; cat /tmp/l2-virtio.log"
+    ));
+    for expected in ["exit=0", "virtio_blk virtio0: [vda]", "reboot: Power down"] {
+        if !virtio.stdout.contains(expected) {
+            return Err(format!(
+                "virtio boot: no `{expected}`:\n{}{}",
+                virtio.stdout, virtio.stderr
+            ));
+        }
+    }
+    report.push(format!(
+        "L2 root on virtio-blk, mounted and powered off cleanly; virtio-net driver bound: {}",
+        virtio.stdout.contains("virtio_net")
+    ));
+
     // The same kernel under QEMU+KVM in the same L1.
     let qemu = format!(
         "qemu-system-x86_64 -accel kvm -cpu host -M q35 -m 1G -smp 2 -nodefaults -no-user-config -display none -serial file:/tmp/l2-qemu.log -kernel {LAB_MOUNT}/bzImage -initrd {LAB_MOUNT}/initrd.img -append '{CMDLINE}'"
