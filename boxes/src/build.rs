@@ -34,6 +34,8 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
     "dbus",
     "cloud-init",
     "cloud-guest-utils",
+    // cloud-init sets the locale with update-locale and fails the boot without it.
+    "locales",
     "openssh-server",
     "ifupdown",
     "isc-dhcp-client",

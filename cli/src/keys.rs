@@ -29,6 +29,15 @@ pub fn generate_ed25519(comment: &str) -> Result<KeyPair> {
     })
 }
 
+/// The OpenSSH public key line of an OpenSSH private key.
+pub fn public_of(private_openssh: &str) -> Result<String> {
+    PrivateKey::from_openssh(private_openssh)
+        .context("reading the machine's host key")?
+        .public_key()
+        .to_openssh()
+        .context("encoding the public key")
+}
+
 /// Write a secret with mode 0600 from the start, so it is never readable by others.
 pub fn write_private(path: &Path, contents: &str) -> Result<()> {
     let mut file = std::fs::OpenOptions::new()

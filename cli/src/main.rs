@@ -9,6 +9,7 @@ mod launch;
 mod machine;
 mod process;
 mod project;
+mod seed;
 mod spec;
 mod ssh;
 mod supervisor;

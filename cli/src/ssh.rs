@@ -60,6 +60,20 @@ pub fn probe(machine: &Machine, state: &MachineState, port: u16) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// True when ssh refuses the guest because its host key is not the pinned one.
+pub fn host_key_refused(machine: &Machine, state: &MachineState, port: u16) -> bool {
+    batch_command(machine, state, port)
+        .arg("true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output()
+        .is_ok_and(|out| {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            stderr.contains("Host key verification failed")
+                || stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        })
+}
+
 pub enum CloudInit {
     Done,
     /// cloud-init finished with errors; its status output.
@@ -77,10 +91,13 @@ pub fn wait_for_cloud_init(
     limit: std::time::Duration,
 ) -> CloudInit {
     // `timeout` in the guest keeps `hvbox up --timeout` honest if cloud-init hangs.
+    // Older cloud-init (Debian 12's 22.4) ends `status --wait` as soon as one module
+    // failed, while later stages still run; systemd's own wait covers the rest of
+    // the boot, cloud-final included. The last `status` gives the verdict.
+    let secs = limit.as_secs();
     let output = batch_command(machine, state, port)
         .arg(format!(
-            "if command -v cloud-init >/dev/null; then timeout {} cloud-init status --wait; fi",
-            limit.as_secs()
+            "if command -v cloud-init >/dev/null; then timeout {secs} cloud-init status --wait >/dev/null 2>&1; timeout {secs} systemctl is-system-running --wait >/dev/null 2>&1; cloud-init status --long; fi"
         ))
         .stdin(Stdio::null())
         .output();

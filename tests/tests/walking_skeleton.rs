@@ -16,14 +16,21 @@ fn up_ssh_halt_up_destroy_on_a_debian_guest() {
     let test_box = test_box();
     let server = HttpServer::serve(test_box.dir.clone());
     let spec = format!(
-        "box:\n  disk:\n    url: {}\n    digest: \"{}\"\nhostname: skeleton-guest\ncpus: 2\nmemory: 1G\ndisk: 3G\nengine: qemu\nssh:\n  user: tester\n",
+        "box:\n  disk:\n    url: {}\n    digest: \"{}\"\nhostname: skeleton-guest\ncpus: 2\nmemory: 1G\ndisk: 3G\nengine: qemu\nssh:\n  user: tester\n  groups: [adm]\ncloud_init:\n  timezone: Europe/Berlin\n  write_files:\n    - {{path: /home/tester/hello.txt, content: \"hello from the spec\\n\", owner: \"tester:tester\", permissions: \"0600\"}}\n  user_data: |\n    #cloud-config\n    bootcmd:\n      - [sh, -c, \"echo merged-user-data > /run/hvbox-user-data\"]\n",
         server.url("disk.raw"),
         test_box.digest
     );
     let project = TestProject::new(&spec);
 
-    let up = project.ok(&["up"]);
-    assert!(up.contains("machine is up"), "{up}");
+    let up = project.hvbox(&["up"]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&up.stdout),
+        String::from_utf8_lossy(&up.stderr),
+    );
+    assert!(up.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("machine is up"), "{stdout}");
+    // First-boot setup ran clean: hvbox reports cloud-init's errors.
+    assert!(!stderr.contains("cloud-init reported errors"), "{stderr}");
     assert_eq!(server.requests_for("disk.raw"), 1);
     assert_eq!(json_state(&project), "running");
 
@@ -31,6 +38,25 @@ fn up_ssh_halt_up_destroy_on_a_debian_guest() {
     assert_eq!(hostname.trim(), "skeleton-guest");
     let user = project.ok(&["ssh", "--", "id", "-un"]);
     assert_eq!(user.trim(), "tester");
+    // The spec's first-boot settings, and the user's own cloud-config merged in.
+    let groups = project.ok(&["ssh", "--", "id", "-Gn"]);
+    assert!(groups.split_whitespace().any(|g| g == "adm"), "{groups}");
+    let file = project.ok(&["ssh", "--", "stat -c '%U %a' hello.txt && cat hello.txt"]);
+    assert_eq!(file, "tester 600\nhello from the spec\n");
+    let tz = project.ok(&["ssh", "--", "readlink", "/etc/localtime"]);
+    assert!(tz.trim().ends_with("Europe/Berlin"), "{tz}");
+    let merged = project.ok(&["ssh", "--", "cat", "/run/hvbox-user-data"]);
+    assert_eq!(merged.trim(), "merged-user-data");
+    // cloud-init's readiness beacon reached the serial console.
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(project.path().join(".hvbox/machines/default/state.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let serial =
+        std::fs::read_to_string(project.path().join(".hvbox/machines/default/serial.log")).unwrap();
+    let beacon = format!("[hvbox-ready {}]", state["instance_id"].as_str().unwrap());
+    assert!(serial.contains(&beacon), "no {beacon} in the serial log");
     // The guest's exit status comes back through `hvbox ssh`.
     let failing = project.hvbox(&["ssh", "--", "exit", "7"]);
     assert_eq!(failing.status.code(), Some(7));
@@ -59,6 +85,22 @@ fn up_ssh_halt_up_destroy_on_a_debian_guest() {
     assert_eq!(server.requests_for("disk.raw"), 1);
     let hostname = project.ok(&["ssh", "--", "cat", "/etc/hostname"]);
     assert_eq!(hostname.trim(), "skeleton-guest");
+
+    // A guest whose host key changed is refused, with hvbox saying why.
+    project.ok(&[
+        "ssh",
+        "--",
+        "sudo rm -f /etc/ssh/ssh_host_*_key* && sudo ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key && sudo systemctl restart ssh",
+    ]);
+    let refused = project.hvbox(&["ssh", "--", "true"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the guest presented an ssh host key other than the one hvbox generated for it"
+        ),
+        "{stderr}"
+    );
 
     project.ok(&["destroy"]);
     assert!(

@@ -10,7 +10,6 @@ use crate::spec::{BoxSource, Spec};
 use crate::ssh;
 use anyhow::{bail, Context, Result};
 use hvbox_boxes::{catalog, BoxArtifacts, Progress, Store};
-use hvbox_cloud_init::{HostKey, SeedConfig};
 use hvbox_provisioner::clone_disk;
 use std::path::Path;
 use std::process::ExitCode;
@@ -38,6 +37,9 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
         create(&project, &machine, &spec, progress)?;
     } else {
         println!("==> starting existing machine");
+        if crate::seed::refresh(&project, &spec, &machine)? {
+            println!("==> first-boot settings changed: seed rewritten (cloud-init applies its per-boot settings again; packages, files and runcmd run only on a machine's first boot: `hvbox destroy` and `up` to re-run them)");
+        }
     }
     launch::boot(&machine, &spec, checked, Duration::from_secs(args.timeout))?;
     println!("==> machine is up: `hvbox ssh` opens a shell");
@@ -104,18 +106,7 @@ fn populate(
         ssh::known_hosts_line(&state, &host_key.public_openssh),
     )?;
 
-    let seed = SeedConfig {
-        instance_id: state.instance_id.clone(),
-        hostname,
-        user,
-        authorized_keys: vec![login.public_openssh],
-        host_key: HostKey {
-            private_openssh: host_key.private_openssh,
-            public_openssh: host_key.public_openssh,
-        },
-        mac: state.mac.clone(),
-    };
-    hvbox_cloud_init::write_seed(&seed, &machine.seed()).context("writing the cloud-init seed")?;
+    crate::seed::write_new(project, spec, machine, &state)?;
     // state.json last: its presence marks a finished machine.
     state.save(&machine.state_path())
 }

@@ -3,9 +3,11 @@
 //! Every value is checked while it is deserialized, so that a bad value is reported
 //! by serde_yaml with its line and column; [`SpecError`] adds the file name.
 
+mod guest_setup;
 mod size;
 mod values;
 
+pub use guest_setup::{line_of_key, CloudInitSettings, NetworkSettingsSpec};
 pub use size::Size;
 pub use values::{Hostname, KernelArgs, UserName};
 
@@ -45,6 +47,11 @@ pub struct Spec {
     /// Adjustments to the kernel command line read from the guest's bootloader.
     #[serde(default)]
     pub kernel: KernelSettings,
+    /// First-boot setup by cloud-init in the guest.
+    #[serde(default)]
+    pub cloud_init: CloudInitSettings,
+    #[serde(default)]
+    pub network: NetworkSettingsSpec,
 }
 
 /// The guest's own command line (root=, ro, the distro's arguments) is used as it is
@@ -203,6 +210,9 @@ pub enum EngineChoice {
 #[serde(deny_unknown_fields)]
 pub struct SshSettings {
     pub user: Option<UserName>,
+    /// Extra groups for the user (e.g. docker).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]

@@ -156,3 +156,28 @@ fn kernel_cmdline_replace_and_append() {
     let e = error("box: b\nkernel:\n  append: quiet\n");
     assert!(e.contains("unknown field `append`"), "{e}");
 }
+
+#[test]
+fn cloud_init_and_network_sections() {
+    let spec = parse(
+        "box: b\nssh:\n  user: dev\n  groups: [docker]\ncloud_init:\n  timezone: Europe/Berlin\n  packages: [curl]\n  write_files:\n    - {path: /etc/motd, content: hi, permissions: \"0644\"}\n  runcmd: [\"echo hi\"]\n  user_data: |\n    #cloud-config\n    packages: [git]\nnetwork:\n  dhcp6: false\n  addresses: [10.0.2.20/24]\n  gateway4: 10.0.2.2\n  nameservers: [10.0.2.3]\n",
+    )
+    .unwrap();
+    assert_eq!(spec.ssh.groups, ["docker"]);
+    assert_eq!(spec.cloud_init.timezone.as_deref(), Some("Europe/Berlin"));
+    assert_eq!(spec.cloud_init.write_files[0].path, "/etc/motd");
+    assert!(spec
+        .cloud_init
+        .user_data
+        .as_deref()
+        .unwrap()
+        .starts_with("#cloud-config\n"));
+    assert!(spec.network.dhcp4 && !spec.network.dhcp6);
+    let defaults = parse("box: b\n").unwrap();
+    assert!(defaults.network.dhcp4 && defaults.network.dhcp6);
+    let e = error("box: b\nnetwork:\n  addresses: [10.0.2.20]\n");
+    assert!(e.starts_with("/p/hvbox.yaml:3:"), "{e}");
+    assert!(e.contains("prefix length"), "{e}");
+    let e = error("box: b\ncloud_init:\n  write_files:\n    - {path: /x, mode: 1}\n");
+    assert!(e.contains("unknown field `mode`"), "{e}");
+}

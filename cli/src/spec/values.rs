@@ -3,6 +3,7 @@
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
+use std::net::IpAddr;
 
 /// An RFC 1123 host name: labels of letters, digits and inner hyphens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +71,24 @@ pub fn check_kernel_args(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// An address with its prefix length, e.g. `10.0.2.20/24`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cidr(pub String);
+
+pub fn check_cidr(s: &str) -> Result<(), String> {
+    let bad = || {
+        format!("{s:?} is not an address with a prefix length such as 10.0.2.20/24 or fd00::20/64")
+    };
+    let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
+    let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+    let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if prefix > max {
+        return Err(format!("{s:?}: the prefix length must be at most {max}"));
+    }
+    Ok(())
+}
+
 macro_rules! checked_string {
     ($ty:ident, $check:ident, $what:literal) => {
         impl<'de> Deserialize<'de> for $ty {
@@ -93,7 +112,30 @@ macro_rules! checked_string {
 checked_string!(Hostname, check_hostname, "a hostname such as \"dev\"");
 checked_string!(UserName, check_user, "a user name such as \"dev\"");
 checked_string!(
+    Cidr,
+    check_cidr,
+    "an address with a prefix length such as \"10.0.2.20/24\""
+);
+checked_string!(
     KernelArgs,
     check_kernel_args,
     "kernel arguments such as \"quiet mitigations=off\""
 );
+
+#[cfg(test)]
+mod tests {
+    use super::check_cidr;
+
+    #[test]
+    fn cidr_checks() {
+        assert!(check_cidr("10.0.2.20/24").is_ok());
+        assert!(check_cidr("fd00::20/64").is_ok());
+        assert!(check_cidr("10.0.2.20")
+            .unwrap_err()
+            .contains("prefix length"));
+        assert!(check_cidr("10.0.2.20/33")
+            .unwrap_err()
+            .contains("at most 32"));
+        assert!(check_cidr("host/24").is_err());
+    }
+}
