@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Bumped whenever the steps below change what ends up in the disk.
-const BUILDER_REVISION: u32 = 1;
+const BUILDER_REVISION: u32 = 2;
 const RECIPE_FILE: &str = "recipe.sha256";
 const MIB: u64 = 1 << 20;
 /// The partition starts at 1 MiB; the backup GPT needs 33 sectors at the end.
@@ -34,7 +34,7 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
     "dbus",
     "cloud-init",
     "cloud-guest-utils",
-    // cloud-init sets the locale with update-locale and fails the boot without it.
+    // cloud-init sets the locale (locale-gen, update-locale).
     "locales",
     "openssh-server",
     "ifupdown",
@@ -189,6 +189,10 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuiltBox,
             "--dpkgopt=path-exclude=/usr/share/doc/*",
             "--dpkgopt=path-include=/usr/share/doc/*/copyright",
             "--dpkgopt=path-exclude=/usr/share/locale/*",
+            // cloud-init's locale module sets en_US.UTF-8 with update-locale, which
+            // refuses a locale that was never generated (Debian's locale-gen builds
+            // only what /etc/locale.gen lists).
+            "--customize-hook=sed -i 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' \"$1/etc/locale.gen\" && chroot \"$1\" locale-gen",
             "--format=directory",
         ])
         .arg(&opts.suite)
