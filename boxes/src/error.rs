@@ -4,6 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
+use crate::formats::FormatError;
 use crate::Digest;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,18 +41,55 @@ pub enum Error {
     #[error("downloading {url} failed: {detail}")]
     Http { url: String, detail: String },
 
+    #[error(
+        "downloading {url} failed: no data for {secs:.0} s (set HVBOX_HTTP_TIMEOUT to wait longer)"
+    )]
+    Timeout { url: String, secs: f64 },
+
+    #[error("downloading {url} failed: the body ended after {received} of {expected} bytes")]
+    Truncated {
+        url: String,
+        received: u64,
+        expected: u64,
+    },
+
+    #[error("downloading {url} failed: the server sent an HTML page (Content-Type text/html), not a disk image")]
+    HtmlPage { url: String },
+
     #[error("downloading {url} failed: response exceeds the {limit}-byte limit")]
     TooLarge { url: String, limit: u64 },
 
     #[error("{url} is not valid UTF-8 text")]
     NotText { url: String },
 
-    #[error("digest mismatch for {url}: expected {expected}, got {actual}")]
+    #[error(
+        "digest mismatch for {url}: expected {expected}, got {actual} ({size} bytes received)"
+    )]
     DigestMismatch {
         url: String,
         expected: Digest,
         actual: Digest,
+        size: u64,
     },
+
+    #[error("{url} is {actual} bytes, but hvbox.lock records {expected} bytes for it")]
+    SizeMismatch {
+        url: String,
+        expected: u64,
+        actual: u64,
+    },
+
+    #[error("cannot use {label} from {url}: {detail}")]
+    Format {
+        label: String,
+        url: String,
+        #[source]
+        detail: FormatError,
+    },
+
+    /// The converter gave up; its own error is reported instead.
+    #[error("the download was stopped")]
+    Cancelled,
 
     #[error("{sums_url} has no valid {algorithm} entry for {file}")]
     DigestNotInSums {
@@ -68,16 +106,44 @@ pub enum Error {
     #[error("local box {}: {reason}", dir.display())]
     LocalBox { dir: PathBuf, reason: String },
 
-    #[error(
-        "unknown box {name:?}; built-in boxes: {builtin}; local boxes in {}: {local}",
-        dir.display()
-    )]
-    UnknownBox {
+    #[error("unknown box {name:?}; {known}")]
+    UnknownBox { name: String, known: String },
+
+    #[error("box {name} has no version {version:?}; known versions: {known}")]
+    UnknownVersion {
         name: String,
-        builtin: String,
-        local: String,
-        dir: PathBuf,
+        version: String,
+        known: String,
     },
+
+    #[error("box {name}: the spec pins {pinned}, but {source_name} gives {listed}; update the digest or the version")]
+    PinnedDigestDiffers {
+        name: String,
+        pinned: Digest,
+        listed: Digest,
+        source_name: String,
+    },
+
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    CatalogFile {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+
+    #[error("{}: {message}", path.display())]
+    CatalogEntry { path: PathBuf, message: String },
+
+    #[error("cannot find the versions of {name} at {url}: {detail}")]
+    NoVersions {
+        name: String,
+        url: String,
+        detail: String,
+    },
+
+    #[error("{0} is being downloaded by another hvbox process; try again when it is done")]
+    Busy(String),
 
     #[error("cannot start the async runtime: {0}")]
     Runtime(#[source] io::Error),
@@ -89,6 +155,16 @@ impl Error {
             path: path.into(),
             action,
             source,
+        }
+    }
+
+    /// Whether the network broke off a transfer that may be resumed later (as
+    /// opposed to bytes that were wrong).
+    pub(crate) fn is_interruption(&self) -> bool {
+        match self {
+            Error::Http { .. } | Error::Timeout { .. } | Error::Truncated { .. } => true,
+            Error::HttpStatus { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            _ => false,
         }
     }
 }

@@ -39,6 +39,24 @@ impl EntryLock {
     }
 }
 
+impl EntryLock {
+    /// Take the lock only if nobody holds it.
+    pub(crate) fn try_acquire(path: &Path) -> Result<Option<EntryLock>, Error> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::io(path, "opening lock file", e))?;
+        match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => Ok(Some(EntryLock { _file: file })),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(Error::io(path, "locking", e)),
+        }
+    }
+}
+
 fn flock(file: &File, op: libc::c_int) -> io::Result<()> {
     loop {
         // SAFETY: the fd is owned by `file` and stays open for the duration

@@ -3,7 +3,9 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::sync::OnceLock;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How a download reports progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -34,6 +36,8 @@ struct LineState {
     label: String,
     total: Option<u64>,
     done: u64,
+    /// Bytes a resumed download started with (not counted in the rate).
+    resumed: u64,
     started: Instant,
     last_print: Instant,
 }
@@ -43,7 +47,12 @@ impl Reporter {
         let inner = match progress {
             Progress::Quiet => Inner::Quiet,
             Progress::Auto if std::io::stderr().is_terminal() => {
-                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+                // One set of bars for the process: the artifacts of a box download
+                // in parallel, each on its own line.
+                let bar = bars().add(ProgressBar::with_draw_target(
+                    None,
+                    ProgressDrawTarget::hidden(),
+                ));
                 bar.set_style(spinner_style());
                 bar.set_message(format!("downloading {label}"));
                 Inner::Bar(bar)
@@ -54,6 +63,7 @@ impl Reporter {
                     label: label.to_string(),
                     total: None,
                     done: 0,
+                    resumed: 0,
                     started: now,
                     last_print: now,
                 })
@@ -67,7 +77,9 @@ impl Reporter {
     pub(crate) fn note(&self, msg: &str) {
         match &self.inner {
             Inner::Quiet => {}
-            Inner::Bar(bar) => bar.println(msg),
+            Inner::Bar(_) => {
+                let _ = bars().println(msg);
+            }
             Inner::Lines(_) => eprintln!("{msg}"),
         }
     }
@@ -82,6 +94,30 @@ impl Reporter {
                 }
             }
             Inner::Lines(state) => state.total = total,
+        }
+    }
+
+    /// Bytes already there before this transfer (a resumed download).
+    pub(crate) fn set_position(&mut self, pos: u64) {
+        match &mut self.inner {
+            Inner::Quiet => {}
+            Inner::Bar(bar) => {
+                bar.set_position(pos);
+                bar.reset_eta();
+            }
+            Inner::Lines(state) => {
+                state.done = pos;
+                state.resumed = pos;
+            }
+        }
+    }
+
+    /// The download is in; what remains (conversion) is said in the message.
+    pub(crate) fn phase(&mut self, msg: &str) {
+        match &mut self.inner {
+            Inner::Quiet => {}
+            Inner::Bar(bar) => bar.set_message(msg.to_string()),
+            Inner::Lines(_) => eprintln!("{msg}"),
         }
     }
 
@@ -135,20 +171,27 @@ impl Drop for Reporter {
 impl LineState {
     fn status(&self) -> String {
         let secs = self.started.elapsed().as_secs_f64();
+        let fresh = self.done.saturating_sub(self.resumed);
         let rate = if secs > 0.0 {
-            (self.done as f64 / secs) as u64
+            (fresh as f64 / secs) as u64
         } else {
             0
         };
         match self.total {
-            Some(total) if total > 0 => format!(
-                "{}: {}% {}/{} {}/s",
-                self.label,
-                self.done.saturating_mul(100) / total,
-                format_bytes(self.done),
-                format_bytes(total),
-                format_bytes(rate)
-            ),
+            Some(total) if total > 0 => {
+                let eta = match total.saturating_sub(self.done).checked_div(rate) {
+                    Some(s) => format!(", ETA {}", format_duration(s)),
+                    None => String::new(),
+                };
+                format!(
+                    "{}: {}% {}/{} {}/s{eta}",
+                    self.label,
+                    self.done.saturating_mul(100) / total,
+                    format_bytes(self.done),
+                    format_bytes(total),
+                    format_bytes(rate)
+                )
+            }
             _ => format!(
                 "{}: {} {}/s",
                 self.label,
@@ -156,6 +199,21 @@ impl LineState {
                 format_bytes(rate)
             ),
         }
+    }
+}
+
+fn bars() -> &'static MultiProgress {
+    static BARS: OnceLock<MultiProgress> = OnceLock::new();
+    BARS.get_or_init(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()))
+}
+
+fn format_duration(secs: u64) -> String {
+    if secs >= 3600 {
+        format!("{}h{:02}m", secs / 3600, secs / 60 % 60)
+    } else if secs >= 60 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{secs}s")
     }
 }
 
@@ -173,7 +231,7 @@ fn spinner_style() -> ProgressStyle {
 }
 
 /// Human-readable binary size: "512 B", "12 KiB", "120 MiB", "1.5 GiB".
-pub(crate) fn format_bytes(n: u64) -> String {
+pub fn format_bytes(n: u64) -> String {
     const KIB: u64 = 1024;
     const MIB: u64 = KIB * 1024;
     const GIB: u64 = MIB * 1024;
@@ -207,11 +265,12 @@ mod tests {
             label: "box disk".into(),
             total: Some(300 * 1024 * 1024),
             done: 120 * 1024 * 1024,
-            started: now,
+            resumed: 0,
+            started: now - Duration::from_secs(10),
             last_print: now,
         };
         let s = state.status();
-        assert!(s.starts_with("box disk: 40% 120 MiB/300 MiB "), "{s}");
-        assert!(s.ends_with("/s"), "{s}");
+        assert!(s.starts_with("box disk: 40% 120 MiB/300 MiB 1"), "{s}");
+        assert!(s.contains(" MiB/s, ETA 1"), "{s}");
     }
 }

@@ -5,7 +5,8 @@
 //! from it, at the size of the data.
 
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 
 const BLOCK: usize = 64 * 1024;
 
@@ -18,10 +19,15 @@ pub struct SparseWriter<'a> {
 
 impl<'a> SparseWriter<'a> {
     pub fn new(file: &'a File) -> SparseWriter<'a> {
+        SparseWriter::at(file, 0)
+    }
+
+    /// Continue a stream whose first `position` bytes are already in the file.
+    pub fn at(file: &'a File, position: u64) -> SparseWriter<'a> {
         SparseWriter {
             file,
             block: Vec::with_capacity(BLOCK),
-            position: 0,
+            position,
         }
     }
 
@@ -38,10 +44,8 @@ impl<'a> SparseWriter<'a> {
     }
 
     fn flush_block(&mut self) -> io::Result<()> {
-        if self.block.iter().any(|&b| b != 0) {
-            let mut f = self.file;
-            f.seek(SeekFrom::Start(self.position))?;
-            f.write_all(&self.block)?;
+        if !crate::formats::qcow2::is_zero(&self.block) {
+            self.file.write_all_at(&self.block, self.position)?;
         }
         self.position += self.block.len() as u64;
         self.block.clear();
@@ -49,10 +53,11 @@ impl<'a> SparseWriter<'a> {
     }
 
     /// Write what is buffered and give the file its full length (a trailing hole
-    /// would otherwise be missing).
-    pub fn finish(mut self) -> io::Result<()> {
+    /// would otherwise be missing); returns that length.
+    pub fn finish(mut self) -> io::Result<u64> {
         self.flush_block()?;
-        self.file.set_len(self.position)
+        self.file.set_len(self.position)?;
+        Ok(self.position)
     }
 }
 

@@ -3,8 +3,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{digest_of, files_in, payload, Route, TestServer};
-use hvbox_boxes::{Algorithm, Artifact, Error, Progress, Store};
+use common::{digest_of, files_in, payload, quick_store, Route, TestServer};
+use hvbox_boxes::{Algorithm, Artifact, Error, Progress};
 
 fn assert_cache_empty(root: &Path) {
     for sub in ["blobs/sha256", "blobs/sha512", "tmp"] {
@@ -19,11 +19,8 @@ fn fetch_verifies_stores_and_reuses_without_network() {
     let body = payload(3 * 1024 * 1024 + 17, 1);
     server.set("/disk.raw", Route::Body(body.clone()));
     let cache = tempfile::tempdir().unwrap();
-    let store = Store::open(cache.path().to_path_buf());
-    let artifact = Artifact {
-        url: server.url("/disk.raw"),
-        digest: digest_of(Algorithm::Sha256, &body),
-    };
+    let store = quick_store(cache.path());
+    let artifact = Artifact::new(server.url("/disk.raw"), digest_of(Algorithm::Sha256, &body));
     assert!(!store.contains(&artifact.digest));
 
     let path = store.fetch(&artifact, "box disk", Progress::Quiet).unwrap();
@@ -43,10 +40,7 @@ fn fetch_verifies_stores_and_reuses_without_network() {
     let again = store.fetch(&artifact, "box disk", Progress::Quiet).unwrap();
     assert_eq!(again, path);
     assert_eq!(server.hits("/disk.raw"), 1);
-    let unreachable = Artifact {
-        url: "http://127.0.0.1:1/gone".into(),
-        digest: artifact.digest.clone(),
-    };
+    let unreachable = Artifact::new("http://127.0.0.1:1/gone", artifact.digest.clone());
     assert_eq!(
         store
             .fetch(&unreachable, "box disk", Progress::Quiet)
@@ -61,11 +55,8 @@ fn sha512_artifacts_are_supported() {
     let body = payload(100_000, 2);
     server.set("/k", Route::Body(body.clone()));
     let cache = tempfile::tempdir().unwrap();
-    let store = Store::open(cache.path().to_path_buf());
-    let artifact = Artifact {
-        url: server.url("/k"),
-        digest: digest_of(Algorithm::Sha512, &body),
-    };
+    let store = quick_store(cache.path());
+    let artifact = Artifact::new(server.url("/k"), digest_of(Algorithm::Sha512, &body));
     let path = store.fetch(&artifact, "kernel", Progress::Quiet).unwrap();
     assert!(path.starts_with(cache.path().join("blobs/sha512")));
     assert_eq!(std::fs::read(path).unwrap(), body);
@@ -77,13 +68,10 @@ fn digest_mismatch_reports_both_digests_and_leaves_cache_empty() {
     let served = payload(200_000, 3);
     server.set("/disk.raw", Route::Body(served.clone()));
     let cache = tempfile::tempdir().unwrap();
-    let store = Store::open(cache.path().to_path_buf());
+    let store = quick_store(cache.path());
     let expected = digest_of(Algorithm::Sha256, b"something else");
     let actual = digest_of(Algorithm::Sha256, &served);
-    let artifact = Artifact {
-        url: server.url("/disk.raw"),
-        digest: expected.clone(),
-    };
+    let artifact = Artifact::new(server.url("/disk.raw"), expected.clone());
 
     let err = store
         .fetch(&artifact, "box disk", Progress::Quiet)
@@ -102,14 +90,11 @@ fn http_errors_name_status_and_url_and_cache_nothing() {
     let server = TestServer::start();
     server.set("/broken", Route::Status(500));
     let cache = tempfile::tempdir().unwrap();
-    let store = Store::open(cache.path().to_path_buf());
+    let store = quick_store(cache.path());
     let digest = digest_of(Algorithm::Sha256, b"x");
 
     for (path, status) in [("/missing", 404u16), ("/broken", 500)] {
-        let artifact = Artifact {
-            url: server.url(path),
-            digest: digest.clone(),
-        };
+        let artifact = Artifact::new(server.url(path), digest.clone());
         let err = store
             .fetch(&artifact, "box disk", Progress::Quiet)
             .unwrap_err();
@@ -133,11 +118,11 @@ fn connection_errors_name_the_url() {
         .unwrap()
         .port();
     let cache = tempfile::tempdir().unwrap();
-    let store = Store::open(cache.path().to_path_buf());
-    let artifact = Artifact {
-        url: format!("http://127.0.0.1:{port}/disk.raw"),
-        digest: digest_of(Algorithm::Sha256, b"x"),
-    };
+    let store = quick_store(cache.path());
+    let artifact = Artifact::new(
+        format!("http://127.0.0.1:{port}/disk.raw"),
+        digest_of(Algorithm::Sha256, b"x"),
+    );
     let err = store
         .fetch(&artifact, "box disk", Progress::Quiet)
         .unwrap_err();
@@ -153,20 +138,17 @@ fn file_urls_are_copied_and_verified() {
     let body = payload(2 * 1024 * 1024 + 5, 4);
     std::fs::write(&src, &body).unwrap();
     let cache = tempfile::tempdir().unwrap();
-    let store = Store::open(cache.path().to_path_buf());
-    let artifact = Artifact {
-        url: format!("file://{}", src.display()),
-        digest: digest_of(Algorithm::Sha512, &body),
-    };
+    let store = quick_store(cache.path());
+    let artifact = Artifact::new(
+        format!("file://{}", src.display()),
+        digest_of(Algorithm::Sha512, &body),
+    );
     let path = store.fetch(&artifact, "box disk", Progress::Quiet).unwrap();
     assert_eq!(path, store.blob_path(&artifact.digest));
     assert_eq!(std::fs::read(&path).unwrap(), body);
 
     // Wrong digest through file:// fails the same way.
-    let bad = Artifact {
-        url: artifact.url.clone(),
-        digest: digest_of(Algorithm::Sha256, b"nope"),
-    };
+    let bad = Artifact::new(artifact.url.clone(), digest_of(Algorithm::Sha256, b"nope"));
     let err = store.fetch(&bad, "box disk", Progress::Quiet).unwrap_err();
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err:?}");
     assert!(files_in(&cache.path().join("tmp")).is_empty());
@@ -175,12 +157,12 @@ fn file_urls_are_copied_and_verified() {
 #[test]
 fn missing_local_file_is_a_clear_error() {
     let cache = tempfile::tempdir().unwrap();
-    let store = Store::open(cache.path().to_path_buf());
+    let store = quick_store(cache.path());
     let missing = cache.path().join("no-such-disk.raw");
-    let artifact = Artifact {
-        url: format!("file://{}", missing.display()),
-        digest: digest_of(Algorithm::Sha256, b"x"),
-    };
+    let artifact = Artifact::new(
+        format!("file://{}", missing.display()),
+        digest_of(Algorithm::Sha256, b"x"),
+    );
     let err = store
         .fetch(&artifact, "box disk", Progress::Quiet)
         .unwrap_err();
@@ -194,11 +176,11 @@ fn missing_local_file_is_a_clear_error() {
 #[test]
 fn unsupported_scheme_is_rejected() {
     let cache = tempfile::tempdir().unwrap();
-    let store = Store::open(cache.path().to_path_buf());
-    let artifact = Artifact {
-        url: "ftp://example.invalid/disk.raw".into(),
-        digest: digest_of(Algorithm::Sha256, b"x"),
-    };
+    let store = quick_store(cache.path());
+    let artifact = Artifact::new(
+        "ftp://example.invalid/disk.raw",
+        digest_of(Algorithm::Sha256, b"x"),
+    );
     let err = store
         .fetch(&artifact, "box disk", Progress::Quiet)
         .unwrap_err();
@@ -209,14 +191,14 @@ fn unsupported_scheme_is_rejected() {
 #[test]
 fn malformed_hand_built_digest_is_refused() {
     let cache = tempfile::tempdir().unwrap();
-    let store = Store::open(cache.path().to_path_buf());
-    let artifact = Artifact {
-        url: "http://127.0.0.1:1/x".into(),
-        digest: hvbox_boxes::Digest {
+    let store = quick_store(cache.path());
+    let artifact = Artifact::new(
+        "http://127.0.0.1:1/x",
+        hvbox_boxes::Digest {
             algorithm: Algorithm::Sha256,
             hex: "../../etc/passwd".into(),
         },
-    };
+    );
     let err = store.fetch(&artifact, "x", Progress::Quiet).unwrap_err();
     assert!(matches!(err, Error::InvalidDigest { .. }), "{err:?}");
 }
@@ -234,22 +216,19 @@ fn concurrent_fetches_download_once_and_both_succeed() {
         },
     );
     let cache = tempfile::tempdir().unwrap();
-    let artifact = Artifact {
-        url: server.url("/slow.raw"),
-        digest: digest_of(Algorithm::Sha256, &body),
-    };
+    let artifact = Artifact::new(server.url("/slow.raw"), digest_of(Algorithm::Sha256, &body));
     let results: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..2)
             .map(|_| {
                 // Separate Store values, as two processes would have.
-                let store = Store::open(cache.path().to_path_buf());
+                let store = quick_store(cache.path());
                 let artifact = &artifact;
                 s.spawn(move || store.fetch(artifact, "box disk", Progress::Quiet))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let store = Store::open(cache.path().to_path_buf());
+    let store = quick_store(cache.path());
     for r in &results {
         assert_eq!(r.as_ref().unwrap(), &store.blob_path(&artifact.digest));
     }
@@ -282,11 +261,8 @@ fn leftovers_of_killed_downloads_are_cleaned_up() {
     let body = payload(4096, 6);
     server.set("/disk.raw", Route::Body(body.clone()));
     let cache = tempfile::tempdir().unwrap();
-    let store = Store::open(cache.path().to_path_buf());
-    let artifact = Artifact {
-        url: server.url("/disk.raw"),
-        digest: digest_of(Algorithm::Sha256, &body),
-    };
+    let store = quick_store(cache.path());
+    let artifact = Artifact::new(server.url("/disk.raw"), digest_of(Algorithm::Sha256, &body));
     let tmp = cache.path().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
     let stale = tmp.join(format!("{}.4242.0.0.part", artifact.digest.hex));

@@ -36,6 +36,12 @@ pub enum Command {
     },
     /// Attach to the machine's serial console; Ctrl-] detaches.
     Console,
+    /// Print the machine's serial console log (kept across boots).
+    Logs {
+        /// Keep printing what the guest writes, across restarts, until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Show whether the machine is created and running.
     Status {
         #[arg(long)]
@@ -49,6 +55,12 @@ pub enum Command {
     },
     /// Stop the machine and delete its state (disk, keys, logs); the box cache stays.
     Destroy,
+    /// Halt the machine if it runs, then `up` again with the boot files read anew.
+    Reload(UpArgs),
+    /// Print a Host block for ~/.ssh/config (scp, rsync, editors' remote SSH).
+    ///
+    /// The block is valid while the machine runs: its port changes at every boot.
+    SshConfig,
     /// Upgrade the guest's kernel and boot it; back to the previous one if it fails.
     ///
     /// Installs the kernel with the guest's package manager (apt or dnf), powers the
@@ -67,6 +79,13 @@ pub enum Command {
     /// Low-level access to hvbox's embedded VMM.
     #[command(subcommand)]
     Vmm(VmmCommand),
+    /// Print a shell completion script: `hvbox completions bash > /etc/bash_completion.d/hvbox`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print hvbox's man page (roff): `hvbox man | man -l -`.
+    Man,
     /// Runs a machine's engine and network processes (started by `hvbox up`).
     #[command(hide = true)]
     Supervise { machine_dir: PathBuf },
@@ -103,6 +122,62 @@ pub struct UpgradeKernelArgs {
 pub enum BoxCommand {
     /// Build a Debian box from Debian's packages with mmdebstrap (needs root).
     Build(BoxBuildArgs),
+    /// List the boxes in the cache: name, version, digest, size and the projects
+    /// that use each.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download a box into the cache: a catalog name, or a URL with its digest.
+    Add(BoxAddArgs),
+    /// Delete boxes from the cache (machines keep their own disks).
+    Remove(BoxRemoveArgs),
+    /// Delete the boxes no project uses, and abandoned partial downloads.
+    Prune {
+        /// Say what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Resolve this project's box again (newest version the spec allows), download
+    /// it and rewrite hvbox.lock.
+    Update {
+        /// No download progress bars.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BoxAddArgs {
+    /// A catalog box name (`debian-12`) or an image URL.
+    pub source: String,
+    /// The catalog version (build) to fetch; with a URL, the version to record.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// The digest the download must have (`sha256:…` or `sha512:…`).
+    #[arg(long)]
+    pub digest: Option<hvbox_boxes::Digest>,
+    /// With a URL: a SHA256SUMS/SHA512SUMS file that lists it, instead of --digest.
+    #[arg(long)]
+    pub checksums: Option<String>,
+    /// With a URL: the name to list it under (default: the file name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// With a URL: the format it must be (default: what its bytes say).
+    #[arg(long)]
+    pub format: Option<hvbox_boxes::Format>,
+    /// No download progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BoxRemoveArgs {
+    /// A box name, NAME@VERSION, or a digest (or its start, as `box list` shows it).
+    pub what: String,
+    /// Remove it even if a project uses it.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ mod engine;
 mod kernel_install;
 mod keys;
 mod launch;
+mod lockfile;
 mod machine;
 mod process;
 mod project;

@@ -14,32 +14,68 @@ pub fn known_hosts_line(state: &MachineState, host_public_key: &str) -> String {
     format!("{} {}\n", host_key_alias(state), host_public_key.trim())
 }
 
+/// The Host name `hvbox ssh-config` gives the machine.
+pub fn host_alias(machine: &Machine) -> String {
+    format!("hvbox-{}", machine.name)
+}
+
+/// Every option hvbox's ssh runs with, as ssh_config keywords and values: `hvbox ssh`
+/// passes them with `-o`, `hvbox ssh-config` prints them, so both connect alike.
+pub fn options(machine: &Machine, state: &MachineState, port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("HostName", "127.0.0.1".into()),
+        ("Port", port.to_string()),
+        ("User", config_word(&state.user)),
+        ("IdentityFile", config_path(&machine.ssh_key())),
+        ("IdentitiesOnly", "yes".into()),
+        ("IdentityAgent", "none".into()),
+        ("StrictHostKeyChecking", "yes".into()),
+        ("UserKnownHostsFile", config_path(&machine.known_hosts())),
+        ("HostKeyAlias", host_key_alias(state)),
+        ("PasswordAuthentication", "no".into()),
+        // A machine that dies mid-session ends the session within a minute
+        // instead of leaving ssh waiting forever.
+        ("ServerAliveInterval", "15".into()),
+        ("ServerAliveCountMax", "4".into()),
+        ("LogLevel", "ERROR".into()),
+    ]
+}
+
+/// A path as ssh_config reads it: `%` starts a token there, and a path with spaces
+/// needs quotes.
+fn config_path(path: &std::path::Path) -> String {
+    config_word(&path.to_string_lossy().replace('%', "%%"))
+}
+
+/// One ssh_config argument, quoted when it has to be.
+fn config_word(word: &str) -> String {
+    if !word.is_empty()
+        && !word
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '"' | '\\' | '\'' | '#' | '='))
+    {
+        return word.to_string();
+    }
+    let mut quoted = String::from("\"");
+    for c in word.chars() {
+        if matches!(c, '"' | '\\') {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
+}
+
 /// `ssh` with everything but the remote command.
 pub fn command(machine: &Machine, state: &MachineState, port: u16) -> Command {
     let mut cmd = Command::new("ssh");
-    cmd.arg("-i")
-        .arg(machine.ssh_key())
-        .arg("-p")
-        .arg(port.to_string())
-        .args(option("IdentitiesOnly", "yes"))
-        .args(option("IdentityAgent", "none"))
-        .args(option("StrictHostKeyChecking", "yes"))
-        .args(option("UserKnownHostsFile", machine.known_hosts()))
-        .args(option("HostKeyAlias", host_key_alias(state)))
-        .args(option("PasswordAuthentication", "no"))
-        // A machine that dies mid-session ends the session within a minute
-        // instead of leaving ssh waiting forever.
-        .args(option("ServerAliveInterval", "15"))
-        .args(option("ServerAliveCountMax", "4"))
-        .args(option("LogLevel", "ERROR"))
-        .arg(format!("{}@127.0.0.1", state.user));
+    for (name, value) in options(machine, state, port) {
+        cmd.arg("-o").arg(format!("{name}={value}"));
+    }
+    // HostName above says where to connect; this only fills ssh's required argument.
+    cmd.arg("127.0.0.1");
     cmd
-}
-
-fn option(name: &str, value: impl AsRef<std::ffi::OsStr>) -> [std::ffi::OsString; 2] {
-    let mut v = std::ffi::OsString::from(format!("{name}="));
-    v.push(value.as_ref());
-    ["-o".into(), v]
 }
 
 /// `ssh` for hvbox's own checks: never prompts, gives up on a dead port quickly.
@@ -149,4 +185,58 @@ pub fn run_streaming(
         .stdin(stdin)
         .status()
         .map_err(|e| anyhow::anyhow!("running ssh: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_words_are_quoted_only_when_needed() {
+        assert_eq!(config_word("/home/u/.hvbox/key"), "/home/u/.hvbox/key");
+        assert_eq!(config_word("/my project/key"), "\"/my project/key\"");
+        assert_eq!(config_word("a\"b\\c"), "\"a\\\"b\\\\c\"");
+        assert_eq!(config_word("#x"), "\"#x\"");
+    }
+
+    #[test]
+    fn ssh_takes_the_options_as_given_even_in_awkward_paths() {
+        if Command::new("ssh").arg("-V").output().is_err() {
+            return;
+        }
+        let machine = Machine::new("default", "/tmp/my project/50%/.hvbox/m".into());
+        let state = MachineState {
+            instance_id: "i-1".into(),
+            mac: String::new(),
+            hostname: String::new(),
+            user: "dev".into(),
+            box_name: String::new(),
+            box_disk_digest: String::new(),
+            created_unix: 0,
+            kernels: Vec::new(),
+            pinned_kernel: None,
+        };
+        // -G: print the configuration ssh would use, and connect nowhere.
+        let out = command(&machine, &state, 2200).arg("-G").output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for expected in [
+            "port 2200",
+            "user dev",
+            "hostname 127.0.0.1",
+            "hostkeyalias hvbox-i-1",
+            "identityfile /tmp/my project/50%/.hvbox/m/id_ed25519",
+            "userknownhostsfile /tmp/my project/50%/.hvbox/m/known_hosts",
+        ] {
+            // ssh -G shows IdentityFile before expanding its `%%` (it does so on use).
+            assert!(
+                text.lines().any(|l| l.replace("%%", "%") == expected),
+                "no `{expected}` in:\n{text}"
+            );
+        }
+    }
 }

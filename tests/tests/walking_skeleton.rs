@@ -3,6 +3,7 @@
 //! destroy.
 
 use hvbox_tests::{processes_mentioning, require_tools, test_box, HttpServer, TestProject};
+use std::time::{Duration, Instant};
 
 fn json_state(project: &TestProject) -> String {
     let status = project.ok(&["status", "--json"]);
@@ -22,7 +23,38 @@ fn up_ssh_halt_up_destroy_on_a_debian_guest() {
     );
     let project = TestProject::new(&spec);
 
-    let up = project.hvbox(&["up"]);
+    // Two `up` at once: one creates and boots the machine; the machine lock refuses
+    // the other at once, with who holds it.
+    let timed_up = || {
+        let started = Instant::now();
+        let out = project.hvbox(&["up"]);
+        (out, started.elapsed())
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(timed_up);
+        let b = s.spawn(timed_up);
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert!(
+        a.0.status.success() != b.0.status.success(),
+        "expected exactly one `hvbox up` to succeed:\nfirst ({}):\n{}{}\nsecond ({}):\n{}{}",
+        a.0.status,
+        String::from_utf8_lossy(&a.0.stdout),
+        String::from_utf8_lossy(&a.0.stderr),
+        b.0.status,
+        String::from_utf8_lossy(&b.0.stdout),
+        String::from_utf8_lossy(&b.0.stderr)
+    );
+    let ((up, _), (refused, refused_after)) = if a.0.status.success() { (a, b) } else { (b, a) };
+    let refusal = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        refusal.contains("the machine `default` is already starting: another `hvbox up` (pid "),
+        "{refusal}"
+    );
+    assert!(
+        refused_after < Duration::from_secs(10),
+        "the second `up` took {refused_after:?} to fail"
+    );
     let (stdout, stderr) = (
         String::from_utf8_lossy(&up.stdout),
         String::from_utf8_lossy(&up.stderr),
@@ -57,6 +89,12 @@ fn up_ssh_halt_up_destroy_on_a_debian_guest() {
         std::fs::read_to_string(project.path().join(".hvbox/machines/default/serial.log")).unwrap();
     let beacon = format!("[hvbox-ready {}]", state["instance_id"].as_str().unwrap());
     assert!(serial.contains(&beacon), "no {beacon} in the serial log");
+    // `hvbox logs` shows the same log: the guest kernel's boot.
+    let logs = project.ok(&["logs"]);
+    assert!(
+        logs.contains("Linux version"),
+        "`hvbox logs` printed:\n{logs}"
+    );
     // The guest's exit status comes back through `hvbox ssh`.
     let failing = project.hvbox(&["ssh", "--", "exit", "7"]);
     assert_eq!(failing.status.code(), Some(7));
@@ -107,11 +145,8 @@ fn up_ssh_halt_up_destroy_on_a_debian_guest() {
         !project.path().join(".hvbox").exists(),
         ".hvbox/ left behind"
     );
+    // No supervisor, VMM or passt of this project survives (other projects' may run).
     assert_eq!(processes_mentioning(&dir), Vec::<String>::new());
-    assert_eq!(
-        processes_mentioning("hvbox supervise"),
-        Vec::<String>::new()
-    );
     assert_eq!(json_state(&project), "not created");
     // The cache keeps the box for the next machine.
     assert_eq!(project.cached_blobs().len(), 1);

@@ -1,6 +1,7 @@
 //! `hvbox destroy`: stop the machine and delete everything it owns but the box cache.
 
 use super::current_machine;
+use crate::machine::lock::MachineLock;
 use crate::machine::RunState;
 use anyhow::{Context, Result};
 use std::process::ExitCode;
@@ -8,6 +9,7 @@ use std::time::Duration;
 
 pub fn run() -> Result<ExitCode> {
     let (project, machine) = current_machine()?;
+    let _lock = MachineLock::acquire(&machine, "destroy", false)?;
     let state = machine.load_state().ok();
     if let RunState::Running(info) = machine.run_state() {
         println!("==> stopping the machine");

@@ -2,6 +2,7 @@
 
 use super::current_machine;
 use crate::engine;
+use crate::machine::lock::MachineLock;
 use crate::machine::runtime::supervisor_alive;
 use crate::machine::{Machine, RunInfo, RunState};
 use crate::process::{signal, wait_gone};
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 pub fn run(timeout: u64) -> Result<ExitCode> {
     let (_, machine) = current_machine()?;
+    let _lock = MachineLock::acquire(&machine, "halt", false)?;
     match machine.run_state() {
         RunState::Running(info) => {
             println!("==> asking the guest to power off");

@@ -1,12 +1,22 @@
 //! One function per command; each takes parsed options and returns an exit code.
 
+mod box_add;
 mod box_build;
+mod box_fetch;
+mod box_list;
+mod box_prune;
+mod box_remove;
+mod box_update;
 mod console;
 mod destroy;
+mod generate;
 mod halt;
 mod init;
 mod kernels;
+mod logs;
+mod reload;
 mod ssh;
+mod ssh_config;
 mod status;
 mod up;
 mod upgrade_kernel;
@@ -26,13 +36,23 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Up(args) => up::run(&args),
         Command::Ssh { command } => ssh::run(&command),
         Command::Console => console::run(),
+        Command::Logs { follow } => logs::run(follow),
         Command::Status { json } => status::run(json),
         Command::Halt { timeout } => halt::run(timeout),
         Command::Destroy => destroy::run(),
+        Command::Reload(args) => reload::run(&args),
+        Command::SshConfig => ssh_config::run(),
         Command::UpgradeKernel(args) => upgrade_kernel::run(&args),
         Command::Kernels { json } => kernels::run(json),
         Command::Box(BoxCommand::Build(args)) => box_build::run(args),
+        Command::Box(BoxCommand::List { json }) => box_list::run(json),
+        Command::Box(BoxCommand::Add(args)) => box_add::run(&args),
+        Command::Box(BoxCommand::Remove(args)) => box_remove::run(&args),
+        Command::Box(BoxCommand::Prune { dry_run }) => box_prune::run(dry_run),
+        Command::Box(BoxCommand::Update { quiet }) => box_update::run(quiet),
         Command::Vmm(VmmCommand::Run(args)) => vmm_run::run(&args),
+        Command::Completions { shell } => generate::completions(shell),
+        Command::Man => generate::man(),
         Command::Supervise { machine_dir } => {
             crate::supervisor::run(&machine_dir)?;
             Ok(ExitCode::SUCCESS)

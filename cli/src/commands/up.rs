@@ -1,15 +1,17 @@
 //! `hvbox up`: create the machine on first use, then boot it and wait for ssh.
 
+use super::box_fetch::{self, Resolve};
 use super::current_machine;
 use crate::args::UpArgs;
 use crate::keys;
 use crate::launch;
+use crate::machine::lock::MachineLock;
 use crate::machine::{kernels, state, Machine, MachineState, RunState};
 use crate::project::Project;
 use crate::spec::{BoxSource, Spec};
 use crate::ssh;
 use anyhow::{bail, Context, Result};
-use hvbox_boxes::{catalog, BoxArtifacts, Progress, Store};
+use hvbox_boxes::{BoxArtifacts, Progress, Store};
 use hvbox_provisioner::clone_disk;
 use std::path::Path;
 use std::process::ExitCode;
@@ -19,6 +21,14 @@ const USER_DEFAULT: &str = "dev";
 
 pub fn run(args: &UpArgs) -> Result<ExitCode> {
     let (project, machine) = current_machine()?;
+    // Held until the machine answers ssh: a second `up` fails at once instead of
+    // creating or booting the same machine twice.
+    let _lock = MachineLock::acquire(&machine, "up", true)?;
+    start(&project, &machine, args)
+}
+
+/// `up` under the machine lock the caller holds (also `reload`'s second half).
+pub(super) fn start(project: &Project, machine: &Machine, args: &UpArgs) -> Result<ExitCode> {
     let spec = Spec::load(&project.spec_path)?;
     if let RunState::Running(info) = machine.run_state() {
         println!(
@@ -27,21 +37,21 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let checked = launch::preflight(&project, &spec)?;
+    let checked = launch::preflight(project, &spec)?;
     let progress = if args.quiet {
         Progress::Quiet
     } else {
         Progress::Auto
     };
     if !machine.is_created() {
-        create(&project, &machine, &spec, progress)?;
+        create(project, machine, &spec, progress)?;
     } else {
         println!("==> starting existing machine");
-        if crate::seed::refresh(&project, &spec, &machine)? {
+        if crate::seed::refresh(project, &spec, machine)? {
             println!("==> first-boot settings changed: seed rewritten (cloud-init applies its per-boot settings again; packages, files and runcmd run only on a machine's first boot: `hvbox destroy` and `up` to re-run them)");
         }
     }
-    launch::boot(&machine, &spec, checked, Duration::from_secs(args.timeout))?;
+    launch::boot(machine, &spec, checked, Duration::from_secs(args.timeout))?;
     println!("==> machine is up: `hvbox ssh` opens a shell");
     Ok(ExitCode::SUCCESS)
 }
@@ -49,10 +59,17 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
 /// First `up`: fetch the box, clone its disk, make keys and the seed. A failure
 /// removes the half-made machine so the next `up` starts clean.
 fn create(project: &Project, machine: &Machine, spec: &Spec, progress: Progress) -> Result<()> {
-    let artifacts = resolve_box(spec)?;
-    println!("==> creating machine from box {}", artifacts.name);
+    check_box_supported(spec)?;
     let store = Store::open_default()?;
-    let disk_blob = store.fetch(&artifacts.disk, "box disk", progress)?;
+    // hvbox.lock when it matches the spec (no catalog lookup, no network once
+    // cached), else the catalog; the lock is written for the next `up`.
+    let got = box_fetch::fetch_project_box(project, spec, &store, progress, Resolve::UseLock)?;
+    let artifacts = got.artifacts;
+    println!(
+        "==> creating machine from box {}",
+        box_fetch::describe(&artifacts.name, artifacts.version.as_deref())
+    );
+    let disk_blob = got.fetched.disk.path;
     std::fs::create_dir_all(&machine.dir)
         .with_context(|| format!("creating {}", machine.dir.display()))?;
     let result = populate(project, machine, spec, &artifacts, &disk_blob);
@@ -111,27 +128,12 @@ fn populate(
     state.save(&machine.state_path())
 }
 
-fn resolve_box(spec: &Spec) -> Result<BoxArtifacts> {
-    match &spec.box_source {
-        BoxSource::Name(name) => catalog::resolve(name).map_err(Into::into),
-        BoxSource::Artifacts(a) => {
-            if a.kernel.is_some() || a.initrd.is_some() {
-                bail!("boxes with a separate kernel or initrd are not supported yet: hvbox boots the kernel installed in the box's disk; remove `kernel`/`initrd` from the box in hvbox.yaml");
-            }
-            let name = a
-                .disk
-                .url
-                .rsplit('/')
-                .next()
-                .filter(|n| !n.is_empty())
-                .unwrap_or("disk")
-                .to_string();
-            Ok(BoxArtifacts {
-                name,
-                disk: a.disk.to_artifact(),
-                kernel: None,
-                initrd: None,
-            })
+/// Boxes with their own kernel or initrd are resolved and cached, but not booted yet.
+fn check_box_supported(spec: &Spec) -> Result<()> {
+    if let BoxSource::Artifacts(a) = &spec.box_source {
+        if a.kernel.is_some() || a.initrd.is_some() {
+            bail!("boxes with a separate kernel or initrd are not supported yet: hvbox boots the kernel installed in the box's disk; remove `kernel`/`initrd` from the box in hvbox.yaml");
         }
     }
+    Ok(())
 }

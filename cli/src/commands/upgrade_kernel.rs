@@ -6,6 +6,7 @@ use super::halt::stop;
 use crate::args::UpgradeKernelArgs;
 use crate::kernel_install::{self, NO_KERNEL_PACKAGE, NO_PACKAGE_MANAGER};
 use crate::launch::{self, BootFailure, Booted};
+use crate::machine::lock::MachineLock;
 use crate::machine::{kernels, Machine, MachineState, RunInfo, RunState};
 use crate::process::wait_gone;
 use crate::project::Project;
@@ -21,6 +22,7 @@ const HALT_GRACE: Duration = Duration::from_secs(90);
 
 pub fn run(args: &UpgradeKernelArgs) -> Result<ExitCode> {
     let (project, machine) = current_machine()?;
+    let _lock = MachineLock::acquire(&machine, "upgrade-kernel", false)?;
     let spec = Spec::load(&project.spec_path)?;
     let timeout = Duration::from_secs(args.timeout);
     let run_state = machine.run_state();

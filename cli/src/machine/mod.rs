@@ -1,6 +1,7 @@
 //! One machine's folder under `.hvbox/machines/NAME/` and what is in it.
 
 pub mod kernels;
+pub mod lock;
 pub mod runtime;
 pub mod state;
 

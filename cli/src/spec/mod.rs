@@ -3,16 +3,17 @@
 //! Every value is checked while it is deserialized, so that a bad value is reported
 //! by serde_yaml with its line and column; [`SpecError`] adds the file name.
 
+mod box_source;
 mod guest_setup;
 mod size;
 mod values;
 
+pub use box_source::{BoxArtifactsSpec, BoxSource};
 pub use guest_setup::{line_of_key, CloudInitSettings, NetworkSettingsSpec};
 pub use size::Size;
 pub use values::{Hostname, KernelArgs, UserName};
 
-use hvbox_boxes::{Artifact, Digest};
-use serde::de::{self, MapAccess, Visitor};
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::net::IpAddr;
@@ -99,77 +100,6 @@ fn default_cpus() -> Cpus {
 
 fn default_memory() -> Size {
     Size::from_bytes(1 << 30)
-}
-
-/// A box named in a catalog, or artifacts given explicitly with their digests.
-#[derive(Debug, Clone)]
-pub enum BoxSource {
-    Name(String),
-    Artifacts(BoxArtifactsSpec),
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BoxArtifactsSpec {
-    pub disk: ArtifactSpec,
-    pub kernel: Option<ArtifactSpec>,
-    pub initrd: Option<ArtifactSpec>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArtifactSpec {
-    pub url: String,
-    #[serde(deserialize_with = "deserialize_digest")]
-    pub digest: Digest,
-}
-
-impl ArtifactSpec {
-    pub fn to_artifact(&self) -> Artifact {
-        Artifact {
-            url: self.url.clone(),
-            digest: self.digest.clone(),
-        }
-    }
-}
-
-fn deserialize_digest<'de, D: Deserializer<'de>>(d: D) -> Result<Digest, D::Error> {
-    struct DigestVisitor;
-    impl Visitor<'_> for DigestVisitor {
-        type Value = Digest;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str(
-                "a digest such as \"sha256:<64 hex digits>\" or \"sha512:<128 hex digits>\"",
-            )
-        }
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<Digest, E> {
-            s.parse().map_err(|e: hvbox_boxes::Error| E::custom(e))
-        }
-    }
-    d.deserialize_str(DigestVisitor)
-}
-
-impl<'de> Deserialize<'de> for BoxSource {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct BoxVisitor;
-        impl<'de> Visitor<'de> for BoxVisitor {
-            type Value = BoxSource;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a box name such as \"debian-12\", or a mapping with `disk` (url and digest) and optionally `kernel` and `initrd`")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<BoxSource, E> {
-                if s.trim().is_empty() {
-                    return Err(E::custom("the box name is empty"));
-                }
-                Ok(BoxSource::Name(s.to_string()))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<BoxSource, A::Error> {
-                BoxArtifactsSpec::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(BoxSource::Artifacts)
-            }
-        }
-        d.deserialize_any(BoxVisitor)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@ const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef012
 #[test]
 fn minimal_spec_takes_defaults() {
     let spec = parse("box: debian-12\n").unwrap();
-    assert!(matches!(spec.box_source, BoxSource::Name(ref n) if n == "debian-12"));
+    assert!(matches!(spec.box_source, BoxSource::Catalog(ref r) if r.name == "debian-12"));
     assert_eq!(spec.cpus, Cpus(2));
     assert_eq!(spec.memory.bytes(), 1 << 30);
     assert_eq!(spec.engine, EngineChoice::Auto);

@@ -1,0 +1,51 @@
+//! A tarball holding the disk as [`TAR_DISK_NAME`] (Debian's `.tar.xz` cloud images,
+//! made with `tar --create --sparse`: GNU sparse entries, whose holes read as zeros and
+//! land as holes again through the sparse copy).
+
+use std::fs::File;
+use std::io::Read;
+
+use super::{copy_sparse, FormatError, TAR_DISK_NAME};
+use crate::spool::is_source_failure;
+
+/// How many other entry names an error lists.
+const LISTED: usize = 8;
+
+pub(crate) fn extract_disk(stream: impl Read, out: &File) -> Result<u64, FormatError> {
+    let mut archive = tar::Archive::new(stream);
+    let mut found = Vec::new();
+    let mut others = 0usize;
+    for entry in archive.entries().map_err(tar_error)? {
+        let mut entry = entry.map_err(tar_error)?;
+        let path = entry.path().map_err(tar_error)?;
+        let name = path.to_string_lossy();
+        let name = name.trim_start_matches("./").to_string();
+        let kind = entry.header().entry_type();
+        let is_data = kind.is_file() || kind.is_gnu_sparse() || kind == tar::EntryType::Continuous;
+        if name == TAR_DISK_NAME && is_data {
+            return copy_sparse(&mut entry, out, "tar");
+        }
+        if found.len() < LISTED {
+            found.push(name);
+        } else {
+            others += 1;
+        }
+    }
+    let mut found = if found.is_empty() {
+        "no entries".to_string()
+    } else {
+        found.join(", ")
+    };
+    if others > 0 {
+        found.push_str(&format!(" and {others} more"));
+    }
+    Err(FormatError::TarWithoutDisk { found })
+}
+
+fn tar_error(e: std::io::Error) -> FormatError {
+    if is_source_failure(&e) {
+        FormatError::SourceFailed
+    } else {
+        FormatError::Tar(e.to_string())
+    }
+}

@@ -1,0 +1,51 @@
+//! `hvbox box prune`: delete cache entries no project uses, and abandoned partial
+//! downloads.
+
+use super::box_list::{short_digest, usage};
+use anyhow::Result;
+use hvbox_boxes::{format_bytes, Store};
+use std::process::ExitCode;
+
+pub fn run(dry_run: bool) -> Result<ExitCode> {
+    let store = Store::open_default()?;
+    let used = usage(&store);
+    let mut freed = 0;
+    let mut count = 0;
+    for e in store.entries()? {
+        if used.contains_key(&e.digest.to_string()) {
+            continue;
+        }
+        let label = e
+            .meta
+            .as_ref()
+            .map(|m| {
+                let name = m.name.clone().unwrap_or_else(|| "-".into());
+                match &m.version {
+                    Some(v) => format!("{name} {v}"),
+                    None => name,
+                }
+            })
+            .unwrap_or_else(|| "-".into());
+        let verb = if dry_run { "would remove" } else { "removed" };
+        if !dry_run {
+            store.remove(&e.digest)?;
+        }
+        println!(
+            "{verb} {label} {} ({})",
+            short_digest(&e.digest.to_string()),
+            format_bytes(e.allocated)
+        );
+        freed += e.allocated;
+        count += 1;
+    }
+    if !dry_run {
+        freed += store.remove_partials()?;
+    }
+    let verb = if dry_run { "would free" } else { "freed" };
+    println!(
+        "{count} unused {}; {verb} {}",
+        if count == 1 { "entry" } else { "entries" },
+        format_bytes(freed)
+    );
+    Ok(ExitCode::SUCCESS)
+}

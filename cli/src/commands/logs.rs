@@ -1,0 +1,152 @@
+//! `hvbox logs [-f]`: the machine's serial console log. Every boot appends to the
+//! same file, so following it across `halt`/`up` just keeps reading; a file that is
+//! replaced or truncated is read again from its start.
+
+use super::current_machine;
+use anyhow::{bail, Context, Result};
+use std::fs::File;
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How often a follower looks for more output; a person reading does not notice.
+const POLL: Duration = Duration::from_millis(200);
+
+pub fn run(follow: bool) -> Result<ExitCode> {
+    let (_, machine) = current_machine()?;
+    let path = machine.serial_log();
+    if !follow && !path.exists() {
+        bail!(
+            "no serial log at {}: the machine has not booted yet (`hvbox up`)",
+            path.display()
+        );
+    }
+    let mut stdout = std::io::stdout().lock();
+    let mut log = Follower::new(path);
+    // Until Ctrl-C (SIGINT's default action ends us), or the reader goes away.
+    loop {
+        match log.pump(&mut stdout) {
+            Ok(true) => {}
+            Ok(false) if follow => std::thread::sleep(POLL),
+            Ok(false) => return Ok(ExitCode::SUCCESS),
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", log.path.display())),
+        }
+    }
+}
+
+/// Reads a file's new bytes as it grows, the way `tail -F` does.
+struct Follower {
+    path: PathBuf,
+    file: Option<File>,
+    pos: u64,
+}
+
+impl Follower {
+    fn new(path: PathBuf) -> Follower {
+        Follower {
+            path,
+            file: None,
+            pos: 0,
+        }
+    }
+
+    /// Copy what is new to `out`; false when there was nothing. A missing file (not
+    /// booted yet, or destroyed) is nothing, until it appears.
+    fn pump(&mut self, out: &mut impl Write) -> std::io::Result<bool> {
+        if self.file.is_none() {
+            match File::open(&self.path) {
+                Ok(f) => {
+                    self.file = Some(f);
+                    self.pos = 0;
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        let file = self.file.as_mut().expect("opened above");
+        let len = file.metadata()?.len();
+        if len < self.pos {
+            // Truncated: what is there now is all new.
+            self.pos = 0;
+        }
+        let mut copied = false;
+        if len > self.pos {
+            file.seek(SeekFrom::Start(self.pos))?;
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&buf[..n])?;
+                self.pos += n as u64;
+                copied = true;
+            }
+            out.flush()?;
+        }
+        // Drained the file we have; if the path now names another file (or none),
+        // that one is next.
+        if !copied && !names(&self.path, file) {
+            self.file = None;
+            return self.pump(out);
+        }
+        Ok(copied)
+    }
+}
+
+/// True while `path` is the file `file` has open.
+fn names(path: &Path, file: &File) -> bool {
+    match (std::fs::metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Follower;
+    use std::io::Write;
+
+    fn append(path: &std::path::Path, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    fn pump(f: &mut Follower) -> String {
+        let mut out = Vec::new();
+        while f.pump(&mut out).unwrap() {}
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn follows_appends_truncation_replacement_and_removal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serial.log");
+        let mut f = Follower::new(path.clone());
+        assert_eq!(pump(&mut f), "");
+        append(&path, "boot 1\n");
+        assert_eq!(pump(&mut f), "boot 1\n");
+        assert_eq!(pump(&mut f), "");
+        append(&path, "boot 2\n");
+        assert_eq!(pump(&mut f), "boot 2\n");
+        std::fs::write(&path, "new\n").unwrap();
+        assert_eq!(pump(&mut f), "new\n");
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(pump(&mut f), "");
+        append(&path, "after destroy and up\n");
+        assert_eq!(pump(&mut f), "after destroy and up\n");
+        // Replaced by rename: the old file's tail first, then the new one whole.
+        append(&path, "tail\n");
+        let other = dir.path().join("other");
+        std::fs::write(&other, "replacement\n").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert_eq!(pump(&mut f), "tail\nreplacement\n");
+    }
+}

@@ -1,0 +1,336 @@
+//! `hvbox box …` and the box side of `hvbox up`, driving the binary against a
+//! loopback HTTP server: catalog files, hvbox.lock, list/add/remove/prune, and an
+//! `up` that makes no network request once the lock and the cache have the box.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+/// Serves files from a folder; counts requests per path.
+struct Server {
+    port: u16,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Server {
+    fn serve(root: PathBuf) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hits = Arc::new(Mutex::new(HashMap::new()));
+        let counts = Arc::clone(&hits);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                *counts.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
+                let mut out = stream;
+                match std::fs::read(root.join(path.trim_start_matches('/'))) {
+                    Ok(body) => {
+                        let _ = write!(
+                            out,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = out.write_all(&body);
+                    }
+                    Err(_) => {
+                        let _ = out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    }
+                }
+            }
+        });
+        Server { port, hits }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+
+    fn total(&self) -> usize {
+        self.hits.lock().unwrap().values().sum()
+    }
+
+    fn hits(&self, path: &str) -> usize {
+        *self
+            .hits
+            .lock()
+            .unwrap()
+            .get(&format!("/{path}"))
+            .unwrap_or(&0)
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        for d in ["cache", "data", "config", "project", "served"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        Env { _dir: dir, root }
+    }
+
+    fn project(&self) -> PathBuf {
+        self.root.join("project")
+    }
+
+    fn hvbox(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_hvbox"))
+            .args(args)
+            .current_dir(self.project())
+            .env("HVBOX_CACHE_DIR", self.root.join("cache"))
+            .env("HVBOX_DATA_DIR", self.root.join("data"))
+            .env("HVBOX_CONFIG_DIR", self.root.join("config"))
+            .env("HVBOX_HTTP_ATTEMPTS", "1")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.hvbox(args);
+        assert!(
+            out.status.success(),
+            "hvbox {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn list(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.ok(&["box", "list", "--json"])).unwrap()
+    }
+}
+
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// A gzip-compressed raw disk of `len` bytes in `dir`, and its SHA256SUMS line.
+fn make_image(dir: &Path, name: &str, len: usize, seed: u8) -> String {
+    let mut x = 0x1234_5678u32 ^ u32::from(seed);
+    let data: Vec<u8> = (0..len)
+        .map(|i| {
+            if i % 8192 < 4096 {
+                0
+            } else {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            }
+        })
+        .collect();
+    std::fs::write(dir.join("tmp.raw"), &data).unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -c tmp.raw > {name} && rm tmp.raw"))
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    format!("{}  {name}\n", sha256(&dir.join(name)))
+}
+
+#[test]
+fn catalog_files_lock_list_add_remove_prune() {
+    let env = Env::new();
+    let served = env.root.join("served");
+    let mut sums = make_image(&served, "base-1.0.raw.gz", 1 << 20, 1);
+    sums.push_str(&make_image(&served, "base-1.1.raw.gz", 1 << 20, 2));
+    std::fs::write(served.join("SHA256SUMS"), &sums).unwrap();
+    let server = Server::serve(served.clone());
+    std::fs::write(
+        env.project().join("hvbox-catalog.yaml"),
+        format!(
+            "boxes:\n  - name: team-base\n    version: \"1.0\"\n    url: {}\n    checksums: {}\n  - name: team-base\n    version: \"1.1\"\n    url: {}\n    checksums: {}\n    format: raw.gz\n",
+            server.url("base-1.0.raw.gz"),
+            server.url("SHA256SUMS"),
+            server.url("base-1.1.raw.gz"),
+            server.url("SHA256SUMS"),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        env.project().join("hvbox.yaml"),
+        "box: team-base\nengine: qemu\n",
+    )
+    .unwrap();
+
+    // Resolves to the newest version, downloads it, writes the lock.
+    let out = env.ok(&["box", "update", "--quiet"]);
+    assert!(out.contains("wrote hvbox.lock for team-base 1.1"), "{out}");
+    let lock = std::fs::read_to_string(env.project().join("hvbox.lock")).unwrap();
+    let digest11 = format!("sha256:{}", sha256(&served.join("base-1.1.raw.gz")));
+    for needle in [
+        "requested: team-base\n",
+        "name: team-base\n",
+        "version: '1.1'",
+        &format!("url: {}", server.url("base-1.1.raw.gz")),
+        &format!("digest: {digest11}"),
+        &format!(
+            "size: {}",
+            std::fs::metadata(served.join("base-1.1.raw.gz"))
+                .unwrap()
+                .len()
+        ),
+        "format: raw.gz",
+    ] {
+        assert!(lock.contains(needle), "{needle:?} missing from:\n{lock}");
+    }
+    assert!(!lock.contains("1.0"), "{lock}");
+
+    // Updating again: current, the image is not downloaded twice.
+    let out = env.ok(&["box", "update", "--quiet"]);
+    assert!(out.contains("team-base 1.1 is current"), "{out}");
+    assert_eq!(server.hits("base-1.1.raw.gz"), 1);
+    assert_eq!(
+        std::fs::read_to_string(env.project().join("hvbox.lock")).unwrap(),
+        lock
+    );
+
+    let list = env.list();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["name"], "team-base");
+    assert_eq!(list[0]["version"], "1.1");
+    assert_eq!(list[0]["digest"], digest11);
+    assert_eq!(list[0]["size"], 1 << 20);
+    assert_eq!(list[0]["format"], "raw.gz");
+    let project = std::fs::canonicalize(env.project()).unwrap();
+    assert_eq!(list[0]["used_by"][0], project.display().to_string());
+    let table = env.ok(&["box", "list"]);
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("team-base  1.1"), "{table}");
+    assert!(table.contains("1 MiB"), "{table}");
+
+    // A box added by URL is unused; prune removes it and keeps the used one.
+    let extra_sum = make_image(&served, "extra.raw.gz", 300_000, 3);
+    let extra_digest = format!("sha256:{}", extra_sum.split_whitespace().next().unwrap());
+    let out = env.ok(&[
+        "box",
+        "add",
+        &server.url("extra.raw.gz"),
+        "--digest",
+        &extra_digest,
+        "--name",
+        "extra",
+        "--quiet",
+    ]);
+    assert!(out.contains("extra: sha256:"), "{out}");
+    let out = env.hvbox(&["box", "add", &server.url("extra.raw.gz")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --digest"));
+    assert_eq!(env.list().len(), 2);
+    let out = env.ok(&["box", "prune", "--dry-run"]);
+    assert!(out.contains("would remove extra"), "{out}");
+    assert_eq!(env.list().len(), 2);
+    let out = env.ok(&["box", "prune"]);
+    assert!(
+        out.contains("removed extra") && out.contains("1 unused entry"),
+        "{out}"
+    );
+    let list = env.list();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["name"], "team-base");
+
+    // Removing a used box needs --force.
+    let out = env.hvbox(&["box", "remove", "team-base"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("is used by") && err.contains("--force"),
+        "{err}"
+    );
+    let out = env.ok(&["box", "remove", "team-base@1.1", "--force"]);
+    assert!(out.contains("removed team-base"), "{out}");
+    assert!(env.list().is_empty());
+}
+
+#[test]
+fn up_uses_the_lock_and_the_cache_without_network() {
+    let env = Env::new();
+    let served = env.root.join("served");
+    let sums = make_image(&served, "disk.raw.gz", 2 << 20, 4);
+    std::fs::write(served.join("SHA256SUMS"), &sums).unwrap();
+    let server = Server::serve(served.clone());
+    std::fs::write(
+        env.root.join("config").join("catalog.yaml"),
+        format!(
+            "boxes:\n  - name: user-box\n    url: {}\n    checksums: {}\n",
+            server.url("disk.raw.gz"),
+            server.url("SHA256SUMS")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        env.project().join("hvbox.yaml"),
+        "box: user-box\nengine: qemu\n",
+    )
+    .unwrap();
+
+    // The disk is no bootable image: `up` gets through fetching, locking and
+    // creating the machine, and stops at finding a kernel.
+    let out = env.hvbox(&["up", "--quiet"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("kernel"), "{stderr}");
+    assert!(env.project().join("hvbox.lock").is_file());
+    let fetched = server.total();
+    assert_eq!(server.hits("disk.raw.gz"), 1);
+
+    // Again from scratch: the lock answers, the cache has the box; no request.
+    env.ok(&["destroy"]);
+    let out = env.hvbox(&["up", "--quiet"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("kernel"), "{stderr}");
+    assert_eq!(server.total(), fetched, "up made a network request");
+
+    // A teammate with an empty cache and the committed lock gets the same bytes,
+    // from the locked URL, without the catalog (no SHA256SUMS request).
+    env.ok(&["destroy"]);
+    std::fs::remove_dir_all(env.root.join("cache")).unwrap();
+    std::fs::remove_file(env.root.join("config").join("catalog.yaml")).unwrap();
+    let sums_before = server.hits("SHA256SUMS");
+    let out = env.hvbox(&["up", "--quiet"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("kernel"), "{stderr}");
+    assert_eq!(server.hits("SHA256SUMS"), sums_before);
+    assert_eq!(server.hits("disk.raw.gz"), 2);
+
+    // A changed file on the server no longer matches the lock: clear error.
+    env.ok(&["destroy"]);
+    std::fs::remove_dir_all(env.root.join("cache")).unwrap();
+    let mut bytes = Vec::new();
+    std::fs::File::open(served.join("disk.raw.gz"))
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
+    bytes.push(0);
+    std::fs::write(served.join("disk.raw.gz"), bytes).unwrap();
+    let out = env.hvbox(&["up", "--quiet"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("hvbox.lock records"), "{stderr}");
+    assert!(!env.project().join(".hvbox").exists());
+}

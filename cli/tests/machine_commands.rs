@@ -1,0 +1,244 @@
+//! The per-machine lock, `hvbox logs` and `hvbox ssh-config`, through the real binary
+//! on a fake machine folder: no VM needed.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const INSTANCE: &str = "i-0123456789abcdef";
+
+/// A project with a created, stopped machine. The folder's name has a space, so
+/// paths in ssh's configuration must be quoted right.
+struct Project {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Project {
+    fn new() -> Project {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("my project");
+        let machine = root.join(".hvbox/machines/default");
+        std::fs::create_dir_all(&machine).unwrap();
+        std::fs::write(root.join("hvbox.yaml"), "box: debian-12\n").unwrap();
+        let state = serde_json::json!({
+            "instance_id": INSTANCE,
+            "mac": "52:54:00:12:34:56",
+            "hostname": "guest",
+            "user": "tester",
+            "box_name": "debian-12",
+            "box_disk_digest": "sha256:00",
+            "created_unix": 0,
+        });
+        std::fs::write(machine.join("state.json"), state.to_string()).unwrap();
+        Project { _tmp: tmp, root }
+    }
+
+    fn machine(&self) -> PathBuf {
+        self.root.join(".hvbox/machines/default")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hvbox"));
+        cmd.args(args).current_dir(&self.root);
+        cmd
+    }
+
+    fn hvbox(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run hvbox")
+    }
+
+    /// Pretend the machine runs: a held supervisor lock and a run.json.
+    fn fake_running(&self, ssh_port: u16) -> File {
+        let run = serde_json::json!({
+            "supervisor_pid": std::process::id(),
+            "vm_pid": std::process::id(),
+            "passt_pid": std::process::id(),
+            "engine": "qemu",
+            "ssh_port": ssh_port,
+            "control_socket": "/nonexistent/control.sock",
+            "console_socket": "/nonexistent/console.sock",
+            "runtime_dir": "/nonexistent",
+        });
+        std::fs::write(self.machine().join("run.json"), run.to_string()).unwrap();
+        hold(&self.machine().join("supervisor.lock"), "")
+    }
+}
+
+/// Take an flock on `path` as another hvbox command would, writing `record` in it.
+fn hold(path: &Path, record: &str) -> File {
+    let mut file = File::create(path).unwrap();
+    file.write_all(record.as_bytes()).unwrap();
+    // SAFETY: flock on a file descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(rc, 0, "could not lock {}", path.display());
+    file
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+#[test]
+fn a_held_machine_lock_makes_other_commands_fail_at_once() {
+    let project = Project::new();
+    let lock = hold(&project.machine().join("machine.lock"), "4242 up\n");
+    for command in ["halt", "destroy", "up", "reload"] {
+        let started = Instant::now();
+        let out = project.hvbox(&[command]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
+        assert!(
+            stderr.contains(
+                "the machine `default` is already starting: another `hvbox up` (pid 4242) holds it"
+            ),
+            "{command}: {stderr}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{command} waited"
+        );
+    }
+    assert!(project.machine().join("state.json").exists(), "destroy ran");
+
+    drop(lock);
+    let halt = project.hvbox(&["halt"]);
+    assert!(halt.status.success(), "{}", text(&halt.stderr));
+    assert!(text(&halt.stdout).contains("machine is stopped"));
+    let destroy = project.hvbox(&["destroy"]);
+    assert!(destroy.status.success(), "{}", text(&destroy.stderr));
+    assert!(!project.root.join(".hvbox").exists(), ".hvbox/ left behind");
+}
+
+#[test]
+fn other_commands_say_busy_with_the_holders_command() {
+    let project = Project::new();
+    let _lock = hold(&project.machine().join("machine.lock"), "77 destroy\n");
+    let out = project.hvbox(&["halt"]);
+    assert!(
+        text(&out.stderr).contains("is busy: another `hvbox destroy` (pid 77) holds it"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_lock_file_left_by_a_dead_process_does_not_block() {
+    let project = Project::new();
+    // Written by a process that was killed: no flock is held on it any more.
+    std::fs::write(project.machine().join("machine.lock"), "999999999 up\n").unwrap();
+    let halt = project.hvbox(&["halt"]);
+    assert!(halt.status.success(), "{}", text(&halt.stderr));
+    let destroy = project.hvbox(&["destroy"]);
+    assert!(destroy.status.success(), "{}", text(&destroy.stderr));
+    assert!(!project.root.join(".hvbox").exists());
+}
+
+#[test]
+fn ssh_config_is_a_host_block_ssh_accepts() {
+    if Command::new("ssh").arg("-V").output().is_err() {
+        eprintln!("skipped: no ssh client");
+        return;
+    }
+    let project = Project::new();
+    let stopped = project.hvbox(&["ssh-config"]);
+    assert!(!stopped.status.success());
+    assert!(
+        text(&stopped.stderr).contains("the machine is stopped; `hvbox up` first"),
+        "{}",
+        text(&stopped.stderr)
+    );
+
+    let _running = project.fake_running(40022);
+    let out = project.hvbox(&["ssh-config"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let block = text(&out.stdout);
+    assert!(block.contains("\nHost hvbox-default\n"), "{block}");
+    let config = project.root.join("ssh_config");
+    std::fs::write(&config, &block).unwrap();
+
+    let parsed = Command::new("ssh")
+        .arg("-G")
+        .arg("-F")
+        .arg(&config)
+        .arg("hvbox-default")
+        .output()
+        .unwrap();
+    let effective = text(&parsed.stdout);
+    assert!(parsed.status.success(), "{}", text(&parsed.stderr));
+    let machine = project.machine();
+    for expected in [
+        "hostname 127.0.0.1".to_string(),
+        "port 40022".to_string(),
+        "user tester".to_string(),
+        "identitiesonly yes".to_string(),
+        "stricthostkeychecking true".to_string(),
+        format!("hostkeyalias hvbox-{INSTANCE}"),
+        format!("identityfile {}", machine.join("id_ed25519").display()),
+        format!(
+            "userknownhostsfile {}",
+            machine.join("known_hosts").display()
+        ),
+    ] {
+        assert!(
+            effective.lines().any(|l| l == expected),
+            "no `{expected}` in ssh -G's output:\n{effective}"
+        );
+    }
+}
+
+#[test]
+fn logs_prints_the_serial_log_and_follows_it() {
+    let project = Project::new();
+    let missing = project.hvbox(&["logs"]);
+    assert!(!missing.status.success());
+    assert!(text(&missing.stderr).contains("no serial log"));
+
+    let log = project.machine().join("serial.log");
+    std::fs::write(&log, "Linux version 6.1.0\n").unwrap();
+    let out = project.hvbox(&["logs"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "Linux version 6.1.0\n");
+
+    let mut follower = project
+        .command(&["logs", "-f"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !seen.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(chunk) => seen.push_str(&text(&chunk)),
+                Err(_) => panic!("`logs -f` never showed {needle:?}; it showed:\n{seen}"),
+            }
+        }
+    };
+    wait_for("Linux version 6.1.0");
+    // The next boot appends to the same file.
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    file.write_all(b"second boot\n").unwrap();
+    wait_for("second boot");
+    // Destroyed and created again: a new file, read from its start.
+    std::fs::remove_file(&log).unwrap();
+    std::fs::write(&log, "a new machine\n").unwrap();
+    wait_for("a new machine");
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+}
