@@ -51,10 +51,21 @@ fn checks(lab: &Lab) -> Result<Vec<String>, String> {
         let command = format!(
             "{LAB_MOUNT}/hvbox vmm run --kernel {LAB_MOUNT}/{kernel} --initrd {LAB_MOUNT}/initrd.img --cmdline '{CMDLINE}' --cpus 2 --memory 1G --serial-log /tmp/l2-{kernel}.log --timeout 150"
         );
-        let (secs, log) =
-            lab.time_until(&command, &format!("/tmp/l2-{kernel}.log"), RUN_INIT, limit);
-        let secs =
-            secs.ok_or_else(|| format!("{kind}: no `{RUN_INIT}` within {limit:?}; log:\n{log}"))?;
+        let log_path = format!("/tmp/l2-{kernel}.log");
+        let (mut secs, mut log) = lab.time_until(&command, &log_path, RUN_INIT, limit);
+        if secs.is_none() {
+            // Seen once in CI: an L2 bzImage boot stalled after "i8042: Probing ports
+            // directly" (a timer that stops firing under nested SVM on TCG?) while
+            // three runs before passed. Until that is understood, one more boot, with
+            // the stalled log shown.
+            eprintln!(
+                "{kind}: no `{RUN_INIT}` within {limit:?}; booting once more. Stalled log:\n{log}"
+            );
+            (secs, log) = lab.time_until(&command, &log_path, RUN_INIT, limit);
+        }
+        let secs = secs.ok_or_else(|| {
+            format!("{kind}: no `{RUN_INIT}` within {limit:?} twice; log:\n{log}")
+        })?;
         if !log.contains(TWO_CPUS) {
             return Err(format!("{kind}: second vCPU not up; log:\n{log}"));
         }
