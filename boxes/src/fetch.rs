@@ -233,15 +233,7 @@ async fn http_transfer(
     reporter: &mut Reporter,
     sink: &mut dyn Sink,
 ) -> Result<u64, Error> {
-    let client = reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        .connect_timeout(options.connect_timeout)
-        .read_timeout(options.read_timeout)
-        .build()
-        .map_err(|e| Error::Http {
-            url: url.to_string(),
-            detail: chain(&e),
-        })?;
+    let client = http_client(url, options)?;
     let mut state = TransferState {
         pos: offset,
         total: None,
@@ -512,15 +504,7 @@ fn transfer_html(
         .build()
         .map_err(Error::Runtime)?;
     runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(options.connect_timeout)
-            .read_timeout(options.read_timeout)
-            .build()
-            .map_err(|e| Error::Http {
-                url: url.to_string(),
-                detail: chain(&e),
-            })?;
+        let client = http_client(url, options)?;
         let http = |e: reqwest::Error| Error::Http {
             url: url.to_string(),
             detail: chain(&e),
@@ -539,6 +523,20 @@ fn transfer_html(
         sink.chunk(&body)?;
         Ok(body.len() as u64)
     })
+}
+
+/// The HTTP client every request of a fetch uses: hvbox's user agent and the
+/// options' timeouts.
+fn http_client(url: &str, options: &FetchOptions) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(options.connect_timeout)
+        .read_timeout(options.read_timeout)
+        .build()
+        .map_err(|e| Error::Http {
+            url: url.to_string(),
+            detail: chain(&e),
+        })
 }
 
 #[cfg(test)]

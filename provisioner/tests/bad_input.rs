@@ -4,27 +4,12 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use hvbox_provisioner::{extract_boot_files, installed_kernels, Error, KernelSelection};
 
 const DEFAULT: &KernelSelection = &KernelSelection::Default;
-
-fn disk_from(dir: &Path, tree: &Tree) -> PathBuf {
-    let part = dir.join("part.img");
-    tree.mkfs(&part, 32, &[]);
-    let disk = dir.join("disk.img");
-    gpt_disk(&disk, &part, ROOT_UUID);
-    disk
-}
-
-fn fstab(tree: &Tree) -> &Tree {
-    tree.file(
-        "etc/fstab",
-        format!("PARTUUID={ROOT_UUID} / ext4 defaults 0 1\n").as_bytes(),
-    )
-}
 
 fn assert_names_disk(msg: &str, disk: &Path) {
     assert!(msg.contains(&disk.display().to_string()), "{msg}");

@@ -2,7 +2,6 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
 
 use common::*;
 use hvbox_provisioner::{extract_boot_files, installed_kernels, Error, KernelSelection};
@@ -11,22 +10,6 @@ const DEFAULT: &KernelSelection = &KernelSelection::Default;
 
 fn version(v: &str) -> KernelSelection {
     KernelSelection::Version(v.to_string())
-}
-
-/// GPT disk from a tree; returns the disk path.
-fn disk_from(dir: &Path, tree: &Tree) -> PathBuf {
-    let part = dir.join("part.img");
-    tree.mkfs(&part, 32, &[]);
-    let disk = dir.join("disk.img");
-    gpt_disk(&disk, &part, ROOT_UUID);
-    disk
-}
-
-fn fstab(tree: &Tree) -> &Tree {
-    tree.file(
-        "etc/fstab",
-        format!("PARTUUID={ROOT_UUID} / ext4 defaults 0 1\n").as_bytes(),
-    )
 }
 
 #[test]

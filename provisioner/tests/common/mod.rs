@@ -265,3 +265,20 @@ pub fn temp_leftovers(dir: &Path) -> Vec<String> {
         .filter(|n| n.contains(".tmp-"))
         .collect()
 }
+
+/// A GPT disk holding `tree` as a 32 MiB ext4 root; returns the disk path.
+pub fn disk_from(dir: &Path, tree: &Tree) -> PathBuf {
+    let part = dir.join("part.img");
+    tree.mkfs(&part, 32, &[]);
+    let disk = dir.join("disk.img");
+    gpt_disk(&disk, &part, ROOT_UUID);
+    disk
+}
+
+/// An fstab naming the GPT root partition as `/`.
+pub fn fstab(tree: &Tree) -> &Tree {
+    tree.file(
+        "etc/fstab",
+        format!("PARTUUID={ROOT_UUID} / ext4 defaults 0 1\n").as_bytes(),
+    )
+}
