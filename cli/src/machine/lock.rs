@@ -87,7 +87,7 @@ impl MachineLock {
                 }
                 return Err(Busy {
                     machine: machine.name.clone(),
-                    holder: read_holder(file),
+                    holder: wait_for_holder(&file),
                 }
                 .into());
             }
@@ -138,8 +138,22 @@ fn same_file(file: &File, path: &std::path::Path) -> bool {
     }
 }
 
-fn read_holder(mut file: File) -> Option<(u32, String)> {
+/// The holder writes its record just after taking the lock, so a command that
+/// lost the race by microseconds may find the file still empty: give the record
+/// a moment to appear before saying who holds the machine.
+fn wait_for_holder(file: &File) -> Option<(u32, String)> {
+    for _ in 0..50 {
+        if let Some(holder) = read_holder(file) {
+            return Some(holder);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    None
+}
+
+fn read_holder(mut file: &File) -> Option<(u32, String)> {
     let mut text = String::new();
+    file.rewind().ok()?;
     file.read_to_string(&mut text).ok()?;
     parse_holder(&text)
 }
@@ -174,6 +188,25 @@ mod tests {
         );
         drop(first);
         assert!(MachineLock::acquire(&m, "halt", true).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_loser_by_microseconds_still_names_the_holder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = machine(tmp.path());
+        let first = MachineLock::acquire(&m, "up", true).unwrap().unwrap();
+        // The moment between the winner's flock and its record.
+        first.file.set_len(0).unwrap();
+        let path = m.file(LOCK_FILE);
+        let late_record = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            std::fs::write(path, "4242 up\n").unwrap();
+        });
+        let err = MachineLock::acquire(&m, "up", true).unwrap_err();
+        late_record.join().unwrap();
+        let busy = err.downcast_ref::<Busy>().expect("a Busy error");
+        assert_eq!(busy.holder, Some((4242, "up".to_string())));
+        drop(first);
     }
 
     #[test]
