@@ -1,6 +1,6 @@
 //! `hvbox validate`: parse and check a spec without touching any machine.
 
-use crate::spec::{find_spec, Spec, SPEC_FILE};
+use crate::spec::{find_spec, ProjectSpec, SPEC_FILE};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +15,15 @@ pub fn run(file: Option<PathBuf>) -> Result<ExitCode> {
             })?
         }
     };
-    Spec::load(&path)?;
-    println!("{}: ok", path.display());
+    let spec = ProjectSpec::load(&path)?;
+    if spec.is_named() {
+        println!(
+            "{}: ok (machines: {})",
+            path.display(),
+            spec.names().join(", ")
+        );
+    } else {
+        println!("{}: ok", path.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
