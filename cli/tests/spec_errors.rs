@@ -71,3 +71,28 @@ fn commands_outside_a_project_say_what_to_do() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("run `hvbox init`"));
 }
+
+#[test]
+fn the_examples_are_valid() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap().flatten() {
+        let spec = entry.path().join("hvbox.yaml");
+        if !spec.is_file() {
+            continue;
+        }
+        let out = hvbox(&entry.path(), &["validate"]);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            spec.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 3,
+        "only {checked} examples found in {}",
+        examples.display()
+    );
+}

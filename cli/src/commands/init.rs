@@ -31,6 +31,14 @@ ssh:
 # ports:
 #   - { host: 8080, guest: 80 }
 #   - { host: 5353, guest: 53, protocol: udp }
+
+# Several machines: the keys above are the defaults of each; a key a machine sets
+# replaces the top-level one (then remove `hostname` above: each machine has its own).
+# machines:
+#   web:
+#     ports: [{ host: 8080, guest: 80 }]
+#   db:
+#     memory: 2G
 "#;
 
 pub fn run(box_name: &str, force: bool) -> Result<ExitCode> {
