@@ -172,7 +172,7 @@ fn start(
     let config = MachineConfig {
         cpus: spec.cpus.0,
         memory: spec.memory.bytes(),
-        kernel: boot.kernel.clone(),
+        kernel: checked.engine.boot_kernel(&boot.kernel),
         initrd: boot.initrd.clone(),
         cmdline,
         disks: [
