@@ -71,3 +71,20 @@ fn commands_outside_a_project_say_what_to_do() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("run `hvbox init`"));
 }
+
+#[test]
+fn provision_mistakes_are_reported_with_location() {
+    let (ok, err) =
+        validate("box: debian-12\nprovision:\n  - shell: echo hi\n    script: setup.sh\n");
+    assert!(!ok);
+    assert!(
+        err.contains("hvbox.yaml:3:5: provision[0]: a step does one thing, but this one has `shell` and `script`"),
+        "{err}"
+    );
+    let (ok, err) = validate("box: debian-12\nprovision:\n  - shell: echo hi\n    as_root: true\n");
+    assert!(!ok);
+    assert!(
+        err.contains("hvbox.yaml:4:5: provision[0]: unknown field `as_root`"),
+        "{err}"
+    );
+}
