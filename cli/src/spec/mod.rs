@@ -12,7 +12,7 @@ mod values;
 
 pub use box_source::{BoxArtifactsSpec, BoxSource};
 pub use guest_setup::{line_of_key, CloudInitSettings, NetworkSettingsSpec};
-pub use provision::ProvisionStep;
+pub use provision::{Action, ProvisionStep};
 pub use size::Size;
 pub use values::{Hostname, KernelArgs, UserName};
 

@@ -1,4 +1,3 @@
-use super::provision::Action;
 use super::*;
 
 fn parse(text: &str) -> Result<Spec, SpecError> {
