@@ -307,35 +307,15 @@ impl<'de> Deserialize<'de> for StepName {
     }
 }
 
-/// One argument: YAML reads `3` or `true` as a number or a boolean, and a script
-/// gets them as the text they were written as.
+/// One argument, as written: serde_yaml hands any scalar (`3`, `1.50`, `true`) to
+/// a string as its text.
 struct Arg(String);
 
 impl<'de> Deserialize<'de> for Arg {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Arg;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an argument: a string or a number")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Arg, E> {
-                Ok(Arg(s.to_string()))
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Arg, E> {
-                Ok(Arg(n.to_string()))
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Arg, E> {
-                Ok(Arg(n.to_string()))
-            }
-            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Arg, E> {
-                Ok(Arg(n.to_string()))
-            }
-            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Arg, E> {
-                Ok(Arg(b.to_string()))
-            }
-        }
-        d.deserialize_any(V)
+        checked_str(d, "an argument: a string or a number", |s| {
+            Ok(Arg(s.to_string()))
+        })
     }
 }
 

@@ -182,7 +182,7 @@ fn cloud_init_and_network_sections() {
     assert!(e.contains("unknown field `mode`"), "{e}");
 }
 
-const STEPS: &str = "box: b\nprovision:\n  - shell: |\n      apt-get install -y nginx\n  - script: scripts/setup.sh\n    args: [--fast, 3, true]\n    privileged: false\n    name: app setup\n  - {file: config/app.conf, destination: /etc/app.conf}\n";
+const STEPS: &str = "box: b\nprovision:\n  - shell: |\n      apt-get install -y nginx\n  - script: scripts/setup.sh\n    args: [--fast, 1.50, true]\n    privileged: false\n    name: app setup\n  - {file: config/app.conf, destination: /etc/app.conf}\n";
 
 #[test]
 fn provision_steps_parse_in_order_with_defaults() {
@@ -203,7 +203,7 @@ fn provision_steps_parse_in_order_with_defaults() {
         script.action,
         Action::Script {
             path: "scripts/setup.sh".into(),
-            args: vec!["--fast".into(), "3".into(), "true".into()]
+            args: vec!["--fast".into(), "1.50".into(), "true".into()]
         }
     );
     assert!(!script.privileged);
