@@ -27,7 +27,12 @@ pub enum Command {
         file: Option<PathBuf>,
     },
     /// Create and boot the machine, or start it again; returns once ssh answers.
+    ///
+    /// The spec's provision steps run once the machine answers ssh, until one run
+    /// has completed them all.
     Up(UpArgs),
+    /// Run the spec's provision steps again on the running machine.
+    Provision,
     /// Open a shell in the machine, or run a command: `hvbox ssh -- uname -a`.
     Ssh {
         /// Command to run instead of a login shell.
@@ -99,6 +104,12 @@ pub struct UpArgs {
     /// No download progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Run the provision steps even if they completed before.
+    #[arg(long, conflicts_with = "no_provision")]
+    pub provision: bool,
+    /// Do not run the provision steps, even if they never completed.
+    #[arg(long)]
+    pub no_provision: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ mod lockfile;
 mod machine;
 mod process;
 mod project;
+mod provision;
 mod seed;
 mod spec;
 mod ssh;

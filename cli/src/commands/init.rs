@@ -31,6 +31,15 @@ ssh:
 # ports:
 #   - { host: 8080, guest: 80 }
 #   - { host: 5353, guest: 53, protocol: udp }
+
+# Set the machine up over ssh once it is up, step by step; `hvbox up` runs them until
+# they have all succeeded once, `hvbox provision` runs them again:
+# provision:
+#   - shell: |                          # as root, unless `privileged: false`
+#       apt-get update && apt-get install -y git
+#   - script: scripts/setup.sh          # a file beside this one
+#     args: [--fast]
+#   - { file: config/app.conf, destination: /etc/app.conf }
 "#;
 
 pub fn run(box_name: &str, force: bool) -> Result<ExitCode> {
@@ -78,6 +87,15 @@ mod tests {
     fn starter_spec_is_valid() {
         let text = STARTER.replace("__BOX__", "debian-12");
         crate::spec::Spec::parse(&text, Path::new("hvbox.yaml")).unwrap();
+        // The commented-out provision steps are valid once uncommented.
+        let start = text.find("# provision:").unwrap();
+        let steps: String = text[start..]
+            .lines()
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap()))
+            .collect();
+        let spec =
+            crate::spec::Spec::parse(&format!("box: b\n{steps}"), Path::new("hvbox.yaml")).unwrap();
+        assert_eq!(spec.provision.len(), 3);
     }
 
     #[test]

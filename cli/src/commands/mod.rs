@@ -14,6 +14,7 @@ mod halt;
 mod init;
 mod kernels;
 mod logs;
+mod provision;
 mod reload;
 mod ssh;
 mod ssh_config;
@@ -34,6 +35,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init { box_name, force } => init::run(&box_name, force),
         Command::Validate { file } => validate::run(file),
         Command::Up(args) => up::run(&args),
+        Command::Provision => provision::run(),
         Command::Ssh { command } => ssh::run(&command),
         Command::Console => console::run(),
         Command::Logs { follow } => logs::run(follow),

@@ -18,7 +18,7 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
     // One lock over both halves, so no other command slips in between.
     let _lock = MachineLock::acquire(&machine, "reload", true)?;
     // A spec that would stop the `up` must not cost the running machine first.
-    Spec::load(&project.spec_path)?;
+    Spec::load_checked(&project.spec_path)?;
     if let RunState::Running(info) = machine.run_state() {
         println!("==> asking the guest to power off");
         halt::stop(&machine, &info, HALT_GRACE)?;

@@ -1,4 +1,5 @@
-//! `hvbox up`: create the machine on first use, then boot it and wait for ssh.
+//! `hvbox up`: create the machine on first use, then boot it, wait for ssh and run
+//! the provision steps that have not completed yet.
 
 use super::box_fetch::{self, Resolve};
 use super::current_machine;
@@ -8,6 +9,7 @@ use crate::launch;
 use crate::machine::lock::MachineLock;
 use crate::machine::{kernels, state, Machine, MachineState, RunState};
 use crate::project::Project;
+use crate::provision;
 use crate::spec::{BoxSource, Spec};
 use crate::ssh;
 use anyhow::{bail, Context, Result};
@@ -29,12 +31,14 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
 
 /// `up` under the machine lock the caller holds (also `reload`'s second half).
 pub(super) fn start(project: &Project, machine: &Machine, args: &UpArgs) -> Result<ExitCode> {
-    let spec = Spec::load(&project.spec_path)?;
+    let spec = Spec::load_checked(&project.spec_path)?;
+    let when = provision::When::from_flags(args.provision, args.no_provision);
     if let RunState::Running(info) = machine.run_state() {
         println!(
             "==> machine is already running (ssh on 127.0.0.1:{})",
             info.ssh_port
         );
+        provision::after_up(project, machine, &spec, info.ssh_port, when)?;
         return Ok(ExitCode::SUCCESS);
     }
     let checked = launch::preflight(project, &spec)?;
@@ -51,7 +55,8 @@ pub(super) fn start(project: &Project, machine: &Machine, args: &UpArgs) -> Resu
             println!("==> first-boot settings changed: seed rewritten (cloud-init applies its per-boot settings again; packages, files and runcmd run only on a machine's first boot: `hvbox destroy` and `up` to re-run them)");
         }
     }
-    launch::boot(machine, &spec, checked, Duration::from_secs(args.timeout))?;
+    let booted = launch::boot(machine, &spec, checked, Duration::from_secs(args.timeout))?;
+    provision::after_up(project, machine, &spec, booted.info.ssh_port, when)?;
     println!("==> machine is up: `hvbox ssh` opens a shell");
     Ok(ExitCode::SUCCESS)
 }
@@ -111,6 +116,7 @@ fn populate(
         created_unix: kernels::now_unix(),
         kernels: Vec::new(),
         pinned_kernel: None,
+        provisioned_unix: None,
     };
 
     let login = keys::generate_ed25519(&format!("hvbox@{hostname}"))?;

@@ -1,4 +1,5 @@
-//! `hvbox validate`: parse and check a spec without touching any machine.
+//! `hvbox validate`: parse and check a spec (and that the files its provision steps
+//! name exist) without touching any machine.
 
 use crate::spec::{find_spec, Spec, SPEC_FILE};
 use anyhow::{Context, Result};
@@ -15,7 +16,7 @@ pub fn run(file: Option<PathBuf>) -> Result<ExitCode> {
             })?
         }
     };
-    Spec::load(&path)?;
+    Spec::load_checked(&path)?;
     println!("{}: ok", path.display());
     Ok(ExitCode::SUCCESS)
 }

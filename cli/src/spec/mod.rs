@@ -5,11 +5,14 @@
 
 mod box_source;
 mod guest_setup;
+mod locate;
+mod provision;
 mod size;
 mod values;
 
 pub use box_source::{BoxArtifactsSpec, BoxSource};
 pub use guest_setup::{line_of_key, CloudInitSettings, NetworkSettingsSpec};
+pub use provision::{Action, ProvisionStep};
 pub use size::Size;
 pub use values::{Hostname, KernelArgs, UserName};
 
@@ -53,6 +56,10 @@ pub struct Spec {
     pub cloud_init: CloudInitSettings,
     #[serde(default)]
     pub network: NetworkSettingsSpec,
+    /// Steps run over ssh once the machine is up: on its first successful boot,
+    /// then on request.
+    #[serde(default)]
+    pub provision: Vec<ProvisionStep>,
 }
 
 /// The guest's own command line (root=, ro, the distro's arguments) is used as it is
@@ -229,6 +236,14 @@ impl Spec {
         Spec::parse(&text, path)
     }
 
+    /// [`Spec::load`], then check that the files the spec names for provisioning
+    /// exist: for commands that are about to use them.
+    pub fn load_checked(path: &Path) -> Result<Spec, SpecError> {
+        let spec = Spec::load(path)?;
+        provision::check_local_files(&spec.provision, path)?;
+        Ok(spec)
+    }
+
     pub fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
         if text.trim().is_empty() {
             return Err(SpecError {
@@ -240,7 +255,7 @@ impl Spec {
                         .into(),
             });
         }
-        serde_yaml::from_str(text).map_err(|e| {
+        let mut spec: Spec = serde_yaml::from_str(text).map_err(|e| {
             let location = e.location();
             SpecError {
                 path: path.to_path_buf(),
@@ -248,7 +263,9 @@ impl Spec {
                 column: location.as_ref().map(|l| l.column()),
                 message: strip_location(&e.to_string()),
             }
-        })
+        })?;
+        provision::locate_paths(&mut spec.provision, text);
+        Ok(spec)
     }
 }
 
