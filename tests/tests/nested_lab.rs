@@ -169,7 +169,7 @@ fn engine_checks(lab: &Lab, report: &mut Vec<String>) -> Result<(), String> {
         if !up.stdout.contains(&format!("booting on {engine}"))
             && !up
                 .stdout
-                .contains(&format!("booting on hvbox's embedded VMM"))
+                .contains("booting on hvbox's embedded VMM")
         {
             return Err(format!(
                 "{engine}: `up` did not say which engine it picked:\n{}",
