@@ -138,7 +138,7 @@ provision:
         "{seen}"
     );
     assert!(!seen.contains("provision 3/3"), "step 3 ran:\n{seen}");
-    assert!(!seen.contains("machine is up:"), "{seen}");
+    assert!(!seen.contains("==> machine is up"), "{seen}");
     let missing = project.hvbox(&["ssh", "--", "test", "-e", "/etc/hvbox-e2e/motd.txt"]);
     assert_eq!(missing.status.code(), Some(1), "step 3's file is there");
 
