@@ -167,9 +167,7 @@ fn engine_checks(lab: &Lab, report: &mut Vec<String>) -> Result<(), String> {
             ));
         }
         if !up.stdout.contains(&format!("booting on {engine}"))
-            && !up
-                .stdout
-                .contains("booting on hvbox's embedded VMM")
+            && !up.stdout.contains("booting on hvbox's embedded VMM")
         {
             return Err(format!(
                 "{engine}: `up` did not say which engine it picked:\n{}",
