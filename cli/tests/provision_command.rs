@@ -3,9 +3,10 @@
 //! ins that run the guest command here. Everything but the VM is real: the steps'
 //! commands, their output as printed, the failure report and the machine state.
 
+mod common;
+
+use common::{create_stopped_machine, fake_running, hold, text};
 use std::fs::File;
-use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -53,33 +54,12 @@ impl Project {
 
     /// A created machine, stopped.
     fn create_machine(&self) {
-        std::fs::create_dir_all(self.machine()).unwrap();
-        let state = serde_json::json!({
-            "instance_id": "i-0123456789abcdef",
-            "mac": "52:54:00:12:34:56",
-            "hostname": "guest",
-            "user": "tester",
-            "box_name": "debian-12",
-            "box_disk_digest": "sha256:00",
-            "created_unix": 0,
-        });
-        std::fs::write(self.machine().join("state.json"), state.to_string()).unwrap();
+        create_stopped_machine(&self.machine());
     }
 
     /// The machine runs while the returned lock is held.
     fn run_machine(&self) -> File {
-        let run = serde_json::json!({
-            "supervisor_pid": std::process::id(),
-            "vm_pid": std::process::id(),
-            "passt_pid": std::process::id(),
-            "engine": "qemu",
-            "ssh_port": 40022,
-            "control_socket": "/nonexistent/control.sock",
-            "console_socket": "/nonexistent/console.sock",
-            "runtime_dir": "/nonexistent",
-        });
-        std::fs::write(self.machine().join("run.json"), run.to_string()).unwrap();
-        hold(&self.machine().join("supervisor.lock"), "")
+        fake_running(&self.machine(), 40022)
     }
 
     fn hvbox(&self, args: &[&str]) -> Output {
@@ -113,19 +93,6 @@ impl Project {
 fn executable(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn hold(path: &Path, record: &str) -> File {
-    let mut file = File::create(path).unwrap();
-    file.write_all(record.as_bytes()).unwrap();
-    // SAFETY: flock on a file descriptor we own.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    assert_eq!(rc, 0, "could not lock {}", path.display());
-    file
-}
-
-fn text(out: &[u8]) -> String {
-    String::from_utf8_lossy(out).into_owned()
 }
 
 const SPEC: &str = r#"box: debian-12
