@@ -130,32 +130,14 @@ fn control_request(socket: &Path, request: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hvbox_vmm::{DiskConfig, NetConfig};
     use std::os::unix::net::UnixListener;
 
+    /// The machine `launch` describes, with the vmlinux the engine picked and nesting on.
     fn config() -> MachineConfig {
         MachineConfig {
-            cpus: 2,
-            memory: 1 << 30,
             kernel: "/m/vmlinux-0123".into(),
-            initrd: Some("/m/initrd.img".into()),
-            cmdline: "root=PARTUUID=x ro console=ttyS0".into(),
-            disks: vec![
-                DiskConfig {
-                    path: "/m/disk.raw".into(),
-                    read_only: false,
-                },
-                DiskConfig {
-                    path: "/m/seed.iso".into(),
-                    read_only: true,
-                },
-            ],
-            nics: vec![NetConfig {
-                mac: "52:54:00:01:02:03".into(),
-                backend: NetBackend::Passt("/run/x/passt.sock".into()),
-            }],
-            serial_log: Some(PathBuf::from("/m/serial.log")),
             nested_virtualization: true,
+            ..super::super::sample_config()
         }
     }
 

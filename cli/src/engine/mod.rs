@@ -74,3 +74,32 @@ pub fn by_name(name: &str) -> Result<Box<dyn Engine>> {
         other => bail!("this hvbox does not know the engine {other:?} that started the machine"),
     }
 }
+
+/// A machine as `launch` describes it: root disk, read-only seed, one NIC on passt.
+#[cfg(test)]
+fn sample_config() -> MachineConfig {
+    use hvbox_vmm::{DiskConfig, NetBackend, NetConfig};
+    MachineConfig {
+        cpus: 2,
+        memory: 1 << 30,
+        kernel: "/m/vmlinuz".into(),
+        initrd: Some("/m/initrd.img".into()),
+        cmdline: "root=PARTUUID=x ro console=ttyS0".into(),
+        disks: vec![
+            DiskConfig {
+                path: "/m/disk.raw".into(),
+                read_only: false,
+            },
+            DiskConfig {
+                path: "/m/seed.iso".into(),
+                read_only: true,
+            },
+        ],
+        nics: vec![NetConfig {
+            mac: "52:54:00:01:02:03".into(),
+            backend: NetBackend::Passt("/run/x/passt.sock".into()),
+        }],
+        serial_log: Some("/m/serial.log".into()),
+        nested_virtualization: false,
+    }
+}
