@@ -112,9 +112,12 @@ provision:
 fn project_with_steps() -> Project {
     let project = Project::new(SPEC);
     std::fs::create_dir_all(project.root.join("scripts")).unwrap();
+    // stdout and stderr reach hvbox through two pipes, read as the data arrives, so
+    // lines written to both at the same instant have no order: the pause gives the
+    // stdout line time to be read first, as it would be from a real guest over ssh.
     std::fs::write(
         project.root.join("scripts/check.sh"),
-        "#!/bin/sh\necho \"checking $1 ($2)\"\n[ -e \"$1\" ] || { echo \"not allowed: no $1\" >&2; exit 3; }\necho allowed\n",
+        "#!/bin/sh\necho \"checking $1 ($2)\"\nsleep 0.2\n[ -e \"$1\" ] || { echo \"not allowed: no $1\" >&2; exit 3; }\necho allowed\n",
     )
     .unwrap();
     std::fs::create_dir_all(project.root.join("config/conf.d")).unwrap();
