@@ -20,13 +20,7 @@ impl EntryLock {
     /// Acquire the lock at `path`, blocking while another holder has it.
     /// `on_wait` runs once if we have to wait, so callers can explain the pause.
     pub(crate) fn acquire(path: &Path, on_wait: impl FnOnce()) -> Result<EntryLock, Error> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| Error::io(path, "opening lock file", e))?;
+        let file = open_lock_file(path)?;
         match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -37,24 +31,26 @@ impl EntryLock {
         }
         Ok(EntryLock { _file: file })
     }
-}
 
-impl EntryLock {
     /// Take the lock only if nobody holds it.
     pub(crate) fn try_acquire(path: &Path) -> Result<Option<EntryLock>, Error> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| Error::io(path, "opening lock file", e))?;
+        let file = open_lock_file(path)?;
         match flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
             Ok(()) => Ok(Some(EntryLock { _file: file })),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(Error::io(path, "locking", e)),
         }
     }
+}
+
+fn open_lock_file(path: &Path) -> Result<File, Error> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io(path, "opening lock file", e))
 }
 
 fn flock(file: &File, op: libc::c_int) -> io::Result<()> {

@@ -28,7 +28,16 @@ pub enum Command {
     },
     /// Create and boot the machines (all, or those named), or start them again;
     /// returns once ssh answers.
+    ///
+    /// The spec's provision steps run once a machine answers ssh, until one run
+    /// has completed them all.
     Up(UpArgs),
+    /// Run the spec's provision steps again on running machines.
+    Provision {
+        /// Machines to provision (default: all, in the spec's order).
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
     /// Open a shell in a machine, or run a command: `hvbox ssh [NAME] -- uname -a`.
     ///
     /// NAME may be left out when the project has one machine.
@@ -128,6 +137,12 @@ pub struct UpArgs {
     /// No download progress bars.
     #[arg(long)]
     pub quiet: bool,
+    /// Run the provision steps even if they completed before.
+    #[arg(long, conflicts_with = "no_provision")]
+    pub provision: bool,
+    /// Do not run the provision steps, even if they never completed.
+    #[arg(long)]
+    pub no_provision: bool,
 }
 
 #[derive(Debug, Args)]

@@ -173,7 +173,7 @@ fn start(
     let config = MachineConfig {
         cpus: spec.cpus.0,
         memory: spec.memory.bytes(),
-        kernel: boot.kernel.clone(),
+        kernel: checked.engine.boot_kernel(&boot.kernel),
         initrd: boot.initrd.clone(),
         cmdline,
         disks: [
@@ -274,9 +274,12 @@ fn check_ports_free(ports: &[PortForward]) -> Result<()> {
         };
         if !free {
             bail!(
-                "host port {} ({:?} on {}) is already in use by another program; change ports[{i}].host in hvbox.yaml or stop that program",
+                "host port {} ({} on {}) is already in use by another program; change ports[{i}].host in hvbox.yaml or stop that program",
                 p.host.0,
-                p.protocol,
+                match p.protocol {
+                    Protocol::Tcp => "tcp",
+                    Protocol::Udp => "udp",
+                },
                 p.address
             );
         }

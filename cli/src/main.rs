@@ -11,6 +11,7 @@ mod machine;
 mod process;
 mod progress;
 mod project;
+mod provision;
 mod seed;
 mod spec;
 mod ssh;

@@ -79,7 +79,7 @@ pub fn command(machine: &Machine, state: &MachineState, port: u16) -> Command {
 }
 
 /// `ssh` for hvbox's own checks: never prompts, gives up on a dead port quickly.
-fn batch_command(machine: &Machine, state: &MachineState, port: u16) -> Command {
+pub fn batch_command(machine: &Machine, state: &MachineState, port: u16) -> Command {
     let mut cmd = command(machine, state, port);
     cmd.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]);
     cmd
@@ -215,6 +215,7 @@ mod tests {
             created_unix: 0,
             kernels: Vec::new(),
             pinned_kernel: None,
+            provisioned_unix: None,
         };
         // -G: print the configuration ssh would use, and connect nowhere.
         let out = command(&machine, &state, 2200).arg("-G").output().unwrap();

@@ -7,6 +7,7 @@
 use crate::machine::{write_atomic, Machine, RunInfo};
 use crate::process::{pid_alive, signal};
 use anyhow::{bail, Context, Result};
+use hvbox_vmm::ExitReason;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::os::unix::process::CommandExt;
@@ -100,31 +101,44 @@ fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut vm = match start_child(&plan.vm_command, &machine.file("vm.log")) {
-        Ok(vm) => vm,
-        Err(e) => {
-            stop_child(&mut passt);
-            return Err(e);
+    let mut reboots = RebootGuard::default();
+    let status = loop {
+        let mut vm = match start_child(&plan.vm_command, &machine.file("vm.log")) {
+            Ok(vm) => vm,
+            Err(e) => {
+                stop_child(&mut passt);
+                return Err(e);
+            }
+        };
+        let recorded = RunInfo {
+            supervisor_pid: std::process::id(),
+            vm_pid: vm.id(),
+            passt_pid: passt.id(),
+            engine: plan.engine.clone(),
+            ssh_port: plan.ssh_port,
+            control_socket: plan.control_socket.clone(),
+            console_socket: plan.console_socket.clone(),
+            runtime_dir: plan.runtime_dir.clone(),
         }
-    };
-    let recorded = RunInfo {
-        supervisor_pid: std::process::id(),
-        vm_pid: vm.id(),
-        passt_pid: passt.id(),
-        engine: plan.engine.clone(),
-        ssh_port: plan.ssh_port,
-        control_socket: plan.control_socket.clone(),
-        console_socket: plan.console_socket.clone(),
-        runtime_dir: plan.runtime_dir.clone(),
-    }
-    .save(machine);
-    let status = match recorded.and_then(|()| vm.wait().context("waiting for the VM")) {
-        Ok(status) => status,
-        Err(e) => {
-            stop_child(&mut vm);
-            stop_child(&mut passt);
-            return Err(e);
+        .save(machine);
+        let status = match recorded.and_then(|()| vm.wait().context("waiting for the VM")) {
+            Ok(status) => status,
+            Err(e) => {
+                stop_child(&mut vm);
+                stop_child(&mut passt);
+                return Err(e);
+            }
+        };
+        // QEMU resets a rebooting guest in place; the embedded VMM exits with the
+        // reboot code instead, and the machine starts again with the same boot files.
+        if plan.engine == "builtin"
+            && status.code() == Some(i32::from(ExitReason::Reboot.exit_code()))
+            && reboots.allow(Instant::now())
+        {
+            eprintln!("supervisor: the guest rebooted; starting it again");
+            continue;
         }
+        break status;
     };
     eprintln!("supervisor: VM exited: {status}");
     stop_child(&mut passt);
@@ -183,4 +197,40 @@ fn stop_child(child: &mut Child) {
         let _ = child.kill();
     }
     let _ = child.wait();
+}
+
+/// A guest that reboots again and again (a kernel that panics with `panic=N`) is
+/// stopped rather than restarted for ever.
+#[derive(Debug, Default)]
+struct RebootGuard {
+    recent: Vec<Instant>,
+}
+
+impl RebootGuard {
+    const WINDOW: Duration = Duration::from_secs(60);
+    const MAX_IN_WINDOW: usize = 5;
+
+    fn allow(&mut self, now: Instant) -> bool {
+        self.recent
+            .retain(|t| now.duration_since(*t) < Self::WINDOW);
+        self.recent.push(now);
+        self.recent.len() <= Self::MAX_IN_WINDOW
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reboot_loop_is_stopped_but_an_occasional_reboot_is_not() {
+        let mut guard = RebootGuard::default();
+        let t0 = Instant::now();
+        for i in 0..5 {
+            assert!(guard.allow(t0 + Duration::from_secs(i)));
+        }
+        assert!(!guard.allow(t0 + Duration::from_secs(5)));
+        // A minute later the old reboots no longer count.
+        assert!(guard.allow(t0 + Duration::from_secs(70)));
+    }
 }

@@ -25,6 +25,8 @@ fn completions_know_the_subcommands() {
         "logs",
         "upgrade-kernel",
         "completions",
+        "provision",
+        "--no-provision",
     ] {
         assert!(bash.contains(sub), "bash completion lacks {sub}");
     }

@@ -1,14 +1,14 @@
 //! The per-machine lock, `hvbox logs` and `hvbox ssh-config`, through the real binary
 //! on a fake machine folder: no VM needed.
 
+mod common;
+
+use common::{create_stopped_machine, hold, text, INSTANCE};
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-const INSTANCE: &str = "i-0123456789abcdef";
 
 /// A project with a created, stopped machine. The folder's name has a space, so
 /// paths in ssh's configuration must be quoted right.
@@ -21,19 +21,8 @@ impl Project {
     fn new() -> Project {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("my project");
-        let machine = root.join(".hvbox/machines/default");
-        std::fs::create_dir_all(&machine).unwrap();
+        create_stopped_machine(&root.join(".hvbox/machines/default"));
         std::fs::write(root.join("hvbox.yaml"), "box: debian-12\n").unwrap();
-        let state = serde_json::json!({
-            "instance_id": INSTANCE,
-            "mac": "52:54:00:12:34:56",
-            "hostname": "guest",
-            "user": "tester",
-            "box_name": "debian-12",
-            "box_disk_digest": "sha256:00",
-            "created_unix": 0,
-        });
-        std::fs::write(machine.join("state.json"), state.to_string()).unwrap();
         Project { _tmp: tmp, root }
     }
 
@@ -53,33 +42,8 @@ impl Project {
 
     /// Pretend the machine runs: a held supervisor lock and a run.json.
     fn fake_running(&self, ssh_port: u16) -> File {
-        let run = serde_json::json!({
-            "supervisor_pid": std::process::id(),
-            "vm_pid": std::process::id(),
-            "passt_pid": std::process::id(),
-            "engine": "qemu",
-            "ssh_port": ssh_port,
-            "control_socket": "/nonexistent/control.sock",
-            "console_socket": "/nonexistent/console.sock",
-            "runtime_dir": "/nonexistent",
-        });
-        std::fs::write(self.machine().join("run.json"), run.to_string()).unwrap();
-        hold(&self.machine().join("supervisor.lock"), "")
+        common::fake_running(&self.machine(), ssh_port)
     }
-}
-
-/// Take an flock on `path` as another hvbox command would, writing `record` in it.
-fn hold(path: &Path, record: &str) -> File {
-    let mut file = File::create(path).unwrap();
-    file.write_all(record.as_bytes()).unwrap();
-    // SAFETY: flock on a file descriptor we own.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    assert_eq!(rc, 0, "could not lock {}", path.display());
-    file
-}
-
-fn text(out: &[u8]) -> String {
-    String::from_utf8_lossy(out).into_owned()
 }
 
 #[test]

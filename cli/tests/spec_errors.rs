@@ -96,3 +96,77 @@ fn the_examples_are_valid() {
         examples.display()
     );
 }
+
+#[test]
+fn provision_mistakes_are_reported_with_location() {
+    let (ok, err) =
+        validate("box: debian-12\nprovision:\n  - shell: echo hi\n    script: setup.sh\n");
+    assert!(!ok);
+    assert!(
+        err.contains("hvbox.yaml:3:5: provision[0]: a step does one thing, but this one has `shell` and `script`"),
+        "{err}"
+    );
+    let (ok, err) = validate("box: debian-12\nprovision:\n  - shell: echo hi\n    as_root: true\n");
+    assert!(!ok);
+    assert!(
+        err.contains("hvbox.yaml:4:5: provision[0]: unknown field `as_root`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_provision_script_is_reported_where_it_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("hvbox.yaml");
+    std::fs::write(
+        &spec,
+        "box: debian-12\nprovision:\n  - shell: echo hi\n  - script: scripts/setup.sh\n",
+    )
+    .unwrap();
+    let out = hvbox(dir.path(), &["validate"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!(
+            "{}:4:13: provision[1].script: scripts/setup.sh does not exist (looked for {}/scripts/setup.sh)",
+            spec.display(),
+            dir.path().display()
+        )),
+        "{err}"
+    );
+    // `up` stops on it too, before it creates or boots anything.
+    let out = hvbox(dir.path(), &["up"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(":4:13: provision[1].script:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.path().join(".hvbox").exists(), ".hvbox/ was created");
+
+    std::fs::create_dir(dir.path().join("scripts")).unwrap();
+    std::fs::write(dir.path().join("scripts/setup.sh"), "echo set up\n").unwrap();
+    let out = hvbox(dir.path(), &["validate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_machines_missing_provision_file_names_the_machine_and_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("hvbox.yaml"),
+        "box: debian-12\nprovision:\n  - shell: echo hi\nmachines:\n  web:\n  db:\n    provision:\n      - file: db.conf\n        destination: /etc/db.conf\n",
+    )
+    .unwrap();
+    let out = hvbox(dir.path(), &["validate"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(":8:15: machines.db.provision[0].file: db.conf does not exist"),
+        "{err}"
+    );
+}

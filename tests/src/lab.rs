@@ -6,15 +6,18 @@
 //! virtualization, this is the only place the VMM can boot a distro kernel fully.
 //! L1 gets the freshly built `hvbox`, the host's Debian kernel and initrd (as bzImage
 //! and as the extracted vmlinux) and a tiny poweroff initramfs on a read-only extra
-//! disk, mounted at /mnt/lab.
+//! disk, mounted at /mnt/lab, and the Debian test box's disk as a second read-only
+//! disk ([`L2_BOX_DEVICE`]) for machines `hvbox up` makes inside L1.
 
-use crate::{hvbox_bin, test_cache_dir, TestBox, TestProject};
+use crate::{hvbox_bin, test_box, test_cache_dir, TestBox, TestProject};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// Where the lab disk is mounted inside L1.
 pub const LAB_MOUNT: &str = "/mnt/lab";
+/// The test box's raw disk inside L1 (the lab's second extra disk).
+pub const L2_BOX_DEVICE: &str = "/dev/vdd";
 
 /// Packages L1 needs beyond a test box: QEMU for the side-by-side timing, passt and
 /// an ssh client for hvbox itself, kmod to load kvm_amd.
@@ -26,6 +29,8 @@ pub struct Lab {
     _work: tempfile::TempDir,
     /// Seconds from `hvbox up` to ssh answering in L1.
     pub l1_up_secs: f64,
+    /// Digest of the test box disk at [`L2_BOX_DEVICE`].
+    pub l2_box_digest: String,
 }
 
 /// The result of a command in L1.
@@ -53,6 +58,7 @@ impl Lab {
         let (bzimage, initrd) =
             host_kernel().ok_or("no /boot/vmlinuz-*-cloud-amd64 with its initrd on the host")?;
         let lab_box = build_lab_box();
+        let l2_box = test_box();
         let work = tempfile::Builder::new()
             .prefix("hvbox-lab-")
             .tempdir()
@@ -60,9 +66,10 @@ impl Lab {
         let lab_disk = work.path().join("lab.img");
         make_lab_disk(&lab_disk, &bzimage, &initrd);
         let spec = format!(
-            "{}hostname: lab\ncpus: 2\nmemory: 4G\ndisk: 6G\nengine: qemu\nnested_virtualization: true\nssh:\n  user: lab\ndisks:\n  - path: {}\n    read_only: true\n",
+            "{}hostname: lab\ncpus: 2\nmemory: 4G\ndisk: 12G\nengine: qemu\nnested_virtualization: true\nssh:\n  user: lab\ndisks:\n  - path: {}\n    read_only: true\n  - path: {}\n    read_only: true\n",
             lab_box.file_box_yaml(),
-            lab_disk.display()
+            lab_disk.display(),
+            l2_box.dir.join("disk.raw").display()
         );
         let project = TestProject::new(&spec);
         let started = Instant::now();
@@ -71,6 +78,7 @@ impl Lab {
             project,
             _work: work,
             l1_up_secs: started.elapsed().as_secs_f64(),
+            l2_box_digest: l2_box.digest,
         };
         let setup = lab.root(&format!(
             "mkdir -p {LAB_MOUNT} && mount -o ro /dev/vdc {LAB_MOUNT} && modprobe kvm_amd; modprobe kvm_intel; ls -l /dev/kvm && grep -cwE 'svm|vmx' /proc/cpuinfo"

@@ -32,6 +32,15 @@ ssh:
 #   - { host: 8080, guest: 80 }
 #   - { host: 5353, guest: 53, protocol: udp }
 
+# Set the machine up over ssh once it is up, step by step; `hvbox up` runs them until
+# they have all succeeded once, `hvbox provision` runs them again:
+# provision:
+#   - shell: |                          # as root, unless `privileged: false`
+#       apt-get update && apt-get install -y git
+#   - script: scripts/setup.sh          # a file beside this one
+#     args: [--fast]
+#   - { file: config/app.conf, destination: /etc/app.conf }
+
 # Several machines: the keys above are the defaults of each; a key a machine sets
 # replaces the top-level one (then remove `hostname` above: each machine has its own).
 # machines:
@@ -86,6 +95,16 @@ mod tests {
     fn starter_spec_is_valid() {
         let text = STARTER.replace("__BOX__", "debian-12");
         crate::spec::Spec::parse(&text, Path::new("hvbox.yaml")).unwrap();
+        // The commented-out provision steps are valid once uncommented.
+        let start = text.find("# provision:").unwrap();
+        let steps: String = text[start..]
+            .lines()
+            .take_while(|l| !l.is_empty())
+            .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap()))
+            .collect();
+        let spec =
+            crate::spec::Spec::parse(&format!("box: b\n{steps}"), Path::new("hvbox.yaml")).unwrap();
+        assert_eq!(spec.provision.len(), 3);
     }
 
     #[test]

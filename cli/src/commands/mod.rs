@@ -14,6 +14,7 @@ mod halt;
 mod init;
 mod kernels;
 mod logs;
+mod provision;
 mod reload;
 mod select;
 mod ssh;
@@ -34,6 +35,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init { box_name, force } => init::run(&box_name, force),
         Command::Validate { file } => validate::run(file),
         Command::Up(args) => up::run(&args),
+        Command::Provision { names } => provision::run(&names),
         Command::Ssh { name, command } => ssh::run(name.as_deref(), &command),
         Command::Console { name } => console::run(name.as_deref()),
         Command::Logs { name, follow } => logs::run(name.as_deref(), follow),

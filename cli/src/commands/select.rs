@@ -80,6 +80,14 @@ impl Selection {
             .ok_or_else(|| anyhow!("{} could not be read", self.project.spec_path.display()))
     }
 
+    /// Check that the files the machines' provision steps name exist: for commands
+    /// that may run the steps, before they touch any machine.
+    pub fn check_provision_files(&self) -> Result<()> {
+        Ok(self
+            .spec()?
+            .check_provision_files(&self.project.spec_path)?)
+    }
+
     /// The machines `names` names (each once, in the order given), or with no names
     /// every machine of the spec, then, with `orphans`, the orphaned ones.
     pub fn many(&self, names: &[String], orphans: bool) -> Result<Vec<Target>> {

@@ -1,5 +1,6 @@
-//! `hvbox up [NAME…]`: create each machine on first use, then boot it and wait for
-//! ssh; one machine after another, in the order given (default: the spec's).
+//! `hvbox up [NAME…]`: create each machine on first use, then boot it, wait for
+//! ssh and run the provision steps that have not completed yet; one machine after
+//! another, in the order given (default: the spec's).
 
 use super::box_fetch::{self, Resolve};
 use super::select::{for_each, Need, Selection, Target};
@@ -10,6 +11,7 @@ use crate::machine::lock::MachineLock;
 use crate::machine::{kernels, state, Machine, MachineState, RunState};
 use crate::progress::step;
 use crate::project::Project;
+use crate::provision;
 use crate::spec::{BoxSource, ProjectSpec, Spec};
 use crate::ssh;
 use anyhow::{bail, Context, Result};
@@ -23,6 +25,7 @@ const USER_DEFAULT: &str = "dev";
 
 pub fn run(args: &UpArgs) -> Result<ExitCode> {
     let selection = Selection::load(Need::Settings)?;
+    selection.check_provision_files()?;
     let targets = selection.many(&args.names, false)?;
     for_each(&targets, |target| {
         // Held until the machine answers ssh: a second `up` fails at once instead of
@@ -39,11 +42,13 @@ pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Re
     let project = &selection.project;
     let machine = &target.machine;
     let spec = target.spec()?;
+    let when = provision::When::from_flags(args.provision, args.no_provision);
     if let RunState::Running(info) = machine.run_state() {
         step!(
             "machine is already running (ssh on 127.0.0.1:{})",
             info.ssh_port
         );
+        provision::after_up(project, machine, spec, info.ssh_port, when)?;
         return Ok(());
     }
     let checked = launch::preflight(project, spec)?;
@@ -60,7 +65,8 @@ pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Re
             step!("first-boot settings changed: seed rewritten (cloud-init applies its per-boot settings again; packages, files and runcmd run only on a machine's first boot: `hvbox destroy` and `up` to re-run them)");
         }
     }
-    launch::boot(machine, spec, checked, Duration::from_secs(args.timeout))?;
+    let booted = launch::boot(machine, spec, checked, Duration::from_secs(args.timeout))?;
+    provision::after_up(project, machine, spec, booted.info.ssh_port, when)?;
     step!("machine is up: {} opens a shell", target.hint("ssh"));
     Ok(())
 }
@@ -135,6 +141,7 @@ fn populate(
         created_unix: kernels::now_unix(),
         kernels: Vec::new(),
         pinned_kernel: None,
+        provisioned_unix: None,
     };
 
     let login = keys::generate_ed25519(&format!("hvbox@{hostname}"))?;

@@ -1,4 +1,5 @@
-//! `hvbox validate`: parse and check a spec without touching any machine.
+//! `hvbox validate`: parse and check a spec (and that the files its provision steps
+//! name exist) without touching any machine.
 
 use crate::spec::{find_spec, ProjectSpec, SPEC_FILE};
 use anyhow::{Context, Result};
@@ -16,6 +17,7 @@ pub fn run(file: Option<PathBuf>) -> Result<ExitCode> {
         }
     };
     let spec = ProjectSpec::load(&path)?;
+    spec.check_provision_files(&path)?;
     if spec.is_named() {
         println!(
             "{}: ok (machines: {})",

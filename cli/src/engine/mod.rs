@@ -4,6 +4,7 @@
 //! guest to power off; the supervisor process owns starting, waiting and cleanup, so
 //! every engine gets the same lifecycle.
 
+mod builtin;
 mod host;
 mod qemu;
 
@@ -12,10 +13,14 @@ pub use host::HostVirt;
 use crate::spec::EngineChoice;
 use anyhow::{bail, Result};
 use hvbox_vmm::MachineConfig;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub trait Engine {
     fn name(&self) -> &'static str;
+    /// The kernel file to boot for the guest's bzImage.
+    fn boot_kernel(&self, bzimage: &Path) -> PathBuf {
+        bzimage.to_path_buf()
+    }
     /// Program and arguments that run the VM until it powers off, with its control
     /// socket and its serial console served on a UNIX socket.
     fn vm_command(
@@ -33,18 +38,27 @@ pub trait Engine {
 /// The engine for a spec's choice on this host, and why it was picked.
 pub fn select(choice: EngineChoice, host: &HostVirt) -> Result<(Box<dyn Engine>, String)> {
     match choice {
-        EngineChoice::Builtin => bail!(
-            "engine: builtin (hvbox's embedded VMM) cannot run machines in this release yet; set `engine: qemu` or `engine: auto` in hvbox.yaml"
+        EngineChoice::Builtin if !host.hardware => bail!(
+            "engine: builtin (hvbox's embedded VMM) needs hardware virtualization, and here {}; set `engine: qemu` or `engine: auto` in hvbox.yaml to run the machine under QEMU's software emulation",
+            host.detail
         ),
+        EngineChoice::Builtin => Ok((
+            Box::new(builtin::Builtin::new()?),
+            format!("hvbox's embedded VMM (engine: builtin in the spec; {})", host.detail),
+        )),
+        EngineChoice::Auto if host.hardware => Ok((
+            Box::new(builtin::Builtin::new()?),
+            format!("hvbox's embedded VMM (engine: auto picked it: {})", host.detail),
+        )),
         EngineChoice::Qemu => {
             let engine = qemu::Qemu::new(host.hardware);
-            let reason = format!("engine: qemu in the spec; {}", engine.accel_reason(host));
+            let reason = format!("qemu (engine: qemu in the spec; {})", engine.accel_reason(host));
             Ok((Box::new(engine), reason))
         }
         EngineChoice::Auto => {
             let engine = qemu::Qemu::new(host.hardware);
             let reason = format!(
-                "engine: auto picked qemu because the builtin engine is not in this release yet; {}",
+                "qemu (engine: auto picked it because the embedded VMM needs hardware virtualization; {})",
                 engine.accel_reason(host)
             );
             Ok((Box::new(engine), reason))
@@ -56,6 +70,36 @@ pub fn select(choice: EngineChoice, host: &HostVirt) -> Result<(Box<dyn Engine>,
 pub fn by_name(name: &str) -> Result<Box<dyn Engine>> {
     match name {
         "qemu" => Ok(Box::new(qemu::Qemu::new(false))),
+        "builtin" => Ok(Box::new(builtin::Builtin::new()?)),
         other => bail!("this hvbox does not know the engine {other:?} that started the machine"),
+    }
+}
+
+/// A machine as `launch` describes it: root disk, read-only seed, one NIC on passt.
+#[cfg(test)]
+fn sample_config() -> MachineConfig {
+    use hvbox_vmm::{DiskConfig, NetBackend, NetConfig};
+    MachineConfig {
+        cpus: 2,
+        memory: 1 << 30,
+        kernel: "/m/vmlinuz".into(),
+        initrd: Some("/m/initrd.img".into()),
+        cmdline: "root=PARTUUID=x ro console=ttyS0".into(),
+        disks: vec![
+            DiskConfig {
+                path: "/m/disk.raw".into(),
+                read_only: false,
+            },
+            DiskConfig {
+                path: "/m/seed.iso".into(),
+                read_only: true,
+            },
+        ],
+        nics: vec![NetConfig {
+            mac: "52:54:00:01:02:03".into(),
+            backend: NetBackend::Passt("/run/x/passt.sock".into()),
+        }],
+        serial_log: Some("/m/serial.log".into()),
+        nested_virtualization: false,
     }
 }

@@ -158,34 +158,10 @@ fn qmp_command(socket: &Path, command: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hvbox_vmm::{DiskConfig, NetConfig};
-    use std::path::PathBuf;
 
     #[test]
     fn command_line_boots_the_kernel_with_disks_seed_and_passt() {
-        let cfg = MachineConfig {
-            cpus: 2,
-            memory: 1 << 30,
-            kernel: "/m/vmlinuz".into(),
-            initrd: Some("/m/initrd.img".into()),
-            cmdline: "root=PARTUUID=x ro console=ttyS0".into(),
-            disks: vec![
-                DiskConfig {
-                    path: "/m/disk.raw".into(),
-                    read_only: false,
-                },
-                DiskConfig {
-                    path: "/m/seed.iso".into(),
-                    read_only: true,
-                },
-            ],
-            nics: vec![NetConfig {
-                mac: "52:54:00:01:02:03".into(),
-                backend: NetBackend::Passt("/run/x/passt.sock".into()),
-            }],
-            serial_log: Some(PathBuf::from("/m/serial.log")),
-            nested_virtualization: false,
-        };
+        let cfg = super::super::sample_config();
         let args = Qemu::new(false).vm_command(
             &cfg,
             Path::new("/run/x/qmp.sock"),

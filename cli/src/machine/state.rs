@@ -22,6 +22,10 @@ pub struct MachineState {
     /// A kernel version booted instead of the disk's default (set by a rollback).
     #[serde(default)]
     pub pinned_kernel: Option<String>,
+    /// When the spec's provision steps last all succeeded (unix seconds). Cleared as
+    /// a run starts, so a run that failed or was cut short is run again by `up`.
+    #[serde(default)]
+    pub provisioned_unix: Option<u64>,
 }
 
 impl MachineState {

@@ -10,7 +10,7 @@ use super::machines::{Machines, NamedLayer};
 use super::BoxSource;
 use super::{
     CloudInitSettings, Cpus, EngineChoice, ExtraDisk, Hostname, KernelSettings,
-    NetworkSettingsSpec, PortForward, Size, Spec, SshSettings,
+    NetworkSettingsSpec, PortForward, ProvisionStep, Size, Spec, SshSettings,
 };
 use serde::{Deserialize, Deserializer};
 
@@ -75,6 +75,7 @@ layers! {
     kernel: KernelSettings,
     cloud_init: CloudInitSettings,
     network: NetworkSettingsSpec,
+    provision: Vec<ProvisionStep>,
 }
 
 /// A key that is present is read as its type, so `memory:` with no value is an
@@ -103,6 +104,7 @@ impl Layer {
             kernel: self.kernel.unwrap_or_default(),
             cloud_init: self.cloud_init.unwrap_or_default(),
             network: self.network.unwrap_or_default(),
+            provision: self.provision.unwrap_or_default(),
         })
     }
 }

@@ -46,6 +46,14 @@ pub fn error_at(text: &str, path: &[Step], message: &str) -> serde_yaml::Error {
     }
 }
 
+/// 1-based line and column of the node `path` leads to in `text`; none when the
+/// path leads nowhere. For checks made later (a file the spec names must exist).
+pub fn position(text: &str, path: &[Step]) -> Option<(usize, usize)> {
+    error_at(text, path, "")
+        .location()
+        .map(|l| (l.line(), l.column()))
+}
+
 /// Finds the node; succeeds only when it is not there.
 struct Walk<'a> {
     path: &'a [Step],
@@ -210,6 +218,20 @@ mod tests {
             path_text(&[key("b"), key("d"), Step::Index(1), key("e")]),
             "b.d[1].e"
         );
+    }
+
+    #[test]
+    fn positions_in_block_and_flow_style() {
+        let text = "box: b\nprovision:\n  - shell: echo hi\n  - {script: \"a.sh\", args: [x]}\n  - file: conf\n    destination: /etc/c\n";
+        let step = |i, k: &str| vec![key("provision"), Step::Index(i), key(k)];
+        assert_eq!(position(text, &[key("box")]), Some((1, 6)));
+        assert_eq!(position(text, &step(1, "script")), Some((4, 14)));
+        assert_eq!(position(text, &step(2, "file")), Some((5, 11)));
+        let mut arg = step(1, "args");
+        arg.push(Step::Index(0));
+        assert_eq!(position(text, &arg), Some((4, 29)));
+        assert_eq!(position(text, &[key("provision"), Step::Index(3)]), None);
+        assert_eq!(position(text, &[key("cpus")]), None);
     }
 
     #[test]

@@ -11,12 +11,14 @@ mod layer;
 mod locate;
 mod machines;
 mod project;
+mod provision;
 mod size;
 mod values;
 
 pub use box_source::{BoxArtifactsSpec, BoxSource};
 pub use guest_setup::{line_of_key, CloudInitSettings, NetworkSettingsSpec};
 pub use project::{ProjectSpec, DEFAULT_MACHINE};
+pub use provision::{Action, ProvisionStep};
 pub use size::Size;
 pub use values::{Hostname, KernelArgs, UserName};
 
@@ -51,6 +53,9 @@ pub struct Spec {
     /// First-boot setup by cloud-init in the guest.
     pub cloud_init: CloudInitSettings,
     pub network: NetworkSettingsSpec,
+    /// Steps run over ssh once the machine is up: on its first successful boot,
+    /// then on request.
+    pub provision: Vec<ProvisionStep>,
 }
 
 /// The guest's own command line (root=, ro, the distro's arguments) is used as it is

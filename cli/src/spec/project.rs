@@ -4,7 +4,7 @@
 //! here, and located in the text by [`locate`](super::locate).
 
 use super::layer::SpecFile;
-use super::locate::{error_at, path_text, Step};
+use super::locate::{error_at, path_text, position, Step};
 use super::{BoxSource, Hostname, PortForward, Spec, SpecError};
 use std::path::Path;
 
@@ -42,8 +42,28 @@ impl ProjectSpec {
         }
         let file: SpecFile =
             serde_yaml::from_str(text).map_err(|e| SpecError::from_yaml(path, &e))?;
-        resolve(file)
-            .map_err(|(at, message)| SpecError::from_yaml(path, &error_at(text, &at, &message)))
+        let mut project = resolve(file)
+            .map_err(|(at, message)| SpecError::from_yaml(path, &error_at(text, &at, &message)))?;
+        for (name, spec) in &mut project.machines {
+            // A machine's own `provision` list replaces the top-level one.
+            let own = vec![key("machines"), key(name), key("provision")];
+            let list = if project.named && position(text, &own).is_some() {
+                own
+            } else {
+                vec![key("provision")]
+            };
+            super::provision::locate_paths(&mut spec.provision, text, &list);
+        }
+        Ok(project)
+    }
+
+    /// Check that the files every machine's provision steps name exist: for
+    /// commands that are about to run them.
+    pub fn check_provision_files(&self, path: &Path) -> Result<(), SpecError> {
+        for (_, spec) in &self.machines {
+            super::provision::check_local_files(&spec.provision, path)?;
+        }
+        Ok(())
     }
 
     /// Every machine with its settings, in the spec's order.

@@ -181,3 +181,141 @@ fn cloud_init_and_network_sections() {
     let e = error("box: b\ncloud_init:\n  write_files:\n    - {path: /x, mode: 1}\n");
     assert!(e.contains("unknown field `mode`"), "{e}");
 }
+
+const STEPS: &str = "box: b\nprovision:\n  - shell: |\n      apt-get install -y nginx\n  - script: scripts/setup.sh\n    args: [--fast, 1.50, true]\n    privileged: false\n    name: app setup\n  - {file: config/app.conf, destination: /etc/app.conf}\n";
+
+#[test]
+fn provision_steps_parse_in_order_with_defaults() {
+    let spec = parse(STEPS).unwrap();
+    assert_eq!(spec.provision.len(), 3);
+    let [shell, script, file] = &spec.provision[..] else {
+        unreachable!()
+    };
+    assert_eq!(
+        shell.action,
+        Action::Shell {
+            script: "apt-get install -y nginx\n".into(),
+            args: vec![]
+        }
+    );
+    assert!(shell.privileged && shell.name.is_none() && shell.path_at.is_none());
+    assert_eq!(
+        script.action,
+        Action::Script {
+            path: "scripts/setup.sh".into(),
+            args: vec!["--fast".into(), "1.50".into(), "true".into()]
+        }
+    );
+    assert!(!script.privileged);
+    assert_eq!(script.name.as_deref(), Some("app setup"));
+    assert_eq!(script.path_at, Some((5, 13)));
+    assert_eq!(
+        file.action,
+        Action::File {
+            source: "config/app.conf".into(),
+            destination: "/etc/app.conf".into()
+        }
+    );
+    assert!(file.privileged);
+    assert_eq!(file.path_at, Some((9, 12)));
+    assert!(parse("box: b\n").unwrap().provision.is_empty());
+}
+
+#[test]
+fn bad_provision_steps_are_located() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "box: b\nprovision:\n  - shell: echo\n    sudo: true\n",
+            "/p/hvbox.yaml:4:5: provision[0]: unknown field `sudo`, expected one of `shell`, `script`, `file`, `args`, `privileged`, `name`, `destination`",
+        ),
+        (
+            "box: b\nprovision:\n  - shell: echo\n  - shell: echo\n    file: x\n    destination: /x\n",
+            "/p/hvbox.yaml:4:5: provision[1]: a step does one thing, but this one has `shell` and `file`: make one step of each",
+        ),
+        (
+            "box: b\nprovision:\n  - name: nothing\n",
+            "/p/hvbox.yaml:3:5: provision[0]: a step needs one of `shell` (an inline script), `script` (a script file) or `file` (a file or folder to copy)",
+        ),
+        (
+            "box: b\nprovision:\n  - file: a.conf\n",
+            "/p/hvbox.yaml:3:5: provision[0]: a `file` step needs `destination`: where in the guest the file or folder goes",
+        ),
+        (
+            "box: b\nprovision:\n  - {file: a.conf, destination: /a, args: [x]}\n",
+            "/p/hvbox.yaml:3:5: provision[0]: `args` is for `shell` and `script` steps; a `file` step runs nothing",
+        ),
+        (
+            "box: b\nprovision:\n  - script: a.sh\n    destination: /a\n",
+            "/p/hvbox.yaml:3:5: provision[0]: `destination` is for `file` steps, not `script` steps",
+        ),
+        (
+            "box: b\nprovision:\n  - shell: \"  \"\n",
+            "/p/hvbox.yaml:3:12: provision[0].shell: the script is empty: write the commands to run, or remove the step",
+        ),
+        (
+            "box: b\nprovision:\n  - script: \"\"\n",
+            "/p/hvbox.yaml:3:13: provision[0].script: the path is empty",
+        ),
+        (
+            "box: b\nprovision:\n  - file: a\n    destination: ~/a\n",
+            "/p/hvbox.yaml:4:18: provision[0].destination: \"~/a\": `~` is not expanded in the guest; a relative destination is already relative to the user's home folder",
+        ),
+        (
+            "box: b\nprovision:\n  - shell: echo\n    privileged: maybe\n",
+            "/p/hvbox.yaml:4:17: provision[0].privileged: invalid type: string \"maybe\", expected a boolean",
+        ),
+        (
+            "box: b\nprovision:\n  - shell: echo\n    args: [a, {b: c}]\n",
+            "/p/hvbox.yaml:4:15: provision[0].args[1]: invalid type: map, expected an argument: a string or a number",
+        ),
+        (
+            "box: b\nprovision:\n  - shell: echo\n    name: \"a\\nb\"\n",
+            "/p/hvbox.yaml:4:11: provision[0].name: \"a\\nb\": a name is one line of printable text",
+        ),
+        (
+            "box: b\nprovision:\n  - apt-get install nginx\n",
+            "/p/hvbox.yaml:3:5: provision[0]: invalid type: string \"apt-get install nginx\", expected a provision step: a mapping with one of `shell`, `script` or `file`",
+        ),
+        (
+            "box: b\nprovision:\n  shell: echo\n",
+            "/p/hvbox.yaml:3:3: provision: invalid type: map, expected a sequence",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(&error(text), expected, "for spec:\n{text}");
+    }
+}
+
+#[test]
+fn missing_provision_files_are_reported_where_the_spec_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join(SPEC_FILE);
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    std::fs::write(dir.path().join("scripts/setup.sh"), "echo\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("www")).unwrap();
+    let good = "box: b\nprovision:\n  - script: scripts/setup.sh\n  - {file: www, destination: /srv/www}\n  - shell: echo\n";
+    std::fs::write(&spec_path, good).unwrap();
+    let load = || ProjectSpec::load(&spec_path).expect("the spec itself is fine");
+    load().check_provision_files(&spec_path).unwrap();
+
+    let check = |text: &str| {
+        std::fs::write(&spec_path, text).unwrap();
+        load()
+            .check_provision_files(&spec_path)
+            .expect_err("a missing file is an error")
+            .to_string()
+            .replace(&dir.path().display().to_string(), "/p")
+    };
+    assert_eq!(
+        check("box: b\nprovision:\n  - shell: echo\n  - script: scripts/setpu.sh\n"),
+        "/p/hvbox.yaml:4:13: provision[1].script: scripts/setpu.sh does not exist (looked for /p/scripts/setpu.sh)"
+    );
+    assert_eq!(
+        check("box: b\nprovision:\n  - {destination: /etc/a, file: \"conf/a\"}\n"),
+        "/p/hvbox.yaml:3:33: provision[0].file: conf/a does not exist (looked for /p/conf/a)"
+    );
+    assert_eq!(
+        check("box: b\nprovision:\n  - script: scripts\n"),
+        "/p/hvbox.yaml:3:13: provision[0].script: scripts is not a file (looked for /p/scripts)"
+    );
+}

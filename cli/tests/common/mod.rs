@@ -1,0 +1,54 @@
+//! A fake machine folder for cli tests that drive the real binary without a VM.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+pub const INSTANCE: &str = "i-0123456789abcdef";
+
+/// A created, stopped machine: its folder and a state.json.
+pub fn create_stopped_machine(machine: &Path) {
+    std::fs::create_dir_all(machine).unwrap();
+    let state = serde_json::json!({
+        "instance_id": INSTANCE,
+        "mac": "52:54:00:12:34:56",
+        "hostname": "guest",
+        "user": "tester",
+        "box_name": "debian-12",
+        "box_disk_digest": "sha256:00",
+        "created_unix": 0,
+    });
+    std::fs::write(machine.join("state.json"), state.to_string()).unwrap();
+}
+
+/// Pretend the machine runs, with ssh on `ssh_port`: a run.json and a supervisor
+/// lock held for as long as the returned file lives.
+pub fn fake_running(machine: &Path, ssh_port: u16) -> File {
+    let run = serde_json::json!({
+        "supervisor_pid": std::process::id(),
+        "vm_pid": std::process::id(),
+        "passt_pid": std::process::id(),
+        "engine": "qemu",
+        "ssh_port": ssh_port,
+        "control_socket": "/nonexistent/control.sock",
+        "console_socket": "/nonexistent/console.sock",
+        "runtime_dir": "/nonexistent",
+    });
+    std::fs::write(machine.join("run.json"), run.to_string()).unwrap();
+    hold(&machine.join("supervisor.lock"), "")
+}
+
+/// Take an flock on `path` as another hvbox command would, writing `record` in it.
+pub fn hold(path: &Path, record: &str) -> File {
+    let mut file = File::create(path).unwrap();
+    file.write_all(record.as_bytes()).unwrap();
+    // SAFETY: flock on a file descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(rc, 0, "could not lock {}", path.display());
+    file
+}
+
+pub fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
