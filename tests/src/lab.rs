@@ -7,8 +7,11 @@
 //! L1 gets the freshly built `hvbox`, the host's Debian kernel and initrd (as bzImage
 //! and as the extracted vmlinux) and a tiny poweroff initramfs on a read-only extra
 //! disk, mounted at /mnt/lab, and the Debian test box's disk as a second read-only
-//! disk ([`L2_BOX_DEVICE`]) for machines `hvbox up` makes inside L1.
+//! disk ([`L2_BOX_DEVICE`]) for machines `hvbox up` makes inside L1 (the old-kernel
+//! box of the kernel upgrade test, with the newer kernel's package on the lab disk,
+//! where the host's archive has both).
 
+use crate::kernel_upgrade::upgrade_fixture;
 use crate::{hvbox_bin, test_box, test_cache_dir, TestBox, TestProject};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -31,7 +34,20 @@ pub struct Lab {
     pub l1_up_secs: f64,
     /// Digest of the test box disk at [`L2_BOX_DEVICE`].
     pub l2_box_digest: String,
+    /// The L2 box's kernel and a newer one's package on the lab disk, for
+    /// `hvbox upgrade-kernel` in L1; or why this host cannot provide them.
+    pub l2_upgrade: Result<L2Upgrade, String>,
 }
+
+/// A kernel upgrade for machines inside L1: the box at [`L2_BOX_DEVICE`] has
+/// `old_version`, and [`L2_UPGRADE_PACKAGE`] installs `new_version`.
+pub struct L2Upgrade {
+    pub old_version: String,
+    pub new_version: String,
+}
+
+/// The newer kernel's package inside L1.
+pub const L2_UPGRADE_PACKAGE: &str = "/mnt/lab/kernel-upgrade.deb";
 
 /// The result of a command in L1.
 pub struct Run {
@@ -58,13 +74,25 @@ impl Lab {
         let (bzimage, initrd) =
             host_kernel().ok_or("no /boot/vmlinuz-*-cloud-amd64 with its initrd on the host")?;
         let lab_box = build_lab_box();
-        let l2_box = test_box();
+        // Machines in L1 get the old-kernel box of the upgrade test where the host's
+        // archive offers a newer kernel, so `upgrade-kernel` can run there too.
+        let (l2_box, l2_upgrade, upgrade_package) = match upgrade_fixture("bookworm") {
+            Ok(f) => (
+                f.old_box,
+                Ok(L2Upgrade {
+                    old_version: f.old_version,
+                    new_version: f.new_version,
+                }),
+                Some(f.new_package),
+            ),
+            Err(reason) => (test_box(), Err(reason), None),
+        };
         let work = tempfile::Builder::new()
             .prefix("hvbox-lab-")
             .tempdir()
             .map_err(|e| e.to_string())?;
         let lab_disk = work.path().join("lab.img");
-        make_lab_disk(&lab_disk, &bzimage, &initrd);
+        make_lab_disk(&lab_disk, &bzimage, &initrd, upgrade_package.as_deref());
         let spec = format!(
             "{}hostname: lab\ncpus: 2\nmemory: 4G\ndisk: 12G\nengine: qemu\nnested_virtualization: true\nssh:\n  user: lab\ndisks:\n  - path: {}\n    read_only: true\n  - path: {}\n    read_only: true\n",
             lab_box.file_box_yaml(),
@@ -79,6 +107,7 @@ impl Lab {
             _work: work,
             l1_up_secs: started.elapsed().as_secs_f64(),
             l2_box_digest: l2_box.digest,
+            l2_upgrade,
         };
         let setup = lab.root(&format!(
             "mkdir -p {LAB_MOUNT} && mount -o ro /dev/vdc {LAB_MOUNT} && modprobe kvm_amd; modprobe kvm_intel; ls -l /dev/kvm && grep -cwE 'svm|vmx' /proc/cpuinfo"
@@ -203,7 +232,7 @@ fn build_lab_box() -> TestBox {
 }
 
 /// An ext4 image with everything L2 needs.
-fn make_lab_disk(image: &Path, bzimage: &Path, initrd: &Path) {
+fn make_lab_disk(image: &Path, bzimage: &Path, initrd: &Path, kernel_package: Option<&Path>) {
     let root = image.with_extension("d");
     std::fs::create_dir_all(&root).unwrap();
     // The debug build's symbols are not needed in L1.
@@ -216,6 +245,10 @@ fn make_lab_disk(image: &Path, bzimage: &Path, initrd: &Path) {
     assert!(status.success(), "copying hvbox into the lab disk");
     std::fs::copy(bzimage, root.join("bzImage")).unwrap();
     std::fs::copy(initrd, root.join("initrd.img")).unwrap();
+    if let Some(package) = kernel_package {
+        let name = Path::new(L2_UPGRADE_PACKAGE).file_name().unwrap();
+        std::fs::copy(package, root.join(name)).unwrap();
+    }
     let image_bytes = std::fs::read(bzimage).unwrap();
     let vmlinux = hvbox_vmm::boot::extract_vmlinux(&image_bytes).expect("vmlinux from bzImage");
     std::fs::write(root.join("vmlinux"), vmlinux).unwrap();

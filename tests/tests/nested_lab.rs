@@ -3,7 +3,7 @@
 //!
 //! One L1 for the whole file, so every check lives in this one test.
 
-use hvbox_tests::lab::{Lab, L2_BOX_DEVICE, LAB_MOUNT};
+use hvbox_tests::lab::{Lab, L2_BOX_DEVICE, L2_UPGRADE_PACKAGE, LAB_MOUNT};
 use std::time::Duration;
 
 const RUN_INIT: &str = "Run /init as init process";
@@ -219,6 +219,41 @@ fn engine_checks(lab: &Lab, report: &mut Vec<String>) -> Result<(), String> {
                 "{engine}: `hvbox console` did not show the guest's output:\n{}",
                 console.stdout
             ));
+        }
+        // A kernel upgrade boots the new kernel from the disk (the builtin engine
+        // extracts its vmlinux anew).
+        if engine == "builtin" {
+            match &lab.l2_upgrade {
+                Ok(upgrade) => {
+                    let (old, new) = (&upgrade.old_version, &upgrade.new_version);
+                    if uname.stdout.trim() != old {
+                        return Err(format!(
+                            "builtin: the box runs {} instead of {old}",
+                            uname.stdout.trim()
+                        ));
+                    }
+                    let started = std::time::Instant::now();
+                    let upgraded = lab.root(&format!(
+                        "{hv} upgrade-kernel --package {L2_UPGRADE_PACKAGE} --timeout 900"
+                    ));
+                    let after = lab.root(&format!("{hv} ssh -- uname -r"));
+                    if !upgraded
+                        .stdout
+                        .contains(&format!("kernel upgraded: {old} -> {new}"))
+                        || after.stdout.trim() != new
+                    {
+                        return Err(format!(
+                            "builtin: upgrade-kernel in L1 did not boot {new}:\n{}{}\nuname -r now: {}",
+                            upgraded.stdout, upgraded.stderr, after.stdout
+                        ));
+                    }
+                    report.push(format!(
+                        "upgrade-kernel on the builtin engine in L1: {old} -> {new} in {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    ));
+                }
+                Err(reason) => report.push(format!("upgrade-kernel in L1 not run: {reason}")),
+            }
         }
         // ACPI power button: the guest shuts down and the VM process exits cleanly.
         let halt = lab.root(&format!(
