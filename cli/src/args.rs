@@ -26,55 +26,85 @@ pub enum Command {
         /// The spec to check (default: hvbox.yaml here or in the nearest parent).
         file: Option<PathBuf>,
     },
-    /// Create and boot the machine, or start it again; returns once ssh answers.
+    /// Create and boot the machines (all, or those named), or start them again;
+    /// returns once ssh answers.
     ///
-    /// The spec's provision steps run once the machine answers ssh, until one run
+    /// The spec's provision steps run once a machine answers ssh, until one run
     /// has completed them all.
     Up(UpArgs),
-    /// Run the spec's provision steps again on the running machine.
-    Provision,
-    /// Open a shell in the machine, or run a command: `hvbox ssh -- uname -a`.
+    /// Run the spec's provision steps again on running machines.
+    Provision {
+        /// Machines to provision (default: all, in the spec's order).
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Open a shell in a machine, or run a command: `hvbox ssh [NAME] -- uname -a`.
+    ///
+    /// NAME may be left out when the project has one machine.
     Ssh {
+        /// The machine (required when the project has several).
+        name: Option<String>,
         /// Command to run instead of a login shell.
         #[arg(last = true)]
         command: Vec<String>,
     },
-    /// Attach to the machine's serial console; Ctrl-] detaches.
-    Console,
-    /// Print the machine's serial console log (kept across boots).
+    /// Attach to a machine's serial console; Ctrl-] detaches.
+    Console {
+        /// The machine (required when the project has several).
+        name: Option<String>,
+    },
+    /// Print a machine's serial console log (kept across boots).
     Logs {
+        /// The machine (required when the project has several).
+        name: Option<String>,
         /// Keep printing what the guest writes, across restarts, until Ctrl-C.
         #[arg(short, long)]
         follow: bool,
     },
-    /// Show whether the machine is created and running.
+    /// Show whether the machines are created and running.
     Status {
+        /// Machines to show (default: all, and orphaned machine folders).
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
         #[arg(long)]
         json: bool,
     },
-    /// Power the machine off (ACPI), hard-stopping it after a timeout.
+    /// Power machines off (ACPI), hard-stopping them after a timeout.
     Halt {
+        /// Machines to halt (default: all, and orphaned machine folders).
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
         /// Seconds to wait for the guest to power off before a hard stop.
         #[arg(long, default_value_t = 90)]
         timeout: u64,
     },
-    /// Stop the machine and delete its state (disk, keys, logs); the box cache stays.
-    Destroy,
-    /// Halt the machine if it runs, then `up` again with the boot files read anew.
+    /// Stop machines and delete their state (disk, keys, logs); the box cache stays.
+    Destroy {
+        /// Machines to destroy (default: all, and orphaned machine folders).
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Halt machines that run, then `up` them again with the boot files read anew.
     Reload(UpArgs),
-    /// Print a Host block for ~/.ssh/config (scp, rsync, editors' remote SSH).
+    /// Print Host blocks for ~/.ssh/config (scp, rsync, editors' remote SSH).
     ///
-    /// The block is valid while the machine runs: its port changes at every boot.
-    SshConfig,
-    /// Upgrade the guest's kernel and boot it; back to the previous one if it fails.
+    /// A block is valid while its machine runs: the port changes at every boot.
+    SshConfig {
+        /// Machines to print (default: every running one).
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Upgrade a guest's kernel and boot it; back to the previous one if it fails.
     ///
     /// Installs the kernel with the guest's package manager (apt or dnf), powers the
     /// guest off, boots the kernel its disk now defaults to and checks `uname -r`. If
     /// the guest does not answer ssh in time, the previous kernel is booted again and
     /// pinned.
     UpgradeKernel(UpgradeKernelArgs),
-    /// List the kernels the machine has booted, oldest first.
+    /// List the kernels a machine has booted, oldest first.
     Kernels {
+        /// The machine (required when the project has several).
+        name: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -98,6 +128,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct UpArgs {
+    /// Machines, in this order (default: all, in the spec's order).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
     /// Seconds to wait for ssh to answer.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
@@ -114,6 +147,8 @@ pub struct UpArgs {
 
 #[derive(Debug, Args)]
 pub struct UpgradeKernelArgs {
+    /// The machine (required when the project has several).
+    pub name: Option<String>,
     /// Install this kernel package file (.deb or .rpm) instead of upgrading from the
     /// guest's repositories.
     #[arg(long, conflicts_with_all = ["no_install", "rollback"])]
@@ -149,8 +184,8 @@ pub enum BoxCommand {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Resolve this project's box again (newest version the spec allows), download
-    /// it and rewrite hvbox.lock.
+    /// Resolve this project's boxes again (newest versions the spec allows),
+    /// download them and rewrite hvbox.lock.
     Update {
         /// No download progress bars.
         #[arg(long)]
@@ -271,4 +306,70 @@ pub struct VmmRunArgs {
     /// Serve the serial console on this UNIX socket (as `hvbox console` uses it).
     #[arg(long)]
     pub console_socket: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Command {
+        Cli::try_parse_from([&["hvbox"], args].concat())
+            .expect("arguments parse")
+            .command
+    }
+
+    /// `ssh NAME -- CMD` and `ssh -- CMD`: everything after `--` is the command.
+    #[test]
+    fn ssh_takes_an_optional_name_before_the_command() {
+        let ssh = |args: &[&str]| match parse(args) {
+            Command::Ssh { name, command } => (name, command),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ssh(&["ssh"]), (None, vec![]));
+        assert_eq!(ssh(&["ssh", "web"]), (Some("web".into()), vec![]));
+        assert_eq!(
+            ssh(&["ssh", "--", "uname", "-a"]),
+            (None, vec!["uname".into(), "-a".into()])
+        );
+        assert_eq!(
+            ssh(&["ssh", "web", "--", "cat", "/etc/hostname"]),
+            (
+                Some("web".into()),
+                vec!["cat".into(), "/etc/hostname".into()]
+            )
+        );
+        // A name that looks like the command is refused rather than run.
+        assert!(Cli::try_parse_from(["hvbox", "ssh", "web", "uname"]).is_err());
+        assert_eq!(ssh(&["ssh", "--", "web"]), (None, vec!["web".into()]));
+    }
+
+    #[test]
+    fn commands_on_several_machines_take_names() {
+        match parse(&["up", "web", "db", "--quiet"]) {
+            Command::Up(args) => {
+                assert_eq!(args.names, ["web", "db"]);
+                assert!(args.quiet);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["halt", "--timeout", "5", "db"]) {
+            Command::Halt { names, timeout } => {
+                assert_eq!((names, timeout), (vec!["db".into()], 5))
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["status", "--json"]) {
+            Command::Status { names, json } => assert!(names.is_empty() && json),
+            other => panic!("{other:?}"),
+        }
+        match parse(&["upgrade-kernel", "db", "--no-install"]) {
+            Command::UpgradeKernel(args) => {
+                assert_eq!(args.name.as_deref(), Some("db"));
+                assert!(args.no_install);
+            }
+            other => panic!("{other:?}"),
+        }
+        // One machine at most where one is meant.
+        assert!(Cli::try_parse_from(["hvbox", "logs", "web", "db"]).is_err());
+    }
 }

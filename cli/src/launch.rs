@@ -6,8 +6,9 @@ use crate::engine::{self, Engine, HostVirt};
 use crate::machine::kernels::{self, Change, KernelRecord};
 use crate::machine::{Machine, MachineState, RunInfo};
 use crate::process::pid_alive;
+use crate::progress::step;
 use crate::project::Project;
-use crate::spec::{PortForward, Protocol, Spec};
+use crate::spec::{PortForward, Protocol, Spec, DEFAULT_MACHINE};
 use crate::ssh;
 use crate::supervisor::{self, LaunchPlan};
 use anyhow::{bail, Context, Result};
@@ -85,8 +86,8 @@ pub fn boot(
     announce_kernel(&state, &record);
 
     let info = start(machine, spec, &state, checked, &boot, cmdline)?;
-    println!(
-        "==> waiting for ssh on 127.0.0.1:{} (serial log: {})",
+    step!(
+        "waiting for ssh on 127.0.0.1:{} (serial log: {})",
         info.info.ssh_port,
         machine.serial_log().display()
     );
@@ -126,16 +127,16 @@ fn announce_kernel(state: &MachineState, record: &KernelRecord) {
     };
     let mut history = state.kernels.clone();
     match kernels::record_boot(&mut history, record.clone()) {
-        Change::Changed { previous } if previous != record.version => println!(
-            "==> guest kernel changed: {previous} -> {}{pinned}",
+        Change::Changed { previous } if previous != record.version => step!(
+            "guest kernel changed: {previous} -> {}{pinned}",
             record.version
         ),
-        Change::Changed { .. } => println!(
-            "==> guest kernel {} changed on disk or in its command line{pinned}",
+        Change::Changed { .. } => step!(
+            "guest kernel {} changed on disk or in its command line{pinned}",
             record.version
         ),
         Change::First | Change::Same => {
-            println!("==> guest kernel {}{pinned}", record.version)
+            step!("guest kernel {}{pinned}", record.version)
         }
     }
     println!("    cmdline: {}", record.cmdline);
@@ -207,7 +208,7 @@ fn start(
         runtime_dir,
         ssh_port,
     };
-    println!("==> booting on {}", checked.reason);
+    step!("booting on {}", checked.reason);
     // Only this boot's output explains a failure of this boot.
     let serial_start = std::fs::metadata(machine.serial_log()).map_or(0, |m| m.len());
     let vm_log_start = std::fs::metadata(machine.file("vm.log")).map_or(0, |m| m.len());
@@ -390,7 +391,11 @@ fn wait_for_ssh(
             match ssh::wait_for_cloud_init(machine, state, info.ssh_port, left) {
                 ssh::CloudInit::Done => return Ok(()),
                 ssh::CloudInit::Failed(detail) => {
-                    eprintln!("hvbox: warning: cloud-init reported errors in the guest:\n{detail}\n(see `hvbox ssh -- sudo cloud-init status --long`)");
+                    let (whose, ssh) = match machine.name.as_str() {
+                        DEFAULT_MACHINE => (String::new(), "hvbox ssh".to_string()),
+                        name => (format!(" of machine `{name}`"), format!("hvbox ssh {name}")),
+                    };
+                    eprintln!("hvbox: warning: cloud-init reported errors in the guest{whose}:\n{detail}\n(see `{ssh} -- sudo cloud-init status --long`)");
                     return Ok(());
                 }
                 ssh::CloudInit::Disconnected => {}

@@ -1,13 +1,18 @@
-//! `hvbox.lock`: the box a project resolved to, byte for byte.
+//! `hvbox.lock`: the boxes a project resolved to, byte for byte.
 //!
 //! Written beside `hvbox.yaml` the first time a box is resolved (by `hvbox up` or
 //! `hvbox box update`), and committed with it: everyone who runs `hvbox up` on the
 //! project then fetches the same URLs and verifies the same digests and sizes, with no
-//! catalog lookup — so no network at all once the cache has the box. The lock names
-//! what the spec asked for; when the spec asks for something else, the box is
-//! resolved again and the lock rewritten. `hvbox box update` re-resolves on purpose.
+//! catalog lookup — so no network at all once the cache has the boxes. Each entry
+//! names what the spec asked for; machines asking for the same box share one entry.
+//! When the spec asks for something else, that box is resolved again and the lock
+//! rewritten; entries nothing in the spec asks for any more are dropped. `hvbox box
+//! update` re-resolves on purpose.
 //!
-//! Stable for version control: fixed key order, no timestamps, nothing machine-local.
+//! Stable for version control: fixed key order, entries sorted by what was asked
+//! for, no timestamps, nothing machine-local. A project with one box keeps the first
+//! format (version 1, one `box:`); several boxes are written as version 2, a list
+//! under `boxes:`. Both are read.
 
 use crate::spec::{BoxArtifactsSpec, BoxSource};
 use anyhow::{bail, Context, Result};
@@ -16,15 +21,28 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub const LOCK_FILE: &str = "hvbox.lock";
-const LOCK_VERSION: u32 = 1;
-const HEADER: &str = "# hvbox.lock: the exact box this project boots. Written by hvbox; commit it.\n# `hvbox box update` resolves the box again and rewrites this file.\n";
+/// `box:`, one box.
+const SINGLE_VERSION: u32 = 1;
+/// `boxes:`, a list.
+const LIST_VERSION: u32 = 2;
+const HEADER_SINGLE: &str = "# hvbox.lock: the exact box this project boots. Written by hvbox; commit it.\n# `hvbox box update` resolves the box again and rewrites this file.\n";
+const HEADER_LIST: &str = "# hvbox.lock: the exact boxes this project's machines boot. Written by hvbox; commit it.\n# `hvbox box update` resolves the boxes again and rewrites this file.\n";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Every box the project resolved, one entry per distinct request, sorted by it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LockFile {
-    pub version: u32,
-    #[serde(rename = "box")]
-    pub locked: LockedBox,
+    boxes: Vec<LockedBox>,
+}
+
+/// The file as written: version 1 holds `box`, version 2 `boxes`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLock {
+    version: u32,
+    #[serde(rename = "box", default, skip_serializing_if = "Option::is_none")]
+    single: Option<LockedBox>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    boxes: Option<Vec<LockedBox>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +90,7 @@ impl LockedArtifact {
     }
 }
 
-/// The spec's `box:` as one line: what the lock was resolved for.
+/// The spec's `box:` as one line: what a lock entry was resolved for.
 pub fn requested(source: &BoxSource) -> String {
     match source {
         BoxSource::Catalog(req) => req.to_string(),
@@ -97,62 +115,99 @@ pub fn path(project_root: &Path) -> PathBuf {
     project_root.join(LOCK_FILE)
 }
 
-impl LockFile {
-    /// The lock for artifacts just fetched (their sizes and formats come from the cache).
-    pub fn new(source: &BoxSource, artifacts: &BoxArtifacts, fetched: &FetchedBox) -> LockFile {
+impl LockedBox {
+    /// The entry for artifacts just fetched (their sizes and formats come from the cache).
+    pub fn new(source: &BoxSource, artifacts: &BoxArtifacts, fetched: &FetchedBox) -> LockedBox {
         let pair = |a: &Option<Artifact>, e: &Option<hvbox_boxes::Entry>| match (a, e) {
             (Some(a), Some(e)) => Some(LockedArtifact::from_entry(a, e)),
             _ => None,
         };
-        LockFile {
-            version: LOCK_VERSION,
-            locked: LockedBox {
-                requested: requested(source),
-                name: artifacts.name.clone(),
-                version: artifacts.version.clone(),
-                disk: LockedArtifact::from_entry(&artifacts.disk, &fetched.disk),
-                kernel: pair(&artifacts.kernel, &fetched.kernel),
-                initrd: pair(&artifacts.initrd, &fetched.initrd),
-            },
+        LockedBox {
+            requested: requested(source),
+            name: artifacts.name.clone(),
+            version: artifacts.version.clone(),
+            disk: LockedArtifact::from_entry(&artifacts.disk, &fetched.disk),
+            kernel: pair(&artifacts.kernel, &fetched.kernel),
+            initrd: pair(&artifacts.initrd, &fetched.initrd),
         }
-    }
-
-    /// Whether this lock was resolved for what the spec asks now.
-    pub fn matches(&self, source: &BoxSource) -> bool {
-        self.locked.requested == requested(source)
     }
 
     /// The artifacts to fetch, each with its locked size and format to check.
     pub fn artifacts(&self) -> BoxArtifacts {
         BoxArtifacts {
-            name: self.locked.name.clone(),
-            version: self.locked.version.clone(),
-            disk: self.locked.disk.artifact(),
-            kernel: self.locked.kernel.as_ref().map(LockedArtifact::artifact),
-            initrd: self.locked.initrd.as_ref().map(LockedArtifact::artifact),
+            name: self.name.clone(),
+            version: self.version.clone(),
+            disk: self.disk.artifact(),
+            kernel: self.kernel.as_ref().map(LockedArtifact::artifact),
+            initrd: self.initrd.as_ref().map(LockedArtifact::artifact),
         }
+    }
+
+    fn digests(&self) -> impl Iterator<Item = &Digest> {
+        [Some(&self.disk), self.kernel.as_ref(), self.initrd.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|a| &a.digest)
+    }
+}
+
+impl LockFile {
+    pub fn boxes(&self) -> &[LockedBox] {
+        &self.boxes
+    }
+
+    /// The entry resolved for what `source` asks, if any.
+    pub fn find(&self, source: &BoxSource) -> Option<&LockedBox> {
+        let wanted = requested(source);
+        self.boxes.iter().find(|b| b.requested == wanted)
+    }
+
+    /// Add `entry`, replacing the one for the same request.
+    pub fn put(&mut self, entry: LockedBox) {
+        self.boxes.retain(|b| b.requested != entry.requested);
+        self.boxes.push(entry);
+        self.boxes.sort_by(|a, b| a.requested.cmp(&b.requested));
+    }
+
+    /// Keep only the entries for these requests (what the spec asks for now).
+    pub fn retain_requested(&mut self, wanted: &[String]) {
+        self.boxes.retain(|b| wanted.contains(&b.requested));
     }
 
     /// Every digest the lock pins.
     pub fn digests(&self) -> Vec<Digest> {
-        [
-            Some(&self.locked.disk),
-            self.locked.kernel.as_ref(),
-            self.locked.initrd.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        .map(|a| a.digest.clone())
-        .collect()
+        self.boxes
+            .iter()
+            .flat_map(LockedBox::digests)
+            .cloned()
+            .collect()
     }
 
     pub fn to_text(&self) -> String {
-        let body = serde_yaml::to_string(self).expect("a lock file serialises");
-        format!("{HEADER}{body}")
+        let (header, raw) = match self.boxes.as_slice() {
+            [one] => (
+                HEADER_SINGLE,
+                RawLock {
+                    version: SINGLE_VERSION,
+                    single: Some(one.clone()),
+                    boxes: None,
+                },
+            ),
+            several => (
+                HEADER_LIST,
+                RawLock {
+                    version: LIST_VERSION,
+                    single: None,
+                    boxes: Some(several.to_vec()),
+                },
+            ),
+        };
+        let body = serde_yaml::to_string(&raw).expect("a lock file serialises");
+        format!("{header}{body}")
     }
 
     pub fn parse(text: &str, file: &Path) -> Result<LockFile> {
-        let lock: LockFile = serde_yaml::from_str(text).map_err(|e| {
+        let raw: RawLock = serde_yaml::from_str(text).map_err(|e| {
             let at = e
                 .location()
                 .map(|l| format!(":{}:{}", l.line(), l.column()))
@@ -167,12 +222,30 @@ impl LockFile {
                 file.display()
             )
         })?;
-        if lock.version != LOCK_VERSION {
-            bail!(
-                "{}: lock file version {} is not supported (this hvbox writes version {LOCK_VERSION}); run `hvbox box update` to rewrite it",
+        let boxes = match (raw.version, raw.single, raw.boxes) {
+            (SINGLE_VERSION, Some(one), None) => vec![one],
+            (LIST_VERSION, None, Some(list)) => list,
+            (SINGLE_VERSION | LIST_VERSION, ..) => bail!(
+                "{}: a version {} lock file holds {}; fix it, or delete it and run `hvbox box update` to write it again",
                 file.display(),
-                lock.version
-            );
+                raw.version,
+                if raw.version == SINGLE_VERSION { "one `box`" } else { "a list of `boxes` (and no `box`)" }
+            ),
+            (other, ..) => bail!(
+                "{}: lock file version {other} is not supported (this hvbox reads versions {SINGLE_VERSION} and {LIST_VERSION}); run `hvbox box update` to rewrite it",
+                file.display(),
+            ),
+        };
+        let mut lock = LockFile::default();
+        for entry in boxes {
+            if lock.boxes.iter().any(|b| b.requested == entry.requested) {
+                bail!(
+                    "{}: box `{}` is listed twice; delete one entry, or the file and run `hvbox box update`",
+                    file.display(),
+                    entry.requested
+                );
+            }
+            lock.put(entry);
         }
         Ok(lock)
     }
@@ -193,7 +266,8 @@ pub fn load(project_root: &Path) -> Result<Option<LockFile>> {
 pub fn save(project_root: &Path, lock: &LockFile) -> Result<()> {
     use std::io::Write;
     let file = path(project_root);
-    let tmp = project_root.join(format!(".{LOCK_FILE}.tmp"));
+    // Per process: two commands may write the lock at once; the last rename wins whole.
+    let tmp = project_root.join(format!(".{LOCK_FILE}.tmp-{}", std::process::id()));
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(lock.to_text().as_bytes())?;
@@ -208,52 +282,99 @@ mod tests {
     use super::*;
     use hvbox_boxes::catalog::BoxRequest;
 
-    fn sample() -> LockFile {
-        LockFile {
-            version: 1,
-            locked: LockedBox {
-                requested: "debian-12".into(),
-                name: "debian-12".into(),
-                version: Some("20240211-1654".into()),
-                disk: LockedArtifact {
-                    url: "https://cloud.debian.org/images/cloud/bookworm/20240211-1654/debian-12-genericcloud-amd64-20240211-1654.tar.xz".into(),
-                    digest: format!("sha512:{}", "ab".repeat(64)).parse().unwrap(),
-                    size: 123_456,
-                    format: "tar.xz".parse().unwrap(),
-                },
-                kernel: None,
-                initrd: None,
+    fn entry(requested: &str, hex: &str) -> LockedBox {
+        LockedBox {
+            requested: requested.into(),
+            name: requested.into(),
+            version: Some("20240211-1654".into()),
+            disk: LockedArtifact {
+                url: format!("https://images.example.org/{requested}.tar.xz"),
+                digest: format!("sha512:{}", hex.repeat(64)).parse().unwrap(),
+                size: 123_456,
+                format: "tar.xz".parse().unwrap(),
             },
+            kernel: None,
+            initrd: None,
         }
     }
 
+    fn single() -> LockFile {
+        let mut lock = LockFile::default();
+        lock.put(entry("debian-12", "ab"));
+        lock
+    }
+
     #[test]
-    fn round_trips_in_a_stable_form() {
-        let lock = sample();
+    fn one_box_keeps_the_first_format() {
+        let lock = single();
         let text = lock.to_text();
-        assert!(text.starts_with("# hvbox.lock"), "{text}");
+        assert!(text.starts_with("# hvbox.lock: the exact box "), "{text}");
         let body: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(body[0], "version: 1");
         assert_eq!(body[1], "box:");
         assert_eq!(body[2], "  requested: debian-12");
         assert!(body.iter().any(|l| l.trim() == "format: tar.xz"));
-        assert!(!text.contains("kernel"));
+        assert!(!text.contains("kernel") && !text.contains("boxes"));
         let back = LockFile::parse(&text, Path::new("hvbox.lock")).unwrap();
         assert_eq!(back, lock);
         assert_eq!(back.to_text(), text, "writing again changes nothing");
-        let a = back.artifacts();
+        let a = back.boxes()[0].artifacts();
         assert_eq!(a.disk.size, Some(123_456));
         assert_eq!(a.disk.format, Some("tar.xz".parse().unwrap()));
     }
 
     #[test]
-    fn matches_only_the_request_it_was_written_for() {
-        let lock = sample();
-        assert!(lock.matches(&BoxSource::Catalog(BoxRequest::named("debian-12"))));
+    fn two_boxes_are_a_sorted_list() {
+        let mut lock = LockFile::default();
+        lock.put(entry("ubuntu-24.04", "cd"));
+        lock.put(entry("debian-12", "ab"));
+        let text = lock.to_text();
+        let body: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(body[0], "version: 2");
+        assert_eq!(body[1], "boxes:");
+        assert_eq!(body[2], "- requested: debian-12");
+        let second = body.iter().position(|l| *l == "- requested: ubuntu-24.04");
+        assert!(second.is_some(), "{text}");
+        assert!(!text.contains("\nbox:"), "{text}");
+        let back = LockFile::parse(&text, Path::new("hvbox.lock")).unwrap();
+        assert_eq!(back, lock);
+        assert_eq!(back.to_text(), text, "writing again changes nothing");
+        assert_eq!(back.digests().len(), 2);
+
+        // Written in any order, read the same; the same request twice is refused.
+        let mut reordered = LockFile::default();
+        reordered.put(entry("debian-12", "ab"));
+        reordered.put(entry("ubuntu-24.04", "cd"));
+        assert_eq!(reordered.to_text(), text);
+        let twice = text.replace("ubuntu-24.04", "debian-12");
+        let err = LockFile::parse(&twice, Path::new("/p/hvbox.lock"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("box `debian-12` is listed twice"), "{err}");
+
+        // Dropping what the spec no longer asks for leaves the first format.
+        lock.retain_requested(&["ubuntu-24.04".to_string()]);
+        assert!(lock
+            .to_text()
+            .contains("version: 1\nbox:\n  requested: ubuntu-24.04"));
+    }
+
+    #[test]
+    fn entries_are_found_by_the_request_they_were_written_for() {
+        let lock = single();
+        assert!(lock
+            .find(&BoxSource::Catalog(BoxRequest::named("debian-12")))
+            .is_some());
         let mut pinned = BoxRequest::named("debian-12");
         pinned.version = Some("20240211-1654".into());
-        assert!(!lock.matches(&BoxSource::Catalog(pinned)));
-        assert!(!lock.matches(&BoxSource::Catalog(BoxRequest::named("debian-13"))));
+        assert!(lock.find(&BoxSource::Catalog(pinned)).is_none());
+        assert!(lock
+            .find(&BoxSource::Catalog(BoxRequest::named("debian-13")))
+            .is_none());
+        let mut replaced = lock.clone();
+        replaced.put(entry("debian-12", "ef"));
+        assert_eq!(replaced.boxes().len(), 1);
+        assert_ne!(replaced, lock);
     }
 
     #[test]
@@ -263,5 +384,16 @@ mod tests {
             .to_string();
         assert!(err.starts_with("/p/hvbox.lock:3:"), "{err}");
         assert!(err.contains("hvbox box update"), "{err}");
+        let err = LockFile::parse("version: 1\nboxes: []\n", Path::new("/p/hvbox.lock"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a version 1 lock file holds one `box`"),
+            "{err}"
+        );
+        let err = LockFile::parse("version: 3\nboxes: []\n", Path::new("/p/hvbox.lock"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("version 3 is not supported"), "{err}");
     }
 }

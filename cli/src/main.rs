@@ -9,6 +9,7 @@ mod launch;
 mod lockfile;
 mod machine;
 mod process;
+mod progress;
 mod project;
 mod provision;
 mod seed;

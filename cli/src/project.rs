@@ -1,12 +1,12 @@
 //! Where a project's spec and machine state live.
 
+use crate::machine::Machine;
 use crate::spec::{find_spec, SPEC_FILE};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
 /// Folder beside the spec that holds machine state; never committed.
 pub const STATE_DIR: &str = ".hvbox";
-pub const DEFAULT_MACHINE: &str = "default";
 
 #[derive(Debug, Clone)]
 pub struct Project {
@@ -37,6 +37,25 @@ impl Project {
 
     pub fn machine_dir(&self, name: &str) -> PathBuf {
         self.state_dir().join("machines").join(name)
+    }
+
+    pub fn machine(&self, name: &str) -> Machine {
+        Machine::new(name, self.machine_dir(name))
+    }
+
+    /// The names of the machine folders under `.hvbox/machines/`, sorted: the
+    /// machines that have state, whether or not the spec still names them.
+    pub fn machine_folders(&self) -> Vec<String> {
+        let dir = self.state_dir().join("machines");
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        names.sort();
+        names
     }
 
     /// Remove `.hvbox/` once no machine is left in it.

@@ -334,3 +334,96 @@ fn up_uses_the_lock_and_the_cache_without_network() {
     assert!(stderr.contains("hvbox.lock records"), "{stderr}");
     assert!(!env.project().join(".hvbox").exists());
 }
+
+#[test]
+fn machines_with_different_boxes_share_one_lock_file() {
+    let env = Env::new();
+    let served = env.root.join("served");
+    let mut sums = make_image(&served, "base.raw.gz", 1 << 20, 5);
+    sums.push_str(&make_image(&served, "tools.raw.gz", 1 << 20, 6));
+    std::fs::write(served.join("SHA256SUMS"), &sums).unwrap();
+    let server = Server::serve(served.clone());
+    let mut catalog = String::from("boxes:\n");
+    for name in ["base", "tools"] {
+        catalog.push_str(&format!(
+            "  - name: team-{name}\n    version: \"1.0\"\n    url: {}\n    checksums: {}\n",
+            server.url(&format!("{name}.raw.gz")),
+            server.url("SHA256SUMS"),
+        ));
+    }
+    std::fs::write(env.project().join("hvbox-catalog.yaml"), catalog).unwrap();
+    // `web` and `db` take the top level's box; `ci` names its own.
+    std::fs::write(
+        env.project().join("hvbox.yaml"),
+        "box: team-base\nengine: qemu\nmachines:\n  web:\n  ci:\n    box: team-tools\n  db:\n",
+    )
+    .unwrap();
+
+    let out = env.ok(&["box", "update", "--quiet"]);
+    assert!(out.contains("wrote hvbox.lock for team-base 1.0"), "{out}");
+    assert!(out.contains("wrote hvbox.lock for team-tools 1.0"), "{out}");
+    let lock = std::fs::read_to_string(env.project().join("hvbox.lock")).unwrap();
+    let body: Vec<&str> = lock.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        body[..3],
+        ["version: 2", "boxes:", "- requested: team-base"],
+        "{lock}"
+    );
+    assert!(lock.contains("\n- requested: team-tools\n"), "{lock}");
+    assert_eq!(lock.matches("requested:").count(), 2, "{lock}");
+    // Both are in the cache, and `box list` knows who uses them.
+    let project = std::fs::canonicalize(env.project()).unwrap();
+    let list = env.list();
+    assert_eq!(list.len(), 2);
+    for entry in &list {
+        assert_eq!(
+            entry["used_by"][0],
+            project.display().to_string(),
+            "{entry}"
+        );
+    }
+    // Again: nothing changes, nothing is downloaded twice.
+    let out = env.ok(&["box", "update", "--quiet"]);
+    assert!(out.contains("team-base 1.0 is current") && out.contains("team-tools 1.0 is current"));
+    assert_eq!(
+        std::fs::read_to_string(env.project().join("hvbox.lock")).unwrap(),
+        lock
+    );
+    assert_eq!(server.hits("base.raw.gz") + server.hits("tools.raw.gz"), 2);
+
+    // `up` goes through the machines in order and stops at the first that fails
+    // (these disks have no kernel), naming it and the ones it did not reach.
+    let out = env.hvbox(&["up", "--quiet"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("==> web: creating machine from box team-base 1.0"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.starts_with("hvbox: error: machine `web` (not reached: ci, db): "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("kernel"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(env.project().join("hvbox.lock")).unwrap(),
+        lock
+    );
+
+    // A spec down to one box: the next resolution leaves the lock in its first form.
+    std::fs::write(
+        env.project().join("hvbox.yaml"),
+        "box: team-base\nengine: qemu\nmachines:\n  web:\n  db:\n",
+    )
+    .unwrap();
+    let out = env.hvbox(&["up", "db", "--quiet"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("machine `db`"));
+    let lock = std::fs::read_to_string(env.project().join("hvbox.lock")).unwrap();
+    assert!(
+        lock.contains("version: 1\nbox:\n  requested: team-base\n"),
+        "{lock}"
+    );
+    assert!(!lock.contains("team-tools"), "{lock}");
+    assert_eq!(server.hits("base.raw.gz"), 1, "up downloaded again");
+}

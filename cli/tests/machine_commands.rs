@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{create_stopped_machine, hold, text, INSTANCE};
+use common::{create_stopped_machine, hold, release, text, INSTANCE};
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
@@ -68,7 +68,7 @@ fn a_held_machine_lock_makes_other_commands_fail_at_once() {
     }
     assert!(project.machine().join("state.json").exists(), "destroy ran");
 
-    drop(lock);
+    release(lock, &project.machine().join("machine.lock"));
     let halt = project.hvbox(&["halt"]);
     assert!(halt.status.success(), "{}", text(&halt.stderr));
     assert!(text(&halt.stdout).contains("machine is stopped"));

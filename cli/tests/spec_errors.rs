@@ -73,6 +73,31 @@ fn commands_outside_a_project_say_what_to_do() {
 }
 
 #[test]
+fn the_examples_are_valid() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&examples).unwrap().flatten() {
+        let spec = entry.path().join("hvbox.yaml");
+        if !spec.is_file() {
+            continue;
+        }
+        let out = hvbox(&entry.path(), &["validate"]);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            spec.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(
+        checked >= 3,
+        "only {checked} examples found in {}",
+        examples.display()
+    );
+}
+
+#[test]
 fn provision_mistakes_are_reported_with_location() {
     let (ok, err) =
         validate("box: debian-12\nprovision:\n  - shell: echo hi\n    script: setup.sh\n");
@@ -126,5 +151,22 @@ fn a_missing_provision_script_is_reported_where_it_is_named() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_machines_missing_provision_file_names_the_machine_and_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("hvbox.yaml"),
+        "box: debian-12\nprovision:\n  - shell: echo hi\nmachines:\n  web:\n  db:\n    provision:\n      - file: db.conf\n        destination: /etc/db.conf\n",
+    )
+    .unwrap();
+    let out = hvbox(dir.path(), &["validate"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(":8:15: machines.db.provision[0].file: db.conf does not exist"),
+        "{err}"
     );
 }

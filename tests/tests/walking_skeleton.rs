@@ -5,10 +5,17 @@
 use hvbox_tests::{processes_mentioning, require_tools, test_box, HttpServer, TestProject};
 use std::time::{Duration, Instant};
 
+/// The state of the project's one machine, from `status --json` (an array).
 fn json_state(project: &TestProject) -> String {
     let status = project.ok(&["status", "--json"]);
     let value: serde_json::Value = serde_json::from_str(&status).expect("status --json is JSON");
-    value["state"].as_str().unwrap_or_default().to_string()
+    let machines = value.as_array().expect("status --json is an array");
+    assert_eq!(machines.len(), 1, "{status}");
+    assert_eq!(machines[0]["name"], "default", "{status}");
+    machines[0]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]

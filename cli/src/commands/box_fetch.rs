@@ -1,10 +1,11 @@
-//! Resolving and fetching a project's box: through `hvbox.lock` when it matches the
-//! spec, else through the catalog, then writing the lock. Shared by `hvbox up` and
-//! `hvbox box update`.
+//! Resolving and fetching a project's boxes: through `hvbox.lock` when it has an
+//! entry for what the spec asks, else through the catalog, then writing the lock.
+//! Shared by `hvbox up` and `hvbox box update`.
 
-use crate::lockfile::{self, LockFile};
+use crate::lockfile::{self, LockFile, LockedBox};
+use crate::progress::step;
 use crate::project::Project;
-use crate::spec::{BoxSource, Spec};
+use crate::spec::{BoxSource, ProjectSpec};
 use anyhow::{Context, Result};
 use hvbox_boxes::catalog::Catalog;
 use hvbox_boxes::{BoxArtifacts, FetchedBox, Progress, Store};
@@ -12,19 +13,19 @@ use hvbox_boxes::{BoxArtifacts, FetchedBox, Progress, Store};
 /// Whether an existing lock may answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resolve {
-    /// Use `hvbox.lock` when it was written for what the spec asks.
+    /// Use `hvbox.lock`'s entry for what the spec asks, when it has one.
     UseLock,
     /// Ask the catalog again (`hvbox box update`).
     Fresh,
 }
 
-/// The box fetched into the cache, and the lock that now describes it.
+/// A box fetched into the cache, and its lock entry now.
 pub struct ProjectBox {
     pub artifacts: BoxArtifacts,
     pub fetched: FetchedBox,
-    /// The lock before this call, if any.
-    pub previous: Option<LockFile>,
-    pub lock: LockFile,
+    /// The lock's entry for this box before this call, if any.
+    pub previous: Option<LockedBox>,
+    pub locked: LockedBox,
 }
 
 /// The catalog a project sees: its own catalog file, the user's, boxes built here,
@@ -35,81 +36,122 @@ pub fn catalog(project_root: Option<&std::path::Path>, store: &Store) -> Result<
         .with_text_cache(&store.root().join("texts")))
 }
 
-/// What the spec's box is, asking the catalog (network for catalog names).
-pub fn resolve_spec(project: &Project, spec: &Spec, store: &Store) -> Result<BoxArtifacts> {
-    match &spec.box_source {
+/// What a box source is, asking the catalog (network for catalog names).
+pub fn resolve_source(
+    project: &Project,
+    source: &BoxSource,
+    store: &Store,
+) -> Result<BoxArtifacts> {
+    match source {
         BoxSource::Catalog(request) => catalog(Some(&project.root), store)?
             .resolve(request)
             .map_err(Into::into),
-        BoxSource::Artifacts(a) => {
-            let name = a
-                .disk
-                .url
-                .rsplit('/')
-                .next()
-                .filter(|n| !n.is_empty())
-                .unwrap_or("disk")
-                .to_string();
-            Ok(BoxArtifacts {
-                name,
-                version: None,
-                disk: a.disk.to_artifact(),
-                kernel: a.kernel.as_ref().map(|k| k.to_artifact()),
-                initrd: a.initrd.as_ref().map(|i| i.to_artifact()),
-            })
-        }
+        BoxSource::Artifacts(a) => Ok(BoxArtifacts {
+            name: label(source),
+            version: None,
+            disk: a.disk.to_artifact(),
+            kernel: a.kernel.as_ref().map(|k| k.to_artifact()),
+            initrd: a.initrd.as_ref().map(|i| i.to_artifact()),
+        }),
     }
 }
 
-/// Resolve (lock or catalog), fetch every artifact (in parallel, verified), and
-/// write `hvbox.lock` if it changed. No network when the lock matches and the cache
-/// holds the box.
-pub fn fetch_project_box(
+/// A short name for a box source: the catalog name, or the disk's file name.
+pub fn label(source: &BoxSource) -> String {
+    match source {
+        BoxSource::Catalog(request) => request.name.clone(),
+        BoxSource::Artifacts(a) => a
+            .disk
+            .url
+            .rsplit('/')
+            .next()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("disk")
+            .to_string(),
+    }
+}
+
+/// Resolve each of `wanted` (lock or catalog), fetch every artifact (in parallel,
+/// verified), and write `hvbox.lock` if it changed: the entries the spec still asks
+/// for, with these. No network when the lock has them and the cache holds them.
+pub fn fetch_boxes(
     project: &Project,
-    spec: &Spec,
+    spec: &ProjectSpec,
+    wanted: &[&BoxSource],
     store: &Store,
     progress: Progress,
     mode: Resolve,
-) -> Result<ProjectBox> {
+) -> Result<Vec<ProjectBox>> {
     let previous = lockfile::load(&project.root)?;
-    let from_lock = match (&previous, mode) {
-        (Some(lock), Resolve::UseLock) if lock.matches(&spec.box_source) => Some(lock.artifacts()),
-        (Some(lock), Resolve::UseLock) => {
-            println!(
-                "==> {} was written for box `{}`; hvbox.yaml now asks for `{}`: resolving it again",
-                lockfile::LOCK_FILE,
-                lock.locked.requested,
-                lockfile::requested(&spec.box_source)
-            );
-            None
+    let mut got: Vec<ProjectBox> = Vec::new();
+    for source in wanted {
+        let requested = lockfile::requested(source);
+        if got.iter().any(|b| b.locked.requested == requested) {
+            continue;
         }
-        _ => None,
-    };
-    let locked = from_lock.is_some();
-    let artifacts = match from_lock {
-        Some(a) => a,
-        None => resolve_spec(project, spec, store).with_context(|| {
-            format!("resolving box `{}`", lockfile::requested(&spec.box_source))
-        })?,
-    };
-    let fetched = store.fetch_box(&artifacts, progress)?;
-    let lock = match (&previous, locked) {
-        (Some(p), true) => p.clone(),
-        _ => LockFile::new(&spec.box_source, &artifacts, &fetched),
-    };
-    if previous.as_ref() != Some(&lock) {
-        lockfile::save(&project.root, &lock)?;
+        let old = previous.as_ref().and_then(|l| l.find(source)).cloned();
+        let from_lock = match (&old, mode) {
+            (Some(entry), Resolve::UseLock) => Some(entry.artifacts()),
+            _ => None,
+        };
+        if let (Some(lock), None, Resolve::UseLock) = (&previous, &old, mode) {
+            say_not_locked(lock, spec, &requested);
+        }
+        let locked_already = from_lock.is_some();
+        let artifacts = match from_lock {
+            Some(a) => a,
+            None => resolve_source(project, source, store)
+                .with_context(|| format!("resolving box `{requested}`"))?,
+        };
+        let fetched = store.fetch_box(&artifacts, progress)?;
+        let locked = match (&old, locked_already) {
+            (Some(entry), true) => entry.clone(),
+            _ => LockedBox::new(source, &artifacts, &fetched),
+        };
+        got.push(ProjectBox {
+            artifacts,
+            fetched,
+            previous: old,
+            locked,
+        });
     }
+    write_lock(project, spec, &got)?;
     // For `hvbox box list`'s "used by"; a cache that cannot record it still works.
     if let Err(e) = store.register_project(&project.root) {
         eprintln!("hvbox: warning: {e}");
     }
-    Ok(ProjectBox {
-        artifacts,
-        fetched,
-        previous,
-        lock,
-    })
+    Ok(got)
+}
+
+fn say_not_locked(lock: &LockFile, spec: &ProjectSpec, requested: &str) {
+    match lock.boxes() {
+        [only] if spec.boxes().len() == 1 => step!(
+            "{} was written for box `{}`; hvbox.yaml now asks for `{requested}`: resolving it again",
+            lockfile::LOCK_FILE,
+            only.requested
+        ),
+        _ => step!(
+            "{} has no entry for box `{requested}`: resolving it",
+            lockfile::LOCK_FILE
+        ),
+    }
+}
+
+/// Put the fetched boxes into the lock as it is now on disk (another command may
+/// have written it since it was read), without the entries hvbox.yaml no longer
+/// asks for.
+fn write_lock(project: &Project, spec: &ProjectSpec, got: &[ProjectBox]) -> Result<()> {
+    let on_disk = lockfile::load(&project.root)?;
+    let mut lock = on_disk.clone().unwrap_or_default();
+    for b in got {
+        lock.put(b.locked.clone());
+    }
+    let asked: Vec<String> = spec.boxes().into_iter().map(lockfile::requested).collect();
+    lock.retain_requested(&asked);
+    if on_disk.as_ref() != Some(&lock) {
+        lockfile::save(&project.root, &lock)?;
+    }
+    Ok(())
 }
 
 /// "debian-12 20240211-1654" or just the name.

@@ -1,5 +1,6 @@
 //! `hvbox box list [--json]`: what the box cache holds, and which projects use it.
 
+use super::table::print_table;
 use crate::lockfile;
 use crate::machine::MachineState;
 use crate::project::STATE_DIR;
@@ -102,29 +103,5 @@ pub fn short_digest(d: &str) -> String {
     match d.split_once(':') {
         Some((alg, hex)) => format!("{alg}:{}", &hex[..hex.len().min(12)]),
         None => d.to_string(),
-    }
-}
-
-fn print_table<const N: usize>(head: [&str; N], rows: &[[String; N]]) {
-    let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}  "));
-            }
-        }
-        println!("{}", s.trim_end());
-    };
-    line(head.to_vec());
-    for r in rows {
-        line(r.iter().map(String::as_str).collect());
     }
 }

@@ -1,7 +1,7 @@
-//! `hvbox console`: the machine's serial console in this terminal. Ctrl-] detaches,
-//! as in telnet and virsh; the machine keeps running.
+//! `hvbox console [NAME]`: a machine's serial console in this terminal. Ctrl-]
+//! detaches, as in telnet and virsh; the machine keeps running.
 
-use super::current_machine;
+use super::select::{Need, Selection};
 use crate::machine::RunState;
 use anyhow::{bail, Context, Result};
 use std::io::{IsTerminal, Read, Write};
@@ -10,11 +10,16 @@ use std::process::ExitCode;
 
 const DETACH: u8 = 0x1d; // Ctrl-]
 
-pub fn run() -> Result<ExitCode> {
-    let (_, machine) = current_machine()?;
-    let info = match machine.run_state() {
+pub fn run(name: Option<&str>) -> Result<ExitCode> {
+    let target = Selection::load(Need::Names)?.one(name, "console")?;
+    let info = match target.machine.run_state() {
         RunState::Running(info) => info,
-        other => bail!("the machine is {}; run `hvbox up` first", other.label()),
+        other => bail!(
+            "{} is {}; run {} first",
+            target.subject(),
+            other.label(),
+            target.hint("up")
+        ),
     };
     let stream = UnixStream::connect(&info.console_socket).with_context(|| {
         format!(

@@ -1,20 +1,30 @@
-//! `hvbox destroy`: stop the machine and delete everything it owns but the box cache.
+//! `hvbox destroy [NAME…]`: stop machines and delete everything they own but the box
+//! cache. Without names: every machine of the project, orphaned ones included.
 
-use super::current_machine;
+use super::select::{for_each, Need, Selection};
 use crate::machine::lock::MachineLock;
-use crate::machine::RunState;
+use crate::machine::{Machine, RunState};
+use crate::progress::step;
 use anyhow::{Context, Result};
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub fn run() -> Result<ExitCode> {
-    let (project, machine) = current_machine()?;
-    let _lock = MachineLock::acquire(&machine, "destroy", false)?;
+pub fn run(names: &[String]) -> Result<ExitCode> {
+    let selection = Selection::load(Need::Names)?;
+    let targets = selection.many(names, true)?;
+    let result = for_each(&targets, |target| destroy(&target.machine));
+    selection.project.prune_state_dir();
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn destroy(machine: &Machine) -> Result<()> {
+    let _lock = MachineLock::acquire(machine, "destroy", false)?;
     let state = machine.load_state().ok();
     if let RunState::Running(info) = machine.run_state() {
-        println!("==> stopping the machine");
+        step!("stopping the machine");
         // The disk is about to be deleted: no need to wait for a clean shutdown.
-        super::halt::stop(&machine, &info, Duration::ZERO)?;
+        super::halt::stop(machine, &info, Duration::ZERO)?;
     }
     if let Some(state) = state {
         let _ = std::fs::remove_dir_all(machine.runtime_dir(&state.instance_id));
@@ -22,10 +32,9 @@ pub fn run() -> Result<ExitCode> {
     if machine.dir.exists() {
         std::fs::remove_dir_all(&machine.dir)
             .with_context(|| format!("removing {}", machine.dir.display()))?;
-        println!("==> machine destroyed");
+        step!("machine destroyed");
     } else {
-        println!("==> machine is not created");
+        step!("machine is not created");
     }
-    project.prune_state_dir();
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

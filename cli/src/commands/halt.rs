@@ -1,26 +1,33 @@
-//! `hvbox halt`: the guest powers off (ACPI power button); a hard stop after a timeout.
+//! `hvbox halt [NAME…]`: each guest powers off (ACPI power button); a hard stop after
+//! a timeout.
 
-use super::current_machine;
+use super::select::{for_each, Need, Selection};
 use crate::engine;
 use crate::machine::lock::MachineLock;
 use crate::machine::runtime::supervisor_alive;
 use crate::machine::{Machine, RunInfo, RunState};
 use crate::process::{signal, wait_gone};
+use crate::progress::step;
 use anyhow::{bail, Result};
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub fn run(timeout: u64) -> Result<ExitCode> {
-    let (_, machine) = current_machine()?;
-    let _lock = MachineLock::acquire(&machine, "halt", false)?;
-    match machine.run_state() {
-        RunState::Running(info) => {
-            println!("==> asking the guest to power off");
-            stop(&machine, &info, Duration::from_secs(timeout))?;
-            println!("==> machine stopped");
+pub fn run(names: &[String], timeout: u64) -> Result<ExitCode> {
+    let selection = Selection::load(Need::Names)?;
+    let targets = selection.many(names, true)?;
+    for_each(&targets, |target| {
+        let machine = &target.machine;
+        let _lock = MachineLock::acquire(machine, "halt", false)?;
+        match machine.run_state() {
+            RunState::Running(info) => {
+                step!("asking the guest to power off");
+                stop(machine, &info, Duration::from_secs(timeout))?;
+                step!("machine stopped");
+            }
+            other => step!("machine is {}", other.label()),
         }
-        other => println!("==> machine is {}", other.label()),
-    }
+        Ok(())
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -40,6 +40,14 @@ ssh:
 #   - script: scripts/setup.sh          # a file beside this one
 #     args: [--fast]
 #   - { file: config/app.conf, destination: /etc/app.conf }
+
+# Several machines: the keys above are the defaults of each; a key a machine sets
+# replaces the top-level one (then remove `hostname` above: each machine has its own).
+# machines:
+#   web:
+#     ports: [{ host: 8080, guest: 80 }]
+#   db:
+#     memory: 2G
 "#;
 
 pub fn run(box_name: &str, force: bool) -> Result<ExitCode> {
@@ -91,6 +99,7 @@ mod tests {
         let start = text.find("# provision:").unwrap();
         let steps: String = text[start..]
             .lines()
+            .take_while(|l| !l.is_empty())
             .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap()))
             .collect();
         let spec =

@@ -1,14 +1,19 @@
-//! `hvbox kernels [--json]`: the kernels the machine has booted.
+//! `hvbox kernels [NAME] [--json]`: the kernels a machine has booted.
 
-use super::current_machine;
+use super::select::{Need, Selection};
 use crate::machine::kernels::KernelRecord;
 use anyhow::{bail, Result};
 use std::process::ExitCode;
 
-pub fn run(json: bool) -> Result<ExitCode> {
-    let (_, machine) = current_machine()?;
+pub fn run(name: Option<&str>, json: bool) -> Result<ExitCode> {
+    let target = Selection::load(Need::Names)?.one(name, "kernels")?;
+    let machine = &target.machine;
     if !machine.is_created() {
-        bail!("the machine is not created yet; `hvbox up` creates it");
+        bail!(
+            "{} is not created yet; {} creates it",
+            target.subject(),
+            target.hint("up")
+        );
     }
     let state = machine.load_state()?;
     let current = state.kernels.len().checked_sub(1);
@@ -25,7 +30,7 @@ pub fn run(json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if state.kernels.is_empty() {
-        println!("the machine has not booted yet");
+        println!("{} has not booted yet", target.subject());
         return Ok(ExitCode::SUCCESS);
     }
     println!(

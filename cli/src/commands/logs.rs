@@ -2,7 +2,7 @@
 //! same file, so following it across `halt`/`up` just keeps reading; a file that is
 //! replaced or truncated is read again from its start.
 
-use super::current_machine;
+use super::select::{Need, Selection};
 use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
@@ -14,13 +14,15 @@ use std::time::Duration;
 /// How often a follower looks for more output; a person reading does not notice.
 const POLL: Duration = Duration::from_millis(200);
 
-pub fn run(follow: bool) -> Result<ExitCode> {
-    let (_, machine) = current_machine()?;
-    let path = machine.serial_log();
+pub fn run(name: Option<&str>, follow: bool) -> Result<ExitCode> {
+    let target = Selection::load(Need::Names)?.one(name, "logs")?;
+    let path = target.machine.serial_log();
     if !follow && !path.exists() {
         bail!(
-            "no serial log at {}: the machine has not booted yet (`hvbox up`)",
-            path.display()
+            "no serial log at {}: {} has not booted yet ({})",
+            path.display(),
+            target.subject(),
+            target.hint("up")
         );
     }
     let mut stdout = std::io::stdout().lock();

@@ -16,17 +16,17 @@ mod kernels;
 mod logs;
 mod provision;
 mod reload;
+mod select;
 mod ssh;
 mod ssh_config;
 mod status;
+mod table;
 mod up;
 mod upgrade_kernel;
 mod validate;
 mod vmm_run;
 
 use crate::args::{BoxCommand, Cli, Command, VmmCommand};
-use crate::machine::Machine;
-use crate::project::{Project, DEFAULT_MACHINE};
 use anyhow::Result;
 use std::process::ExitCode;
 
@@ -35,17 +35,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Init { box_name, force } => init::run(&box_name, force),
         Command::Validate { file } => validate::run(file),
         Command::Up(args) => up::run(&args),
-        Command::Provision => provision::run(),
-        Command::Ssh { command } => ssh::run(&command),
-        Command::Console => console::run(),
-        Command::Logs { follow } => logs::run(follow),
-        Command::Status { json } => status::run(json),
-        Command::Halt { timeout } => halt::run(timeout),
-        Command::Destroy => destroy::run(),
+        Command::Provision { names } => provision::run(&names),
+        Command::Ssh { name, command } => ssh::run(name.as_deref(), &command),
+        Command::Console { name } => console::run(name.as_deref()),
+        Command::Logs { name, follow } => logs::run(name.as_deref(), follow),
+        Command::Status { names, json } => status::run(&names, json),
+        Command::Halt { names, timeout } => halt::run(&names, timeout),
+        Command::Destroy { names } => destroy::run(&names),
         Command::Reload(args) => reload::run(&args),
-        Command::SshConfig => ssh_config::run(),
+        Command::SshConfig { names } => ssh_config::run(&names),
         Command::UpgradeKernel(args) => upgrade_kernel::run(&args),
-        Command::Kernels { json } => kernels::run(json),
+        Command::Kernels { name, json } => kernels::run(name.as_deref(), json),
         Command::Box(BoxCommand::Build(args)) => box_build::run(args),
         Command::Box(BoxCommand::List { json }) => box_list::run(json),
         Command::Box(BoxCommand::Add(args)) => box_add::run(&args),
@@ -60,11 +60,4 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// The project here and its (single, for now) machine.
-fn current_machine() -> Result<(Project, Machine)> {
-    let project = Project::discover()?;
-    let machine = Machine::new(DEFAULT_MACHINE, project.machine_dir(DEFAULT_MACHINE));
-    Ok((project, machine))
 }

@@ -1,11 +1,13 @@
-//! `hvbox reload`: halt the machine if it runs, then `up` it again. The boot reads
-//! the kernel, initrd and command line from the disk anew and rewrites a changed seed.
+//! `hvbox reload [NAME…]`: halt each machine if it runs, then `up` it again. The boot
+//! reads the kernel, initrd and command line from the disk anew and rewrites a
+//! changed seed.
 
-use super::{current_machine, halt, up};
+use super::select::{for_each, Need, Selection};
+use super::{halt, up};
 use crate::args::UpArgs;
 use crate::machine::lock::MachineLock;
 use crate::machine::RunState;
-use crate::spec::Spec;
+use crate::progress::step;
 use anyhow::Result;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,15 +16,20 @@ use std::time::Duration;
 const HALT_GRACE: Duration = Duration::from_secs(90);
 
 pub fn run(args: &UpArgs) -> Result<ExitCode> {
-    let (project, machine) = current_machine()?;
-    // One lock over both halves, so no other command slips in between.
-    let _lock = MachineLock::acquire(&machine, "reload", true)?;
-    // A spec that would stop the `up` must not cost the running machine first.
-    Spec::load_checked(&project.spec_path)?;
-    if let RunState::Running(info) = machine.run_state() {
-        println!("==> asking the guest to power off");
-        halt::stop(&machine, &info, HALT_GRACE)?;
-        println!("==> machine stopped");
-    }
-    up::start(&project, &machine, args)
+    // The whole spec is read first: one that would stop the `up` must not cost the
+    // running machines first.
+    let selection = Selection::load(Need::Settings)?;
+    selection.check_provision_files()?;
+    let targets = selection.many(&args.names, false)?;
+    for_each(&targets, |target| {
+        // One lock over both halves, so no other command slips in between.
+        let _lock = MachineLock::acquire(&target.machine, "reload", true)?;
+        if let RunState::Running(info) = target.machine.run_state() {
+            step!("asking the guest to power off");
+            halt::stop(&target.machine, &info, HALT_GRACE)?;
+            step!("machine stopped");
+        }
+        up::start(&selection, target, args)
+    })?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,30 +1,66 @@
-//! `hvbox ssh-config`: the machine as a Host block for ~/.ssh/config, with the same
+//! `hvbox ssh-config [NAME…]`: machines as Host blocks for ~/.ssh/config, with the same
 //! options `hvbox ssh` uses (one list in crate::ssh), so `ssh hvbox-NAME` connects
 //! with the machine's key and pinned host key.
 
-use super::current_machine;
+use super::select::{Need, Selection, Target};
 use crate::machine::RunState;
 use anyhow::{bail, Result};
 use std::process::ExitCode;
 
-pub fn run() -> Result<ExitCode> {
-    let (project, machine) = current_machine()?;
-    let info = match machine.run_state() {
-        RunState::Running(info) => info,
-        other => bail!(
-            "the machine is {}; `hvbox up` first (its ssh port is chosen at every boot)",
-            other.label()
+/// A machine that is not running has no port: a named one is an error; without
+/// names, the running machines are printed and the others noted in comments.
+pub fn run(names: &[String]) -> Result<ExitCode> {
+    let selection = Selection::load(Need::Names)?;
+    let targets = selection.many(names, false)?;
+    let mut printed = 0;
+    let mut skipped = Vec::new();
+    for target in &targets {
+        let RunState::Running(info) = target.machine.run_state() else {
+            skipped.push(target);
+            continue;
+        };
+        if printed > 0 {
+            println!();
+        }
+        let machine = &target.machine;
+        let state = machine.load_state()?;
+        println!(
+            "# hvbox machine `{}` of {}; the port changes at every `hvbox up`",
+            machine.name,
+            selection.project.spec_path.display()
+        );
+        println!("Host {}", crate::ssh::host_alias(machine));
+        for (name, value) in crate::ssh::options(machine, &state, info.ssh_port) {
+            println!("  {name} {value}");
+        }
+        printed += 1;
+    }
+    match (skipped.as_slice(), printed) {
+        ([], _) => {}
+        ([only], 0) if targets.len() == 1 => bail!(
+            "{} is {}; {} first (its ssh port is chosen at every boot)",
+            only.subject(),
+            only.machine.run_state().label(),
+            only.hint("up")
         ),
-    };
-    let state = machine.load_state()?;
-    println!(
-        "# hvbox machine `{}` of {}; the port changes at every `hvbox up`",
-        machine.name,
-        project.spec_path.display()
-    );
-    println!("Host {}", crate::ssh::host_alias(&machine));
-    for (name, value) in crate::ssh::options(&machine, &state, info.ssh_port) {
-        println!("  {name} {value}");
+        (_, 0) => bail!(
+            "no machine is running ({}); `hvbox up` first (ssh ports are chosen at every boot)",
+            states(&skipped)
+        ),
+        _ if !names.is_empty() => bail!(
+            "not running, so left out: {}; `hvbox up` them first",
+            states(&skipped)
+        ),
+        _ => println!("\n# not running, so left out: {}", states(&skipped)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// "web: stopped, db: not created".
+fn states(targets: &[&Target]) -> String {
+    targets
+        .iter()
+        .map(|t| format!("{}: {}", t.name(), t.machine.run_state().label()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -1,44 +1,105 @@
-//! `hvbox status [--json]`.
+//! `hvbox status [NAME…] [--json]`: a table of the machines (or a JSON array), in the
+//! spec's order, then machine folders the spec no longer names.
 
-use super::current_machine;
-use crate::machine::RunState;
+use super::box_fetch;
+use super::select::{Need, Selection, Target};
+use super::table::print_table;
+use crate::machine::{MachineState, RunInfo, RunState};
+use crate::spec::SPEC_FILE;
 use anyhow::Result;
 use std::process::ExitCode;
 
-pub fn run(json: bool) -> Result<ExitCode> {
-    let (_, machine) = current_machine()?;
-    let run_state = machine.run_state();
-    let state = machine.load_state().ok();
-    let info = match &run_state {
-        RunState::Running(info) => Some(info),
-        _ => None,
-    };
-    if json {
-        let value = serde_json::json!({
-            "name": machine.name,
-            "state": run_state.label(),
-            "hostname": state.as_ref().map(|s| &s.hostname),
-            "user": state.as_ref().map(|s| &s.user),
-            "box": state.as_ref().map(|s| &s.box_name),
+/// What `status` shows of one machine.
+struct Row {
+    name: String,
+    run_state: RunState,
+    orphaned: bool,
+    state: Option<MachineState>,
+    hostname: Option<String>,
+    box_name: Option<String>,
+}
+
+impl Row {
+    fn new(selection: &Selection, target: &Target) -> Row {
+        let state = target.machine.load_state().ok();
+        let spec = target.spec().ok();
+        // A machine not created yet shows what it will be created with.
+        let hostname = state.as_ref().map(|s| s.hostname.clone()).or_else(|| {
+            spec.map(|s| match &s.hostname {
+                Some(h) => h.0.clone(),
+                None => selection.project.default_hostname(),
+            })
+        });
+        let box_name = state
+            .as_ref()
+            .map(|s| s.box_name.clone())
+            .or_else(|| spec.map(|s| box_fetch::label(&s.box_source)));
+        Row {
+            name: target.name().to_string(),
+            run_state: target.machine.run_state(),
+            orphaned: target.orphaned,
+            state,
+            hostname,
+            box_name,
+        }
+    }
+
+    fn info(&self) -> Option<&RunInfo> {
+        match &self.run_state {
+            RunState::Running(info) => Some(info),
+            _ => None,
+        }
+    }
+
+    fn state_text(&self) -> String {
+        let orphaned = format!("orphaned (not in {SPEC_FILE})");
+        match (&self.run_state, self.orphaned) {
+            (_, false) => self.run_state.label().to_string(),
+            (RunState::Running(_), true) => format!("running, {orphaned}"),
+            (_, true) => orphaned,
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let info = self.info();
+        serde_json::json!({
+            "name": self.name,
+            "state": self.run_state.label(),
+            "orphaned": self.orphaned,
+            "hostname": self.hostname,
+            "user": self.state.as_ref().map(|s| &s.user),
+            "box": self.box_name,
             "engine": info.map(|i| &i.engine),
             "ssh_port": info.map(|i| i.ssh_port),
             "pid": info.map(|i| i.vm_pid),
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        })
+    }
+
+    fn cells(&self) -> [String; 5] {
+        let info = self.info();
+        [
+            self.name.clone(),
+            self.state_text(),
+            info.map_or("-".into(), |i| i.engine.clone()),
+            self.box_name.clone().unwrap_or_else(|| "-".into()),
+            info.map_or("-".into(), |i| format!("127.0.0.1:{}", i.ssh_port)),
+        ]
+    }
+}
+
+pub fn run(names: &[String], json: bool) -> Result<ExitCode> {
+    let selection = Selection::load(Need::Names)?;
+    let rows: Vec<Row> = selection
+        .many(names, true)?
+        .iter()
+        .map(|t| Row::new(&selection, t))
+        .collect();
+    if json {
+        let list: Vec<serde_json::Value> = rows.iter().map(Row::json).collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
     } else {
-        println!(
-            "{:<12} {:<12} {:<8} {:<20} SSH",
-            "MACHINE", "STATE", "ENGINE", "BOX"
-        );
-        println!(
-            "{:<12} {:<12} {:<8} {:<20} {}",
-            machine.name,
-            run_state.label(),
-            info.map(|i| i.engine.as_str()).unwrap_or("-"),
-            state.as_ref().map(|s| s.box_name.as_str()).unwrap_or("-"),
-            info.map(|i| format!("127.0.0.1:{}", i.ssh_port))
-                .unwrap_or_else(|| "-".into()),
-        );
+        let cells: Vec<[String; 5]> = rows.iter().map(Row::cells).collect();
+        print_table(["NAME", "STATE", "ENGINE", "BOX", "SSH"], &cells);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,16 +1,18 @@
-//! `hvbox up`: create the machine on first use, then boot it, wait for ssh and run
-//! the provision steps that have not completed yet.
+//! `hvbox up [NAME…]`: create each machine on first use, then boot it, wait for
+//! ssh and run the provision steps that have not completed yet; one machine after
+//! another, in the order given (default: the spec's).
 
 use super::box_fetch::{self, Resolve};
-use super::current_machine;
+use super::select::{for_each, Need, Selection, Target};
 use crate::args::UpArgs;
 use crate::keys;
 use crate::launch;
 use crate::machine::lock::MachineLock;
 use crate::machine::{kernels, state, Machine, MachineState, RunState};
+use crate::progress::step;
 use crate::project::Project;
 use crate::provision;
-use crate::spec::{BoxSource, Spec};
+use crate::spec::{BoxSource, ProjectSpec, Spec};
 use crate::ssh;
 use anyhow::{bail, Context, Result};
 use hvbox_boxes::{BoxArtifacts, Progress, Store};
@@ -22,56 +24,79 @@ use std::time::Duration;
 const USER_DEFAULT: &str = "dev";
 
 pub fn run(args: &UpArgs) -> Result<ExitCode> {
-    let (project, machine) = current_machine()?;
-    // Held until the machine answers ssh: a second `up` fails at once instead of
-    // creating or booting the same machine twice.
-    let _lock = MachineLock::acquire(&machine, "up", true)?;
-    start(&project, &machine, args)
+    let selection = Selection::load(Need::Settings)?;
+    selection.check_provision_files()?;
+    let targets = selection.many(&args.names, false)?;
+    for_each(&targets, |target| {
+        // Held until the machine answers ssh: a second `up` fails at once instead of
+        // creating or booting the same machine twice.
+        let _lock = MachineLock::acquire(&target.machine, "up", true)?;
+        start(&selection, target, args)
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
-/// `up` under the machine lock the caller holds (also `reload`'s second half).
-pub(super) fn start(project: &Project, machine: &Machine, args: &UpArgs) -> Result<ExitCode> {
-    let spec = Spec::load_checked(&project.spec_path)?;
+/// `up` of one machine under the machine lock the caller holds (also `reload`'s
+/// second half).
+pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Result<()> {
+    let project = &selection.project;
+    let machine = &target.machine;
+    let spec = target.spec()?;
     let when = provision::When::from_flags(args.provision, args.no_provision);
     if let RunState::Running(info) = machine.run_state() {
-        println!(
-            "==> machine is already running (ssh on 127.0.0.1:{})",
+        step!(
+            "machine is already running (ssh on 127.0.0.1:{})",
             info.ssh_port
         );
-        provision::after_up(project, machine, &spec, info.ssh_port, when)?;
-        return Ok(ExitCode::SUCCESS);
+        provision::after_up(project, machine, spec, info.ssh_port, when)?;
+        return Ok(());
     }
-    let checked = launch::preflight(project, &spec)?;
+    let checked = launch::preflight(project, spec)?;
     let progress = if args.quiet {
         Progress::Quiet
     } else {
         Progress::Auto
     };
     if !machine.is_created() {
-        create(project, machine, &spec, progress)?;
+        create(project, selection.spec()?, machine, spec, progress)?;
     } else {
-        println!("==> starting existing machine");
-        if crate::seed::refresh(project, &spec, machine)? {
-            println!("==> first-boot settings changed: seed rewritten (cloud-init applies its per-boot settings again; packages, files and runcmd run only on a machine's first boot: `hvbox destroy` and `up` to re-run them)");
+        step!("starting existing machine");
+        if crate::seed::refresh(project, spec, machine)? {
+            step!("first-boot settings changed: seed rewritten (cloud-init applies its per-boot settings again; packages, files and runcmd run only on a machine's first boot: `hvbox destroy` and `up` to re-run them)");
         }
     }
-    let booted = launch::boot(machine, &spec, checked, Duration::from_secs(args.timeout))?;
-    provision::after_up(project, machine, &spec, booted.info.ssh_port, when)?;
-    println!("==> machine is up: `hvbox ssh` opens a shell");
-    Ok(ExitCode::SUCCESS)
+    let booted = launch::boot(machine, spec, checked, Duration::from_secs(args.timeout))?;
+    provision::after_up(project, machine, spec, booted.info.ssh_port, when)?;
+    step!("machine is up: {} opens a shell", target.hint("ssh"));
+    Ok(())
 }
 
 /// First `up`: fetch the box, clone its disk, make keys and the seed. A failure
 /// removes the half-made machine so the next `up` starts clean.
-fn create(project: &Project, machine: &Machine, spec: &Spec, progress: Progress) -> Result<()> {
+fn create(
+    project: &Project,
+    project_spec: &ProjectSpec,
+    machine: &Machine,
+    spec: &Spec,
+    progress: Progress,
+) -> Result<()> {
     check_box_supported(spec)?;
     let store = Store::open_default()?;
-    // hvbox.lock when it matches the spec (no catalog lookup, no network once
-    // cached), else the catalog; the lock is written for the next `up`.
-    let got = box_fetch::fetch_project_box(project, spec, &store, progress, Resolve::UseLock)?;
+    // hvbox.lock's entry when it has one for the spec's box (no catalog lookup, no
+    // network once cached), else the catalog; the lock is written for the next `up`.
+    let got = box_fetch::fetch_boxes(
+        project,
+        project_spec,
+        &[&spec.box_source],
+        &store,
+        progress,
+        Resolve::UseLock,
+    )?
+    .pop()
+    .context("no box was fetched")?;
     let artifacts = got.artifacts;
-    println!(
-        "==> creating machine from box {}",
+    step!(
+        "creating machine from box {}",
         box_fetch::describe(&artifacts.name, artifacts.version.as_deref())
     );
     let disk_blob = got.fetched.disk.path;

@@ -1,14 +1,15 @@
-//! `hvbox upgrade-kernel`: install a new kernel in the guest, boot it from the
+//! `hvbox upgrade-kernel [NAME]`: install a new kernel in a guest, boot it from the
 //! disk, and fall back to the previous kernel when it does not come up.
 
-use super::current_machine;
 use super::halt::stop;
+use super::select::{Need, Selection};
 use crate::args::UpgradeKernelArgs;
 use crate::kernel_install::{self, NO_KERNEL_PACKAGE, NO_PACKAGE_MANAGER};
 use crate::launch::{self, BootFailure, Booted};
 use crate::machine::lock::MachineLock;
 use crate::machine::{kernels, Machine, MachineState, RunInfo, RunState};
 use crate::process::wait_gone;
+use crate::progress::step;
 use crate::project::Project;
 use crate::spec::Spec;
 use crate::ssh;
@@ -21,31 +22,38 @@ use std::time::Duration;
 const HALT_GRACE: Duration = Duration::from_secs(90);
 
 pub fn run(args: &UpgradeKernelArgs) -> Result<ExitCode> {
-    let (project, machine) = current_machine()?;
-    let _lock = MachineLock::acquire(&machine, "upgrade-kernel", false)?;
-    let spec = Spec::load(&project.spec_path)?;
+    let selection = Selection::load(Need::Settings)?;
+    let chosen = selection.one(args.name.as_deref(), "upgrade-kernel")?;
+    let (project, machine, spec) = (&selection.project, &chosen.machine, chosen.spec()?);
+    let _lock = MachineLock::acquire(machine, "upgrade-kernel", false)?;
     let timeout = Duration::from_secs(args.timeout);
     let run_state = machine.run_state();
     if let RunState::NotCreated = run_state {
-        bail!("the machine is not created yet; `hvbox up` creates it");
+        bail!(
+            "{} is not created yet; {} creates it",
+            chosen.subject(),
+            chosen.hint("up")
+        );
     }
     if args.rollback {
-        return rollback(&project, &machine, &spec, run_state, timeout);
+        return rollback(project, machine, spec, run_state, timeout);
     }
     let mut state = machine.load_state()?;
     let previous = match &run_state {
         RunState::Running(info) => {
-            let running = ssh::capture(&machine, &state, info.ssh_port, "uname -r")
+            let running = ssh::capture(machine, &state, info.ssh_port, "uname -r")
                 .context("asking the guest which kernel it runs")?;
             if !args.no_install {
-                install(&machine, &state, info, args.package.as_deref())?;
+                install(machine, &state, info, args.package.as_deref())?;
             }
-            println!("==> powering the guest off to boot from its disk");
-            power_off(&machine, &state, info)?;
+            step!("powering the guest off to boot from its disk");
+            power_off(machine, &state, info)?;
             Some(running)
         }
         _ if !args.no_install => bail!(
-            "the machine is stopped; `hvbox up` first, since the kernel is installed from inside the guest (or pass --no-install to boot a kernel already on its disk)"
+            "{} is stopped; {} first, since the kernel is installed from inside the guest (or pass --no-install to boot a kernel already on its disk)",
+            chosen.subject(),
+            chosen.hint("up")
         ),
         _ => state.kernels.last().map(|k| k.version.clone()),
     };
@@ -53,17 +61,17 @@ pub fn run(args: &UpgradeKernelArgs) -> Result<ExitCode> {
     // The disk's default kernel now: the one the guest's bootloader would pick.
     state.pinned_kernel = None;
     state.save(&machine.state_path())?;
-    let attempt = launch::preflight(&project, &spec)
-        .and_then(|checked| launch::boot(&machine, &spec, checked, timeout))
-        .and_then(|booted| confirm_running(&machine, &booted).map(|()| booted));
+    let attempt = launch::preflight(project, spec)
+        .and_then(|checked| launch::boot(machine, spec, checked, timeout))
+        .and_then(|booted| confirm_running(machine, &booted).map(|()| booted));
     match attempt {
         Ok(booted) => {
             match previous {
                 Some(p) if p == booted.kernel_version => {
-                    println!("==> no newer kernel: the guest still boots {p} (the disk's default)")
+                    step!("no newer kernel: the guest still boots {p} (the disk's default)")
                 }
-                Some(p) => println!("==> kernel upgraded: {p} -> {}", booted.kernel_version),
-                None => println!("==> the guest runs {}", booted.kernel_version),
+                Some(p) => step!("kernel upgraded: {p} -> {}", booted.kernel_version),
+                None => step!("the guest runs {}", booted.kernel_version),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -72,8 +80,11 @@ pub fn run(args: &UpgradeKernelArgs) -> Result<ExitCode> {
                 return Err(failure.context("the new kernel did not come up and the machine has no earlier kernel to return to"));
             };
             eprintln!("hvbox: the new kernel did not come up: {failure:#}");
-            eprintln!("==> rolling back to {previous}");
-            restore(&project, &machine, &spec, &previous, timeout)?;
+            eprintln!(
+                "{}",
+                crate::progress::line(format_args!("rolling back to {previous}"))
+            );
+            restore(project, machine, spec, &previous, timeout)?;
             bail!(
                 "the kernel upgrade failed and was rolled back: the machine runs {previous} again, pinned until the next `hvbox upgrade-kernel` (`hvbox kernels` lists the history)"
             )
@@ -93,7 +104,7 @@ fn install(
         Some(file) => Some(copy_in(machine, state, info, file)?),
         None => None,
     };
-    println!("==> installing the kernel in the guest");
+    step!("installing the kernel in the guest");
     let script = kernel_install::script(guest_file.as_deref());
     let status = ssh::run_streaming(
         machine,
@@ -131,7 +142,7 @@ fn copy_in(machine: &Machine, state: &MachineState, info: &RunInfo, file: &Path)
     let source = std::fs::File::open(file)
         .with_context(|| format!("--package {}: cannot read it", file.display()))?;
     let guest_path = format!("/tmp/hvbox-{name}");
-    println!("==> copying {} into the guest", file.display());
+    step!("copying {} into the guest", file.display());
     let status = ssh::run_streaming(
         machine,
         state,
@@ -216,12 +227,11 @@ fn rollback(
         bail!("the machine has booted only one kernel, so there is nothing to roll back to (`hvbox kernels` lists the history)");
     };
     if let RunState::Running(info) = &run_state {
-        println!("==> powering the guest off to boot {target}");
+        step!("powering the guest off to boot {target}");
         power_off(machine, &state, info)?;
     }
     restore(project, machine, spec, &target, timeout)?;
-    println!(
-        "==> the machine runs {target}, pinned; `hvbox upgrade-kernel --no-install` returns to the disk's default kernel"
+    step!("the machine runs {target}, pinned; `hvbox upgrade-kernel --no-install` returns to the disk's default kernel"
     );
     Ok(ExitCode::SUCCESS)
 }

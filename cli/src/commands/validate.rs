@@ -1,7 +1,7 @@
 //! `hvbox validate`: parse and check a spec (and that the files its provision steps
 //! name exist) without touching any machine.
 
-use crate::spec::{find_spec, Spec, SPEC_FILE};
+use crate::spec::{find_spec, ProjectSpec, SPEC_FILE};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +16,16 @@ pub fn run(file: Option<PathBuf>) -> Result<ExitCode> {
             })?
         }
     };
-    Spec::load_checked(&path)?;
-    println!("{}: ok", path.display());
+    let spec = ProjectSpec::load(&path)?;
+    spec.check_provision_files(&path)?;
+    if spec.is_named() {
+        println!(
+            "{}: ok (machines: {})",
+            path.display(),
+            spec.names().join(", ")
+        );
+    } else {
+        println!("{}: ok", path.display());
+    }
     Ok(ExitCode::SUCCESS)
 }

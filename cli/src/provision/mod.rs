@@ -8,6 +8,7 @@ mod remote;
 
 use crate::kernel_install::shell_quote;
 use crate::machine::{kernels, Machine};
+use crate::progress::step;
 use crate::project::Project;
 use crate::spec::{Action, ProvisionStep, Spec};
 use anyhow::{anyhow, Context, Result};
@@ -60,9 +61,11 @@ pub fn after_up(
         return run_all(project, machine, &spec.provision, port);
     }
     if when == When::Never {
-        println!("==> provision steps skipped (--no-provision)");
+        step!("provision steps skipped (--no-provision)");
     } else {
-        println!("==> already provisioned: `hvbox provision` or `hvbox up --provision` runs the steps again");
+        step!(
+            "already provisioned: `hvbox provision` or `hvbox up --provision` runs the steps again"
+        );
     }
     Ok(())
 }
@@ -84,8 +87,8 @@ pub fn run_all(
     recorded(machine, steps, |index, step| {
         run_step(&guest, &project.root, index, total, step)
     })?;
-    println!(
-        "==> provisioned: {total} step{} done",
+    step!(
+        "provisioned: {total} step{} done",
         if total == 1 { "" } else { "s" }
     );
     Ok(())
@@ -132,7 +135,7 @@ fn run_step(
         .as_ref()
         .map(|n| format!(" [{n}]"))
         .unwrap_or_default();
-    println!("==> provision {number}{named}: {what} (as {who})");
+    step!("provision {number}{named}: {what} (as {who})");
     let label = match &step.name {
         Some(name) => format!("{number} {name}"),
         None => format!("{number} {}", short_label(&step.action)),
@@ -422,6 +425,7 @@ mod tests {
             privileged: false,
             name: None,
             path_at: None,
+            key_path: None,
         };
         let (command, input) = prepare(dir.path(), &step("config/app.conf", "/etc/app/")).unwrap();
         assert_eq!(command, remote::unpack_command("/etc/app", false));

@@ -1,196 +1,244 @@
-//! Where a value sits in the spec's text, for checks that can only run after the
-//! spec was read (a file the spec names must exist on the host).
-//!
-//! serde_yaml keeps no positions in what it returns, but it stamps an error raised
-//! while a value is being read with that value's line and column. So the text is
-//! walked once more down to the wanted value, and reading it fails on purpose: the
-//! error carries the position. Flow style, quoting and aliases need no handling of
-//! their own.
+//! Errors found after the spec was read (they involve several keys, e.g. two machines
+//! forwarding one host port) still point at a line and column: the text is walked a
+//! second time down to the offending node, and the error is raised there, where
+//! serde_yaml attaches that node's position.
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserializer;
 use std::fmt;
 
-/// One step down a YAML document.
-#[derive(Debug, Clone, Copy)]
-pub enum Key<'a> {
-    Field(&'a str),
+/// One step from a node to one of its children.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The value of this key in a mapping.
+    Key(String),
+    /// The key itself (only as the last step): for a key that should not be there.
+    AtKey(String),
+    /// This element of a sequence.
     Index(usize),
 }
 
-/// 1-based line and column of the value at `path` in `text` (a spec that already
-/// parsed); none when the path leads nowhere.
-pub fn locate(text: &str, path: &[Key]) -> Option<(usize, usize)> {
-    let err = Seek { path }
-        .deserialize(serde_yaml::Deserializer::from_str(text))
-        .err()?;
-    if !err.to_string().contains(FOUND) {
-        return None;
-    }
-    err.location().map(|l| (l.line(), l.column()))
-}
-
-/// The error the walk raises once it reaches its value.
-const FOUND: &str = "hvbox-located-value";
-
-struct Seek<'p> {
-    path: &'p [Key<'p>],
-}
-
-impl<'de> DeserializeSeed<'de> for Seek<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        match self.path.first() {
-            None => d.deserialize_any(Found),
-            Some(Key::Field(_)) => d.deserialize_map(self),
-            Some(Key::Index(_)) => d.deserialize_seq(self),
+/// Where a node is, written as serde_yaml writes paths: `machines.web.ports[0]`.
+pub fn path_text(path: &[Step]) -> String {
+    let mut text = String::new();
+    for step in path {
+        match step {
+            Step::Key(k) | Step::AtKey(k) => {
+                if !text.is_empty() {
+                    text.push('.');
+                }
+                text.push_str(k);
+            }
+            Step::Index(i) => text.push_str(&format!("[{i}]")),
         }
     }
+    text
 }
 
-impl<'de> Visitor<'de> for Seek<'_> {
+/// `message` as a serde_yaml error at the node `path` leads to in `text` (the whole
+/// document for an empty path). A path that leads nowhere gives the message without
+/// a position.
+pub fn error_at(text: &str, path: &[Step], message: &str) -> serde_yaml::Error {
+    let walk = Walk { path, message };
+    match walk.deserialize(serde_yaml::Deserializer::from_str(text)) {
+        Err(e) => e,
+        Ok(()) => de::Error::custom(message),
+    }
+}
+
+/// 1-based line and column of the node `path` leads to in `text`; none when the
+/// path leads nowhere. For checks made later (a file the spec names must exist).
+pub fn position(text: &str, path: &[Step]) -> Option<(usize, usize)> {
+    error_at(text, path, "")
+        .location()
+        .map(|l| (l.line(), l.column()))
+}
+
+/// Finds the node; succeeds only when it is not there.
+struct Walk<'a> {
+    path: &'a [Step],
+    message: &'a str,
+}
+
+impl<'de> DeserializeSeed<'de> for Walk<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a mapping or a sequence")
+        f.write_str("any value")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let Some(Key::Field(wanted)) = self.path.first() else {
-            return Ok(());
+        let Some((step, rest)) = self.path.split_first() else {
+            return Err(de::Error::custom(self.message));
         };
-        while let Some(key) = map.next_key::<serde_yaml::Value>()? {
-            if key.as_str() == Some(wanted) {
-                map.next_value_seed(Seek {
-                    path: &self.path[1..],
-                })?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
+        let (wanted, at_key) = match step {
+            Step::Key(k) => (k.as_str(), false),
+            Step::AtKey(k) => (k.as_str(), true),
+            Step::Index(_) => return Ok(()),
+        };
+        let key_seed = || KeySeed {
+            wanted,
+            fail_with: at_key.then_some(self.message),
+        };
+        while let Some(found) = map.next_key_seed(key_seed())? {
+            if found {
+                return map.next_value_seed(Walk {
+                    path: rest,
+                    message: self.message,
+                });
             }
+            map.next_value::<IgnoredAny>()?;
         }
         Ok(())
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let Some(Key::Index(wanted)) = self.path.first() else {
+        let Some((step, rest)) = self.path.split_first() else {
+            return Err(de::Error::custom(self.message));
+        };
+        let Step::Index(wanted) = *step else {
             return Ok(());
         };
         let mut index = 0;
         loop {
-            let more = if index == *wanted {
-                seq.next_element_seed(Seek {
-                    path: &self.path[1..],
-                })?
-            } else {
-                seq.next_element::<IgnoredAny>()?.map(|_| ())
-            };
-            if more.is_none() {
+            if index == wanted {
+                let walk = Walk {
+                    path: rest,
+                    message: self.message,
+                };
+                return seq.next_element_seed(walk).map(drop);
+            }
+            if seq.next_element::<IgnoredAny>()?.is_none() {
                 return Ok(());
             }
             index += 1;
         }
     }
 
-    // Anything else where a mapping or sequence was expected: the path leads nowhere.
+    // A scalar ends the walk: the error if the path ends here, else not found.
     fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        Ok(())
+        self.leaf()
     }
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        Ok(())
+        self.leaf()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.leaf()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.leaf()
     }
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
+        self.leaf()
     }
 }
 
-/// Fails on whatever value it is given, so serde_yaml stamps its position.
-struct Found;
-
-impl Found {
-    fn fail<E: de::Error>(self) -> Result<(), E> {
-        Err(E::custom(FOUND))
+impl Walk<'_> {
+    fn leaf<E: de::Error>(&self) -> Result<(), E> {
+        if self.path.is_empty() {
+            Err(E::custom(self.message))
+        } else {
+            Ok(())
+        }
     }
 }
 
-impl<'de> Visitor<'de> for Found {
-    type Value = ();
+/// Reads a mapping key: whether it is the wanted one, or the error at it.
+struct KeySeed<'a> {
+    wanted: &'a str,
+    fail_with: Option<&'a str>,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = bool;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any value")
+        f.write_str("a key")
     }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        self.fail()
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        self.fail()
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        self.fail()
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        self.fail()
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        self.fail()
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.fail()
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        self.fail()
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        self.fail()
-    }
-    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
-        self.fail()
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<bool, E> {
+        match self.fail_with {
+            Some(message) if key == self.wanted => Err(E::custom(message)),
+            _ => Ok(key == self.wanted),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Key::{Field, Index};
+
+    /// The message and `line:column`.
+    fn at(text: &str, path: &[Step]) -> String {
+        let e = error_at(text, path, "here");
+        let l = e.location().expect("located");
+        let message = super::super::strip_location(&e.to_string());
+        format!("{message} {}:{}", l.line(), l.column())
+    }
+
+    fn key(k: &str) -> Step {
+        Step::Key(k.into())
+    }
 
     #[test]
-    fn values_are_found_in_block_and_flow_style() {
-        let text = "box: b\nprovision:\n  - shell: echo hi\n  - {script: \"a.sh\", args: [x]}\n  - file: conf\n    destination: /etc/c\n";
-        assert_eq!(locate(text, &[Field("box")]), Some((1, 6)));
+    fn finds_values_keys_and_elements() {
+        let text = "a: 1\nb:\n  c: [x, y]\n  d:\n    - {e: 2}\n    - {e: 3}\n";
+        assert_eq!(at(text, &[]), "here 1:1");
+        assert_eq!(at(text, &[key("a")]), "a: here 1:4");
         assert_eq!(
-            locate(text, &[Field("provision"), Index(1), Field("script")]),
-            Some((4, 14))
+            at(text, &[key("b"), Step::AtKey("d".into())]),
+            "b: here 4:3"
         );
         assert_eq!(
-            locate(text, &[Field("provision"), Index(2), Field("file")]),
-            Some((5, 11))
+            at(text, &[key("b"), key("c"), Step::Index(1)]),
+            "b.c[1]: here 3:10"
         );
         assert_eq!(
-            locate(
-                text,
-                &[Field("provision"), Index(1), Field("args"), Index(0)]
-            ),
-            Some((4, 29))
+            at(text, &[key("b"), key("d"), Step::Index(1), key("e")]),
+            "b.d[1].e: here 6:11"
+        );
+        assert_eq!(
+            path_text(&[key("b"), key("d"), Step::Index(1), key("e")]),
+            "b.d[1].e"
         );
     }
 
     #[test]
-    fn missing_paths_give_nothing() {
-        let text = "box: b\nprovision:\n  - shell: x\n";
-        assert_eq!(locate(text, &[Field("provision"), Index(3)]), None);
-        assert_eq!(locate(text, &[Field("box"), Field("name")]), None);
-        assert_eq!(locate(text, &[Field("cpus")]), None);
+    fn positions_in_block_and_flow_style() {
+        let text = "box: b\nprovision:\n  - shell: echo hi\n  - {script: \"a.sh\", args: [x]}\n  - file: conf\n    destination: /etc/c\n";
+        let step = |i, k: &str| vec![key("provision"), Step::Index(i), key(k)];
+        assert_eq!(position(text, &[key("box")]), Some((1, 6)));
+        assert_eq!(position(text, &step(1, "script")), Some((4, 14)));
+        assert_eq!(position(text, &step(2, "file")), Some((5, 11)));
+        let mut arg = step(1, "args");
+        arg.push(Step::Index(0));
+        assert_eq!(position(text, &arg), Some((4, 29)));
+        assert_eq!(position(text, &[key("provision"), Step::Index(3)]), None);
+        assert_eq!(position(text, &[key("cpus")]), None);
+    }
+
+    #[test]
+    fn a_path_that_leads_nowhere_has_no_position() {
+        let e = error_at("a: 1\n", &[key("z")], "here");
+        assert!(e.location().is_none());
+        let e = error_at("a: 1\n", &[key("a"), key("b")], "here");
+        assert!(e.location().is_none());
     }
 }

@@ -1,17 +1,23 @@
-//! `hvbox.yaml`: what a team commits to describe its machine.
+//! `hvbox.yaml`: what a team commits to describe its machines.
 //!
 //! Every value is checked while it is deserialized, so that a bad value is reported
-//! by serde_yaml with its line and column; [`SpecError`] adds the file name.
+//! by serde_yaml with its line and column; [`SpecError`] adds the file name. The file
+//! is read in layers (the top level, then each machine: see [`layer`]) and resolved
+//! into one [`Spec`] per machine by [`ProjectSpec`].
 
 mod box_source;
 mod guest_setup;
+mod layer;
 mod locate;
+mod machines;
+mod project;
 mod provision;
 mod size;
 mod values;
 
 pub use box_source::{BoxArtifactsSpec, BoxSource};
 pub use guest_setup::{line_of_key, CloudInitSettings, NetworkSettingsSpec};
+pub use project::{ProjectSpec, DEFAULT_MACHINE};
 pub use provision::{Action, ProvisionStep};
 pub use size::Size;
 pub use values::{Hostname, KernelArgs, UserName};
@@ -24,41 +30,31 @@ use std::path::{Path, PathBuf};
 
 pub const SPEC_FILE: &str = "hvbox.yaml";
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One machine's settings, resolved from the spec's layers with hvbox's defaults
+/// (see [`layer::Layer::resolve`]).
+#[derive(Debug, Clone)]
 pub struct Spec {
-    #[serde(rename = "box")]
     pub box_source: BoxSource,
+    /// The project folder's name when absent; a named machine's own name by default.
     pub hostname: Option<Hostname>,
-    #[serde(default = "default_cpus")]
     pub cpus: Cpus,
-    #[serde(default = "default_memory")]
     pub memory: Size,
     /// Size the machine's disk is grown to; the box's own size when absent.
     pub disk: Option<Size>,
-    #[serde(default)]
     pub engine: EngineChoice,
-    #[serde(default)]
     pub ssh: SshSettings,
-    #[serde(default)]
     pub ports: Vec<PortForward>,
     /// Offer the guest hardware virtualization (SVM/VMX) so it can run VMs itself.
-    #[serde(default)]
     pub nested_virtualization: bool,
     /// Disk images attached after the root disk and the cloud-init seed.
-    #[serde(default)]
     pub disks: Vec<ExtraDisk>,
     /// Adjustments to the kernel command line read from the guest's bootloader.
-    #[serde(default)]
     pub kernel: KernelSettings,
     /// First-boot setup by cloud-init in the guest.
-    #[serde(default)]
     pub cloud_init: CloudInitSettings,
-    #[serde(default)]
     pub network: NetworkSettingsSpec,
     /// Steps run over ssh once the machine is up: on its first successful boot,
     /// then on request.
-    #[serde(default)]
     pub provision: Vec<ProvisionStep>,
 }
 
@@ -99,14 +95,6 @@ pub struct ExtraDisk {
     pub path: PathBuf,
     #[serde(default)]
     pub read_only: bool,
-}
-
-fn default_cpus() -> Cpus {
-    Cpus(2)
-}
-
-fn default_memory() -> Size {
-    Size::from_bytes(1 << 30)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,46 +214,19 @@ impl fmt::Display for SpecError {
 impl std::error::Error for SpecError {}
 
 impl Spec {
-    pub fn load(path: &Path) -> Result<Spec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
-            path: path.to_path_buf(),
-            line: None,
-            column: None,
-            message: format!("cannot read the spec: {e}"),
-        })?;
-        Spec::parse(&text, path)
-    }
-
-    /// [`Spec::load`], then check that the files the spec names for provisioning
-    /// exist: for commands that are about to use them.
-    pub fn load_checked(path: &Path) -> Result<Spec, SpecError> {
-        let spec = Spec::load(path)?;
-        provision::check_local_files(&spec.provision, path)?;
-        Ok(spec)
-    }
-
+    /// The settings of a spec's only machine; for tests of a one-machine spec.
+    #[cfg(test)]
     pub fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
-        if text.trim().is_empty() {
-            return Err(SpecError {
+        let project = ProjectSpec::parse(text, path)?;
+        match project.machines() {
+            [(_, spec)] => Ok(spec.clone()),
+            several => Err(SpecError {
                 path: path.to_path_buf(),
                 line: None,
                 column: None,
-                message:
-                    "the spec is empty; it needs at least `box:` (run `hvbox init` for a starter)"
-                        .into(),
-            });
+                message: format!("has {} machines, not one", several.len()),
+            }),
         }
-        let mut spec: Spec = serde_yaml::from_str(text).map_err(|e| {
-            let location = e.location();
-            SpecError {
-                path: path.to_path_buf(),
-                line: location.as_ref().map(|l| l.line()),
-                column: location.as_ref().map(|l| l.column()),
-                message: strip_location(&e.to_string()),
-            }
-        })?;
-        provision::locate_paths(&mut spec.provision, text);
-        Ok(spec)
     }
 }
 
@@ -287,3 +248,6 @@ pub fn find_spec(start: &Path) -> Option<PathBuf> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod machine_tests;

@@ -5,7 +5,7 @@
 //! is an error at the step's own line and column (serde_yaml stamps errors raised
 //! while a mapping is read with the mapping's position).
 
-use super::locate::{locate, Key};
+use super::locate::{path_text, position, Step};
 use super::SpecError;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -23,6 +23,8 @@ pub struct ProvisionStep {
     /// Line and column of the `script:` or `file:` value in the spec, so that a
     /// missing file is reported where it is named. Filled in after parsing.
     pub path_at: Option<(usize, usize)>,
+    /// Where the step is, as `machines.web.provision[0]`. Filled in after parsing.
+    pub key_path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,6 +203,7 @@ impl<'de> Visitor<'de> for StepVisitor {
             privileged: privileged.unwrap_or(true),
             name,
             path_at: None,
+            key_path: None,
         })
     }
 }
@@ -319,15 +322,16 @@ impl<'de> Deserialize<'de> for Arg {
     }
 }
 
-/// Record where each step's `script:` or `file:` value is written in `text`.
-pub(super) fn locate_paths(steps: &mut [ProvisionStep], text: &str) {
+/// Record where each step's `script:` or `file:` value is written in `text`, the
+/// steps being the list at `list` (`provision`, or a machine's own).
+pub(super) fn locate_paths(steps: &mut [ProvisionStep], text: &str, list: &[Step]) {
     for (i, step) in steps.iter_mut().enumerate() {
-        let key = step.action.kind();
         if step.action.local_path().is_some() {
-            step.path_at = locate(
-                text,
-                &[Key::Field("provision"), Key::Index(i), Key::Field(key)],
-            );
+            let mut path = list.to_vec();
+            path.push(Step::Index(i));
+            step.key_path = Some(path_text(&path));
+            path.push(Step::Key(step.action.kind().to_string()));
+            step.path_at = position(text, &path);
         }
     }
 }
@@ -358,7 +362,10 @@ pub(super) fn check_local_files(
             line: step.path_at.map(|(l, _)| l),
             column: step.path_at.map(|(_, c)| c),
             message: format!(
-                "provision[{i}].{}: {} {problem} (looked for {})",
+                "{}.{}: {} {problem} (looked for {})",
+                step.key_path
+                    .clone()
+                    .unwrap_or_else(|| format!("provision[{i}]")),
                 step.action.kind(),
                 path.display(),
                 full.display()

@@ -295,12 +295,13 @@ fn missing_provision_files_are_reported_where_the_spec_names_them() {
     std::fs::create_dir_all(dir.path().join("www")).unwrap();
     let good = "box: b\nprovision:\n  - script: scripts/setup.sh\n  - {file: www, destination: /srv/www}\n  - shell: echo\n";
     std::fs::write(&spec_path, good).unwrap();
-    Spec::load_checked(&spec_path).unwrap();
+    let load = || ProjectSpec::load(&spec_path).expect("the spec itself is fine");
+    load().check_provision_files(&spec_path).unwrap();
 
     let check = |text: &str| {
         std::fs::write(&spec_path, text).unwrap();
-        Spec::load(&spec_path).expect("the spec itself is fine");
-        Spec::load_checked(&spec_path)
+        load()
+            .check_provision_files(&spec_path)
             .expect_err("a missing file is an error")
             .to_string()
             .replace(&dir.path().display().to_string(), "/p")

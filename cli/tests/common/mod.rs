@@ -1,5 +1,8 @@
 //! A fake machine folder for cli tests that drive the real binary without a VM.
 
+// Each test binary compiles this module and uses only part of it.
+#![allow(dead_code)]
+
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
@@ -47,6 +50,22 @@ pub fn hold(path: &Path, record: &str) -> File {
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     assert_eq!(rc, 0, "could not lock {}", path.display());
     file
+}
+
+/// Let go of a lock [`hold`] took, and return once nothing holds it: a process that
+/// another test thread was starting at that moment shares the lock until it has
+/// exec'd (the descriptor is close-on-exec, not close-on-fork).
+pub fn release(lock: File, path: &Path) {
+    drop(lock);
+    let file = File::open(path).unwrap();
+    for _ in 0..500 {
+        // SAFETY: flock on a file descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("{} is still locked 5 s after release", path.display());
 }
 
 pub fn text(out: &[u8]) -> String {

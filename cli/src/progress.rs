@@ -1,0 +1,40 @@
+//! The `==> ` lines commands print as they go. When a command works through several
+//! machines, each line names the machine it is about (`==> web: booting …`).
+
+use std::sync::Mutex;
+
+static MACHINE: Mutex<Option<String>> = Mutex::new(None);
+
+/// Name `machine` in the lines that follow (`None`: name none).
+pub fn set_machine(machine: Option<&str>) {
+    *MACHINE.lock().unwrap_or_else(|e| e.into_inner()) = machine.map(str::to_string);
+}
+
+/// `==> MESSAGE`, or `==> NAME: MESSAGE` while a machine is named.
+pub fn line(message: std::fmt::Arguments) -> String {
+    match MACHINE.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+        Some(name) => format!("==> {name}: {message}"),
+        None => format!("==> {message}"),
+    }
+}
+
+/// Print a progress line: `step!("booting on {engine}")`.
+macro_rules! step {
+    ($($arg:tt)*) => {
+        println!("{}", $crate::progress::line(format_args!($($arg)*)))
+    };
+}
+pub(crate) use step;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_name_the_machine_when_set() {
+        set_machine(Some("web"));
+        assert_eq!(line(format_args!("booting {}", 1)), "==> web: booting 1");
+        set_machine(None);
+        assert_eq!(line(format_args!("booting")), "==> booting");
+    }
+}

@@ -1,0 +1,102 @@
+//! Two machines of one spec on real Debian guests: both come up from one download,
+//! run at the same time with their own ports, keys and hostnames, and stop and go
+//! one by one.
+
+use hvbox_tests::{processes_mentioning, require_tools, test_box, HttpServer, TestProject};
+
+/// Each machine's `status --json` entry, in the spec's order.
+fn machines(project: &TestProject) -> Vec<serde_json::Value> {
+    let status = project.ok(&["status", "--json"]);
+    serde_json::from_str(&status).expect("status --json is a JSON array")
+}
+
+fn states(project: &TestProject) -> Vec<(String, String)> {
+    machines(project)
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap_or_default().to_string(),
+                m["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pair(a: &str, b: &str) -> Vec<(String, String)> {
+    vec![("a".into(), a.into()), ("b".into(), b.into())]
+}
+
+#[test]
+fn two_machines_up_ssh_halt_one_destroy_both() {
+    require_tools(&["qemu-system-x86_64", "passt", "ssh", "mmdebstrap"]);
+    let test_box = test_box();
+    let server = HttpServer::serve(test_box.dir.clone());
+    // `a` sets its hostname; `b` gets its name as hostname.
+    let spec = format!(
+        "box:\n  disk:\n    url: {}\n    digest: \"{}\"\nengine: qemu\ncpus: 1\nmemory: 768M\nssh:\n  user: tester\nmachines:\n  a:\n    hostname: alpha\n  b:\n",
+        server.url("disk.raw"),
+        test_box.digest
+    );
+    let project = TestProject::new(&spec);
+    let dir = project.path().to_string_lossy().to_string();
+
+    let up = project.ok(&["up"]);
+    assert!(up.contains("==> a: machine is up"), "{up}");
+    assert!(up.contains("==> b: machine is up"), "{up}");
+    // One box for both: downloaded once, locked once.
+    assert_eq!(server.requests_for("disk.raw"), 1);
+    let lock = std::fs::read_to_string(project.path().join("hvbox.lock")).unwrap();
+    assert!(lock.contains("version: 1\nbox:\n"), "{lock}");
+
+    let running = machines(&project);
+    assert_eq!(states(&project), pair("running", "running"));
+    let ports: Vec<u64> = running
+        .iter()
+        .map(|m| {
+            m["ssh_port"]
+                .as_u64()
+                .expect("a running machine has an ssh port")
+        })
+        .collect();
+    assert_ne!(ports[0], ports[1], "both machines on one ssh port");
+
+    let hostname = project.ok(&["ssh", "a", "--", "cat", "/etc/hostname"]);
+    assert_eq!(hostname.trim(), "alpha");
+    let hostname = project.ok(&["ssh", "b", "--", "cat", "/etc/hostname"]);
+    assert_eq!(hostname.trim(), "b");
+    // Each machine has its own identity, and its own serial log says so.
+    let machine_dir = |name: &str| project.path().join(".hvbox/machines").join(name);
+    let instance_id = |name: &str| {
+        let state = std::fs::read_to_string(machine_dir(name).join("state.json")).unwrap();
+        let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+        state["instance_id"].as_str().unwrap().to_string()
+    };
+    let (id_a, id_b) = (instance_id("a"), instance_id("b"));
+    assert_ne!(id_a, id_b);
+    let serial_b = std::fs::read_to_string(machine_dir("b").join("serial.log")).unwrap();
+    assert!(serial_b.contains(&format!("[hvbox-ready {id_b}]")));
+    assert!(!serial_b.contains(&id_a), "a's boot in b's serial log");
+    // Without a name, ssh does not guess.
+    let unnamed = project.hvbox(&["ssh", "--", "true"]);
+    let stderr = String::from_utf8_lossy(&unnamed.stderr);
+    assert!(!unnamed.status.success());
+    assert!(stderr.contains("(machines: a, b)"), "{stderr}");
+
+    project.ok(&["halt", "b"]);
+    assert_eq!(states(&project), pair("running", "stopped"));
+    assert_eq!(
+        processes_mentioning(&machine_dir("b").to_string_lossy()),
+        Vec::<String>::new()
+    );
+    let hostname = project.ok(&["ssh", "a", "--", "cat", "/etc/hostname"]);
+    assert_eq!(hostname.trim(), "alpha", "halting b touched a");
+
+    project.ok(&["destroy"]);
+    assert!(
+        !project.path().join(".hvbox").exists(),
+        ".hvbox/ left behind"
+    );
+    // No supervisor, VMM or passt of this project survives (other projects' may run).
+    assert_eq!(processes_mentioning(&dir), Vec::<String>::new());
+    assert_eq!(states(&project), pair("not created", "not created"));
+}
