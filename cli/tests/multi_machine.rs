@@ -2,8 +2,10 @@
 //! acts on, and what `status` shows. No VM is booted: machines are not created, or
 //! created as fake folders.
 
+mod common;
+
+use common::text;
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -54,23 +56,7 @@ impl Project {
 
     /// Pretend a created machine runs: a held supervisor lock and a run.json.
     fn fake_running(&self, name: &str, ssh_port: u16) -> File {
-        let dir = self.machine(name);
-        let run = serde_json::json!({
-            "supervisor_pid": std::process::id(),
-            "vm_pid": std::process::id(),
-            "passt_pid": std::process::id(),
-            "engine": "qemu",
-            "ssh_port": ssh_port,
-            "control_socket": "/nonexistent/control.sock",
-            "console_socket": "/nonexistent/console.sock",
-            "runtime_dir": "/nonexistent",
-        });
-        std::fs::write(dir.join("run.json"), run.to_string()).unwrap();
-        let file = File::create(dir.join("supervisor.lock")).unwrap();
-        // SAFETY: flock on a file descriptor we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        assert_eq!(rc, 0);
-        file
+        common::fake_running(&self.machine(name), ssh_port)
     }
 
     fn hvbox(&self, args: &[&str]) -> Output {
@@ -98,10 +84,6 @@ impl Project {
         assert_eq!(out.status.code(), Some(1), "hvbox {args:?} should fail");
         text(&out.stderr).replace(&self.root.display().to_string(), "PROJECT")
     }
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 fn status_json(project: &Project) -> Vec<serde_json::Value> {
@@ -251,12 +233,7 @@ fn a_busy_machine_stops_the_rest_and_is_named() {
     let project = Project::new(SPEC);
     project.fake_created("web");
     project.fake_created("db");
-    let lock = File::create(project.machine("web").join("machine.lock")).unwrap();
-    // SAFETY: flock on a file descriptor we own.
-    assert_eq!(
-        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
-        0
-    );
+    let _lock = common::hold(&project.machine("web").join("machine.lock"), "");
     let out = project.hvbox(&["destroy"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
