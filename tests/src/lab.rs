@@ -58,10 +58,8 @@ pub struct Run {
 
 impl Lab {
     /// Bring up L1, or return why the lab cannot run on this host. The lab runs only
-    /// with HVBOX_LAB=1: L2 boots of the Debian kernel on hvbox's VMM passed in 3 of 5
-    /// lab runs and then stalled (after the i8042 probe) or triple-faulted (after the
-    /// x509 parser registers) in two CI runs, which is not understood yet (see the
-    /// README).
+    /// with HVBOX_LAB=1: L1's own kernel crashes now and then under QEMU's emulated
+    /// SVM, and a bzImage boot in L2 has triple-faulted now and then (see the README).
     pub fn start() -> Result<Lab, String> {
         if std::env::var_os("HVBOX_LAB").is_none_or(|v| v != "1") {
             return Err("set HVBOX_LAB=1 to run the nested lab (a few minutes; see the README for its open problem)".into());
