@@ -265,7 +265,11 @@ fn engine_checks(lab: &Lab, report: &mut Vec<String>) -> Result<(), String> {
                 halt.stdout, halt.stderr
             ));
         }
-        let destroy = lab.root(&format!("{hv} destroy && ! pgrep -af '{dir}'"));
+        // The supervisor and VMM name the machine folder, passt its runtime folder.
+        // `[/]` keeps pgrep from matching the shell that runs it.
+        let destroy = lab.root(&format!(
+            "{hv} destroy && ! pgrep -af '[/]root/l2-{engine}/|[h]vbox/i-'"
+        ));
         if destroy.status != Some(0) {
             return Err(format!(
                 "{engine}: destroy left processes or failed:\n{}{}",
