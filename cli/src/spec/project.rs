@@ -4,7 +4,7 @@
 //! here, and located in the text by [`locate`](super::locate).
 
 use super::layer::SpecFile;
-use super::locate::{error_at, path_text, position, Step};
+use super::locate::{error_at, path_text, Step};
 use super::{BoxSource, Hostname, PortForward, Spec, SpecError};
 use std::path::Path;
 
@@ -42,19 +42,8 @@ impl ProjectSpec {
         }
         let file: SpecFile =
             serde_yaml::from_str(text).map_err(|e| SpecError::from_yaml(path, &e))?;
-        let mut project = resolve(file)
-            .map_err(|(at, message)| SpecError::from_yaml(path, &error_at(text, &at, &message)))?;
-        for (name, spec) in &mut project.machines {
-            // A machine's own `provision` list replaces the top-level one.
-            let own = vec![key("machines"), key(name), key("provision")];
-            let list = if project.named && position(text, &own).is_some() {
-                own
-            } else {
-                vec![key("provision")]
-            };
-            super::provision::locate_paths(&mut spec.provision, text, &list);
-        }
-        Ok(project)
+        resolve(file, text)
+            .map_err(|(at, message)| SpecError::from_yaml(path, &error_at(text, &at, &message)))
     }
 
     /// Check that the files every machine's provision steps name exist: for
@@ -107,14 +96,16 @@ fn key(k: &str) -> Step {
     Step::Key(k.to_string())
 }
 
-/// Each machine's layers resolved, or the first problem found.
-fn resolve(file: SpecFile) -> Result<ProjectSpec, Located> {
+/// Each machine's layers resolved, or the first problem found. `text` is the spec
+/// the file was read from, for where each provision step's file is named.
+fn resolve(file: SpecFile, text: &str) -> Result<ProjectSpec, Located> {
     let (top, machines) = file.split();
     let Some(machines) = machines else {
-        let spec = top
+        let mut spec = top
             .resolve()
             .ok_or_else(|| (Vec::new(), "missing field `box`".to_string()))?;
-        check_ports(&[(DEFAULT_MACHINE, ports_of(&spec, &PortSource::Top))])?;
+        locate_provision_files(&mut spec, &WrittenIn::Top, text);
+        check_ports(&[(DEFAULT_MACHINE, ports_of(&spec, &WrittenIn::Top))])?;
         return Ok(ProjectSpec {
             machines: vec![(DEFAULT_MACHINE.to_string(), spec)],
             named: false,
@@ -129,7 +120,15 @@ fn resolve(file: SpecFile) -> Result<ProjectSpec, Located> {
     let mut resolved = Vec::new();
     let mut sources = Vec::new();
     for (name, layer) in machines {
-        let own_ports = layer.ports.is_some();
+        let written_in = |own: bool| {
+            if own {
+                WrittenIn::Machine(name.clone())
+            } else {
+                WrittenIn::Top
+            }
+        };
+        let ports_in = written_in(layer.ports.is_some());
+        let provision_in = written_in(layer.provision.is_some());
         let mut spec = layer.over(&top).resolve().ok_or_else(|| {
             (
                 vec![key("machines"), Step::AtKey(name.clone())],
@@ -139,11 +138,8 @@ fn resolve(file: SpecFile) -> Result<ProjectSpec, Located> {
         if spec.hostname.is_none() {
             spec.hostname = Some(Hostname(name.clone()));
         }
-        sources.push(if own_ports {
-            PortSource::Machine(name.clone())
-        } else {
-            PortSource::Top
-        });
+        locate_provision_files(&mut spec, &provision_in, text);
+        sources.push(ports_in);
         resolved.push((name, spec));
     }
     let ports: Vec<(&str, Ports)> = resolved
@@ -158,20 +154,32 @@ fn resolve(file: SpecFile) -> Result<ProjectSpec, Located> {
     })
 }
 
-/// Where a machine's `ports` list was written.
-enum PortSource {
+/// Where a machine's value of a key was written: at the top level, or in the
+/// machine's own entry (which replaces the top-level value).
+enum WrittenIn {
     Top,
     Machine(String),
+}
+
+impl WrittenIn {
+    fn path(&self, k: &str) -> Vec<Step> {
+        match self {
+            WrittenIn::Top => vec![key(k)],
+            WrittenIn::Machine(name) => vec![key("machines"), key(name), key(k)],
+        }
+    }
+}
+
+fn locate_provision_files(spec: &mut Spec, written_in: &WrittenIn, text: &str) {
+    let list = written_in.path("provision");
+    super::provision::locate_paths(&mut spec.provision, text, &list);
 }
 
 /// A machine's forwarded ports, each with the path to where it was written.
 type Ports<'a> = Vec<(Vec<Step>, &'a PortForward)>;
 
-fn ports_of<'a>(spec: &'a Spec, source: &PortSource) -> Ports<'a> {
-    let base = match source {
-        PortSource::Top => vec![key("ports")],
-        PortSource::Machine(name) => vec![key("machines"), key(name), key("ports")],
-    };
+fn ports_of<'a>(spec: &'a Spec, written_in: &WrittenIn) -> Ports<'a> {
+    let base = written_in.path("ports");
     spec.ports
         .iter()
         .enumerate()
