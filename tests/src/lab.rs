@@ -119,29 +119,42 @@ impl Lab {
         Ok(lab)
     }
 
-    /// The end of L1's serial log: where an L1 crash shows.
-    pub fn l1_serial_tail(&self) -> String {
-        let log = self
+    fn machine_file(&self, name: &str) -> String {
+        let path = self
             .project
             .path()
-            .join(".hvbox/machines/default/serial.log");
-        let text = std::fs::read_to_string(log).unwrap_or_default();
+            .join(".hvbox/machines/default")
+            .join(name);
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// The end of L1's serial log: where an L1 crash shows.
+    pub fn l1_serial_tail(&self) -> String {
+        let text = self.machine_file("serial.log");
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
-    /// L1's own kernel crashed (an oops or panic on its serial console): a fault of
-    /// the emulated hardware below the lab, not of what runs in it. Returns the log.
+    /// L1 itself failed (an oops or panic on its console, or it no longer answers
+    /// ssh): a fault of the emulated hardware below the lab, not of what runs in
+    /// it. Returns what shows it.
     pub fn l1_crash(&self) -> Option<String> {
-        let log = self
-            .project
-            .path()
-            .join(".hvbox/machines/default/serial.log");
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        ["Kernel panic - not syncing", "BUG: ", "Oops: "]
+        let serial = self.machine_file("serial.log");
+        if ["Kernel panic - not syncing", "BUG: ", "Oops: "]
             .iter()
-            .any(|m| text.contains(m))
-            .then(|| self.l1_serial_tail())
+            .any(|m| serial.contains(m))
+        {
+            return Some(self.l1_serial_tail());
+        }
+        let alive = self.root("true");
+        (alive.status != Some(0)).then(|| {
+            format!(
+                "L1 stopped answering ssh ({}); its console ends:\n{}\nQEMU's log:\n{}",
+                alive.stderr.trim(),
+                self.l1_serial_tail(),
+                self.machine_file("vm.log")
+            )
+        })
     }
 
     /// Run `script` in L1 as root with `sh -c`.

@@ -30,13 +30,13 @@ fn builtin_vmm_boots_debian_in_the_nested_lab() {
             }
             Err(failure) => match lab.l1_crash() {
                 Some(crash) if attempt == 1 => eprintln!(
-                    "L1's own kernel crashed (emulated hardware below the lab); retrying with a fresh L1.\nThe check said: {failure}\nL1's console:\n{crash}"
+                    "L1 itself failed (emulated hardware below the lab); retrying with a fresh L1.\nThe check said: {failure}\nWhat shows it:\n{crash}"
                 ),
                 _ => panic!("{failure}\nL1 serial log:\n{}", lab.l1_serial_tail()),
             },
         }
     }
-    panic!("L1 crashed twice");
+    panic!("L1 failed twice");
 }
 
 /// Every lab check in order; the figures, or what failed.
