@@ -247,6 +247,8 @@ fn passt_command(socket: &Path, ssh_port: u16, ports: &[PortForward]) -> Vec<Str
     let mut argv = vec![
         "passt".to_string(),
         "--foreground".into(),
+        // Quit when the VM goes, however it goes (see the supervisor).
+        "--one-off".into(),
         "--socket".into(),
         socket.display().to_string(),
         "-t".into(),
@@ -435,4 +437,25 @@ fn tail_since(path: &Path, start: u64, lines: usize) -> String {
     let text = String::from_utf8_lossy(text.get(start as usize..).unwrap_or_default());
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Port, Protocol};
+
+    #[test]
+    fn passt_forwards_ssh_and_the_spec_ports_and_quits_with_its_vm() {
+        let udp = PortForward {
+            host: Port(5353),
+            guest: Port(53),
+            protocol: Protocol::Udp,
+            address: "0.0.0.0".parse().unwrap(),
+        };
+        let argv = passt_command(Path::new("/run/m/net/passt.sock"), 2222, &[udp]).join(" ");
+        assert_eq!(
+            argv,
+            "passt --foreground --one-off --socket /run/m/net/passt.sock -t 127.0.0.1/2222:22 -u 0.0.0.0/5353:53"
+        );
+    }
 }

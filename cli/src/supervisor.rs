@@ -2,7 +2,9 @@
 //! passt and the VM, records their pids, waits for the VM to end, then stops passt.
 //!
 //! Both children get PR_SET_PDEATHSIG, so killing the supervisor takes them down too:
-//! a machine never leaves orphaned processes behind.
+//! a machine never leaves orphaned processes behind. passt loses that signal when it
+//! drops root for `nobody`, so it runs with `--one-off` and quits when the VM's
+//! connection closes.
 
 use crate::machine::{write_atomic, Machine, RunInfo};
 use crate::process::{pid_alive, signal};
@@ -83,26 +85,11 @@ pub fn run(machine_dir: &Path) -> Result<()> {
 }
 
 fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
-    let mut passt = start_child(&plan.passt_command, &machine.file("passt.log"))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !plan.passt_socket.exists() {
-        if let Some(status) = passt.try_wait()? {
-            bail!(
-                "passt exited ({status}) before opening its socket; see {}",
-                machine.file("passt.log").display()
-            );
-        }
-        if Instant::now() > deadline {
-            stop_child(&mut passt);
-            bail!(
-                "passt did not open {} within 10 s",
-                plan.passt_socket.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
     let mut reboots = RebootGuard::default();
     let status = loop {
+        // passt serves one VM connection (`--one-off`), so a VM started again after
+        // a reboot gets a passt of its own.
+        let mut passt = start_passt(machine, plan)?;
         let mut vm = match start_child(&plan.vm_command, &machine.file("vm.log")) {
             Ok(vm) => vm,
             Err(e) => {
@@ -129,6 +116,7 @@ fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
                 return Err(e);
             }
         };
+        stop_child(&mut passt);
         // QEMU resets a rebooting guest in place; the embedded VMM exits with the
         // reboot code instead, and the machine starts again with the same boot files.
         if plan.engine == "builtin"
@@ -141,7 +129,6 @@ fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
         break status;
     };
     eprintln!("supervisor: VM exited: {status}");
-    stop_child(&mut passt);
     use std::os::unix::process::ExitStatusExt;
     let record = ExitRecord {
         vm_exit_code: status.code(),
@@ -151,6 +138,30 @@ fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
         &machine.file(EXIT_FILE),
         serde_json::to_string_pretty(&record)?.as_bytes(),
     )
+}
+
+/// Start passt and wait for its socket.
+fn start_passt(machine: &Machine, plan: &LaunchPlan) -> Result<Child> {
+    let _ = std::fs::remove_file(&plan.passt_socket);
+    let mut passt = start_child(&plan.passt_command, &machine.file("passt.log"))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !plan.passt_socket.exists() {
+        if let Some(status) = passt.try_wait()? {
+            bail!(
+                "passt exited ({status}) before opening its socket; see {}",
+                machine.file("passt.log").display()
+            );
+        }
+        if Instant::now() > deadline {
+            stop_child(&mut passt);
+            bail!(
+                "passt did not open {} within 10 s",
+                plan.passt_socket.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(passt)
 }
 
 fn start_child(argv: &[String], log_path: &Path) -> Result<Child> {

@@ -48,7 +48,7 @@ pub fn stop(machine: &Machine, info: &RunInfo, grace: Duration) -> Result<()> {
     let _ = engine.hard_stop(&info.control_socket);
     if !wait_gone(info.supervisor_pid, Duration::from_secs(10)) {
         // Still held by the live supervisor, so these pids are still its own; its
-        // children die with it (PDEATHSIG).
+        // children die with it (the VM by PDEATHSIG, passt when the VM is gone).
         if supervisor_alive(machine) {
             signal(info.supervisor_pid, libc::SIGKILL)?;
         }

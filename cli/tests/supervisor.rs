@@ -1,0 +1,170 @@
+//! `hvbox supervise` with a real passt and a stand-in VM (a process that connects to
+//! passt's socket as QEMU and the embedded VMM do): whatever ends the supervisor,
+//! nothing it started outlives it.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Connects to the socket in $1, notes it in $2, then waits; exits with $3 if given.
+const FAKE_VM: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+open(sys.argv[2], "a").write("connected\n")
+if len(sys.argv) > 3:
+    sys.exit(int(sys.argv[3]))
+time.sleep(600)
+"#;
+
+struct Supervised {
+    _dir: tempfile::TempDir,
+    machine: PathBuf,
+    connections: PathBuf,
+    supervisor: Child,
+}
+
+fn tool(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Start `hvbox supervise` on a machine whose VM is `vm` (argv after python3's
+/// script, socket and log), with passt as `hvbox up` runs it.
+fn supervise(engine: &str, vm_sh: &str) -> Option<Supervised> {
+    if !tool("passt") || !tool("python3") {
+        eprintln!("skipping: passt or python3 is not installed");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let machine = dir.path().join("machine");
+    common::create_stopped_machine(&machine);
+    // As `hvbox up` lays it out: passt started by root runs as `nobody` and needs
+    // to reach its socket's folder.
+    let runtime = dir.path().join("run");
+    let net = runtime.join("net");
+    std::fs::create_dir_all(&net).unwrap();
+    for d in [dir.path(), &runtime] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    if unsafe { libc::geteuid() } == 0 {
+        let chown = Command::new("chown").arg("nobody").arg(&net).status();
+        assert!(
+            chown.is_ok_and(|s| s.success()),
+            "chown nobody {}",
+            net.display()
+        );
+    }
+    let socket = net.join("passt.sock");
+    let connections = dir.path().join("connections");
+    let script = dir.path().join("vm.py");
+    std::fs::write(&script, FAKE_VM).unwrap();
+    let vm = vm_sh
+        .replace("VM", &format!("python3 {}", script.display()))
+        .replace("SOCK", &socket.display().to_string())
+        .replace("LOG", &connections.display().to_string());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let plan = serde_json::json!({
+        "engine": engine,
+        "vm_command": ["sh", "-c", vm],
+        "passt_command": ["passt", "--foreground", "--one-off", "--socket", socket,
+                          "-t", format!("127.0.0.1/{port}:22")],
+        "passt_socket": socket,
+        "control_socket": runtime.join("control.sock"),
+        "console_socket": runtime.join("console.sock"),
+        "runtime_dir": runtime,
+        "ssh_port": port,
+    });
+    std::fs::write(machine.join("launch.json"), plan.to_string()).unwrap();
+    let supervisor = Command::new(env!("CARGO_BIN_EXE_hvbox"))
+        .arg("supervise")
+        .arg(&machine)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    Some(Supervised {
+        _dir: dir,
+        machine,
+        connections,
+        supervisor,
+    })
+}
+
+fn connections(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn alive(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, s)| s.starts_with('Z'))
+    })
+}
+
+fn run_pids(machine: &Path) -> (u64, u64) {
+    let text = std::fs::read_to_string(machine.join("run.json")).unwrap();
+    let run: serde_json::Value = serde_json::from_str(&text).unwrap();
+    (
+        run["vm_pid"].as_u64().unwrap(),
+        run["passt_pid"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn a_killed_supervisor_leaves_neither_vm_nor_passt() {
+    let Some(mut s) = supervise("qemu", "exec VM SOCK LOG") else {
+        return;
+    };
+    wait_for("the VM connects to passt", Duration::from_secs(20), || {
+        connections(&s.connections) == 1
+    });
+    let (vm, passt) = run_pids(&s.machine);
+    assert!(alive(vm) && alive(passt));
+    // SIGKILL: nothing in the supervisor runs, its children are on their own.
+    s.supervisor.kill().unwrap();
+    s.supervisor.wait().unwrap();
+    wait_for("VM and passt are gone", Duration::from_secs(10), || {
+        !alive(vm) && !alive(passt)
+    });
+}
+
+#[test]
+fn a_vm_started_again_after_a_reboot_gets_a_fresh_passt() {
+    // The first VM run exits with the embedded VMM's reboot code, the second stays.
+    let first_boot = "if [ ! -e LOG ]; then exec VM SOCK LOG 3; else exec VM SOCK LOG; fi";
+    let Some(mut s) = supervise("builtin", first_boot) else {
+        return;
+    };
+    wait_for("the restarted VM connects", Duration::from_secs(30), || {
+        connections(&s.connections) == 2
+    });
+    let (vm, passt) = run_pids(&s.machine);
+    assert!(alive(vm) && alive(passt));
+    s.supervisor.kill().unwrap();
+    s.supervisor.wait().unwrap();
+    wait_for("VM and passt are gone", Duration::from_secs(10), || {
+        !alive(vm) && !alive(passt)
+    });
+}
