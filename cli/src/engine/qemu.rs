@@ -46,10 +46,7 @@ impl Engine for Qemu {
         push(&["-nodefaults", "-no-user-config", "-display", "none"]);
         push(&["-machine", "q35"]);
         // `max` under TCG offers SVM, `host` under KVM offers what the host has;
-        // without nested virtualization both are switched off. Under TCG, 5-level
-        // paging stays off: it buys nothing a VM needs, costs a level in every
-        // emulated page walk, and QEMU 7.2's emulated SVM loses its host state
-        // with it (L1 kernels crashed when a nested guest exited).
+        // without nested virtualization both are switched off.
         let nested = if c.nested_virtualization {
             ""
         } else {
@@ -62,7 +59,7 @@ impl Engine for Qemu {
                 "-accel",
                 "tcg,thread=multi",
                 "-cpu",
-                &format!("max,la57=off{nested}"),
+                &format!("max{nested}"),
             ]);
         }
         let cpus = c.cpus.to_string();
@@ -171,7 +168,7 @@ mod tests {
             Path::new("/run/x/console.sock"),
         );
         let joined = args.join(" ");
-        assert!(joined.contains("-accel tcg,thread=multi -cpu max,la57=off,svm=off,vmx=off"));
+        assert!(joined.contains("-accel tcg,thread=multi -cpu max,svm=off,vmx=off"));
         assert!(joined.contains("-smp 2 -m 1024M"));
         assert!(joined.contains("-append root=PARTUUID=x ro console=ttyS0"));
         assert!(joined.contains("file=/m/seed.iso,format=raw,if=virtio,discard=unmap,readonly=on"));
@@ -191,6 +188,6 @@ mod tests {
         let tcg = Qemu::new(false)
             .vm_command(&nested, Path::new("/q"), Path::new("/c"))
             .join(" ");
-        assert!(tcg.contains("-cpu max,la57=off "));
+        assert!(tcg.contains("-cpu max "));
     }
 }
