@@ -35,8 +35,9 @@ fn tool(name: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Start `hvbox supervise` on a machine whose VM is `vm` (argv after python3's
-/// script, socket and log), with passt as `hvbox up` runs it.
+/// Start `hvbox supervise` with passt as `hvbox up` runs it and `vm_sh` as the VM
+/// command: a shell line in which VM, SOCK and LOG stand for the stand-in VM,
+/// passt's socket and the file where each connection is noted.
 fn supervise(engine: &str, vm_sh: &str) -> Option<Supervised> {
     if !tool("passt") || !tool("python3") {
         eprintln!("skipping: passt or python3 is not installed");
@@ -132,17 +133,11 @@ fn run_pids(machine: &Path) -> (u64, u64) {
     )
 }
 
-#[test]
-fn a_killed_supervisor_leaves_neither_vm_nor_passt() {
-    let Some(mut s) = supervise("qemu", "exec VM SOCK LOG") else {
-        return;
-    };
-    wait_for("the VM connects to passt", Duration::from_secs(20), || {
-        connections(&s.connections) == 1
-    });
+/// SIGKILL the supervisor (nothing in it runs, its children are on their own); the
+/// VM and passt it recorded must both be gone within 10 s.
+fn kill_supervisor_and_expect_no_children(mut s: Supervised) {
     let (vm, passt) = run_pids(&s.machine);
     assert!(alive(vm) && alive(passt));
-    // SIGKILL: nothing in the supervisor runs, its children are on their own.
     s.supervisor.kill().unwrap();
     s.supervisor.wait().unwrap();
     wait_for("VM and passt are gone", Duration::from_secs(10), || {
@@ -151,20 +146,25 @@ fn a_killed_supervisor_leaves_neither_vm_nor_passt() {
 }
 
 #[test]
+fn a_killed_supervisor_leaves_neither_vm_nor_passt() {
+    let Some(s) = supervise("qemu", "exec VM SOCK LOG") else {
+        return;
+    };
+    wait_for("the VM connects to passt", Duration::from_secs(20), || {
+        connections(&s.connections) == 1
+    });
+    kill_supervisor_and_expect_no_children(s);
+}
+
+#[test]
 fn a_vm_started_again_after_a_reboot_gets_a_fresh_passt() {
     // The first VM run exits with the embedded VMM's reboot code, the second stays.
     let first_boot = "if [ ! -e LOG ]; then exec VM SOCK LOG 3; else exec VM SOCK LOG; fi";
-    let Some(mut s) = supervise("builtin", first_boot) else {
+    let Some(s) = supervise("builtin", first_boot) else {
         return;
     };
     wait_for("the restarted VM connects", Duration::from_secs(30), || {
         connections(&s.connections) == 2
     });
-    let (vm, passt) = run_pids(&s.machine);
-    assert!(alive(vm) && alive(passt));
-    s.supervisor.kill().unwrap();
-    s.supervisor.wait().unwrap();
-    wait_for("VM and passt are gone", Duration::from_secs(10), || {
-        !alive(vm) && !alive(passt)
-    });
+    kill_supervisor_and_expect_no_children(s);
 }

@@ -32,7 +32,10 @@ fn builtin_vmm_boots_debian_in_the_nested_lab() {
                 Some(crash) if attempt == 1 => eprintln!(
                     "L1 itself failed (emulated hardware below the lab); retrying with a fresh L1.\nThe check said: {failure}\nWhat shows it:\n{crash}"
                 ),
-                _ => panic!("{failure}\nL1 serial log:\n{}", lab.l1_serial_tail()),
+                // A second failed L1 keeps what shows it (QEMU's log for one that
+                // stopped answering), as the first did.
+                Some(crash) => panic!("{failure}\nL1 itself failed again:\n{crash}"),
+                None => panic!("{failure}\nL1 serial log:\n{}", lab.l1_serial_tail()),
             },
         }
     }
