@@ -524,10 +524,19 @@ fn tap_open_as_unprivileged_child() {
 
 #[test]
 fn an_unprivileged_tap_open_says_what_to_do() {
+    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::process::CommandExt;
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    // The build may live where `nobody` cannot reach (CI keeps it under root's
+    // cache), so the child runs from a copy that it can read and execute.
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("net-tests");
+    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    for path in [dir.path(), exe.as_path()] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut cmd = std::process::Command::new(&exe);
     cmd.args([
         "--exact",
         "virtio::net::tests::tap_open_as_unprivileged_child",
