@@ -259,10 +259,18 @@ pub fn setup_lapic(vcpu: &VcpuFd) -> Result<(), RegsError> {
 /// A one-line summary of the vCPU's registers for error reports.
 pub fn describe(vcpu: &VcpuFd) -> String {
     match (vcpu.get_regs(), vcpu.get_sregs()) {
-        (Ok(r), Ok(s)) => format!(
-            "rip={:#x} rsp={:#x} rflags={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x} cs={:#x}",
-            r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, s.cr0, s.cr3, s.cr4, s.efer, s.cs.selector
-        ),
+        (Ok(r), Ok(s)) => {
+            let mut text = format!(
+                "rip={:#x} rsp={:#x} rflags={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x} cs={:#x}",
+                r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, s.cr0, s.cr3, s.cr4, s.efer, s.cs.selector
+            );
+            // KVM on AMD re-initializes a vCPU after a triple fault (the VMCB is
+            // undefined after a shutdown intercept), so the faulting state is gone.
+            if s.cs.selector == 0xf000 && r.rip == 0xfff0 {
+                text.push_str(" (the vCPU's reset state: KVM had already reset it, as it does on AMD after a triple fault, so where it faulted is not known)");
+            }
+            text
+        }
         _ => "registers unavailable".into(),
     }
 }
@@ -270,6 +278,35 @@ pub fn describe(vcpu: &VcpuFd) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A vCPU that never ran is in its reset state, as KVM on AMD leaves one after a
+    /// triple fault: the report says the registers do not show the fault.
+    #[test]
+    fn registers_in_reset_state_are_called_so() {
+        let kvm = match kvm_ioctls::Kvm::new() {
+            Ok(kvm) => kvm,
+            Err(e) => {
+                eprintln!("skipped: no /dev/kvm: {e}");
+                return;
+            }
+        };
+        let vm = kvm.create_vm().unwrap();
+        let vcpu = vm.create_vcpu(0).unwrap();
+        let fresh = describe(&vcpu);
+        assert!(
+            fresh.contains("rip=0xfff0") && fresh.contains("cs=0xf000"),
+            "{fresh}"
+        );
+        assert!(fresh.contains("where it faulted is not known"), "{fresh}");
+        let mut r = vcpu.get_regs().unwrap();
+        r.rip = 0x1000;
+        vcpu.set_regs(&r).unwrap();
+        let moved = describe(&vcpu);
+        assert!(
+            moved.contains("rip=0x1000") && !moved.contains("reset state"),
+            "{moved}"
+        );
+    }
 
     #[test]
     fn gdt_entries_decode_to_flat_segments() {
