@@ -22,6 +22,10 @@ pub const LAB_MOUNT: &str = "/mnt/lab";
 /// The test box's raw disk inside L1 (the lab's second extra disk).
 pub const L2_BOX_DEVICE: &str = "/dev/vdd";
 
+/// L1's ftrace: the trace buffer and KVM's events.
+const TRACE: &str = "/sys/kernel/tracing/trace";
+const KVM_EVENTS: &str = "/sys/kernel/tracing/events/kvm";
+
 /// Packages L1 needs beyond a test box: QEMU for the side-by-side timing, passt and
 /// an ssh client for hvbox itself, kmod to load kvm_amd.
 const LAB_PACKAGES: &str = "qemu-system-x86,passt,openssh-client,kmod";
@@ -91,8 +95,14 @@ impl Lab {
             .map_err(|e| e.to_string())?;
         let lab_disk = work.path().join("lab.img");
         make_lab_disk(&lab_disk, &bzimage, &initrd, upgrade_package.as_deref());
+        // HVBOX_LAB_L1_CPUS: L1's vCPU count (2 unless set), for comparing how L1
+        // fares under QEMU's emulated SVM with one vCPU thread or several.
+        let l1_cpus: u32 = std::env::var("HVBOX_LAB_L1_CPUS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2);
         let spec = format!(
-            "{}hostname: lab\ncpus: 2\nmemory: 4G\ndisk: 12G\nengine: qemu\nnested_virtualization: true\nssh:\n  user: lab\ndisks:\n  - path: {}\n    read_only: true\n  - path: {}\n    read_only: true\n",
+            "{}hostname: lab\ncpus: {l1_cpus}\nmemory: 4G\ndisk: 12G\nengine: qemu\nnested_virtualization: true\nssh:\n  user: lab\ndisks:\n  - path: {}\n    read_only: true\n  - path: {}\n    read_only: true\n",
             lab_box.file_box_yaml(),
             lab_disk.display(),
             l2_box.dir.join("disk.raw").display()
@@ -116,7 +126,24 @@ impl Lab {
                 setup.stdout, setup.stderr
             ));
         }
+        // A triple fault's registers are lost on AMD (KVM resets the vCPU), so L1's
+        // KVM keeps a trace of what leads up to one: shutdown exits with the guest's
+        // RIP, exceptions KVM injects, and MSR accesses that fault.
+        lab.root(&format!(
+            "mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing; cd {KVM_EVENTS} && echo 'exit_reason == 127' > kvm_exit/filter && echo 1 > kvm_exit/enable && echo 'exception != 0' > kvm_msr/filter && echo 1 > kvm_msr/enable && echo 1 > kvm_inj_exception/enable"
+        ));
         Ok(lab)
+    }
+
+    /// Empty L1's KVM trace, so that [`Lab::kvm_trace`] shows one boot's events.
+    pub fn clear_kvm_trace(&self) {
+        self.root(&format!(": > {TRACE}"));
+    }
+
+    /// The last events of L1's KVM trace (see [`Lab::start`]).
+    pub fn kvm_trace(&self) -> String {
+        self.root(&format!("grep -v '^#' {TRACE} | tail -40"))
+            .stdout
     }
 
     fn machine_file(&self, name: &str) -> String {

@@ -83,6 +83,7 @@ fn checks(lab: &Lab) -> Result<Vec<String>, String> {
     for (kind, command, log_path) in &runs {
         let mut times = Vec::new();
         for boot in 1..=boots {
+            lab.clear_kvm_trace();
             let (secs, log) = lab.time_until(command, log_path, RUN_INIT, limit);
             let problem = match secs {
                 None => Some(format!("no `{RUN_INIT}` within {limit:?}")),
@@ -99,8 +100,10 @@ fn checks(lab: &Lab) -> Result<Vec<String>, String> {
                 // The VMM's own word on a failed boot (a triple fault names the registers).
                 let said = log.lines().find(|l| l.contains("vCPU")).unwrap_or(&problem);
                 times.push(format!("FAILED ({said})"));
+                let trace = lab.kvm_trace();
+                eprintln!("L2 {kind}, boot {boot} failed; L1's KVM trace:\n{trace}");
                 first_failure.get_or_insert(format!(
-                    "L2 {kind}, boot {boot} of {boots}: {problem}; log:\n{log}"
+                    "L2 {kind}, boot {boot} of {boots}: {problem}; log:\n{log}\nL1's KVM trace:\n{trace}"
                 ));
             }
         }
