@@ -12,9 +12,10 @@ const CMDLINE: &str = "console=ttyS0 panic=-1 hvbox.lab=1";
 
 #[test]
 fn builtin_vmm_boots_debian_in_the_nested_lab() {
-    // An L1 kernel has crashed (once in several runs) inside KVM's SVM code under
-    // QEMU's emulated SVM: a fault below the lab. A fresh L1 gets one more try; a
-    // failed check with a healthy L1 fails at once.
+    // L1 kernels with two vCPUs have died under QEMU's emulated SVM (see the
+    // README): a fault below the lab. A fresh L1 gets one more try; a failed check
+    // with a healthy L1 fails at once.
+    let started = std::time::Instant::now();
     for attempt in 1..=2 {
         let lab = match Lab::start() {
             Ok(lab) => lab,
@@ -25,7 +26,11 @@ fn builtin_vmm_boots_debian_in_the_nested_lab() {
         };
         match checks(&lab) {
             Ok(report) => {
-                eprintln!("nested lab figures:\n  {}", report.join("\n  "));
+                eprintln!(
+                    "nested lab figures:\n  {}\n  whole lab, L1 attempt {attempt}: {:.0} s",
+                    report.join("\n  "),
+                    started.elapsed().as_secs_f64()
+                );
                 return;
             }
             Err(failure) => match lab.l1_crash() {
@@ -143,7 +148,12 @@ fn checks(lab: &Lab) -> Result<Vec<String>, String> {
     ));
 
     // hvbox's engines run even after a failed boot above: they boot differently.
-    let engines = engine_checks(lab, &mut report);
+    let engines = if lab.full {
+        engine_checks(lab, &mut report)
+    } else {
+        report.push("hvbox's engines in L1 not checked (HVBOX_LAB=core)".into());
+        Ok(())
+    };
     let failures: Vec<String> = first_failure.into_iter().chain(engines.err()).collect();
     if failures.is_empty() {
         Ok(report)
