@@ -267,7 +267,7 @@ pub fn describe(vcpu: &VcpuFd) -> String {
             // KVM on AMD re-initializes a vCPU after a triple fault (the VMCB is
             // undefined after a shutdown intercept), so the faulting state is gone.
             if s.cs.selector == 0xf000 && r.rip == 0xfff0 {
-                text.push_str(" (the vCPU's reset state: KVM had already reset it, as it does on AMD after a triple fault, so where it faulted is not known)");
+                text.push_str(" (the vCPU's reset state: on AMD, KVM resets a vCPU after a triple fault, so where it faulted is not known)");
             }
             text
         }
