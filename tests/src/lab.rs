@@ -143,12 +143,8 @@ impl Lab {
         Ok(lab)
     }
 
-    /// Empty L1's KVM trace, so that [`Lab::kvm_trace`] shows one boot's events.
-    pub fn clear_kvm_trace(&self) {
-        self.root(&format!(": > {TRACE}"));
-    }
-
-    /// The last events of L1's KVM trace (see [`Lab::start`]).
+    /// The last events of L1's KVM trace (see [`Lab::start`]) since the last
+    /// [`Lab::time_until`] began.
     pub fn kvm_trace(&self) -> String {
         self.root(&format!("grep -v '^#' {TRACE} | tail -40"))
             .stdout
@@ -207,7 +203,8 @@ impl Lab {
 
     /// Start `command` in L1 and measure the seconds until `pattern` shows in `log`
     /// (None if it never does within `limit`); the command is stopped afterwards
-    /// unless it ended by itself. Returns the seconds and the log.
+    /// unless it ended by itself. Returns the seconds and the log. L1's KVM trace is
+    /// emptied first, so that [`Lab::kvm_trace`] shows this command's events.
     pub fn time_until(
         &self,
         command: &str,
@@ -216,7 +213,7 @@ impl Lab {
         limit: Duration,
     ) -> (Option<f64>, String) {
         let script = format!(
-            r#"rm -f {log}; start=$(date +%s%N); {command} >/tmp/lab-cmd.out 2>&1 & pid=$!
+            r#"rm -f {log}; : > {TRACE}; start=$(date +%s%N); {command} >/tmp/lab-cmd.out 2>&1 & pid=$!
 found=""
 while [ $(( ($(date +%s%N) - start) / 1000000 )) -lt {limit_ms} ]; do
   if grep -qF "{pattern}" {log} 2>/dev/null; then found=$(( ($(date +%s%N) - start) / 1000000 )); break; fi

@@ -88,7 +88,6 @@ fn checks(lab: &Lab) -> Result<Vec<String>, String> {
     for (kind, command, log_path) in &runs {
         let mut times = Vec::new();
         for boot in 1..=boots {
-            lab.clear_kvm_trace();
             let (secs, log) = lab.time_until(command, log_path, RUN_INIT, limit);
             let problem = match secs {
                 None => Some(format!("no `{RUN_INIT}` within {limit:?}")),
