@@ -150,7 +150,7 @@ fn checks(lab: &Lab) -> Result<Vec<String>, String> {
     let engines = if lab.full {
         engine_checks(lab, &mut report)
     } else {
-        report.push("hvbox's engines in L1 not checked (HVBOX_LAB=core)".into());
+        report.push("hvbox's engines in L1 not checked (HVBOX_LAB=1 checks them)".into());
         Ok(())
     };
     let failures: Vec<String> = first_failure.into_iter().chain(engines.err()).collect();
