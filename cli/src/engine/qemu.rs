@@ -55,11 +55,14 @@ impl Engine for Qemu {
         if self.kvm {
             push(&["-accel", "kvm", "-cpu", &format!("host{nested}")]);
         } else {
+            // TCG's `max` offers 5-level paging but reports 48-bit linear addresses:
+            // Linux then rejects its own kernel pointers (copy_from_kernel_nofault)
+            // and systemd's sandboxed services, udev among them, fail to start.
             push(&[
                 "-accel",
                 "tcg,thread=multi",
                 "-cpu",
-                &format!("max{nested}"),
+                &format!("max,la57=off{nested}"),
             ]);
         }
         let cpus = c.cpus.to_string();
@@ -168,7 +171,7 @@ mod tests {
             Path::new("/run/x/console.sock"),
         );
         let joined = args.join(" ");
-        assert!(joined.contains("-accel tcg,thread=multi -cpu max,svm=off,vmx=off"));
+        assert!(joined.contains("-accel tcg,thread=multi -cpu max,la57=off,svm=off,vmx=off"));
         assert!(joined.contains("-smp 2 -m 1024M"));
         assert!(joined.contains("-append root=PARTUUID=x ro console=ttyS0"));
         assert!(joined.contains("file=/m/seed.iso,format=raw,if=virtio,discard=unmap,readonly=on"));
@@ -188,6 +191,6 @@ mod tests {
         let tcg = Qemu::new(false)
             .vm_command(&nested, Path::new("/q"), Path::new("/c"))
             .join(" ");
-        assert!(tcg.contains("-cpu max "));
+        assert!(tcg.contains("-cpu max,la57=off "));
     }
 }

@@ -1,5 +1,6 @@
 //! The CPUID a vCPU reports: what KVM supports, plus this vCPU's APIC ID, the
-//! topology of the machine and the hypervisor bit.
+//! topology of the machine and the hypervisor bit, without 5-level paging where the
+//! reported address width cannot hold it.
 
 use kvm_bindings::CpuId;
 
@@ -7,6 +8,8 @@ const LEAF_FEATURES: u32 = 0x1;
 const LEAF_CACHE_TOPOLOGY: u32 = 0x4;
 const LEAF_EXT_TOPOLOGY: u32 = 0xb;
 const LEAF_EXT_TOPOLOGY_V2: u32 = 0x1f;
+const LEAF_STRUCTURED_FEATURES: u32 = 0x7;
+const LEAF_ADDRESS_SIZES: u32 = 0x8000_0008;
 
 const ECX_CX16: u32 = 1 << 13;
 const ECX_XSAVE: u32 = 1 << 26;
@@ -17,6 +20,9 @@ const ECX_VMX: u32 = 1 << 5;
 const LEAF_EXT_FEATURES: u32 = 0x8000_0001;
 const EXT_ECX_SVM: u32 = 1 << 2;
 const EDX_HTT: u32 = 1 << 28;
+/// Leaf 7 ECX: 5-level paging (57-bit linear addresses).
+const ECX_LA57: u32 = 1 << 16;
+const LA57_ADDRESS_BITS: u32 = 57;
 
 /// Features to hide from the guest.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,6 +36,16 @@ pub struct CpuidMask {
 
 /// Adjust `cpuid` (from KVM_GET_SUPPORTED_CPUID) for vCPU `index` of `count`.
 pub fn configure(cpuid: &mut CpuId, index: u8, count: u8, mask: CpuidMask) {
+    // Emulated CPUs (QEMU's TCG `max`, and so KVM nested inside it) offer LA57 while
+    // reporting 48-bit linear addresses. Linux then runs on 5-level page tables but
+    // checks kernel pointers against 48 bits: copy_from_kernel_nofault rejects its
+    // own addresses, and systemd's sandboxed services (udev, logind) fail to start.
+    let linear_bits = cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == LEAF_ADDRESS_SIZES)
+        .map_or(0, |e| (e.eax >> 8) & 0xff);
+    let hide_la57 = linear_bits < LA57_ADDRESS_BITS;
     for entry in cpuid.as_mut_slice() {
         match entry.function {
             LEAF_FEATURES => {
@@ -48,6 +64,7 @@ pub fn configure(cpuid: &mut CpuId, index: u8, count: u8, mask: CpuidMask) {
                 }
             }
             LEAF_EXT_FEATURES if mask.no_nested => entry.ecx &= !EXT_ECX_SVM,
+            LEAF_STRUCTURED_FEATURES if entry.index == 0 && hide_la57 => entry.ecx &= !ECX_LA57,
             LEAF_CACHE_TOPOLOGY => {
                 // EAX[31:26]: cores per package - 1; every vCPU is a core of one package.
                 entry.eax = (entry.eax & 0x03ff_ffff) | (u32::from(count - 1) << 26);
@@ -148,5 +165,24 @@ mod tests {
         configure(&mut cpuid, 0, 1, no_nested);
         assert_eq!(cpuid.as_slice()[0].ecx & ECX_VMX, 0);
         assert_eq!(cpuid.as_slice()[1].ecx & EXT_ECX_SVM, 0);
+    }
+
+    #[test]
+    fn la57_only_with_57_bit_linear_addresses() {
+        let with_width = |bits: u32| {
+            let mut features = entry(LEAF_STRUCTURED_FEATURES, 0);
+            features.ecx = ECX_LA57;
+            let mut sizes = entry(LEAF_ADDRESS_SIZES, 0);
+            sizes.eax = (bits << 8) | 48;
+            let mut cpuid = CpuId::from_entries(&[features, sizes]).unwrap();
+            configure(&mut cpuid, 0, 1, CpuidMask::default());
+            cpuid.as_slice()[0].ecx & ECX_LA57
+        };
+        assert_eq!(
+            with_width(48),
+            0,
+            "LA57 offered with 48-bit linear addresses"
+        );
+        assert_ne!(with_width(57), 0, "LA57 hidden from a CPU that has it");
     }
 }
