@@ -55,14 +55,21 @@ impl Engine for Qemu {
         if self.kvm {
             push(&["-accel", "kvm", "-cpu", &format!("host{nested}")]);
         } else {
-            // TCG's `max` offers 5-level paging but reports 48-bit linear addresses:
-            // Linux then rejects its own kernel pointers (copy_from_kernel_nofault)
-            // and systemd's sandboxed services, udev among them, fail to start.
+            // Without SVM, TCG's `max` ends its extended CPUID at 0x80000001, before
+            // the address-size leaf, yet offers 5-level paging: Linux then assumes
+            // 48-bit linear addresses on 5-level page tables, rejects its own kernel
+            // pointers (copy_from_kernel_nofault), and systemd's sandboxed services,
+            // udev among them, fail to start.
+            let la57 = if c.nested_virtualization {
+                ""
+            } else {
+                ",la57=off"
+            };
             push(&[
                 "-accel",
                 "tcg,thread=multi",
                 "-cpu",
-                &format!("max,la57=off{nested}"),
+                &format!("max{la57}{nested}"),
             ]);
         }
         let cpus = c.cpus.to_string();
@@ -191,6 +198,6 @@ mod tests {
         let tcg = Qemu::new(false)
             .vm_command(&nested, Path::new("/q"), Path::new("/c"))
             .join(" ");
-        assert!(tcg.contains("-cpu max,la57=off "));
+        assert!(tcg.contains("-cpu max "));
     }
 }

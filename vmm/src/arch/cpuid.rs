@@ -36,10 +36,11 @@ pub struct CpuidMask {
 
 /// Adjust `cpuid` (from KVM_GET_SUPPORTED_CPUID) for vCPU `index` of `count`.
 pub fn configure(cpuid: &mut CpuId, index: u8, count: u8, mask: CpuidMask) {
-    // Emulated CPUs (QEMU's TCG `max`, and so KVM nested inside it) offer LA57 while
-    // reporting 48-bit linear addresses. Linux then runs on 5-level page tables but
-    // checks kernel pointers against 48 bits: copy_from_kernel_nofault rejects its
-    // own addresses, and systemd's sandboxed services (udev, logind) fail to start.
+    // An (emulated) CPU can offer LA57 without reporting 57-bit linear addresses, or
+    // without the address-size leaf at all (QEMU's TCG `max` without SVM). Linux then
+    // runs 5-level page tables but checks kernel pointers against 48 bits:
+    // copy_from_kernel_nofault rejects its own addresses, and systemd's sandboxed
+    // services (udev, logind) fail to start.
     let linear_bits = cpuid
         .as_slice()
         .iter()
@@ -169,20 +170,43 @@ mod tests {
 
     #[test]
     fn la57_only_with_57_bit_linear_addresses() {
-        let with_width = |bits: u32| {
+        const OTHER_FEATURE: u32 = 1;
+        let with_width = |bits: Option<u32>| {
             let mut features = entry(LEAF_STRUCTURED_FEATURES, 0);
-            features.ecx = ECX_LA57;
-            let mut sizes = entry(LEAF_ADDRESS_SIZES, 0);
-            sizes.eax = (bits << 8) | 48;
-            let mut cpuid = CpuId::from_entries(&[features, sizes]).unwrap();
+            features.ecx = ECX_LA57 | OTHER_FEATURE;
+            let mut subleaf1 = entry(LEAF_STRUCTURED_FEATURES, 1);
+            subleaf1.ecx = ECX_LA57;
+            let mut entries = vec![features, subleaf1];
+            if let Some(bits) = bits {
+                let mut sizes = entry(LEAF_ADDRESS_SIZES, 0);
+                sizes.eax = (bits << 8) | 48;
+                entries.push(sizes);
+            }
+            let mut cpuid = CpuId::from_entries(&entries).unwrap();
             configure(&mut cpuid, 0, 1, CpuidMask::default());
-            cpuid.as_slice()[0].ecx & ECX_LA57
+            let e = cpuid.as_slice();
+            assert_ne!(
+                e[0].ecx & OTHER_FEATURE,
+                0,
+                "another leaf 7 feature was lost"
+            );
+            assert_eq!(e[1].ecx, ECX_LA57, "subleaf 1 changed");
+            e[0].ecx & ECX_LA57
         };
         assert_eq!(
-            with_width(48),
+            with_width(Some(48)),
             0,
-            "LA57 offered with 48-bit linear addresses"
+            "LA57 offered with 48-bit addresses"
         );
-        assert_ne!(with_width(57), 0, "LA57 hidden from a CPU that has it");
+        assert_eq!(
+            with_width(None),
+            0,
+            "LA57 offered without an address-size leaf"
+        );
+        assert_ne!(
+            with_width(Some(57)),
+            0,
+            "LA57 hidden from a CPU that has it"
+        );
     }
 }
