@@ -64,7 +64,7 @@ pub struct Run {
 
 impl Lab {
     /// Bring up L1, or return why the lab cannot run on this host. HVBOX_LAB selects
-    /// what runs: unset, empty or `core` (the default) the VMM's boots, about nine
+    /// what runs: unset, empty or `core` (the default) the VMM's boots, six to ten
     /// minutes once the boxes are built; `1` hvbox's engines in L1 too, over an hour;
     /// `0` nothing.
     pub fn start() -> Result<Lab, String> {
@@ -107,9 +107,9 @@ impl Lab {
             .map_err(|e| e.to_string())?;
         let lab_disk = work.path().join("lab.img");
         make_lab_disk(&lab_disk, &bzimage, &initrd, upgrade_package.as_deref());
-        // One vCPU: with two, every L1 of the recent runs died under QEMU's emulated
-        // SVM within half an hour; with one, L1 has lived through a whole lab run, at
-        // about half the speed. HVBOX_LAB_L1_CPUS sets another count to compare.
+        // One vCPU, at about half the speed: with two, L1s have died under QEMU's
+        // emulated SVM and L2 boots have triple-faulted now and then; with one,
+        // neither has happened yet. HVBOX_LAB_L1_CPUS sets another count to compare.
         let l1_cpus: u32 = std::env::var("HVBOX_LAB_L1_CPUS")
             .ok()
             .and_then(|v| v.parse().ok())

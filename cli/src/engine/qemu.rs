@@ -46,32 +46,20 @@ impl Engine for Qemu {
         push(&["-nodefaults", "-no-user-config", "-display", "none"]);
         push(&["-machine", "q35"]);
         // `max` under TCG offers SVM, `host` under KVM offers what the host has;
-        // without nested virtualization both are switched off.
-        let nested = if c.nested_virtualization {
-            ""
-        } else {
-            ",svm=off,vmx=off"
+        // without nested virtualization both are switched off. Without SVM, TCG's
+        // `max` also ends its extended CPUID at 0x80000001, before the address-size
+        // leaf, yet offers 5-level paging: Linux then assumes 48-bit linear addresses
+        // on 5-level page tables, rejects its own kernel pointers
+        // (copy_from_kernel_nofault), and systemd's sandboxed services, udev among
+        // them, fail to start.
+        let accel = if self.kvm { "kvm" } else { "tcg,thread=multi" };
+        let cpu = match (self.kvm, c.nested_virtualization) {
+            (true, true) => "host",
+            (true, false) => "host,svm=off,vmx=off",
+            (false, true) => "max",
+            (false, false) => "max,la57=off,svm=off,vmx=off",
         };
-        if self.kvm {
-            push(&["-accel", "kvm", "-cpu", &format!("host{nested}")]);
-        } else {
-            // Without SVM, TCG's `max` ends its extended CPUID at 0x80000001, before
-            // the address-size leaf, yet offers 5-level paging: Linux then assumes
-            // 48-bit linear addresses on 5-level page tables, rejects its own kernel
-            // pointers (copy_from_kernel_nofault), and systemd's sandboxed services,
-            // udev among them, fail to start.
-            let la57 = if c.nested_virtualization {
-                ""
-            } else {
-                ",la57=off"
-            };
-            push(&[
-                "-accel",
-                "tcg,thread=multi",
-                "-cpu",
-                &format!("max{la57}{nested}"),
-            ]);
-        }
+        push(&["-accel", accel, "-cpu", cpu]);
         let cpus = c.cpus.to_string();
         let mem = format!("{}M", c.memory >> 20);
         push(&["-smp", &cpus, "-m", &mem]);
