@@ -54,6 +54,7 @@ fn supervise(engine: &str, vm_sh: &str) -> Option<Supervised> {
     for d in [dir.path(), &runtime] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
     }
+    // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
         let chown = Command::new("chown").arg("nobody").arg(&net).status();
         assert!(
