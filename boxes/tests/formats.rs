@@ -129,8 +129,9 @@ fn check_qcow2(dir: &Path, raw: &Path, name: &str, create: &[&str]) {
 #[test]
 fn qcow2_matches_qemu_img_convert() {
     if !have("qemu-img") {
-        eprintln!("skipped: qemu-img not installed (scripts/install-deps installs qemu-utils)");
-        return;
+        return hvbox_test_support::skip(
+            "qemu-img not installed (scripts/install-deps installs qemu-utils)",
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let raw = sample_disk(dir.path(), 24 * MIB);
@@ -158,15 +159,14 @@ fn qcow2_matches_qemu_img_convert() {
             &["-c", "-o", "compression_type=zstd"],
         );
     } else {
-        eprintln!("zstd clusters skipped: this qemu-img lacks compression_type=zstd");
+        hvbox_test_support::skip("zstd clusters: this qemu-img lacks compression_type=zstd");
     }
 }
 
 #[test]
 fn qcow2_zero_clusters_and_written_over_images() {
     if !have("qemu-img") || !have("qemu-io") {
-        eprintln!("skipped: qemu-img/qemu-io not installed");
-        return;
+        return hvbox_test_support::skip("qemu-img/qemu-io not installed (qemu-utils)");
     }
     let dir = tempfile::tempdir().unwrap();
     let raw = sample_disk(dir.path(), 8 * MIB);
@@ -301,8 +301,7 @@ fn small_cluster_image(dir: &Path) -> Vec<u8> {
 #[test]
 fn broken_qcow2_images_are_refused() {
     if !have("qemu-img") {
-        eprintln!("skipped: qemu-img not installed");
-        return;
+        return hvbox_test_support::skip("qemu-img not installed (qemu-utils)");
     }
     let dir = tempfile::tempdir().unwrap();
     let good = small_cluster_image(dir.path());

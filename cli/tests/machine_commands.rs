@@ -104,8 +104,7 @@ fn a_lock_file_left_by_a_dead_process_does_not_block() {
 #[test]
 fn ssh_config_is_a_host_block_ssh_accepts() {
     if Command::new("ssh").arg("-V").output().is_err() {
-        eprintln!("skipped: no ssh client");
-        return;
+        return hvbox_test_support::skip("no ssh client (openssh-client)");
     }
     let project = Project::new();
     let stopped = project.hvbox(&["ssh-config"]);

@@ -250,8 +250,7 @@ fn a_busy_machine_stops_the_rest_and_is_named() {
 #[test]
 fn ssh_config_prints_a_block_per_running_machine() {
     if Command::new("ssh").arg("-V").output().is_err() {
-        eprintln!("skipped: no ssh client");
-        return;
+        return hvbox_test_support::skip("no ssh client (openssh-client)");
     }
     let project = Project::new(SPEC);
     project.fake_created("web");

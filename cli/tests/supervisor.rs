@@ -40,7 +40,7 @@ fn tool(name: &str) -> bool {
 /// passt's socket and the file where each connection is noted.
 fn supervise(engine: &str, vm_sh: &str) -> Option<Supervised> {
     if !tool("passt") || !tool("python3") {
-        eprintln!("skipping: passt or python3 is not installed");
+        hvbox_test_support::skip("passt or python3 is not installed");
         return None;
     }
     let dir = tempfile::tempdir().unwrap();

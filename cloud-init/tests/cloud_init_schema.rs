@@ -18,7 +18,7 @@ fn cloud_init() -> Option<&'static CloudInit> {
             Some(ci)
         }
         Err(reason) => {
-            eprintln!("skipping: {reason}");
+            hvbox_test_support::skip(reason);
             None
         }
     }

@@ -232,8 +232,9 @@ fn large_and_many_files_round_trip() {
 #[test]
 fn documents_survive_pyyaml() {
     let Some(python) = python_with_pyyaml() else {
-        eprintln!("skipping: no python3 with PyYAML (scripts/install-deps installs python3-yaml)");
-        return;
+        return hvbox_test_support::skip(
+            "no python3 with PyYAML (scripts/install-deps installs python3-yaml)",
+        );
     };
     let mut c = rich();
     c.mac = "52:54:00:12:34:56".into(); // base-60 integer in YAML 1.1
@@ -271,8 +272,9 @@ const PYYAML_TO_JSON: &str =
 #[test]
 fn user_data_is_typed_like_pyyaml() {
     let Some(python) = python_with_pyyaml() else {
-        eprintln!("skipping: no python3 with PyYAML (scripts/install-deps installs python3-yaml)");
-        return;
+        return hvbox_test_support::skip(
+            "no python3 with PyYAML (scripts/install-deps installs python3-yaml)",
+        );
     };
     let scalars = [
         "yes",

@@ -147,8 +147,7 @@ fn missing_source_is_an_error_naming_it() {
 fn clone_on_tmpfs_falls_back_to_a_sparse_copy() {
     let shm = Path::new("/dev/shm");
     let Ok(dir) = tempfile::tempdir_in(shm) else {
-        eprintln!("no writable /dev/shm; skipping");
-        return;
+        return hvbox_test_support::skip("no writable /dev/shm");
     };
     let src = box_disk(dir.path());
     let dst = dir.path().join("machine.img");
@@ -175,7 +174,7 @@ impl LoopBtrfs {
     fn new() -> Option<LoopBtrfs> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipping: mounting a loop device needs root");
+            hvbox_test_support::skip("mounting a loop device needs root");
             return None;
         }
         let image_dir = tempfile::tempdir().unwrap();
@@ -189,7 +188,7 @@ impl LoopBtrfs {
             .arg(&image)
             .output();
         if !mkfs.is_ok_and(|o| o.status.success()) {
-            eprintln!("skipping: mkfs.btrfs (btrfs-progs) is not installed");
+            hvbox_test_support::skip("mkfs.btrfs (btrfs-progs) is not installed");
             return None;
         }
         let mount = tempfile::tempdir().unwrap();
@@ -200,7 +199,7 @@ impl LoopBtrfs {
             .status()
             .is_ok_and(|s| s.success());
         if !mounted {
-            eprintln!("skipping: cannot mount a loop device here");
+            hvbox_test_support::skip("cannot mount a loop device here");
             return None;
         }
         Some(LoopBtrfs {

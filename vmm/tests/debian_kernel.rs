@@ -20,12 +20,12 @@ fn debian_kernel_boots_through_early_boot_with_our_tables() {
         .write(true)
         .open("/dev/kvm")
     {
-        eprintln!("skipping: /dev/kvm is not usable here ({e})");
-        return;
+        return hvbox_test_support::skip(format!("/dev/kvm is not usable here ({e})"));
     }
     let Some(bzimage) = newest_cloud_kernel() else {
-        eprintln!("skipping: no /boot/vmlinuz-*-cloud-amd64 (install linux-image-cloud-amd64)");
-        return;
+        return hvbox_test_support::skip(
+            "no /boot/vmlinuz-*-cloud-amd64 (install linux-image-cloud-amd64)",
+        );
     };
     let dir = tempfile::tempdir().unwrap();
     let image = std::fs::read(&bzimage).unwrap();

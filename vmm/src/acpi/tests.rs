@@ -268,8 +268,7 @@ fn iasl(dir: &Path, args: &[&str]) -> String {
 #[test]
 fn acpi_tables_pass_iasl() {
     if Command::new("iasl").arg("-v").output().is_err() {
-        println!("skipping: iasl not installed (Debian package acpica-tools)");
-        return;
+        return hvbox_test_support::skip("iasl not installed (Debian package acpica-tools)");
     }
     let (mem, rsdp_addr) = build(4);
     let dir = tempfile::tempdir().unwrap();

@@ -285,10 +285,7 @@ mod tests {
     fn registers_in_reset_state_are_called_so() {
         let kvm = match kvm_ioctls::Kvm::new() {
             Ok(kvm) => kvm,
-            Err(e) => {
-                eprintln!("skipped: no /dev/kvm: {e}");
-                return;
-            }
+            Err(e) => return hvbox_test_support::skip(format!("no /dev/kvm: {e}")),
         };
         let vm = kvm.create_vm().unwrap();
         let vcpu = vm.create_vcpu(0).unwrap();

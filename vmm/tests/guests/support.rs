@@ -23,7 +23,7 @@ pub fn kvm_usable() -> bool {
     {
         Ok(_) => true,
         Err(e) => {
-            eprintln!("skipping: /dev/kvm is not usable here ({e})");
+            hvbox_test_support::skip(format!("/dev/kvm is not usable here ({e})"));
             false
         }
     }
@@ -213,7 +213,9 @@ impl Passt {
         {
             Ok(child) => child,
             Err(e) => {
-                eprintln!("skipping: cannot run passt ({e}); install the passt package");
+                hvbox_test_support::skip(format!(
+                    "cannot run passt ({e}); install the passt package"
+                ));
                 return None;
             }
         };

@@ -398,8 +398,7 @@ fn passt_answers_dhcp_through_the_device() {
         .stderr(std::process::Stdio::null())
         .spawn();
     let Ok(mut passt) = spawned else {
-        eprintln!("skipped: passt is not installed");
-        return;
+        return hvbox_test_support::skip("passt is not installed");
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !sock.exists() && std::time::Instant::now() < deadline {
@@ -571,18 +570,14 @@ fn tap_frames_cross_a_real_interface() {
 fn tap_round_trip() {
     // SAFETY: affects this thread only; no memory involved.
     if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        eprintln!(
-            "skipped: no network namespace: {}",
+        return hvbox_test_support::skip(format!(
+            "no network namespace: {}",
             io::Error::last_os_error()
-        );
-        return;
+        ));
     }
     let tap = match Tap::open("hvbt%d") {
         Ok(tap) => tap,
-        Err(e) => {
-            eprintln!("skipped: {e}");
-            return;
-        }
+        Err(e) => return hvbox_test_support::skip(e),
     };
     let name = tap.name().to_string();
     let packet = RawPacket::bind_up(&name);
