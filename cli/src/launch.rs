@@ -33,7 +33,11 @@ pub struct Preflight {
 
 /// Pick the engine and check the spec's host resources (ports, extra disks).
 pub fn preflight(project: &Project, spec: &Spec) -> Result<Preflight> {
-    let (engine, reason) = engine::select(spec.engine, &HostVirt::probe())?;
+    let host = HostVirt::probe();
+    let (engine, reason) = engine::select(spec.engine, &host)?;
+    if let Some(warning) = engine::emulation_warning(spec.engine, &host) {
+        eprintln!("hvbox: warning: {warning}");
+    }
     check_ports_free(&spec.ports)?;
     let extra_disks = extra_disks(project, spec)?;
     Ok(Preflight {

@@ -66,6 +66,15 @@ pub fn select(choice: EngineChoice, host: &HostVirt) -> Result<(Box<dyn Engine>,
     }
 }
 
+/// A warning for a machine that runs under software emulation only because this
+/// user cannot open /dev/kvm on a CPU with hardware virtualization.
+pub fn emulation_warning(choice: EngineChoice, host: &HostVirt) -> Option<String> {
+    let why = host.unreachable.as_deref()?;
+    (choice != EngineChoice::Builtin).then(|| {
+        format!("this CPU has hardware virtualization, but {why}. Until then machines run under QEMU's software emulation, 10 to 50 times slower")
+    })
+}
+
 /// The engine a running machine was started with (recorded in its run file).
 pub fn by_name(name: &str) -> Result<Box<dyn Engine>> {
     match name {
@@ -101,5 +110,53 @@ fn sample_config() -> MachineConfig {
         }],
         serial_log: Some("/m/serial.log".into()),
         nested_virtualization: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CPU with SVM whose /dev/kvm this user may not open.
+    fn unreachable_hardware() -> HostVirt {
+        host::classify(
+            Err(std::io::Error::from_raw_os_error(libc::EACCES)),
+            true,
+            &host::KvmAccess {
+                group: Some("kvm".into()),
+                user: Some("alice".into()),
+                listed_in_group: false,
+            },
+        )
+    }
+
+    #[test]
+    fn builtin_on_unreachable_hardware_fails_with_the_fix() {
+        let host = unreachable_hardware();
+        let err = select(EngineChoice::Builtin, &host)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("needs hardware virtualization"), "{err}");
+        assert!(err.contains("sudo usermod -aG kvm alice"), "{err}");
+        assert!(emulation_warning(EngineChoice::Builtin, &host).is_none());
+    }
+
+    #[test]
+    fn auto_on_unreachable_hardware_falls_back_out_loud() {
+        let host = unreachable_hardware();
+        let (engine, reason) = select(EngineChoice::Auto, &host).unwrap();
+        assert_eq!(engine.name(), "qemu");
+        assert!(reason.contains("TCG software emulation"), "{reason}");
+        let warning = emulation_warning(EngineChoice::Auto, &host).expect("a warning");
+        assert!(warning.contains("usermod -aG kvm alice"), "{warning}");
+        assert!(warning.contains("10 to 50 times slower"), "{warning}");
+        // A CPU without vmx/svm has nothing to fix.
+        let plain = host::classify(
+            Err(std::io::Error::from_raw_os_error(libc::EACCES)),
+            false,
+            &host::KvmAccess::default(),
+        );
+        assert!(emulation_warning(EngineChoice::Auto, &plain).is_none());
     }
 }
