@@ -212,6 +212,9 @@ fn start(
         runtime_dir,
         ssh_port,
     };
+    // Everything up to here (disk, seed, keys, boot files) is the owner's alone,
+    // also in machines an older hvbox made.
+    crate::machine::private::tighten(&machine.dir)?;
     step!("booting on {}", checked.reason);
     // Only this boot's output explains a failure of this boot.
     let serial_start = std::fs::metadata(machine.serial_log()).map_or(0, |m| m.len());

@@ -6,7 +6,7 @@
 //! drops root for `nobody`, so it runs with `--one-off` and quits when the VM's
 //! connection closes.
 
-use crate::machine::{write_atomic, Machine, RunInfo};
+use crate::machine::{private, write_atomic, Machine, RunInfo};
 use crate::process::{pid_alive, signal};
 use anyhow::{bail, Context, Result};
 use hvbox_vmm::ExitReason;
@@ -47,7 +47,10 @@ pub fn spawn(machine: &Machine, plan: &LaunchPlan) -> Result<u32> {
         serde_json::to_string_pretty(plan)?.as_bytes(),
     )?;
     let _ = std::fs::remove_file(machine.file(EXIT_FILE));
-    let log = File::create(machine.file(SUPERVISOR_LOG))?;
+    let log = private::create_file(
+        &machine.file(SUPERVISOR_LOG),
+        File::options().write(true).create(true).truncate(true),
+    )?;
     let exe = std::env::current_exe().context("locating the hvbox executable")?;
     let mut cmd = Command::new(exe);
     cmd.arg("supervise")
@@ -70,6 +73,10 @@ pub fn spawn(machine: &Machine, plan: &LaunchPlan) -> Result<u32> {
 
 /// Body of `hvbox supervise DIR`.
 pub fn run(machine_dir: &Path) -> Result<()> {
+    // What the supervisor, the engine and passt create (logs, sockets) is the
+    // owner's alone, whatever umask `hvbox up` ran with.
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe { libc::umask(private::CHILD_UMASK as libc::mode_t) };
     let machine = Machine::new("", machine_dir.to_path_buf());
     let plan: LaunchPlan = serde_json::from_str(
         &std::fs::read_to_string(machine.file(LAUNCH_FILE)).context("reading the launch plan")?,

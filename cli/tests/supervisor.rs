@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 /// Connects to the socket in $1, notes it in $2, then waits; exits with $3 if given.
 const FAKE_VM: &str = r#"
-import socket, sys, time
+import os, socket, sys, time
+if "BIND" in os.environ:
+    socket.socket(socket.AF_UNIX).bind(os.environ["BIND"])
+    print("bound")
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
 open(sys.argv[2], "a").write("connected\n")
@@ -25,6 +28,15 @@ struct Supervised {
     machine: PathBuf,
     connections: PathBuf,
     supervisor: Child,
+}
+
+/// A failed check must not leave the supervisor (and so the VM and passt, which die
+/// with it) holding the test's output open.
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        let _ = self.supervisor.kill();
+        let _ = self.supervisor.wait();
+    }
 }
 
 fn tool(name: &str) -> bool {
@@ -68,6 +80,7 @@ fn supervise(engine: &str, vm_sh: &str) -> Option<Supervised> {
     let script = dir.path().join("vm.py");
     std::fs::write(&script, FAKE_VM).unwrap();
     let vm = vm_sh
+        .replace("RUNTIME", &runtime.display().to_string())
         .replace("VM", &format!("python3 {}", script.display()))
         .replace("SOCK", &socket.display().to_string())
         .replace("LOG", &connections.display().to_string());
@@ -88,8 +101,11 @@ fn supervise(engine: &str, vm_sh: &str) -> Option<Supervised> {
         "ssh_port": port,
     });
     std::fs::write(machine.join("launch.json"), plan.to_string()).unwrap();
-    let supervisor = Command::new(env!("CARGO_BIN_EXE_hvbox"))
-        .arg("supervise")
+    // With the widest umask: what the supervisor and its children create must be
+    // the owner's alone all the same.
+    let supervisor = Command::new("sh")
+        .args(["-c", "umask 000; exec \"$0\" supervise \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_hvbox"))
         .arg(&machine)
         .stdin(Stdio::null())
         .spawn()
@@ -167,5 +183,26 @@ fn a_vm_started_again_after_a_reboot_gets_a_fresh_passt() {
     wait_for("the restarted VM connects", Duration::from_secs(30), || {
         connections(&s.connections) == 2
     });
+    kill_supervisor_and_expect_no_children(s);
+}
+
+/// Started with umask 000, the supervisor still keeps what it and the engine create
+/// (logs, run file, locks, the engine's sockets) the owner's alone.
+#[test]
+fn what_the_engine_creates_is_the_owners_alone() {
+    use std::os::unix::fs::MetadataExt;
+    let Some(s) = supervise("qemu", "BIND=RUNTIME/control.sock exec VM SOCK LOG") else {
+        return;
+    };
+    wait_for("the VM connects to passt", Duration::from_secs(20), || {
+        connections(&s.connections) == 1
+    });
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().mode() & 0o777;
+    let socket = s._dir.path().join("run/control.sock");
+    assert_eq!(mode(&socket), 0o600, "{}", socket.display());
+    for name in ["vm.log", "passt.log", "run.json", "supervisor.lock"] {
+        let path = s.machine.join(name);
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
     kill_supervisor_and_expect_no_children(s);
 }

@@ -114,24 +114,27 @@ impl TestProject {
         self.dir.path()
     }
 
-    /// Run `hvbox ARGS…` in the project folder.
-    pub fn hvbox(&self, args: &[&str]) -> Output {
-        Command::new(hvbox_bin())
+    /// `hvbox ARGS…` in the project folder, with the project's own cache and data
+    /// folder, and the widest umask: machine state must be private all the same.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "umask 000; exec \"$0\" \"$@\""])
+            .arg(hvbox_bin())
             .args(args)
             .current_dir(self.path())
             .env("HVBOX_CACHE_DIR", &self.cache)
-            .env("HVBOX_DATA_DIR", self.path().join("data"))
-            .output()
-            .expect("running hvbox")
+            .env("HVBOX_DATA_DIR", self.path().join("data"));
+        cmd
+    }
+
+    /// Run `hvbox ARGS…` in the project folder.
+    pub fn hvbox(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running hvbox")
     }
 
     /// Start `hvbox ARGS…` with piped stdin and stdout, for interactive commands.
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
-        Command::new(hvbox_bin())
-            .args(args)
-            .current_dir(self.path())
-            .env("HVBOX_CACHE_DIR", &self.cache)
-            .env("HVBOX_DATA_DIR", self.path().join("data"))
+        self.command(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()

@@ -72,6 +72,8 @@ fn up_ssh_halt_up_destroy_on_a_debian_guest() {
     assert!(!stderr.contains("cloud-init reported errors"), "{stderr}");
     assert_eq!(server.requests_for("disk.raw"), 1);
     assert_eq!(json_state(&project), "running");
+    // Made with umask 000 (see TestProject), the machine is still its owner's alone.
+    assert_private(project.path());
 
     let hostname = project.ok(&["ssh", "--", "cat", "/etc/hostname"]);
     assert_eq!(hostname.trim(), "skeleton-guest");
@@ -157,6 +159,35 @@ fn up_ssh_halt_up_destroy_on_a_debian_guest() {
     assert_eq!(json_state(&project), "not created");
     // The cache keeps the box for the next machine.
     assert_eq!(project.cached_blobs().len(), 1);
+}
+
+/// `.hvbox/` and the machine's folder 0700, every file in it (disk, seed, keys,
+/// logs, state) and the engine's sockets 0600.
+fn assert_private(project: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+    let machine = project.join(".hvbox/machines/default");
+    for dir in [
+        project.join(".hvbox"),
+        project.join(".hvbox/machines"),
+        machine.clone(),
+    ] {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
+    let mut files = 0;
+    for entry in std::fs::read_dir(&machine).unwrap().flatten() {
+        if entry.file_type().unwrap().is_file() {
+            assert_eq!(mode(&entry.path()), 0o600, "{}", entry.path().display());
+            files += 1;
+        }
+    }
+    assert!(files >= 8, "only {files} files in {}", machine.display());
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(machine.join("run.json")).unwrap()).unwrap();
+    for socket in ["control_socket", "console_socket"] {
+        let path = std::path::PathBuf::from(run[socket].as_str().unwrap());
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
 }
 
 /// Attach `hvbox console`, have the guest write `marker` to its serial port until the

@@ -100,8 +100,7 @@ fn create(
         box_fetch::describe(&artifacts.name, artifacts.version.as_deref())
     );
     let disk_blob = got.fetched.disk.path;
-    std::fs::create_dir_all(&machine.dir)
-        .with_context(|| format!("creating {}", machine.dir.display()))?;
+    crate::machine::private::create_machine_dir(&machine.dir)?;
     let result = populate(project, machine, spec, &artifacts, &disk_blob);
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&machine.dir);

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 pub const LOCK_FILE: &str = "machine.lock";
@@ -59,14 +59,14 @@ impl MachineLock {
         // so take it again on the file that is there now.
         loop {
             if create_dir {
-                std::fs::create_dir_all(&machine.dir)
-                    .with_context(|| format!("creating {}", machine.dir.display()))?;
+                super::private::create_machine_dir(&machine.dir)?;
             }
             let file = match File::options()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
+                .mode(super::private::FILE_MODE)
                 .open(&path)
             {
                 Ok(f) => f,

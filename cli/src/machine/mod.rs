@@ -2,6 +2,7 @@
 
 pub mod kernels;
 pub mod lock;
+pub mod private;
 pub mod runtime;
 pub mod state;
 
@@ -87,7 +88,14 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
         std::process::id()
     ));
     let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = private::create_file(
+            &tmp,
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )
+        .map_err(std::io::Error::other)?;
         f.write_all(contents)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;

@@ -72,8 +72,13 @@ pub(super) fn run_state(machine: &Machine) -> RunState {
 /// purpose and closed on exec, so children do not hold it).
 pub fn hold_supervisor_lock(machine: &Machine) -> Result<()> {
     let path = machine.file(SUPERVISOR_LOCK);
-    let file =
-        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let file = super::private::create_file(
+        &path,
+        std::fs::File::options()
+            .write(true)
+            .create(true)
+            .truncate(true),
+    )?;
     // SAFETY: flock on a file descriptor we own.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         anyhow::bail!("another supervisor already runs this machine");
