@@ -38,6 +38,52 @@ pub struct BootFiles {
     pub initrd_guest_path: Option<String>,
 }
 
+/// The kernels on a disk and the one it boots by default, with what decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootMenu {
+    /// Newest first (Debian version order).
+    pub kernels: Vec<InstalledKernel>,
+    /// Release of the kernel [`KernelSelection::Default`] boots.
+    pub default_version: String,
+    /// The bootloader file whose default entry names that kernel, as
+    /// `/boot/grub/grub.cfg on partition 1`; `None` when no bootloader names a
+    /// default and the newest kernel is it.
+    pub decided_by: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledKernel {
+    /// Release, from the bzImage header (else the file name).
+    pub version: String,
+    /// The kernel file's name in the guest, e.g. `vmlinuz-6.1.0-9-cloud-amd64`.
+    pub file_name: String,
+}
+
+/// What is installed on `disk` and which kernel it boots by default. Fails like
+/// [`extract_boot_files`] when there is no kernel.
+pub fn boot_menu(disk: &Path) -> Result<BootMenu, Error> {
+    let disk = Disk::open(disk)?;
+    let inv = Inventory::scan(&disk)?;
+    let Some(default) = inv.default_kernel() else {
+        return Err(disk.into_no_kernel_error(&inv.skipped));
+    };
+    let decided_by = inv
+        .default_source()
+        .map(|(volume, file)| guest_path(&disk.volumes[volume], &[file.to_string()]));
+    Ok(BootMenu {
+        kernels: inv
+            .kernels
+            .iter()
+            .map(|k| InstalledKernel {
+                version: k.version.clone(),
+                file_name: crate::guest_fs::file_name(&k.path).to_string(),
+            })
+            .collect(),
+        default_version: default.version.clone(),
+        decided_by,
+    })
+}
+
 /// Kernel releases installed on `disk`, newest first (Debian version
 /// order). Fails like [`extract_boot_files`] when there is none.
 pub fn installed_kernels(disk: &Path) -> Result<Vec<String>, Error> {

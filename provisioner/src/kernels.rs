@@ -36,6 +36,9 @@ pub(crate) struct Entry {
     pub boot_dir: &'static str,
     pub args: Vec<String>,
     pub initrds: Vec<String>,
+    /// The bootloader file the entry was read from (`/boot/grub/grub.cfg`, a BLS
+    /// entry's `.conf`), for saying what decided the default.
+    pub source: String,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +80,14 @@ impl Inventory {
         self.default_entry
             .and_then(|i| self.kernel_at(self.entries[i].volume, &self.entries[i].kernel))
             .or_else(|| self.kernels.first())
+    }
+
+    /// The bootloader file whose default entry names the default kernel; `None`
+    /// when no bootloader names one and the newest kernel is the default.
+    pub fn default_source(&self) -> Option<(usize, &str)> {
+        self.default_kernel()?;
+        self.default_entry
+            .map(|i| (self.entries[i].volume, self.entries[i].source.as_str()))
     }
 
     /// The kernel with exactly this release; the default one if several.
@@ -143,7 +154,11 @@ impl Inventory {
         };
         let saved = env.get("saved_entry").map(String::as_str);
 
-        if let Some(cfg) = read("grub/grub.cfg")?.or(read("grub2/grub.cfg")?) {
+        let grub_cfg = match read("grub/grub.cfg")? {
+            Some(text) => Some((text, "grub/grub.cfg")),
+            None => read("grub2/grub.cfg")?.map(|text| (text, "grub2/grub.cfg")),
+        };
+        if let Some((cfg, cfg_path)) = grub_cfg {
             let menu = grub::parse(&cfg);
             let default = menu.default_entry(saved);
             for e in menu.entries() {
@@ -153,6 +168,7 @@ impl Inventory {
                     boot_dir,
                     args: e.args.clone(),
                     initrds: e.initrds.clone(),
+                    source: join(boot_dir, cfg_path),
                 };
                 self.add_entry(disk, entry, default.is_some_and(|d| std::ptr::eq(d, e)))?;
             }
@@ -180,6 +196,7 @@ impl Inventory {
                     boot_dir,
                     args: grubenv::expand(&e.options, &env),
                     initrds: e.initrds,
+                    source: join(&entries_dir, &format!("{}.conf", e.id)),
                 };
                 self.add_entry(disk, entry, default == Some(i))?;
             }

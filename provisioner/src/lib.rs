@@ -27,6 +27,9 @@ mod reflink;
 mod version_order;
 mod volumes;
 
-pub use boot_files::{extract_boot_files, installed_kernels, BootFiles, KernelSelection};
+pub use boot_files::{
+    boot_menu, extract_boot_files, installed_kernels, BootFiles, BootMenu, InstalledKernel,
+    KernelSelection,
+};
 pub use clone::clone_disk;
 pub use error::Error;

@@ -4,7 +4,7 @@ mod common;
 use std::fs;
 
 use common::*;
-use hvbox_provisioner::{extract_boot_files, installed_kernels, Error, KernelSelection};
+use hvbox_provisioner::{boot_menu, extract_boot_files, installed_kernels, Error, KernelSelection};
 
 const DEFAULT: &KernelSelection = &KernelSelection::Default;
 
@@ -205,4 +205,56 @@ fn grubenv_saved_entry_selects_a_submenu_entry() {
         boot.cmdline,
         format!("root=PARTUUID={ROOT_UUID} ro nomodeset")
     );
+}
+
+/// A static grub.cfg (nothing in the guest regenerates it) keeps naming the old
+/// kernel after a newer one is installed: the menu says so, and which file decided.
+#[test]
+fn boot_menu_names_the_file_that_decides_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = Tree::new(dir.path(), "root");
+    tree.debian_root().file(
+        "boot/grub/grub.cfg",
+        format!(
+            "menuentry 'Debian' {{\n\
+             \tlinux /boot/vmlinuz-{K9} root=PARTUUID={ROOT_UUID} ro\n\
+             \tinitrd /boot/initrd.img-{K9}\n}}\n"
+        )
+        .as_bytes(),
+    );
+    let disk = disk_from(dir.path(), &tree);
+    let menu = boot_menu(&disk).unwrap();
+    assert_eq!(menu.default_version, K9);
+    assert_eq!(
+        menu.decided_by.as_deref(),
+        Some("/boot/grub/grub.cfg on partition 1")
+    );
+    let names: Vec<(&str, &str)> = menu
+        .kernels
+        .iter()
+        .map(|k| (k.version.as_str(), k.file_name.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (K10, format!("vmlinuz-{K10}").as_str()),
+            (K9, format!("vmlinuz-{K9}").as_str())
+        ]
+    );
+}
+
+/// Without a bootloader configuration the newest kernel is the default, and
+/// nothing decided it but its version.
+#[test]
+fn boot_menu_without_a_bootloader_defaults_to_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = Tree::new(dir.path(), "root");
+    for v in [K9, K10] {
+        tree.kernel("boot", v);
+    }
+    fstab(&tree);
+    let disk = disk_from(dir.path(), &tree);
+    let menu = boot_menu(&disk).unwrap();
+    assert_eq!(menu.default_version, K10);
+    assert_eq!(menu.decided_by, None);
 }

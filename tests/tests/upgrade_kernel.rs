@@ -1,6 +1,8 @@
 //! `hvbox upgrade-kernel` on a real Debian guest (qemu engine): a newer kernel package
-//! installed in the guest boots from the disk; `--rollback` goes back; a kernel that
-//! cannot come up is rolled back by itself.
+//! installed in the guest boots from the disk (which has no grub.cfg: the newest kernel
+//! is its default); `--rollback` goes back; a kernel that cannot come up is rolled back
+//! by itself; with a static grub.cfg naming the old kernel, the installed one boots
+//! pinned.
 
 use hvbox_tests::kernel_upgrade::upgrade_fixture;
 use hvbox_tests::{require_tools, TestProject};
@@ -90,6 +92,35 @@ fn upgrade_rollback_and_automatic_rollback() {
     assert_eq!(h["pinned"], old.as_str());
     // The kernel that never reached ssh is not in the history.
     assert_eq!(versions(&h).last(), Some(old));
+
+    // A static grub.cfg (no grub package in the guest regenerates it) that names the
+    // old kernel: the kernel the upgrade installs is booted all the same, pinned.
+    let root = project.ok(&["ssh", "--", "grep -o 'root=[^ ]*' /proc/cmdline"]);
+    project.ok(&[
+        "ssh",
+        "--",
+        &format!(
+            "sudo DEBIAN_FRONTEND=noninteractive apt-get purge -y -q linux-image-{new} >/dev/null && \
+             sudo mkdir -p /boot/grub && printf '%s\\n' 'set default=0' \
+             \"menuentry 'Debian GNU/Linux' {{\" \
+             '  linux /boot/vmlinuz-{old} {root} ro' '  initrd /boot/initrd.img-{old}' '}}' \
+             | sudo tee /boot/grub/grub.cfg >/dev/null",
+            root = root.trim()
+        ),
+    ]);
+    let upgraded = project.ok(&["upgrade-kernel", "--package", package]);
+    assert!(
+        upgraded.contains(&format!(
+            "the disk still defaults to {old}: /boot/grub/grub.cfg on partition 1 names it and was not regenerated"
+        )),
+        "{upgraded}"
+    );
+    assert!(
+        upgraded.contains(&format!("kernel upgraded: {old} -> {new} (pinned)")),
+        "{upgraded}"
+    );
+    assert_eq!(&uname(&project), new);
+    assert_eq!(history(&project)["pinned"], new.as_str());
 
     project.ok(&["destroy"]);
 }

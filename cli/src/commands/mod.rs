@@ -12,6 +12,7 @@ mod destroy;
 mod generate;
 mod halt;
 mod init;
+mod installed_kernel;
 mod kernels;
 mod logs;
 mod provision;

@@ -2,6 +2,7 @@
 //! disk, and fall back to the previous kernel when it does not come up.
 
 use super::halt::stop;
+use super::installed_kernel;
 use super::select::{Need, Selection};
 use crate::args::UpgradeKernelArgs;
 use crate::kernel_install::{self, NO_KERNEL_PACKAGE, NO_PACKAGE_MANAGER};
@@ -39,11 +40,15 @@ pub fn run(args: &UpgradeKernelArgs) -> Result<ExitCode> {
         return rollback(project, machine, spec, run_state, timeout);
     }
     let mut state = machine.load_state()?;
+    // The kernel files in /boot before the install: those that appear are the ones
+    // installed, which must be what boots next.
+    let mut files_before = None;
     let previous = match &run_state {
         RunState::Running(info) => {
             let running = ssh::capture(machine, &state, info.ssh_port, "uname -r")
                 .context("asking the guest which kernel it runs")?;
             if !args.no_install {
+                files_before = Some(boot_files_in_guest(machine, &state, info)?);
                 install(machine, &state, info, args.package.as_deref())?;
             }
             step!("powering the guest off to boot from its disk");
@@ -58,8 +63,20 @@ pub fn run(args: &UpgradeKernelArgs) -> Result<ExitCode> {
         _ => state.kernels.last().map(|k| k.version.clone()),
     };
 
-    // The disk's default kernel now: the one the guest's bootloader would pick.
-    state.pinned_kernel = None;
+    // The disk's default kernel now (the one the guest's bootloader would pick),
+    // unless that is not the kernel just installed.
+    let pin = match &files_before {
+        Some(before) => {
+            let menu = hvbox_provisioner::boot_menu(&machine.disk())
+                .context("reading the kernels on the machine's disk")?;
+            installed_kernel::not_default(&menu, before)
+        }
+        None => None,
+    };
+    if let Some(pin) = &pin {
+        step!("{}", pin.explain());
+    }
+    state.pinned_kernel = pin.as_ref().map(|p| p.installed.clone());
     state.save(&machine.state_path())?;
     let attempt = launch::preflight(project, spec)
         .and_then(|checked| launch::boot(machine, spec, checked, timeout))
@@ -69,6 +86,9 @@ pub fn run(args: &UpgradeKernelArgs) -> Result<ExitCode> {
             match previous {
                 Some(p) if p == booted.kernel_version => {
                     step!("no newer kernel: the guest still boots {p} (the disk's default)")
+                }
+                Some(p) if pin.is_some() => {
+                    step!("kernel upgraded: {p} -> {} (pinned)", booted.kernel_version)
                 }
                 Some(p) => step!("kernel upgraded: {p} -> {}", booted.kernel_version),
                 None => step!("the guest runs {}", booted.kernel_version),
@@ -125,6 +145,17 @@ fn install(
             "installing the kernel in the guest failed ({status}); the machine still runs its old kernel"
         ),
     }
+}
+
+/// The names of the files in the guest's /boot.
+fn boot_files_in_guest(
+    machine: &Machine,
+    state: &MachineState,
+    info: &RunInfo,
+) -> Result<Vec<String>> {
+    let listing = ssh::capture(machine, state, info.ssh_port, "ls -1A /boot")
+        .context("listing the guest's /boot before installing")?;
+    Ok(listing.lines().map(str::to_string).collect())
 }
 
 /// Copy a package file into the guest's /tmp; returns its path there.
