@@ -205,3 +205,28 @@ fn logs_prints_the_serial_log_and_follows_it() {
     follower.kill().unwrap();
     follower.wait().unwrap();
 }
+
+/// A `disk:` smaller than a stopped machine's disk is refused before anything boots,
+/// and the disk keeps its size.
+#[test]
+fn a_smaller_disk_is_refused_before_boot() {
+    let project = Project::new();
+    let disk = project.machine().join("disk.raw");
+    File::create(&disk).unwrap().set_len(3 << 30).unwrap();
+    std::fs::write(
+        project.root.join("hvbox.yaml"),
+        "box: debian-12\nengine: qemu\ndisk: 2G\n",
+    )
+    .unwrap();
+    let out = project.hvbox(&["up"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "disk: 2G in hvbox.yaml is smaller than the machine's disk, which has 3G: a disk cannot shrink"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), 3 << 30);
+    assert!(!project.machine().join("run.json").exists());
+}

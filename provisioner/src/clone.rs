@@ -66,6 +66,39 @@ pub fn clone_disk(src: &Path, dst: &Path, size: Option<u64>) -> Result<(), Error
     tmp.commit(dst)
 }
 
+/// Grow a machine's disk in place to `size` bytes, its GPT backup moved to the new
+/// end (the guest grows its root partition and filesystem at boot). Returns the old
+/// size, or `None` when the disk already has `size` bytes; a smaller `size` is an
+/// error, as shrinking would destroy data.
+pub fn grow_disk(path: &Path, size: u64) -> Result<Option<u64>, Error> {
+    let write_err = |source| Error::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|source| Error::ReadDisk {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let len = file.metadata().map_err(write_err)?.len();
+    if size < len {
+        return Err(Error::SizeTooSmall {
+            path: path.to_path_buf(),
+            requested: size,
+            actual: len,
+        });
+    }
+    if size == len {
+        return Ok(None);
+    }
+    gpt_grow::grow(&mut file, path, len, size)?;
+    file.sync_all().map_err(write_err)?;
+    Ok(Some(len))
+}
+
 enum CopyError {
     Read(io::Error),
     Write(io::Error),

@@ -20,7 +20,7 @@ pub enum Error {
     },
 
     #[error(
-        "requested disk size {requested} bytes is smaller than the box disk {path} \
+        "requested disk size {requested} bytes is smaller than the disk {path} \
          ({actual} bytes); shrinking would destroy data, pick a size of at least {actual} bytes"
     )]
     SizeTooSmall {

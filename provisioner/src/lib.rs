@@ -31,5 +31,5 @@ pub use boot_files::{
     boot_menu, extract_boot_files, installed_kernels, BootFiles, BootMenu, InstalledKernel,
     KernelSelection,
 };
-pub use clone::clone_disk;
+pub use clone::{clone_disk, grow_disk};
 pub use error::Error;

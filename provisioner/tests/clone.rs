@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::*;
-use hvbox_provisioner::{clone_disk, extract_boot_files, Error, KernelSelection};
+use hvbox_provisioner::{clone_disk, extract_boot_files, grow_disk, Error, KernelSelection};
 
 /// A Debian-like GPT disk with a mostly empty (sparse) 64 MiB root.
 fn box_disk(dir: &Path) -> std::path::PathBuf {
@@ -92,6 +92,42 @@ fn grown_gpt_clone_is_valid_and_bootable() {
     assert_eq!(boot.kernel_version, K10);
 }
 
+/// A machine's disk grown in place (a larger `disk:` on an existing machine): a valid
+/// GPT at the new size, the partition untouched; the same size is no change, and a
+/// smaller one is refused with the disk as it was.
+#[test]
+fn a_machine_disk_grows_in_place_and_never_shrinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = box_disk(dir.path());
+    let disk = dir.path().join("machine.img");
+    clone_disk(&src, &disk, Some(512 * MIB)).unwrap();
+    let before = fs::read(&disk).unwrap();
+
+    assert_eq!(grow_disk(&disk, 512 * MIB).unwrap(), None);
+    assert_eq!(grow_disk(&disk, 1 << 30).unwrap(), Some(512 * MIB));
+    assert_eq!(fs::metadata(&disk).unwrap().len(), 1 << 30);
+    let verify = run("sgdisk", &["-v", disk.to_str().unwrap()], None);
+    assert!(verify.contains("No problems found"), "{verify}");
+    let dump = run("sfdisk", &["--dump", disk.to_str().unwrap()], None);
+    assert!(dump.contains("last-lba: 2097118"), "{dump}");
+    let after = fs::read(&disk).unwrap();
+    let partition = MIB as usize..(2 * MIB) as usize;
+    assert!(
+        before[partition.clone()] == after[partition],
+        "partition changed"
+    );
+
+    let err = grow_disk(&disk, 512 * MIB).unwrap_err();
+    assert!(
+        matches!(err, Error::SizeTooSmall { requested, actual, .. } if requested == 512 * MIB && actual == 1 << 30),
+        "{err:?}"
+    );
+    assert_eq!(fs::metadata(&disk).unwrap().len(), 1 << 30);
+    let boot =
+        extract_boot_files(&disk, &dir.path().join("out"), &KernelSelection::Default).unwrap();
+    assert_eq!(boot.kernel_version, K10);
+}
+
 #[test]
 fn grow_whole_disk_image_just_extends() {
     let dir = tempfile::tempdir().unwrap();
@@ -118,7 +154,7 @@ fn refuses_to_shrink_and_leaves_nothing() {
         matches!(err, Error::SizeTooSmall { requested, actual, .. } if requested == src_len - MIB && actual == src_len),
         "{err:?}"
     );
-    assert!(err.to_string().contains("smaller than the box disk"));
+    assert!(err.to_string().contains("is smaller than the disk"));
     assert!(!dst.exists());
     assert!(temp_leftovers(dir.path()).is_empty());
 

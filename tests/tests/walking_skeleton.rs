@@ -127,9 +127,33 @@ fn up_ssh_halt_up_destroy_on_a_debian_guest() {
     let dir = project.path().to_string_lossy().to_string();
     assert_eq!(processes_mentioning(&dir), Vec::<String>::new());
 
-    // Restart: no second download, same machine.
-    project.ok(&["up"]);
+    // Restart with a larger `disk:`: no second download, same machine, its disk
+    // grown and the guest's root filesystem with it.
+    let spec_path = project.path().join("hvbox.yaml");
+    let spec = std::fs::read_to_string(&spec_path).unwrap();
+    std::fs::write(&spec_path, spec.replace("disk: 3G", "disk: 4G")).unwrap();
+    let restarted = project.ok(&["up"]);
+    assert!(
+        restarted.contains("growing the disk from 3G to 4G"),
+        "{restarted}"
+    );
     assert_eq!(server.requests_for("disk.raw"), 1);
+    let root_size = project.ok(&["ssh", "--", "df", "--output=size", "-B1M", "/"]);
+    let mib: u64 = root_size.lines().last().unwrap().trim().parse().unwrap();
+    assert!(
+        mib > 3500,
+        "root filesystem is {mib} MiB, expected it grown to ~4G"
+    );
+    // A disk never shrinks: a smaller `disk:` is refused, the machine untouched.
+    std::fs::write(&spec_path, spec.replace("disk: 3G", "disk: 2G")).unwrap();
+    let shrink = project.hvbox(&["up"]);
+    let stderr = String::from_utf8_lossy(&shrink.stderr);
+    assert_eq!(shrink.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("disk: 2G in hvbox.yaml is smaller than the machine's disk, which has 4G"),
+        "{stderr}"
+    );
+    std::fs::write(&spec_path, spec.replace("disk: 3G", "disk: 4G")).unwrap();
     let hostname = project.ok(&["ssh", "--", "cat", "/etc/hostname"]);
     assert_eq!(hostname.trim(), "skeleton-guest");
 

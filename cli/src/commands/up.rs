@@ -12,7 +12,7 @@ use crate::machine::{kernels, state, Machine, MachineState, RunState};
 use crate::progress::step;
 use crate::project::Project;
 use crate::provision;
-use crate::spec::{BoxSource, ProjectSpec, Spec};
+use crate::spec::{BoxSource, ProjectSpec, Size, Spec};
 use crate::ssh;
 use anyhow::{bail, Context, Result};
 use hvbox_boxes::{BoxArtifacts, Progress, Store};
@@ -48,6 +48,13 @@ pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Re
             "machine is already running (ssh on 127.0.0.1:{})",
             info.ssh_port
         );
+        if let Some(from) = disk_growth(machine, spec)? {
+            step!(
+                "disk: {} takes effect at the next boot (the disk has {from} now; {} applies it)",
+                spec.disk.expect("growth needs a size"),
+                target.hint("reload")
+            );
+        }
         provision::after_up(project, machine, spec, info.ssh_port, when)?;
         return Ok(());
     }
@@ -61,6 +68,12 @@ pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Re
         create(project, selection.spec()?, machine, spec, progress)?;
     } else {
         step!("starting existing machine");
+        if let Some(from) = disk_growth(machine, spec)? {
+            let to = spec.disk.expect("growth needs a size");
+            step!("growing the disk from {from} to {to} (the guest grows its root filesystem as it boots)");
+            hvbox_provisioner::grow_disk(&machine.disk(), to.bytes())
+                .context("growing the machine's disk")?;
+        }
         if crate::seed::refresh(project, spec, machine)? {
             step!("first-boot settings changed: seed rewritten (cloud-init applies its per-boot settings again; packages, files and runcmd run only on a machine's first boot: `hvbox destroy` and `up` to re-run them)");
         }
@@ -156,6 +169,26 @@ fn populate(
     crate::seed::write_new(project, spec, machine, &state)?;
     // state.json last: its presence marks a finished machine.
     state.save(&machine.state_path())
+}
+
+/// The disk's size now, when the spec's `disk:` is larger; a smaller `disk:` is an
+/// error, as shrinking would destroy the guest's data.
+fn disk_growth(machine: &Machine, spec: &Spec) -> Result<Option<Size>> {
+    let Some(wanted) = spec.disk else {
+        return Ok(None);
+    };
+    let disk = machine.disk();
+    let now = Size::from_bytes(
+        std::fs::metadata(&disk)
+            .with_context(|| format!("reading the size of {}", disk.display()))?
+            .len(),
+    );
+    if wanted < now {
+        bail!(
+            "disk: {wanted} in hvbox.yaml is smaller than the machine's disk, which has {now}: a disk cannot shrink without losing data; set `disk:` to {now} or more (or `hvbox destroy` and `up` to start over at {wanted})"
+        );
+    }
+    Ok((wanted > now).then_some(now))
 }
 
 /// Boxes with their own kernel or initrd are resolved and cached, but not booted yet.
