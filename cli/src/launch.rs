@@ -2,6 +2,8 @@
 //! passt and the engine, and the wait until ssh and first-boot setup answer. Shared by
 //! `up`, `upgrade-kernel` and whatever else restarts a machine.
 
+pub use crate::boot_failure::BootFailure;
+use crate::boot_failure::{tail_since, Ending, LogStarts};
 use crate::engine::{self, Engine, HostVirt};
 use crate::machine::kernels::{self, Change, KernelRecord};
 use crate::machine::{Machine, MachineState, RunInfo};
@@ -52,20 +54,6 @@ pub struct Booted {
     pub info: RunInfo,
     pub kernel_version: String,
 }
-
-/// Why a boot did not reach ssh; the VM may still be running.
-#[derive(Debug)]
-pub struct BootFailure {
-    pub message: String,
-}
-
-impl std::fmt::Display for BootFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for BootFailure {}
 
 /// Extract the boot files the machine's state asks for (its pinned kernel, else the
 /// disk's default), boot them and wait for ssh. The kernel history records the boot
@@ -387,8 +375,13 @@ fn wait_for_ssh(
 ) -> Result<()> {
     let info = &started.info;
     let deadline = Instant::now() + timeout;
-    let serial_tail = || tail_since(&machine.serial_log(), started.serial_start, 25);
-    let fail = |message: String| -> Result<()> { Err(BootFailure { message }.into()) };
+    let starts = LogStarts {
+        serial: started.serial_start,
+        engine: started.vm_log_start,
+    };
+    let fail = |ending| -> Result<()> {
+        Err(BootFailure::new(machine, &info.engine, ending, starts).into())
+    };
     loop {
         let boot_log = tail_since(&machine.serial_log(), started.serial_start, usize::MAX);
         if ssh::probe(machine, state, info.ssh_port) {
@@ -411,39 +404,16 @@ fn wait_for_ssh(
             }
         }
         if !pid_alive(info.vm_pid) {
-            return fail(format!(
-                "the VM exited before ssh answered.\nThe engine said ({}):\n{}\nThe guest's serial console said ({}):\n{}",
-                machine.file("vm.log").display(),
-                tail_since(&machine.file("vm.log"), started.vm_log_start, 15),
-                machine.serial_log().display(),
-                serial_tail()
-            ));
+            return fail(Ending::VmExited);
         }
         if boot_log.contains(KERNEL_PANIC) {
-            return fail(format!(
-                "the guest kernel panicked; the machine is still running (`hvbox halt` or `hvbox destroy` stops it). Last lines of {}:\n{}",
-                machine.serial_log().display(),
-                serial_tail()
-            ));
+            return fail(Ending::KernelPanic);
         }
         if Instant::now() > deadline {
-            return fail(format!(
-                "ssh did not answer within {} s; the machine is still running (`hvbox halt` or `hvbox destroy` stops it). Last lines of {}:\n{}",
-                timeout.as_secs(),
-                machine.serial_log().display(),
-                serial_tail()
-            ));
+            return fail(Ending::Timeout(timeout));
         }
         std::thread::sleep(Duration::from_secs(2));
     }
-}
-
-/// The last `lines` lines of what was appended to `path` after byte `start`.
-fn tail_since(path: &Path, start: u64, lines: usize) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(text.get(start as usize..).unwrap_or_default());
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 #[cfg(test)]

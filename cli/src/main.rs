@@ -1,6 +1,7 @@
 //! `hvbox`: declarative virtual machines from a project's `hvbox.yaml`.
 
 mod args;
+mod boot_failure;
 mod commands;
 mod engine;
 mod kernel_install;
