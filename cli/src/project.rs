@@ -1,9 +1,9 @@
 //! Where a project's spec and machine state live.
 
 use crate::machine::Machine;
-use crate::spec::{find_spec, SPEC_FILE};
+use crate::spec::{find_spec, Hostname, SPEC_FILE};
 use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Folder beside the spec that holds machine state; never committed.
 pub const STATE_DIR: &str = ".hvbox";
@@ -24,11 +24,16 @@ impl Project {
                 cwd.display()
             );
         };
-        let root = spec_path
-            .parent()
-            .expect("a spec file has a parent folder")
-            .to_path_buf();
-        Ok(Project { spec_path, root })
+        Ok(Project::of_spec(spec_path))
+    }
+
+    /// The project of the spec at `spec_path`.
+    pub fn of_spec(spec_path: PathBuf) -> Project {
+        let root = match spec_path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Project { spec_path, root }
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -67,36 +72,6 @@ impl Project {
 
     /// A default hostname from the project folder's name.
     pub fn default_hostname(&self) -> String {
-        hostname_from(&self.root)
-    }
-}
-
-fn hostname_from(dir: &Path) -> String {
-    let raw = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    let cleaned: String = raw
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let trimmed: String = cleaned.trim_matches('-').chars().take(63).collect();
-    let trimmed = trimmed.trim_end_matches('-');
-    if trimmed.is_empty() {
-        "hvbox".to_string()
-    } else {
-        trimmed.to_string()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hostnames_from_folder_names() {
-        assert_eq!(hostname_from(Path::new("/x/My_Project")), "my-project");
-        assert_eq!(hostname_from(Path::new("/x/__")), "hvbox");
-        assert_eq!(hostname_from(Path::new("/")), "hvbox");
+        Hostname::of_folder(&self.root).0
     }
 }

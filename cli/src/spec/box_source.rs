@@ -20,18 +20,27 @@ pub enum BoxSource {
     Artifacts(BoxArtifactsSpec),
 }
 
+/// A box given by its artifacts, each pinned by its digest.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BoxArtifactsSpec {
+    /// The disk image.
     pub disk: ArtifactSpec,
+    /// A kernel to boot instead of the disk's own (not supported yet).
+    #[serde(default)]
     pub kernel: Option<ArtifactSpec>,
+    /// An initrd to boot instead of the disk's own (not supported yet).
+    #[serde(default)]
     pub initrd: Option<ArtifactSpec>,
 }
 
+/// A file to download, pinned by its digest.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactSpec {
+    /// http, https or file:// URL.
     pub url: String,
+    /// `sha256:` or `sha512:` and the digest in lowercase hex.
     #[serde(deserialize_with = "deserialize_digest")]
     pub digest: Digest,
     /// Checked against the bytes; hvbox finds the format itself when absent.
