@@ -8,6 +8,16 @@ use std::path::PathBuf;
 /// Folder beside the spec that holds machine state; never committed.
 pub const STATE_DIR: &str = ".hvbox";
 
+/// hvbox.yaml's JSON Schema, as the hvbox that runs writes it into [`STATE_DIR`]:
+/// the path is the same for everyone, so a committed spec can point editors to it.
+pub const SCHEMA_FILE: &str = "hvbox.schema.json";
+
+/// The first line of a spec `hvbox init` writes: editors with the YAML language
+/// server check the spec against the schema it names (relative to the spec).
+pub fn schema_modeline() -> String {
+    format!("# yaml-language-server: $schema={STATE_DIR}/{SCHEMA_FILE}")
+}
+
 #[derive(Debug, Clone)]
 pub struct Project {
     pub spec_path: PathBuf,
@@ -68,6 +78,47 @@ impl Project {
         let machines = self.state_dir().join("machines");
         let _ = std::fs::remove_dir(&machines);
         let _ = std::fs::remove_dir(self.state_dir());
+    }
+
+    pub fn schema_path(&self) -> PathBuf {
+        self.state_dir().join(SCHEMA_FILE)
+    }
+
+    /// Keep [`SCHEMA_FILE`] this hvbox's schema, so an editor checks the spec against
+    /// the version that runs it: written when it differs, or when it is missing and
+    /// the spec refers to it. A failure only warns: the schema is for editors.
+    pub fn refresh_schema(&self) {
+        if let Err(e) = self.write_schema(false) {
+            eprintln!(
+                "hvbox: warning: cannot write {}: {e}",
+                self.schema_path().display()
+            );
+        }
+    }
+
+    /// Write the schema unless it is there already; when it is missing, only if
+    /// `always` or the spec refers to it. True when written.
+    pub fn write_schema(&self, always: bool) -> std::io::Result<bool> {
+        let path = self.schema_path();
+        let wanted = crate::spec::schema::text();
+        match std::fs::read_to_string(&path) {
+            Ok(old) if old == wanted => return Ok(false),
+            Ok(_) => {}
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            Err(_) => {
+                let spec = std::fs::read_to_string(&self.spec_path).unwrap_or_default();
+                let named = format!("$schema={STATE_DIR}/{SCHEMA_FILE}");
+                if !always && !spec.contains(&named) {
+                    return Ok(false);
+                }
+            }
+        }
+        std::fs::create_dir_all(self.state_dir())?;
+        // Renamed into place, so an editor never reads half a schema.
+        let partial = path.with_extension("json.partial");
+        std::fs::write(&partial, wanted)?;
+        std::fs::rename(&partial, &path)?;
+        Ok(true)
     }
 
     /// A default hostname from the project folder's name.

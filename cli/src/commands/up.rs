@@ -23,6 +23,7 @@ use std::time::Duration;
 
 pub fn run(args: &UpArgs) -> Result<ExitCode> {
     let selection = Selection::load(Need::Settings)?;
+    selection.project.refresh_schema();
     let targets = selection.many(&args.names, false)?;
     for_each(&targets, |target| {
         // Held until the machine answers ssh: a second `up` fails at once instead of

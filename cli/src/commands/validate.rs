@@ -21,6 +21,7 @@ pub fn run(file: Option<PathBuf>) -> Result<ExitCode> {
         }
     };
     let spec = checked_spec(&project)?;
+    project.refresh_schema();
     let path = project.spec_path.display();
     if spec.is_named() {
         println!("{path}: ok (machines: {})", spec.names().join(", "));

@@ -2,11 +2,12 @@
 //! and how its network is configured (`network:`).
 
 use super::values::Cidr;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloudInitSettings {
     /// An IANA time zone name, e.g. `Europe/Berlin`.
@@ -28,7 +29,7 @@ pub struct CloudInitSettings {
 }
 
 /// A file cloud-init writes on first boot.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WriteFileSpec {
     /// Absolute path in the guest.
@@ -47,7 +48,7 @@ pub struct WriteFileSpec {
 
 /// The guest's NIC: DHCP v4 and v6 unless the spec says otherwise, static addresses
 /// as an option.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSettingsSpec {
     /// DHCP for IPv4 (default true).

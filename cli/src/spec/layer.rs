@@ -12,16 +12,20 @@ use super::{
     CloudInitSettings, Cpus, EngineChoice, ExtraDisk, Hostname, KernelSettings, MemorySize,
     NetworkSettingsSpec, PortForward, ProvisionStep, Size, Spec, SshSettings,
 };
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer};
+use std::borrow::Cow;
 
 /// Defines [`Layer`] and [`SpecFile`] from one list of settings, so the top level and
 /// the machines accept the same keys (plus `machines` at the top level), and an
-/// unknown key's error lists exactly the keys allowed where it is.
+/// unknown key's error lists exactly the keys allowed where it is. The same types
+/// give the JSON Schema (`hvbox schema`), each key's doc comment its description.
 macro_rules! layers {
     ($( $(#[$attr:meta])* $field:ident: $ty:ty, )*) => {
         /// The settings of one machine; each is the top level's when absent.
-        #[derive(Debug, Clone, Default, Deserialize)]
+        #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
         #[serde(deny_unknown_fields)]
+        #[schemars(rename = "MachineSettings")]
         pub struct Layer {
             $(
                 $(#[$attr])*
@@ -31,8 +35,9 @@ macro_rules! layers {
         }
 
         /// hvbox.yaml: the settings of every machine and, optionally, the machines.
-        #[derive(Debug, Deserialize)]
+        #[derive(Debug, Deserialize, JsonSchema)]
         #[serde(deny_unknown_fields)]
+        #[schemars(rename = "hvbox.yaml")]
         pub struct SpecFile {
             $(
                 $(#[$attr])*
@@ -100,7 +105,7 @@ layers! {
 /// A key's value, when the key is written. A written key is read as its type, so
 /// `memory:` with no value is an error, as it was before settings came in layers.
 /// (Types that are optional themselves, such as `hostname`, take a null: for a
-/// machine, that undoes the top-level value.)
+/// machine, that undoes the top-level value.) Its JSON Schema is its type's.
 #[derive(Debug, Clone)]
 pub struct Present<T>(pub Option<T>);
 
@@ -113,6 +118,21 @@ impl<T> Default for Present<T> {
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Present<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         T::deserialize(d).map(|value| Present(Some(value)))
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Present<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn schema_id() -> Cow<'static, str> {
+        T::schema_id()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        T::json_schema(generator)
     }
 }
 

@@ -4,7 +4,8 @@
 //! by serde_yaml with its line and column; [`SpecError`] adds the file name. The file
 //! is read in layers (the top level, then each machine: see [`layer`]), key by key so
 //! that every problem is reported ([`read`]), and resolved into one [`Spec`] per
-//! machine by [`ProjectSpec`]. [`check()`] adds what the spec refers to on the host.
+//! machine by [`ProjectSpec`]. [`check()`] adds what the spec refers to on the host;
+//! [`schema`] describes the same types as a JSON Schema.
 
 mod box_source;
 mod check;
@@ -19,6 +20,7 @@ mod problems;
 mod project;
 mod provision;
 mod read;
+pub mod schema;
 mod size;
 mod values;
 
@@ -31,6 +33,7 @@ pub use provision::{Action, ProvisionStep};
 pub use size::{MemorySize, Size};
 pub use values::{Hostname, KernelArgs, UserName};
 
+use schemars::JsonSchema;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
@@ -69,7 +72,7 @@ pub struct Spec {
 
 /// The guest's own command line (root=, ro, the distro's arguments) is used as it is
 /// unless the spec replaces it or appends to it; hvbox adds `console=ttyS0` last.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KernelSettings {
     /// Replaces the guest's own command line (so it must name the root device).
@@ -98,7 +101,7 @@ impl KernelSettings {
 }
 
 /// A raw disk image attached to the machine.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtraDisk {
     /// Raw image; a relative path is relative to the spec's folder.
@@ -135,7 +138,7 @@ impl<'de> Deserialize<'de> for Cpus {
 
 /// `auto` (hvbox's own VMM with hardware virtualization, else QEMU), `builtin` or
 /// `qemu`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineChoice {
     #[default]
@@ -144,7 +147,7 @@ pub enum EngineChoice {
     Qemu,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SshSettings {
     /// The login user, created by cloud-init with passwordless sudo (default dev).
@@ -154,7 +157,7 @@ pub struct SshSettings {
     pub groups: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
@@ -163,7 +166,7 @@ pub enum Protocol {
 }
 
 /// A host port forwarded to a guest port.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortForward {
     pub host: Port,
