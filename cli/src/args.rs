@@ -26,6 +26,9 @@ pub enum Command {
         /// The spec to check (default: hvbox.yaml here or in the nearest parent).
         file: Option<PathBuf>,
     },
+    /// Print the JSON Schema (draft 2020-12) of hvbox.yaml, for editors and other
+    /// tools; `hvbox init`'s spec points editors to a copy in .hvbox/.
+    Schema,
     /// Create and boot the machines (all, or those named), or start them again;
     /// returns once ssh answers.
     ///

@@ -33,7 +33,8 @@ pub struct Preflight {
     extra_disks: Vec<DiskConfig>,
 }
 
-/// Pick the engine and check the spec's host resources (ports, extra disks).
+/// Pick the engine and check that the spec's host ports are free (the spec itself,
+/// extra disks included, was checked when it was loaded).
 pub fn preflight(project: &Project, spec: &Spec) -> Result<Preflight> {
     let host = HostVirt::probe();
     let (engine, reason) = engine::select(spec.engine, &host)?;
@@ -41,7 +42,7 @@ pub fn preflight(project: &Project, spec: &Spec) -> Result<Preflight> {
         eprintln!("hvbox: warning: {warning}");
     }
     check_ports_free(&spec.ports)?;
-    let extra_disks = extra_disks(project, spec)?;
+    let extra_disks = extra_disks(project, spec);
     Ok(Preflight {
         engine,
         reason,
@@ -216,24 +217,14 @@ fn start(
     })
 }
 
-/// The spec's extra disks, resolved against the spec's folder; each must exist.
-fn extra_disks(project: &Project, spec: &Spec) -> Result<Vec<DiskConfig>> {
+/// The spec's extra disks, resolved against the spec's folder (the spec's check
+/// found each to be a file).
+fn extra_disks(project: &Project, spec: &Spec) -> Vec<DiskConfig> {
     spec.disks
         .iter()
-        .enumerate()
-        .map(|(i, d)| {
-            let path = project.root.join(&d.path);
-            if !path.is_file() {
-                bail!(
-                    "disks[{i}].path in {}: {} is not a file",
-                    project.spec_path.display(),
-                    path.display()
-                );
-            }
-            Ok(DiskConfig {
-                path,
-                read_only: d.read_only,
-            })
+        .map(|d| DiskConfig {
+            path: project.root.join(&d.path),
+            read_only: d.read_only,
         })
         .collect()
 }

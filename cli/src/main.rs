@@ -26,6 +26,12 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {
+            // Several problems in a spec: each on its own line, then how many.
+            if let Some(problems) = err.downcast_ref::<spec::SpecProblems>() {
+                for line in problems.details() {
+                    eprintln!("{line}");
+                }
+            }
             eprintln!("hvbox: error: {}", describe(&err));
             ExitCode::FAILURE
         }

@@ -1,12 +1,22 @@
 //! Where a project's spec and machine state live.
 
 use crate::machine::Machine;
-use crate::spec::{find_spec, SPEC_FILE};
+use crate::spec::{find_spec, Hostname, SPEC_FILE};
 use anyhow::{bail, Context, Result};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Folder beside the spec that holds machine state; never committed.
 pub const STATE_DIR: &str = ".hvbox";
+
+/// hvbox.yaml's JSON Schema, as the hvbox that runs writes it into [`STATE_DIR`]:
+/// the path is the same for everyone, so a committed spec can point editors to it.
+pub const SCHEMA_FILE: &str = "hvbox.schema.json";
+
+/// The first line of a spec `hvbox init` writes: editors with the YAML language
+/// server check the spec against the schema it names (relative to the spec).
+pub fn schema_modeline() -> String {
+    format!("# yaml-language-server: $schema={STATE_DIR}/{SCHEMA_FILE}")
+}
 
 #[derive(Debug, Clone)]
 pub struct Project {
@@ -24,11 +34,16 @@ impl Project {
                 cwd.display()
             );
         };
-        let root = spec_path
-            .parent()
-            .expect("a spec file has a parent folder")
-            .to_path_buf();
-        Ok(Project { spec_path, root })
+        Ok(Project::of_spec(spec_path))
+    }
+
+    /// The project of the spec at `spec_path`.
+    pub fn of_spec(spec_path: PathBuf) -> Project {
+        let root = match spec_path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Project { spec_path, root }
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -65,38 +80,49 @@ impl Project {
         let _ = std::fs::remove_dir(self.state_dir());
     }
 
+    pub fn schema_path(&self) -> PathBuf {
+        self.state_dir().join(SCHEMA_FILE)
+    }
+
+    /// Keep [`SCHEMA_FILE`] this hvbox's schema, so an editor checks the spec against
+    /// the version that runs it: written when it differs, or when it is missing and
+    /// the spec refers to it. A failure only warns: the schema is for editors.
+    pub fn refresh_schema(&self) {
+        if let Err(e) = self.write_schema(false) {
+            eprintln!(
+                "hvbox: warning: cannot write {}: {e}",
+                self.schema_path().display()
+            );
+        }
+    }
+
+    /// Write the schema unless it is there already; when it is missing, only if
+    /// `always` or the spec refers to it. True when written.
+    pub fn write_schema(&self, always: bool) -> std::io::Result<bool> {
+        let path = self.schema_path();
+        let wanted = crate::spec::schema::text();
+        match std::fs::read_to_string(&path) {
+            Ok(old) if old == wanted => return Ok(false),
+            Ok(_) => {}
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            Err(_) => {
+                let spec = std::fs::read_to_string(&self.spec_path).unwrap_or_default();
+                let named = format!("$schema={STATE_DIR}/{SCHEMA_FILE}");
+                if !always && !spec.contains(&named) {
+                    return Ok(false);
+                }
+            }
+        }
+        std::fs::create_dir_all(self.state_dir())?;
+        // Renamed into place, so an editor never reads half a schema.
+        let partial = path.with_extension("json.partial");
+        std::fs::write(&partial, wanted)?;
+        std::fs::rename(&partial, &path)?;
+        Ok(true)
+    }
+
     /// A default hostname from the project folder's name.
     pub fn default_hostname(&self) -> String {
-        hostname_from(&self.root)
-    }
-}
-
-fn hostname_from(dir: &Path) -> String {
-    let raw = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    let cleaned: String = raw
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let trimmed: String = cleaned.trim_matches('-').chars().take(63).collect();
-    let trimmed = trimmed.trim_end_matches('-');
-    if trimmed.is_empty() {
-        "hvbox".to_string()
-    } else {
-        trimmed.to_string()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hostnames_from_folder_names() {
-        assert_eq!(hostname_from(Path::new("/x/My_Project")), "my-project");
-        assert_eq!(hostname_from(Path::new("/x/__")), "hvbox");
-        assert_eq!(hostname_from(Path::new("/")), "hvbox");
+        Hostname::of_folder(&self.root).0
     }
 }

@@ -1,13 +1,11 @@
 //! What a user sees from `hvbox validate` and `hvbox init`, through the real binary.
 
-use std::process::Command;
+mod common;
 
+/// hvbox in `dir`, its own folders in a temporary home (see [`common::hvbox_isolated`]).
 fn hvbox(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_hvbox"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run hvbox")
+    let home = tempfile::tempdir().unwrap();
+    common::hvbox_isolated(dir, home.path(), args)
 }
 
 fn validate(spec: &str) -> (bool, String) {
@@ -75,13 +73,16 @@ fn commands_outside_a_project_say_what_to_do() {
 #[test]
 fn the_examples_are_valid() {
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    // The quickstart's box is the one `scripts/demo` builds.
+    let home = tempfile::tempdir().unwrap();
+    common::built_box(home.path(), "debian-bookworm");
     let mut checked = 0;
     for entry in std::fs::read_dir(&examples).unwrap().flatten() {
         let spec = entry.path().join("hvbox.yaml");
         if !spec.is_file() {
             continue;
         }
-        let out = hvbox(&entry.path(), &["validate"]);
+        let out = common::hvbox_isolated(&entry.path(), home.path(), &["validate"]);
         assert!(
             out.status.success(),
             "{}: {}",

@@ -216,6 +216,24 @@ impl Catalog {
         })
     }
 
+    /// Whether the name `req` asks for is known without asking the network: in a
+    /// catalog file, built here (and complete), or built in. The error is the one
+    /// [`Catalog::resolve`] gives for a name nothing knows.
+    pub fn check_offline(&self, req: &BoxRequest) -> Result<(), Error> {
+        check_name(&req.name)?;
+        let known = self.files.iter().any(|e| e.name == req.name)
+            || resolve_local(&self.local_dir, &req.name)?.is_some()
+            || BUILTINS.iter().any(|b| b.name == req.name);
+        if known {
+            Ok(())
+        } else {
+            Err(Error::UnknownBox {
+                name: req.name.clone(),
+                known: self.known_names(),
+            })
+        }
+    }
+
     fn known_names(&self) -> String {
         let mut parts = vec![format!("built-in boxes: {}", builtin_names().join(", "))];
         let local = local_names(&self.local_dir);

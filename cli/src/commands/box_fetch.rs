@@ -5,7 +5,7 @@
 use crate::lockfile::{self, LockFile, LockedBox};
 use crate::progress::step;
 use crate::project::Project;
-use crate::spec::{BoxSource, ProjectSpec};
+use crate::spec::{BoxSource, Boxes, ProjectSpec};
 use anyhow::{Context, Result};
 use hvbox_boxes::catalog::Catalog;
 use hvbox_boxes::{BoxArtifacts, FetchedBox, Progress, Store};
@@ -34,6 +34,38 @@ pub fn catalog(project_root: Option<&std::path::Path>, store: &Store) -> Result<
     Ok(Catalog::standard(project_root)?
         .with_options(store.options().clone())
         .with_text_cache(&store.root().join("texts")))
+}
+
+/// The boxes a project can have without the network, for the spec's check: what
+/// `hvbox.lock` has an entry for (`up` uses it as it is), else what a catalog names.
+pub struct OfflineBoxes {
+    lock: Option<LockFile>,
+    catalog: Result<Catalog, String>,
+}
+
+impl OfflineBoxes {
+    pub fn of(project: &Project) -> OfflineBoxes {
+        OfflineBoxes {
+            // A lock that cannot be read is reported by the command that reads it.
+            lock: lockfile::load(&project.root).ok().flatten(),
+            catalog: Catalog::standard(Some(&project.root)).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+impl Boxes for OfflineBoxes {
+    fn unknown(&self, source: &BoxSource) -> Option<String> {
+        let BoxSource::Catalog(request) = source else {
+            return None;
+        };
+        if self.lock.as_ref().is_some_and(|l| l.find(source).is_some()) {
+            return None;
+        }
+        match &self.catalog {
+            Ok(catalog) => catalog.check_offline(request).err().map(|e| e.to_string()),
+            Err(e) => Some(e.clone()),
+        }
+    }
 }
 
 /// What a box source is, asking the catalog (network for catalog names).

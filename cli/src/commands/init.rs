@@ -1,11 +1,13 @@
-//! `hvbox init`: a starter spec and a .gitignore entry for machine state.
+//! `hvbox init`: a starter spec, the JSON Schema its first line points editors to,
+//! and a .gitignore entry for machine state.
 
-use crate::project::STATE_DIR;
+use crate::project::{schema_modeline, Project, STATE_DIR};
 use crate::spec::SPEC_FILE;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::process::ExitCode;
 
+/// After the first line, which points editors to the schema (see [`schema_modeline`]).
 const STARTER: &str = r#"# hvbox.yaml — one machine, shared with your team through git.
 # Reference: the "Spec reference" section of hvbox's README.
 
@@ -59,12 +61,24 @@ pub fn run(box_name: &str, force: bool) -> Result<ExitCode> {
             spec.display()
         );
     }
-    std::fs::write(&spec, STARTER.replace("__BOX__", box_name))
+    std::fs::write(&spec, starter(box_name))
         .with_context(|| format!("writing {}", spec.display()))?;
     ensure_ignored(&cwd.join(".gitignore"))?;
+    let project = Project::of_spec(spec.clone());
+    project
+        .write_schema(true)
+        .with_context(|| format!("writing {}", project.schema_path().display()))?;
     println!("wrote {}", spec.display());
     println!("next: `hvbox up`, then `hvbox ssh`");
     Ok(ExitCode::SUCCESS)
+}
+
+fn starter(box_name: &str) -> String {
+    format!(
+        "{}\n{}",
+        schema_modeline(),
+        STARTER.replace("__BOX__", box_name)
+    )
 }
 
 /// Machine state (disks, keys) must never be committed.
@@ -93,7 +107,8 @@ mod tests {
 
     #[test]
     fn starter_spec_is_valid() {
-        let text = STARTER.replace("__BOX__", "debian-12");
+        let text = starter("debian-12");
+        assert!(text.starts_with("# yaml-language-server: $schema=.hvbox/hvbox.schema.json\n"));
         crate::spec::Spec::parse(&text, Path::new("hvbox.yaml")).unwrap();
         // The commented-out provision steps are valid once uncommented.
         let start = text.find("# provision:").unwrap();

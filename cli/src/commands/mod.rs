@@ -35,6 +35,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Init { box_name, force } => init::run(&box_name, force),
         Command::Validate { file } => validate::run(file),
+        Command::Schema => {
+            print!("{}", crate::spec::schema::text());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Up(args) => up::run(&args),
         Command::Provision { names } => provision::run(&names),
         Command::Ssh { name, command } => ssh::run(name.as_deref(), &command),

@@ -11,7 +11,6 @@ use std::process::ExitCode;
 
 pub fn run(names: &[String]) -> Result<ExitCode> {
     let selection = Selection::load(Need::Settings)?;
-    selection.check_provision_files()?;
     let targets = selection.many(names, false)?;
     for_each(&targets, |target| {
         let machine = &target.machine;

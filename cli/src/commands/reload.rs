@@ -19,7 +19,6 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
     // The whole spec is read first: one that would stop the `up` must not cost the
     // running machines first.
     let selection = Selection::load(Need::Settings)?;
-    selection.check_provision_files()?;
     let targets = selection.many(&args.names, false)?;
     for_each(&targets, |target| {
         // One lock over both halves, so no other command slips in between.

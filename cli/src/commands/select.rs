@@ -3,21 +3,29 @@
 //! the spec no longer has is "orphaned": `status` lists it, `halt` and `destroy`
 //! still act on it.
 
+use super::box_fetch::OfflineBoxes;
 use crate::machine::Machine;
 use crate::progress;
 use crate::project::Project;
-use crate::spec::{ProjectSpec, Spec, DEFAULT_MACHINE};
+use crate::spec::{self, ProjectSpec, Spec, SpecProblems, DEFAULT_MACHINE};
 use anyhow::{anyhow, bail, Context, Result};
 
 /// What a command needs from hvbox.yaml.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Need {
-    /// The machines' settings: a spec that cannot be read stops the command.
+    /// The machines' settings: the spec is checked as `hvbox validate` checks it
+    /// (the files and boxes it names too), and any problem stops the command.
     Settings,
     /// Only which machines there are: commands that never needed the spec (`ssh`,
     /// `halt`, `destroy`, …) keep working on the machines that have state while
     /// hvbox.yaml has an error, and say so.
     Names,
+}
+
+/// The project's spec with every problem it has on this host: the one check that
+/// `validate` and the commands that act on machines run.
+pub fn checked_spec(project: &Project) -> Result<ProjectSpec, SpecProblems> {
+    spec::check(&project.spec_path, &OfflineBoxes::of(project))
 }
 
 /// The project here and its machines.
@@ -47,9 +55,16 @@ impl Selection {
 
     pub fn of(project: Project, need: Need) -> Result<Selection> {
         let folders = project.machine_folders();
-        let spec = match ProjectSpec::load(&project.spec_path) {
+        let loaded = match need {
+            Need::Settings => checked_spec(&project),
+            Need::Names => ProjectSpec::load(&project.spec_path),
+        };
+        let spec = match loaded {
             Ok(spec) => spec,
             Err(e) if need == Need::Names && !folders.is_empty() => {
+                for line in e.details() {
+                    eprintln!("{line}");
+                }
                 eprintln!(
                     "hvbox: warning: {e}\nhvbox: warning: going on with the machines in {}",
                     project.state_dir().join("machines").display()
@@ -78,14 +93,6 @@ impl Selection {
         self.spec
             .as_ref()
             .ok_or_else(|| anyhow!("{} could not be read", self.project.spec_path.display()))
-    }
-
-    /// Check that the files the machines' provision steps name exist: for commands
-    /// that may run the steps, before they touch any machine.
-    pub fn check_provision_files(&self) -> Result<()> {
-        Ok(self
-            .spec()?
-            .check_provision_files(&self.project.spec_path)?)
     }
 
     /// The machines `names` names (each once, in the order given), or with no names
@@ -240,7 +247,7 @@ mod tests {
         (dir, project)
     }
 
-    const TWO: &str = "box: b\nmachines:\n  web:\n  db:\n";
+    const TWO: &str = "box: debian-12\nmachines:\n  web:\n  db:\n";
 
     fn names(targets: &[Target]) -> Vec<&str> {
         targets.iter().map(Target::name).collect()
@@ -281,7 +288,7 @@ mod tests {
         );
         assert_eq!(s.one(Some("db"), "ssh").unwrap().name(), "db");
 
-        let (_dir, p) = project("box: b\n", &[]);
+        let (_dir, p) = project("box: debian-12\n", &[]);
         let s = Selection::of(p, Need::Settings).unwrap();
         let only = s.one(None, "ssh").unwrap();
         assert_eq!(only.name(), "default");

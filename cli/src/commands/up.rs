@@ -12,7 +12,7 @@ use crate::machine::{kernels, state, Machine, MachineState, RunState};
 use crate::progress::step;
 use crate::project::Project;
 use crate::provision;
-use crate::spec::{BoxSource, ProjectSpec, Size, Spec};
+use crate::spec::{first_boot, ProjectSpec, Size, Spec};
 use crate::ssh;
 use anyhow::{bail, Context, Result};
 use hvbox_boxes::{BoxArtifacts, Progress, Store};
@@ -21,11 +21,9 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const USER_DEFAULT: &str = "dev";
-
 pub fn run(args: &UpArgs) -> Result<ExitCode> {
     let selection = Selection::load(Need::Settings)?;
-    selection.check_provision_files()?;
+    selection.project.refresh_schema();
     let targets = selection.many(&args.names, false)?;
     for_each(&targets, |target| {
         // Held until the machine answers ssh: a second `up` fails at once instead of
@@ -93,7 +91,6 @@ fn create(
     spec: &Spec,
     progress: Progress,
 ) -> Result<()> {
-    check_box_supported(spec)?;
     let store = Store::open_default()?;
     // hvbox.lock's entry when it has one for the spec's box (no catalog lookup, no
     // network once cached), else the catalog; the lock is written for the next `up`.
@@ -142,7 +139,7 @@ fn populate(
         .user
         .as_ref()
         .map(|u| u.0.clone())
-        .unwrap_or_else(|| USER_DEFAULT.to_string());
+        .unwrap_or_else(|| first_boot::DEFAULT_USER.to_string());
     let state = MachineState {
         instance_id: state::new_instance_id()?,
         mac: state::new_mac()?,
@@ -189,14 +186,4 @@ fn disk_growth(machine: &Machine, spec: &Spec) -> Result<Option<Size>> {
         );
     }
     Ok((wanted > now).then_some(now))
-}
-
-/// Boxes with their own kernel or initrd are resolved and cached, but not booted yet.
-fn check_box_supported(spec: &Spec) -> Result<()> {
-    if let BoxSource::Artifacts(a) = &spec.box_source {
-        if a.kernel.is_some() || a.initrd.is_some() {
-            bail!("boxes with a separate kernel or initrd are not supported yet: hvbox boots the kernel installed in the box's disk; remove `kernel`/`initrd` from the box in hvbox.yaml");
-        }
-    }
-    Ok(())
 }

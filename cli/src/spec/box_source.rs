@@ -9,6 +9,7 @@
 
 use hvbox_boxes::catalog::BoxRequest;
 use hvbox_boxes::{Artifact, Digest, Format};
+use schemars::JsonSchema;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
@@ -20,22 +21,36 @@ pub enum BoxSource {
     Artifacts(BoxArtifactsSpec),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A box given by its artifacts, each pinned by its digest.
+// Read by `BoxSource`'s own code; the derives describe it for the JSON Schema.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BoxArtifactsSpec {
+    /// The disk image.
     pub disk: ArtifactSpec,
+    /// A kernel to boot instead of the disk's own (not supported yet).
+    #[serde(default)]
+    #[schemars(with = "ArtifactSpec")]
     pub kernel: Option<ArtifactSpec>,
+    /// An initrd to boot instead of the disk's own (not supported yet).
+    #[serde(default)]
+    #[schemars(with = "ArtifactSpec")]
     pub initrd: Option<ArtifactSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A file to download, pinned by its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactSpec {
+    /// http, https or file:// URL.
     pub url: String,
+    /// `sha256:` or `sha512:` and the digest in lowercase hex.
     #[serde(deserialize_with = "deserialize_digest")]
+    #[schemars(schema_with = "super::schema::digest")]
     pub digest: Digest,
     /// Checked against the bytes; hvbox finds the format itself when absent.
     #[serde(default, deserialize_with = "deserialize_format")]
+    #[schemars(schema_with = "super::schema::format")]
     pub format: Option<Format>,
 }
 

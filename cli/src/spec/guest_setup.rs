@@ -2,18 +2,20 @@
 //! and how its network is configured (`network:`).
 
 use super::values::Cidr;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CloudInitSettings {
-    /// e.g. `Europe/Berlin`.
+    /// An IANA time zone name, e.g. `Europe/Berlin`.
     pub timezone: Option<String>,
     /// Installed on first boot.
     #[serde(default)]
     pub packages: Vec<String>,
+    /// Files written on first boot.
     #[serde(default)]
     pub write_files: Vec<WriteFileSpec>,
     /// Shell commands run once, at the end of first boot.
@@ -26,34 +28,43 @@ pub struct CloudInitSettings {
     pub user_data_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A file cloud-init writes on first boot.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WriteFileSpec {
+    /// Absolute path in the guest.
     pub path: String,
     #[serde(default)]
     pub content: String,
     /// Octal, e.g. "0644".
     pub permissions: Option<String>,
-    /// `user:group`.
+    /// `user` or `user:group`; a file owned by hvbox's user is written after the
+    /// user exists.
     pub owner: Option<String>,
+    /// Append to the file instead of replacing it.
     #[serde(default)]
     pub append: bool,
 }
 
 /// The guest's NIC: DHCP v4 and v6 unless the spec says otherwise, static addresses
 /// as an option.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSettingsSpec {
+    /// DHCP for IPv4 (default true).
     #[serde(default = "yes")]
     pub dhcp4: bool,
+    /// DHCP for IPv6 (default true).
     #[serde(default = "yes")]
     pub dhcp6: bool,
     /// Static addresses in CIDR form, e.g. `10.0.2.20/24`.
     #[serde(default)]
     pub addresses: Vec<Cidr>,
+    /// Default IPv4 route; needs a static IPv4 address.
     pub gateway4: Option<IpAddr>,
+    /// Default IPv6 route; needs a static IPv6 address.
     pub gateway6: Option<IpAddr>,
+    /// DNS servers, besides any DHCP gives.
     #[serde(default)]
     pub nameservers: Vec<IpAddr>,
 }
@@ -73,32 +84,4 @@ impl Default for NetworkSettingsSpec {
 
 fn yes() -> bool {
     true
-}
-
-/// The line (1-based) of `key:` under `section:` in the spec text, so errors inside
-/// an inline block can point into the spec.
-pub fn line_of_key(text: &str, section: &str, key: &str) -> Option<usize> {
-    let mut in_section = false;
-    for (i, line) in text.lines().enumerate() {
-        let trimmed = line.trim_start();
-        let indented = line.len() != trimmed.len();
-        if !indented && !trimmed.is_empty() && !trimmed.starts_with('#') {
-            in_section = trimmed.starts_with(&format!("{section}:"));
-        } else if in_section && indented && trimmed.starts_with(&format!("{key}:")) {
-            return Some(i + 1);
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_lines() {
-        let text = "box: b\nuser_data: no\ncloud_init:\n  packages: [a]\n  user_data: |\n    #cloud-config\n";
-        assert_eq!(line_of_key(text, "cloud_init", "user_data"), Some(5));
-        assert_eq!(line_of_key(text, "cloud_init", "runcmd"), None);
-    }
 }

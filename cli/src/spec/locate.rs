@@ -78,24 +78,26 @@ impl<'de> Visitor<'de> for Walk<'_> {
         let Some((step, rest)) = self.path.split_first() else {
             return Err(de::Error::custom(self.message));
         };
-        let (wanted, at_key) = match step {
-            Step::Key(k) => (k.as_str(), false),
-            Step::AtKey(k) => (k.as_str(), true),
-            Step::Index(_) => return Ok(()),
-        };
-        let key_seed = || KeySeed {
-            wanted,
-            fail_with: at_key.then_some(self.message),
-        };
-        while let Some(found) = map.next_key_seed(key_seed())? {
-            if found {
-                return map.next_value_seed(Walk {
-                    path: rest,
-                    message: self.message,
-                });
+        if let Step::Key(wanted) | Step::AtKey(wanted) = step {
+            let at_key = matches!(step, Step::AtKey(_));
+            let key_seed = || KeySeed {
+                wanted,
+                fail_with: at_key.then_some(self.message),
+            };
+            while let Some(found) = map.next_key_seed(key_seed())? {
+                if found {
+                    map.next_value_seed(Walk {
+                        path: rest,
+                        message: self.message,
+                    })?;
+                    break;
+                }
+                map.next_value::<IgnoredAny>()?;
             }
-            map.next_value::<IgnoredAny>()?;
         }
+        // Not found: the rest is read too, or serde_yaml would report the entries
+        // left unread.
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(())
     }
 
@@ -103,23 +105,19 @@ impl<'de> Visitor<'de> for Walk<'_> {
         let Some((step, rest)) = self.path.split_first() else {
             return Err(de::Error::custom(self.message));
         };
-        let Step::Index(wanted) = *step else {
-            return Ok(());
-        };
-        let mut index = 0;
-        loop {
-            if index == wanted {
-                let walk = Walk {
-                    path: rest,
-                    message: self.message,
-                };
-                return seq.next_element_seed(walk).map(drop);
+        if let Step::Index(wanted) = *step {
+            let mut index = 0;
+            while index < wanted && seq.next_element::<IgnoredAny>()?.is_some() {
+                index += 1;
             }
-            if seq.next_element::<IgnoredAny>()?.is_none() {
-                return Ok(());
-            }
-            index += 1;
+            let walk = Walk {
+                path: rest,
+                message: self.message,
+            };
+            seq.next_element_seed(walk)?;
         }
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(())
     }
 
     // A scalar ends the walk: the error if the path ends here, else not found.
@@ -189,7 +187,7 @@ mod tests {
     fn at(text: &str, path: &[Step]) -> String {
         let e = error_at(text, path, "here");
         let l = e.location().expect("located");
-        let message = super::super::strip_location(&e.to_string());
+        let message = super::super::problems::strip_location(&e.to_string());
         format!("{message} {}:{}", l.line(), l.column())
     }
 
@@ -240,5 +238,15 @@ mod tests {
         assert!(e.location().is_none());
         let e = error_at("a: 1\n", &[key("a"), key("b")], "here");
         assert!(e.location().is_none());
+        // Found a key, but not what is under it, before other keys.
+        let text = "a: 1\nb: [x]\nc: {d: 2}\n";
+        for path in [
+            vec![key("a"), key("b")],
+            vec![key("b"), Step::Index(3)],
+            vec![key("b"), key("x")],
+            vec![key("c"), Step::Index(0)],
+        ] {
+            assert_eq!(position(text, &path), None, "{path:?}");
+        }
     }
 }

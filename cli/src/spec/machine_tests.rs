@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn parse(text: &str) -> Result<ProjectSpec, SpecError> {
+fn parse(text: &str) -> Result<ProjectSpec, SpecProblems> {
     ProjectSpec::parse(text, Path::new("/p/hvbox.yaml"))
 }
 
@@ -123,7 +123,7 @@ fn bad_machine_names_are_located_at_the_name() {
     let e = error("box: b\nmachines:\n  web:\n  web:\n");
     assert_eq!(
         e,
-        "/p/hvbox.yaml:4:3: machines: machine `web` is defined twice"
+        "/p/hvbox.yaml:4:3: machines: duplicate key `web`: it is already written on line 3, column 3; keep one"
     );
 }
 

@@ -9,8 +9,7 @@
 //!     memory: 2G
 //! ```
 
-use super::layer::Layer;
-use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 
@@ -18,11 +17,11 @@ use std::fmt;
 /// default, the guest's hostname.
 pub const MAX_NAME: usize = 32;
 
-/// A machine's name and its own layer of settings.
-pub type NamedLayer = (String, Layer);
-
+/// The machines' names, in the spec's order. Each machine's settings are read
+/// afterwards, key by key like the top level's (see [`super::read`]), so that a
+/// problem in one does not hide the others.
 #[derive(Debug)]
-pub struct Machines(pub Vec<NamedLayer>);
+pub struct Machines(pub Vec<String>);
 
 /// Lowercase letters, digits and inner `-`, starting with a letter: valid as a
 /// folder name, in an ssh Host and as a hostname (which may not end with `-`).
@@ -55,46 +54,17 @@ impl<'de> Visitor<'de> for MachinesVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Machines, A::Error> {
-        let mut machines: Vec<NamedLayer> = Vec::new();
-        while let Some(name) = map.next_key_seed(NameSeed { seen: &machines })? {
-            // `db:` with no settings is a machine with the defaults.
-            let layer: Layer = map.next_value()?;
-            machines.push((name, layer));
+        let mut names = Vec::new();
+        while let Some(name) = map.next_key::<String>()? {
+            map.next_value::<IgnoredAny>()?;
+            names.push(name);
         }
-        if machines.is_empty() {
+        if names.is_empty() {
             return Err(de::Error::custom(
                 "it names no machine: list at least one under it, or remove the key for a single machine",
             ));
         }
-        Ok(Machines(machines))
-    }
-}
-
-/// Reads a machine name, checked where it is written: valid and not seen before.
-struct NameSeed<'a> {
-    seen: &'a [NamedLayer],
-}
-
-impl<'de> DeserializeSeed<'de> for NameSeed<'_> {
-    type Value = String;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for NameSeed<'_> {
-    type Value = String;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a machine name such as \"web\"")
-    }
-
-    fn visit_str<E: de::Error>(self, name: &str) -> Result<String, E> {
-        check_name(name).map_err(E::custom)?;
-        if self.seen.iter().any(|(n, _)| n == name) {
-            return Err(E::custom(format!("machine `{name}` is defined twice")));
-        }
-        Ok(name.to_string())
+        Ok(Machines(names))
     }
 }
 

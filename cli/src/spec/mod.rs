@@ -2,26 +2,38 @@
 //!
 //! Every value is checked while it is deserialized, so that a bad value is reported
 //! by serde_yaml with its line and column; [`SpecError`] adds the file name. The file
-//! is read in layers (the top level, then each machine: see [`layer`]) and resolved
-//! into one [`Spec`] per machine by [`ProjectSpec`].
+//! is read in layers (the top level, then each machine: see [`layer`]), key by key so
+//! that every problem is reported ([`read`]), and resolved into one [`Spec`] per
+//! machine by [`ProjectSpec`]. [`check()`] adds what the spec refers to on the host;
+//! [`schema`] describes the same types as a JSON Schema.
 
 mod box_source;
+mod check;
+mod duplicates;
+mod entries;
+pub mod first_boot;
 mod guest_setup;
 mod layer;
 mod locate;
 mod machines;
+mod problems;
 mod project;
 mod provision;
+mod read;
+pub mod schema;
 mod size;
 mod values;
 
 pub use box_source::{BoxArtifactsSpec, BoxSource};
-pub use guest_setup::{line_of_key, CloudInitSettings, NetworkSettingsSpec};
+pub use check::{check, Boxes};
+pub use guest_setup::{CloudInitSettings, NetworkSettingsSpec};
+pub use problems::{SpecError, SpecProblems};
 pub use project::{ProjectSpec, DEFAULT_MACHINE};
 pub use provision::{Action, ProvisionStep};
-pub use size::Size;
+pub use size::{MemorySize, Size};
 pub use values::{Hostname, KernelArgs, UserName};
 
+use schemars::JsonSchema;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
@@ -38,7 +50,7 @@ pub struct Spec {
     /// The project folder's name when absent; a named machine's own name by default.
     pub hostname: Option<Hostname>,
     pub cpus: Cpus,
-    pub memory: Size,
+    pub memory: MemorySize,
     /// Size the machine's disk is grown to; the box's own size when absent.
     pub disk: Option<Size>,
     pub engine: EngineChoice,
@@ -60,7 +72,7 @@ pub struct Spec {
 
 /// The guest's own command line (root=, ro, the distro's arguments) is used as it is
 /// unless the spec replaces it or appends to it; hvbox adds `console=ttyS0` last.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KernelSettings {
     /// Replaces the guest's own command line (so it must name the root device).
@@ -88,11 +100,13 @@ impl KernelSettings {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A raw disk image attached to the machine.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExtraDisk {
     /// Raw image; a relative path is relative to the spec's folder.
     pub path: PathBuf,
+    /// Attach it read-only (default false).
     #[serde(default)]
     pub read_only: bool,
 }
@@ -122,7 +136,9 @@ impl<'de> Deserialize<'de> for Cpus {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+/// `auto` (hvbox's own VMM with hardware virtualization, else QEMU), `builtin` or
+/// `qemu`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineChoice {
     #[default]
@@ -131,16 +147,17 @@ pub enum EngineChoice {
     Qemu,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SshSettings {
+    /// The login user, created by cloud-init with passwordless sudo (default dev).
     pub user: Option<UserName>,
     /// Extra groups for the user (e.g. docker).
     #[serde(default)]
     pub groups: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
@@ -148,11 +165,13 @@ pub enum Protocol {
     Udp,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A host port forwarded to a guest port.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortForward {
     pub host: Port,
     pub guest: Port,
+    /// `tcp` (default) or `udp`.
     #[serde(default)]
     pub protocol: Protocol,
     /// Host address the port is bound to; loopback unless the spec opens it wider.
@@ -193,48 +212,21 @@ impl<'de> Deserialize<'de> for Port {
     }
 }
 
-/// A spec that could not be read, with where and why.
-#[derive(Debug)]
-pub struct SpecError {
-    pub path: PathBuf,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    pub message: String,
-}
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        match (self.line, self.column) {
-            (Some(l), Some(c)) => write!(f, "{}:{l}:{c}: {}", self.path.display(), self.message),
-            _ => write!(f, "{}: {}", self.path.display(), self.message),
-        }
-    }
-}
-
-impl std::error::Error for SpecError {}
-
 impl Spec {
     /// The settings of a spec's only machine; for tests of a one-machine spec.
     #[cfg(test)]
-    pub fn parse(text: &str, path: &Path) -> Result<Spec, SpecError> {
+    pub fn parse(text: &str, path: &Path) -> Result<Spec, SpecProblems> {
         let project = ProjectSpec::parse(text, path)?;
         match project.machines() {
             [(_, spec)] => Ok(spec.clone()),
-            several => Err(SpecError {
-                path: path.to_path_buf(),
-                line: None,
-                column: None,
-                message: format!("has {} machines, not one", several.len()),
-            }),
+            several => Err(SpecProblems::new(
+                path,
+                vec![SpecError::whole(
+                    path,
+                    format!("has {} machines, not one", several.len()),
+                )],
+            )),
         }
-    }
-}
-
-/// serde_yaml ends its messages with " at line L column C"; we print that up front.
-fn strip_location(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(i) if message[i..].contains(" column ") => message[..i].to_string(),
-        _ => message.to_string(),
     }
 }
 
@@ -251,3 +243,6 @@ mod tests;
 
 #[cfg(test)]
 mod machine_tests;
+
+#[cfg(test)]
+mod check_tests;

@@ -3,9 +3,9 @@
 //! top-level `hostname` beside `machines`, a host port forwarded twice) are made
 //! here, and located in the text by [`locate`](super::locate).
 
-use super::layer::SpecFile;
-use super::locate::{error_at, path_text, Step};
-use super::{BoxSource, Hostname, PortForward, Spec, SpecError};
+use super::locate::{path_text, Step};
+use super::read::{self, Layers};
+use super::{BoxSource, Hostname, PortForward, Spec, SpecError, SpecProblems};
 use std::path::Path;
 
 /// The machine of a spec without `machines:`.
@@ -14,45 +14,45 @@ pub const DEFAULT_MACHINE: &str = "default";
 #[derive(Debug, Clone)]
 pub struct ProjectSpec {
     machines: Vec<(String, Spec)>,
+    /// For each machine, where its settings were written.
+    written: Vec<WrittenIn>,
     /// Whether the spec has `machines:` (else its one machine is `default`).
     named: bool,
 }
 
 impl ProjectSpec {
-    pub fn load(path: &Path) -> Result<ProjectSpec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
-            path: path.to_path_buf(),
-            line: None,
-            column: None,
-            message: format!("cannot read the spec: {e}"),
-        })?;
+    /// The spec in `path`, as written: its structure and the rules between its keys,
+    /// every problem reported. What it refers to on this host (files, boxes) is
+    /// checked by [`check`](super::check), which commands that act on machines run.
+    pub fn load(path: &Path) -> Result<ProjectSpec, SpecProblems> {
+        let text = read_text(path)?;
         ProjectSpec::parse(&text, path)
     }
 
-    pub fn parse(text: &str, path: &Path) -> Result<ProjectSpec, SpecError> {
-        if text.trim().is_empty() {
-            return Err(SpecError {
-                path: path.to_path_buf(),
-                line: None,
-                column: None,
-                message:
-                    "the spec is empty; it needs at least `box:` (run `hvbox init` for a starter)"
-                        .into(),
-            });
+    pub fn parse(text: &str, path: &Path) -> Result<ProjectSpec, SpecProblems> {
+        let (project, problems) = ProjectSpec::parse_partly(text, path)?;
+        if problems.is_empty() {
+            Ok(project)
+        } else {
+            Err(SpecProblems::new(path, problems))
         }
-        let file: SpecFile =
-            serde_yaml::from_str(text).map_err(|e| SpecError::from_yaml(path, &e))?;
-        resolve(file, text)
-            .map_err(|(at, message)| SpecError::from_yaml(path, &error_at(text, &at, &message)))
     }
 
-    /// Check that the files every machine's provision steps name exist: for
-    /// commands that are about to run them.
-    pub fn check_provision_files(&self, path: &Path) -> Result<(), SpecError> {
-        for (_, spec) in &self.machines {
-            super::provision::check_local_files(&spec.provision, path)?;
-        }
-        Ok(())
+    /// The machines that resolved, with the problems between keys: the host checks
+    /// go on with those machines, so that one run reports everything.
+    pub(super) fn parse_partly(
+        text: &str,
+        path: &Path,
+    ) -> Result<(ProjectSpec, Vec<SpecError>), SpecProblems> {
+        let layers = read::read(text).map_err(|errors| {
+            let problems = errors.iter().map(|e| SpecError::from_yaml(path, e));
+            SpecProblems::new(path, problems.collect())
+        })?;
+        let mut problems = Vec::new();
+        let project = resolve(layers, text, &mut |at, message| {
+            problems.push(SpecError::at(path, text, &at, &message));
+        });
+        Ok((project, problems))
     }
 
     /// Every machine with its settings, in the spec's order.
@@ -87,85 +87,109 @@ impl ProjectSpec {
         }
         boxes
     }
+
+    /// The path to where the `index`th machine's value of `key` is written: its
+    /// own entry, or the top level it takes the value from.
+    pub(super) fn written_in(&self, index: usize, key: &str) -> Vec<Step> {
+        self.written[index].path(key)
+    }
 }
 
-/// What is wrong, and the path to the node to blame.
-type Located = (Vec<Step>, String);
+/// The spec's text, or the problem of reading it.
+pub(super) fn read_text(path: &Path) -> Result<String, SpecProblems> {
+    std::fs::read_to_string(path).map_err(|e| {
+        SpecProblems::new(
+            path,
+            vec![SpecError::whole(path, format!("cannot read the spec: {e}"))],
+        )
+    })
+}
 
 fn key(k: &str) -> Step {
     Step::Key(k.to_string())
 }
 
-/// Each machine's layers resolved, or the first problem found. `text` is the spec
-/// the file was read from, for where each provision step's file is named.
-fn resolve(file: SpecFile, text: &str) -> Result<ProjectSpec, Located> {
-    let (top, machines) = file.split();
+/// Each machine's layers resolved; what is wrong between keys goes to `problem`,
+/// with the path to the node to blame. `text` is the spec the layers were read
+/// from, for where each provision step's file is named.
+fn resolve(layers: Layers, text: &str, problem: &mut dyn FnMut(Vec<Step>, String)) -> ProjectSpec {
+    let Layers { top, machines } = layers;
     let Some(machines) = machines else {
-        let mut spec = top
-            .resolve()
-            .ok_or_else(|| (Vec::new(), "missing field `box`".to_string()))?;
-        locate_provision_files(&mut spec, &WrittenIn::Top, text);
-        check_ports(&[(DEFAULT_MACHINE, ports_of(&spec, &WrittenIn::Top))])?;
-        return Ok(ProjectSpec {
-            machines: vec![(DEFAULT_MACHINE.to_string(), spec)],
+        let mut project = ProjectSpec {
+            machines: Vec::new(),
+            written: Vec::new(),
             named: false,
-        });
+        };
+        match top.resolve() {
+            Some(mut spec) => {
+                locate_provision_files(&mut spec, &WrittenIn::Top, text);
+                check_ports(
+                    &[(DEFAULT_MACHINE, ports_of(&spec, &WrittenIn::Top))],
+                    problem,
+                );
+                project.machines.push((DEFAULT_MACHINE.to_string(), spec));
+                project.written.push(WrittenIn::Top);
+            }
+            None => problem(Vec::new(), "missing field `box`".to_string()),
+        }
+        return project;
     };
-    if top.hostname.is_some() {
-        return Err((
+    if top.hostname.0.is_some() {
+        problem(
             vec![Step::AtKey("hostname".into())],
             "a top-level `hostname` cannot go with `machines`: each machine has its own (its name, unless it sets `hostname`)".into(),
-        ));
+        );
     }
     let mut resolved = Vec::new();
-    let mut sources = Vec::new();
-    for (name, layer) in machines {
-        let written_in = |own: bool| {
-            if own {
-                WrittenIn::Machine(name.clone())
-            } else {
-                WrittenIn::Top
-            }
+    let mut written = Vec::new();
+    for machine in machines {
+        let name = machine.name;
+        let written_in = WrittenIn::Machine {
+            name: name.clone(),
+            keys: machine.keys,
         };
-        let ports_in = written_in(layer.ports.is_some());
-        let provision_in = written_in(layer.provision.is_some());
-        let mut spec = layer.over(&top).resolve().ok_or_else(|| {
-            (
+        let Some(mut spec) = machine.layer.over(&top).resolve() else {
+            problem(
                 vec![key("machines"), Step::AtKey(name.clone())],
                 format!("machine `{name}` has no `box`, and there is no top-level `box` for it to take: add `box:` to it or to the top level"),
-            )
-        })?;
+            );
+            continue;
+        };
         if spec.hostname.is_none() {
             spec.hostname = Some(Hostname(name.clone()));
         }
-        locate_provision_files(&mut spec, &provision_in, text);
-        sources.push(ports_in);
+        locate_provision_files(&mut spec, &written_in, text);
         resolved.push((name, spec));
+        written.push(written_in);
     }
     let ports: Vec<(&str, Ports)> = resolved
         .iter()
-        .zip(&sources)
-        .map(|((name, spec), source)| (name.as_str(), ports_of(spec, source)))
+        .zip(&written)
+        .map(|((name, spec), written_in)| (name.as_str(), ports_of(spec, written_in)))
         .collect();
-    check_ports(&ports)?;
-    Ok(ProjectSpec {
+    check_ports(&ports, problem);
+    ProjectSpec {
         machines: resolved,
+        written,
         named: true,
-    })
+    }
 }
 
-/// Where a machine's value of a key was written: at the top level, or in the
-/// machine's own entry (which replaces the top-level value).
+/// Where a machine's settings were written: at the top level, or in the machine's
+/// own entry for the keys it sets (each replaces the top-level value).
+#[derive(Debug, Clone)]
 enum WrittenIn {
     Top,
-    Machine(String),
+    Machine { name: String, keys: Vec<String> },
 }
 
 impl WrittenIn {
     fn path(&self, k: &str) -> Vec<Step> {
         match self {
-            WrittenIn::Top => vec![key(k)],
-            WrittenIn::Machine(name) => vec![key("machines"), key(name), key(k)],
+            WrittenIn::Machine { name, keys } if keys.iter().any(|own| own == k) => {
+                vec![key("machines"), key(name), key(k)]
+            }
+            _ => vec![key(k)],
         }
     }
 }
@@ -193,7 +217,7 @@ fn ports_of<'a>(spec: &'a Spec, written_in: &WrittenIn) -> Ports<'a> {
 
 /// A host port can be forwarded once in the whole project: passt would fail to
 /// bind it a second time, after the machine had booted.
-fn check_ports(machines: &[(&str, Ports)]) -> Result<(), Located> {
+fn check_ports(machines: &[(&str, Ports)], problem: &mut dyn FnMut(Vec<Step>, String)) {
     let mut claimed: Vec<(&str, &[Step], &PortForward)> = Vec::new();
     for (machine, ports) in machines {
         for (path, port) in ports {
@@ -210,12 +234,12 @@ fn check_ports(machines: &[(&str, Ports)]) -> Result<(), Located> {
                 } else {
                     format!("host port {what} is already forwarded to machine `{other}` ({}): a host port can go to one machine only", path_text(other_path))
                 };
-                return Err((path.clone(), message));
+                problem(path.clone(), message);
+                continue;
             }
             claimed.push((machine, path, port));
         }
     }
-    Ok(())
 }
 
 /// Same protocol and port, on the same address or where one is the wildcard.
@@ -231,16 +255,4 @@ fn describe(p: &PortForward) -> String {
         super::Protocol::Udp => "udp",
     };
     format!("{}/{protocol} on {}", p.host.0, p.address)
-}
-
-impl SpecError {
-    fn from_yaml(path: &Path, e: &serde_yaml::Error) -> SpecError {
-        let location = e.location();
-        SpecError {
-            path: path.to_path_buf(),
-            line: location.as_ref().map(|l| l.line()),
-            column: location.as_ref().map(|l| l.column()),
-            message: super::strip_location(&e.to_string()),
-        }
-    }
 }

@@ -338,11 +338,9 @@ pub(super) fn locate_paths(steps: &mut [ProvisionStep], text: &str, list: &[Step
 
 /// Every `script:` and `file:` must exist beside the spec: a missing one is found
 /// by `hvbox validate` and stops `hvbox up` before anything boots.
-pub(super) fn check_local_files(
-    steps: &[ProvisionStep],
-    spec_path: &Path,
-) -> Result<(), SpecError> {
+pub(super) fn check_local_files(steps: &[ProvisionStep], spec_path: &Path) -> Vec<SpecError> {
     let root = spec_path.parent().unwrap_or(Path::new("."));
+    let mut problems = Vec::new();
     for (i, step) in steps.iter().enumerate() {
         let Some(path) = step.action.local_path() else {
             continue;
@@ -357,7 +355,7 @@ pub(super) fn check_local_files(
             }
             _ => continue,
         };
-        return Err(SpecError {
+        problems.push(SpecError {
             path: spec_path.to_path_buf(),
             line: step.path_at.map(|(l, _)| l),
             column: step.path_at.map(|(_, c)| c),
@@ -372,5 +370,5 @@ pub(super) fn check_local_files(
             ),
         });
     }
-    Ok(())
+    problems
 }

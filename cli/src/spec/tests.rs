@@ -1,6 +1,7 @@
 use super::*;
+use crate::spec::check_tests;
 
-fn parse(text: &str) -> Result<Spec, SpecError> {
+fn parse(text: &str) -> Result<Spec, SpecProblems> {
     Spec::parse(text, Path::new("/p/hvbox.yaml"))
 }
 
@@ -295,13 +296,11 @@ fn missing_provision_files_are_reported_where_the_spec_names_them() {
     std::fs::create_dir_all(dir.path().join("www")).unwrap();
     let good = "box: b\nprovision:\n  - script: scripts/setup.sh\n  - {file: www, destination: /srv/www}\n  - shell: echo\n";
     std::fs::write(&spec_path, good).unwrap();
-    let load = || ProjectSpec::load(&spec_path).expect("the spec itself is fine");
-    load().check_provision_files(&spec_path).unwrap();
+    super::check(&spec_path, &check_tests::AnyBox).unwrap();
 
     let check = |text: &str| {
         std::fs::write(&spec_path, text).unwrap();
-        load()
-            .check_provision_files(&spec_path)
+        super::check(&spec_path, &check_tests::AnyBox)
             .expect_err("a missing file is an error")
             .to_string()
             .replace(&dir.path().display().to_string(), "/p")

@@ -4,10 +4,32 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use std::net::IpAddr;
+use std::path::Path;
 
 /// An RFC 1123 host name: labels of letters, digits and inner hyphens.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hostname(pub String);
+
+impl Hostname {
+    /// A hostname made from a folder's name: the default of a project's only machine.
+    pub fn of_folder(dir: &Path) -> Hostname {
+        let raw = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        let cleaned: String = raw
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let trimmed: String = cleaned.trim_matches('-').chars().take(63).collect();
+        let trimmed = trimmed.trim_end_matches('-');
+        Hostname(if trimmed.is_empty() {
+            "hvbox".to_string()
+        } else {
+            trimmed.to_string()
+        })
+    }
+}
 
 /// A login name that `useradd` accepts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +146,17 @@ checked_string!(
 
 #[cfg(test)]
 mod tests {
-    use super::check_cidr;
+    use super::{check_cidr, check_hostname, Hostname};
+    use std::path::Path;
+
+    #[test]
+    fn hostnames_from_folder_names() {
+        let of = |dir: &str| Hostname::of_folder(Path::new(dir)).0;
+        assert_eq!(of("/x/My_Project"), "my-project");
+        assert_eq!(of("/x/__"), "hvbox");
+        assert_eq!(of("/"), "hvbox");
+        assert!(check_hostname(&of(&format!("/x/{}", "a-".repeat(40)))).is_ok());
+    }
 
     #[test]
     fn cidr_checks() {

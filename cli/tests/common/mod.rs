@@ -71,3 +71,38 @@ pub fn release(lock: File, path: &Path) {
 pub fn text(out: &[u8]) -> String {
     String::from_utf8_lossy(out).into_owned()
 }
+
+/// `hvbox ARGS` run in `dir` with its cache, data and config folders (and the XDG
+/// ones) under `home`, so that the user's own catalogs and boxes do not leak in.
+pub fn hvbox_isolated(dir: &Path, home: &Path, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hvbox"));
+    for (var, sub) in [
+        ("HVBOX_CACHE_DIR", "cache"),
+        ("HVBOX_DATA_DIR", "data"),
+        ("HVBOX_CONFIG_DIR", "config"),
+        ("XDG_CACHE_HOME", "xdg-cache"),
+        ("XDG_DATA_HOME", "xdg-data"),
+        ("XDG_CONFIG_HOME", "xdg-config"),
+        ("HOME", "home"),
+    ] {
+        command.env(var, home.join(sub));
+    }
+    command
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run hvbox")
+}
+
+/// A box as `hvbox box build NAME` leaves it in the data folder of [`hvbox_isolated`]
+/// (a disk and the checksum file listing it), so that specs naming it check out.
+pub fn built_box(home: &Path, name: &str) {
+    let dir = home.join("data/boxes").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("disk.raw"), b"").unwrap();
+    std::fs::write(
+        dir.join("SHA512SUMS"),
+        format!("{}  disk.raw\n", "0".repeat(128)),
+    )
+    .unwrap();
+}
