@@ -1,5 +1,6 @@
 //! The command line, in one place.
 
+use crate::vmm_flags;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -254,16 +255,38 @@ pub struct BoxBuildArgs {
 pub enum VmmCommand {
     /// Boot one VM in the foreground on hvbox's embedded VMM.
     ///
+    /// The machine comes from --config FILE (JSON, as `hvbox up` writes it), or from
+    /// the flags --kernel to --serial-log; not both.
+    ///
     /// Exit status: 0 the guest powered off, 3 it rebooted, 4 it crashed (triple
     /// fault), 5 the --timeout passed, 1 a host or KVM error, 2 bad arguments.
     Run(VmmRunArgs),
 }
 
+/// The flags that describe the machine, which `--config` replaces.
+const VMM_MACHINE_FLAGS: [&str; 10] = [
+    "kernel",
+    "initrd",
+    "cmdline",
+    "cpus",
+    "memory",
+    "disks",
+    "nets",
+    "macs",
+    "nested_virtualization",
+    "serial_log",
+];
+
 #[derive(Debug, Args)]
 pub struct VmmRunArgs {
+    /// The machine as JSON: the file `hvbox up` writes to .hvbox/machines/NAME/vm.json
+    /// (the README lists its fields). Takes the place of the machine's flags.
+    #[arg(long, value_name = "FILE", value_parser = vmm_flags::config_file,
+          conflicts_with_all = VMM_MACHINE_FLAGS)]
+    pub config: Option<Box<hvbox_vmm::MachineConfig>>,
     /// Linux bzImage, or an ELF (vmlinux) with a PVH entry note.
-    #[arg(long)]
-    pub kernel: PathBuf,
+    #[arg(long, required_unless_present = "config")]
+    pub kernel: Option<PathBuf>,
     #[arg(long)]
     pub initrd: Option<PathBuf>,
     #[arg(long, default_value = "console=ttyS0")]

@@ -16,6 +16,7 @@ mod seed;
 mod spec;
 mod ssh;
 mod supervisor;
+mod vmm_flags;
 
 use clap::Parser;
 use std::process::ExitCode;

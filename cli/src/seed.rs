@@ -29,7 +29,7 @@ pub fn seed_config(
             private_openssh: host_private,
             public_openssh: host_public,
         },
-        mac: state.mac.clone(),
+        mac: state.mac.to_string(),
         user_groups: spec.ssh.groups.clone(),
         network: NetworkSettings {
             dhcp4: net.dhcp4,

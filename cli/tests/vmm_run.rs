@@ -66,6 +66,69 @@ fn bad_input_is_explained() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--memory"));
 }
 
+/// The e820 map the `start_info` guest printed: (address, size, type).
+fn e820(serial: &str) -> Vec<(u64, u64, u32)> {
+    serial
+        .lines()
+        .filter_map(|l| l.strip_prefix("e820 "))
+        .map(|l| {
+            let hex: Vec<u64> = l
+                .split_whitespace()
+                .map(|f| u64::from_str_radix(f, 16).unwrap())
+                .collect();
+            (
+                (hex[0] << 32) | hex[1],
+                (hex[2] << 32) | hex[3],
+                hex[4] as u32,
+            )
+        })
+        .collect()
+}
+
+/// `--config` runs exactly the machine in the file, down to a memory size the flag
+/// codec `hvbox up` used before would have cut to whole MiB; the flags build the
+/// same machine.
+#[test]
+fn a_config_file_boots_the_exact_machine_and_the_flags_the_same_one() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = guest("start_info", dir.path());
+    let memory: u64 = (64 << 20) + (1536 << 10);
+    let config = dir.path().join("vm.json");
+    let json = serde_json::json!({
+        "cpus": 1,
+        "memory": memory,
+        "kernel": kernel,
+        "cmdline": "from-config",
+    });
+    std::fs::write(&config, json.to_string()).unwrap();
+    let out = vmm_run(&["--config", config.to_str().unwrap(), "--timeout", "60"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("cmdline from-config\n"), "{stdout}");
+    let map = e820(&stdout);
+    let ram: Vec<_> = map.iter().filter(|e| e.2 == 1).collect();
+    let end = ram.iter().map(|e| e.0 + e.1).max().unwrap();
+    assert_eq!(end, memory, "{stdout}");
+    let total: u64 = ram.iter().map(|e| e.1).sum();
+    assert_eq!(total, memory - (0x10_0000 - 0x9_fc00), "{stdout}");
+
+    let flags = vmm_run(&[
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--memory",
+        "67072K",
+        "--cmdline",
+        "from-config",
+        "--timeout",
+        "60",
+    ]);
+    assert_eq!(flags.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&flags.stdout), stdout);
+}
+
 #[test]
 fn disks_and_nics_reach_the_guest_as_virtio_devices() {
     if !kvm_usable() {

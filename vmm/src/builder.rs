@@ -9,7 +9,7 @@ use crate::acpi::{create_acpi_tables, AcpiConfig};
 use crate::arch::cpuid::{self, CpuidMask};
 use crate::arch::regs::{self, EntryMode};
 use crate::boot::{load_kernel, BootConfig, BootProtocol, BootSetup};
-use crate::config::{parse_mac, MachineConfig};
+use crate::config::MachineConfig;
 use crate::console::{Clients, ConsoleOutput};
 use crate::devices::acpi_pm::AcpiPmDevice;
 use crate::devices::i8042::I8042;
@@ -70,10 +70,8 @@ pub fn run_with_stats(
 /// running. `options` holds what the vCPUs are set up with (CPUID) and how the run
 /// will be bounded and served.
 pub fn build(config: &MachineConfig, options: &RunOptions) -> Result<Machine, VmmError> {
-    let cpus = u8::try_from(config.cpus)
-        .ok()
-        .filter(|&c| c >= 1)
-        .ok_or_else(|| VmmError::Config(format!("cpus must be 1 to 255, got {}", config.cpus)))?;
+    config.validate()?;
+    let cpus = u8::try_from(config.cpus).expect("validated: 1 to 255");
     let memory = create_guest_memory(config.memory).map_err(|e| VmmError::Memory {
         size: config.memory,
         detail: e.to_string(),
@@ -233,11 +231,11 @@ fn create_pci_devices(
         devices.push(Box::new(block));
     }
     for nic in &config.nics {
-        let mac = parse_mac(&nic.mac).map_err(VmmError::Config)?;
-        let net = Net::new(mac, nic.backend.clone()).map_err(|source| VmmError::Nic {
-            mac: nic.mac.clone(),
-            source,
-        })?;
+        let net =
+            Net::new(nic.mac.bytes(), nic.backend.clone()).map_err(|source| VmmError::Nic {
+                mac: nic.mac,
+                source,
+            })?;
         devices.push(Box::new(net));
     }
     devices.push(Box::new(Rng::new()));

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum VmmError {
     #[error("invalid machine config: {0}")]
-    Config(String),
+    Config(#[from] crate::config::ConfigError),
     #[error("allocating {size} bytes of guest memory: {detail}")]
     Memory { size: u64, detail: String },
     #[error(transparent)]
@@ -38,7 +38,10 @@ pub enum VmmError {
         source: std::io::Error,
     },
     #[error("NIC {mac}: {source}")]
-    Nic { mac: String, source: std::io::Error },
+    Nic {
+        mac: crate::config::MacAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     VirtioPci(#[from] VirtioPciError),
     #[error(transparent)]

@@ -1,34 +1,21 @@
-//! `hvbox vmm run`: one VM on the embedded VMM, in the foreground.
+//! `hvbox vmm run`: one VM on the embedded VMM, in the foreground. The machine is the
+//! `--config` file, or the one its flags describe; the run's bounds and sockets are
+//! flags either way.
 
 use crate::args::VmmRunArgs;
 use crate::machine::state::new_mac;
 use crate::spec::Size;
 use anyhow::{anyhow, bail, Result};
 use hvbox_vmm::arch::cpuid::CpuidMask;
-use hvbox_vmm::config::parse_mac;
-use hvbox_vmm::{DiskConfig, MachineConfig, NetBackend, NetConfig, RunOptions};
+use hvbox_vmm::{DiskConfig, MacAddr, MachineConfig, NetBackend, NetConfig, RunOptions};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
 pub fn run(args: &VmmRunArgs) -> Result<ExitCode> {
-    let memory = Size::parse(&args.memory).map_err(|e| anyhow!("--memory: {e}"))?;
-    let disks = args
-        .disks
-        .iter()
-        .map(|d| parse_disk(d))
-        .collect::<Result<Vec<_>>>()?;
-    let nics = parse_nics(&args.nets, &args.macs)?;
-    let config = MachineConfig {
-        cpus: args.cpus,
-        memory: memory.bytes(),
-        kernel: args.kernel.clone(),
-        initrd: args.initrd.clone(),
-        cmdline: args.cmdline.clone(),
-        disks,
-        nics,
-        nested_virtualization: args.nested_virtualization,
-        serial_log: args.serial_log.clone(),
+    let config = match &args.config {
+        Some(config) => MachineConfig::clone(config),
+        None => from_flags(args)?,
     };
     let options = RunOptions {
         timeout: args.timeout.map(Duration::from_secs),
@@ -39,7 +26,7 @@ pub fn run(args: &VmmRunArgs) -> Result<ExitCode> {
         control_socket: args.control_socket.clone(),
         console_socket: args.console_socket.clone(),
     };
-    let (exit, stats) = hvbox_vmm::run_with_stats(&config, &options)?;
+    let (exit, stats) = hvbox_vmm::build(&config, &options)?.run()?;
     eprintln!("hvbox: VM exited: {exit}");
     if args.stats {
         eprintln!(
@@ -50,6 +37,30 @@ pub fn run(args: &VmmRunArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(exit.exit_code()))
+}
+
+/// The machine the flags describe.
+fn from_flags(args: &VmmRunArgs) -> Result<MachineConfig> {
+    let memory = Size::parse(&args.memory).map_err(|e| anyhow!("--memory: {e}"))?;
+    let disks = args
+        .disks
+        .iter()
+        .map(|d| parse_disk(d))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(MachineConfig {
+        cpus: args.cpus,
+        memory: memory.bytes(),
+        kernel: args
+            .kernel
+            .clone()
+            .expect("clap requires --kernel without --config"),
+        initrd: args.initrd.clone(),
+        cmdline: args.cmdline.clone(),
+        disks,
+        nics: parse_nics(&args.nets, &args.macs)?,
+        nested_virtualization: args.nested_virtualization,
+        serial_log: args.serial_log.clone(),
+    })
 }
 
 fn parse_disk(text: &str) -> Result<DiskConfig> {
@@ -82,10 +93,7 @@ fn parse_nics(nets: &[String], macs: &[String]) -> Result<Vec<NetConfig>> {
         .map(|(i, net)| {
             let backend = parse_net(net)?;
             let mac = match macs.get(i) {
-                Some(mac) => {
-                    parse_mac(mac).map_err(|e| anyhow!("--mac: {e}"))?;
-                    mac.clone()
-                }
+                Some(mac) => mac.parse::<MacAddr>().map_err(|e| anyhow!("--mac: {e}"))?,
                 None => new_mac()?,
             };
             Ok(NetConfig { mac, backend })
@@ -133,11 +141,10 @@ mod tests {
         let passt = format!("passt:{}", socket.display());
         let nics = parse_nics(&nets(&[&passt, "tap:tap0"]), &nets(&["52:54:00:00:00:07"])).unwrap();
         assert_eq!(nics[0].backend, NetBackend::Passt(socket.clone()));
-        assert_eq!(nics[0].mac, "52:54:00:00:00:07");
+        assert_eq!(nics[0].mac.to_string(), "52:54:00:00:00:07");
         assert_eq!(nics[1].backend, NetBackend::Tap("tap0".into()));
         // Generated: locally administered, unicast.
-        let generated = parse_mac(&nics[1].mac).unwrap();
-        assert_eq!(generated[0] & 0b11, 0b10);
+        assert_eq!(nics[1].mac.bytes()[0] & 0b11, 0b10);
     }
 
     #[test]
