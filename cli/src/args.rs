@@ -259,7 +259,8 @@ pub enum VmmCommand {
     /// the flags --kernel to --serial-log; not both.
     ///
     /// Exit status: 0 the guest powered off, 3 it rebooted, 4 it crashed (triple
-    /// fault), 5 the --timeout passed, 1 a host or KVM error, 2 bad arguments.
+    /// fault), 5 the --timeout passed, 6 the host stopped it, 1 a host or KVM error,
+    /// 2 bad arguments.
     Run(VmmRunArgs),
 }
 
@@ -291,21 +292,26 @@ pub struct VmmRunArgs {
     pub initrd: Option<PathBuf>,
     #[arg(long, default_value = "console=ttyS0")]
     pub cmdline: String,
-    #[arg(long, default_value_t = 1)]
+    /// vCPUs, 1 to 255.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=255))]
     pub cpus: u32,
-    #[arg(long, default_value = "512M")]
-    pub memory: String,
+    /// Guest RAM with its unit (`512M`, `1536K`), whole 4 KiB pages.
+    #[arg(long, default_value = "512M", value_parser = vmm_flags::memory)]
+    pub memory: u64,
     /// A disk image, `PATH` or `PATH,ro` (repeatable).
-    #[arg(long = "disk")]
-    pub disks: Vec<String>,
+    #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = vmm_flags::disk)]
+    pub disks: Vec<hvbox_vmm::DiskConfig>,
     /// A virtio NIC (repeatable): `passt:SOCKET`, the UNIX socket of a running
     /// `passt --socket SOCKET`, or `tap:NAME`, an existing TAP interface.
-    #[arg(long = "net", value_name = "passt:SOCKET|tap:NAME")]
-    pub nets: Vec<String>,
+    #[arg(long = "net", value_name = "passt:SOCKET|tap:NAME", value_parser = vmm_flags::net)]
+    pub nets: Vec<hvbox_vmm::NetBackend>,
     /// MAC address of the NIC from the `--net` in the same position (default: a
     /// random locally administered address).
     #[arg(long = "mac")]
-    pub macs: Vec<String>,
+    pub macs: Vec<hvbox_vmm::MacAddr>,
+    /// Offer the guest the host's SVM/VMX (where KVM supports nesting).
+    #[arg(long)]
+    pub nested_virtualization: bool,
     /// Where the guest's serial console goes (default: standard output).
     #[arg(long)]
     pub serial_log: Option<PathBuf>,
@@ -317,9 +323,6 @@ pub struct VmmRunArgs {
     /// hardware virtualization.
     #[arg(long)]
     pub mask_unemulated_cpuid: bool,
-    /// Offer the guest the host's SVM/VMX (where KVM supports nesting).
-    #[arg(long)]
-    pub nested_virtualization: bool,
     /// Print the run's peak memory and how much of it was guest RAM.
     #[arg(long)]
     pub stats: bool,

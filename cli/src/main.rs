@@ -27,7 +27,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("hvbox: error: {}", describe(&err));
-            ExitCode::FAILURE
+            if err.is::<commands::BadArguments>() {
+                // What clap's own usage errors exit with.
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
