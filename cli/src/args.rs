@@ -1,5 +1,6 @@
 //! The command line, in one place.
 
+use crate::vmm_flags;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -257,35 +258,63 @@ pub struct BoxBuildArgs {
 pub enum VmmCommand {
     /// Boot one VM in the foreground on hvbox's embedded VMM.
     ///
+    /// The machine comes from --config FILE (JSON, as `hvbox up` writes it), or from
+    /// the flags --kernel to --serial-log; not both.
+    ///
     /// Exit status: 0 the guest powered off, 3 it rebooted, 4 it crashed (triple
-    /// fault), 5 the --timeout passed, 1 a host or KVM error, 2 bad arguments.
+    /// fault), 5 the --timeout passed, 6 the host stopped it, 1 a host or KVM error,
+    /// 2 bad arguments.
     Run(VmmRunArgs),
 }
 
+/// The flags that describe the machine, which `--config` replaces.
+const VMM_MACHINE_FLAGS: [&str; 10] = [
+    "kernel",
+    "initrd",
+    "cmdline",
+    "cpus",
+    "memory",
+    "disks",
+    "nets",
+    "macs",
+    "nested_virtualization",
+    "serial_log",
+];
+
 #[derive(Debug, Args)]
 pub struct VmmRunArgs {
+    /// The machine as JSON: the file `hvbox up` writes to .hvbox/machines/NAME/vm.json
+    /// (the README lists its fields). Takes the place of the machine's flags.
+    #[arg(long, value_name = "FILE", value_parser = vmm_flags::config_file,
+          conflicts_with_all = VMM_MACHINE_FLAGS)]
+    pub config: Option<Box<hvbox_vmm::MachineConfig>>,
     /// Linux bzImage, or an ELF (vmlinux) with a PVH entry note.
-    #[arg(long)]
-    pub kernel: PathBuf,
+    #[arg(long, required_unless_present = "config")]
+    pub kernel: Option<PathBuf>,
     #[arg(long)]
     pub initrd: Option<PathBuf>,
     #[arg(long, default_value = "console=ttyS0")]
     pub cmdline: String,
-    #[arg(long, default_value_t = 1)]
+    /// vCPUs, 1 to 255.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=255))]
     pub cpus: u32,
-    #[arg(long, default_value = "512M")]
-    pub memory: String,
+    /// Guest RAM with its unit (`512M`, `1536K`), whole 4 KiB pages.
+    #[arg(long, default_value = "512M", value_parser = vmm_flags::memory)]
+    pub memory: u64,
     /// A disk image, `PATH` or `PATH,ro` (repeatable).
-    #[arg(long = "disk")]
-    pub disks: Vec<String>,
+    #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = vmm_flags::disk)]
+    pub disks: Vec<hvbox_vmm::DiskConfig>,
     /// A virtio NIC (repeatable): `passt:SOCKET`, the UNIX socket of a running
     /// `passt --socket SOCKET`, or `tap:NAME`, an existing TAP interface.
-    #[arg(long = "net", value_name = "passt:SOCKET|tap:NAME")]
-    pub nets: Vec<String>,
+    #[arg(long = "net", value_name = "passt:SOCKET|tap:NAME", value_parser = vmm_flags::net)]
+    pub nets: Vec<hvbox_vmm::NetBackend>,
     /// MAC address of the NIC from the `--net` in the same position (default: a
     /// random locally administered address).
     #[arg(long = "mac")]
-    pub macs: Vec<String>,
+    pub macs: Vec<hvbox_vmm::MacAddr>,
+    /// Offer the guest the host's SVM/VMX (where KVM supports nesting).
+    #[arg(long)]
+    pub nested_virtualization: bool,
     /// Where the guest's serial console goes (default: standard output).
     #[arg(long)]
     pub serial_log: Option<PathBuf>,
@@ -297,9 +326,6 @@ pub struct VmmRunArgs {
     /// hardware virtualization.
     #[arg(long)]
     pub mask_unemulated_cpuid: bool,
-    /// Offer the guest the host's SVM/VMX (where KVM supports nesting).
-    #[arg(long)]
-    pub nested_virtualization: bool,
     /// Print the run's peak memory and how much of it was guest RAM.
     #[arg(long)]
     pub stats: bool,

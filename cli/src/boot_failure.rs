@@ -3,6 +3,7 @@
 //! under nested AMD SVM only), so its failures also say how to run the machine
 //! under QEMU instead.
 
+use crate::engine::EngineKind;
 use crate::machine::Machine;
 use std::path::Path;
 use std::time::Duration;
@@ -45,9 +46,14 @@ pub struct LogStarts {
 }
 
 impl BootFailure {
-    /// The failure of a boot on `engine` (as recorded in the run file), with the logs
+    /// The failure of a boot on `engine`, with the logs
     /// written since `starts`.
-    pub fn new(machine: &Machine, engine: &str, ending: Ending, starts: LogStarts) -> BootFailure {
+    pub fn new(
+        machine: &Machine,
+        engine: EngineKind,
+        ending: Ending,
+        starts: LogStarts,
+    ) -> BootFailure {
         let serial = machine.serial_log();
         let vm_log = machine.file("vm.log");
         let engine_said = || {
@@ -79,13 +85,13 @@ impl BootFailure {
                 );
                 // The embedded VMM logs what it saw (unhandled exits, device errors)
                 // while the guest runs; QEMU's log says nothing useful here.
-                if engine == "builtin" {
+                if engine == EngineKind::Builtin {
                     text = format!("{text}\n{}", engine_said());
                 }
                 text
             }
         };
-        if engine == "builtin" {
+        if engine == EngineKind::Builtin {
             message.push_str(&format!("\n{}", switch_to_qemu(machine)));
         }
         BootFailure { message }
@@ -145,7 +151,7 @@ mod tests {
     #[test]
     fn a_builtin_vmm_that_crashed_shows_its_report_and_the_way_to_qemu() {
         let (_dir, m, starts) = machine("default");
-        let text = BootFailure::new(&m, "builtin", Ending::VmExited, starts).message;
+        let text = BootFailure::new(&m, EngineKind::Builtin, Ending::VmExited, starts).message;
         assert!(text.contains("triple fault (shutdown) at rip="), "{text}");
         assert!(text.contains("Run /init as init process"), "{text}");
         assert!(!text.contains("earlier"), "an earlier boot's lines: {text}");
@@ -161,7 +167,7 @@ mod tests {
         let (_dir, m, starts) = machine("web");
         let text = BootFailure::new(
             &m,
-            "builtin",
+            EngineKind::Builtin,
             Ending::Timeout(Duration::from_secs(600)),
             starts,
         )
@@ -177,7 +183,7 @@ mod tests {
     #[test]
     fn qemu_failures_keep_to_the_logs() {
         let (_dir, m, starts) = machine("default");
-        let text = BootFailure::new(&m, "qemu", Ending::KernelPanic, starts).message;
+        let text = BootFailure::new(&m, EngineKind::Qemu, Ending::KernelPanic, starts).message;
         assert!(text.contains("the guest kernel panicked"), "{text}");
         assert!(!text.contains("engine: qemu"), "{text}");
         assert!(!text.contains("The engine said"), "{text}");

@@ -4,7 +4,7 @@
 
 pub use crate::boot_failure::BootFailure;
 use crate::boot_failure::{tail_since, Ending, LogStarts};
-use crate::engine::{self, Engine, HostVirt};
+use crate::engine::{self, Engine, HostVirt, VmFiles};
 use crate::machine::kernels::{self, Change, KernelRecord};
 use crate::machine::{Machine, MachineState, RunInfo};
 use crate::process::pid_alive;
@@ -23,6 +23,9 @@ use std::time::{Duration, Instant};
 
 /// Appended to the guest's own command line: the engines' first serial port.
 const CONSOLE_ARG: &str = "console=ttyS0";
+/// The machine configuration an engine that reads one from a file gets, in the
+/// machine folder (see [`hvbox_vmm::MachineConfig`] for its format).
+const VM_CONFIG_FILE: &str = "vm.json";
 /// What a guest kernel prints when it gives up; no ssh will come after it.
 const KERNEL_PANIC: &str = "Kernel panic - not syncing";
 
@@ -184,20 +187,26 @@ fn start(
         .collect(),
         nested_virtualization: spec.nested_virtualization,
         nics: vec![NetConfig {
-            mac: state.mac.clone(),
+            mac: state.mac,
             backend: NetBackend::Passt(passt_socket.clone()),
         }],
         serial_log: Some(machine.serial_log()),
     };
-    let plan = LaunchPlan {
-        engine: checked.engine.name().to_string(),
-        vm_command: checked
-            .engine
-            .vm_command(&config, &control_socket, &console_socket),
-        passt_command: passt_command(&passt_socket, ssh_port, &spec.ports),
-        passt_socket,
+    config
+        .validate()
+        .with_context(|| format!("machine `{}`", machine.name))?;
+    let files = VmFiles {
+        config: machine.file(VM_CONFIG_FILE),
         control_socket,
         console_socket,
+    };
+    let plan = LaunchPlan {
+        engine: checked.engine.kind(),
+        vm_command: checked.engine.vm_command(&config, &files)?,
+        passt_command: passt_command(&passt_socket, ssh_port, &spec.ports),
+        passt_socket,
+        control_socket: files.control_socket,
+        console_socket: files.console_socket,
         runtime_dir,
         ssh_port,
     };
@@ -371,7 +380,7 @@ fn wait_for_ssh(
         engine: started.vm_log_start,
     };
     let fail = |ending| -> Result<()> {
-        Err(BootFailure::new(machine, &info.engine, ending, starts).into())
+        Err(BootFailure::new(machine, info.engine, ending, starts).into())
     };
     loop {
         let boot_log = tail_since(&machine.serial_log(), started.serial_start, usize::MAX);

@@ -17,6 +17,7 @@ mod seed;
 mod spec;
 mod ssh;
 mod supervisor;
+mod vmm_flags;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -33,7 +34,12 @@ fn main() -> ExitCode {
                 }
             }
             eprintln!("hvbox: error: {}", describe(&err));
-            ExitCode::FAILURE
+            if err.is::<commands::BadArguments>() {
+                // What clap's own usage errors exit with.
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -29,7 +29,7 @@ pub fn seed_config(
             private_openssh: host_private,
             public_openssh: host_public,
         },
-        mac: state.mac.clone(),
+        mac: state.mac.to_string(),
     };
     let user_data = first_boot::user_data(&spec.cloud_init, &project.root).with_context(|| {
         format!(

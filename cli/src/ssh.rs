@@ -207,7 +207,7 @@ mod tests {
         let machine = Machine::new("default", "/tmp/my project/50%/.hvbox/m".into());
         let state = MachineState {
             instance_id: "i-1".into(),
-            mac: String::new(),
+            mac: "52:54:00:00:00:01".parse().unwrap(),
             hostname: String::new(),
             user: "dev".into(),
             box_name: String::new(),

@@ -6,6 +6,7 @@
 //! drops root for `nobody`, so it runs with `--one-off` and quits when the VM's
 //! connection closes.
 
+use crate::engine::EngineKind;
 use crate::machine::{private, write_atomic, Machine, RunInfo};
 use crate::process::{pid_alive, signal};
 use anyhow::{bail, Context, Result};
@@ -24,7 +25,7 @@ const SUPERVISOR_LOG: &str = "supervisor.log";
 /// What `hvbox up` hands the supervisor.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LaunchPlan {
-    pub engine: String,
+    pub engine: EngineKind,
     pub vm_command: Vec<String>,
     pub passt_command: Vec<String>,
     pub passt_socket: PathBuf,
@@ -108,7 +109,7 @@ fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
             supervisor_pid: std::process::id(),
             vm_pid: vm.id(),
             passt_pid: passt.id(),
-            engine: plan.engine.clone(),
+            engine: plan.engine,
             ssh_port: plan.ssh_port,
             control_socket: plan.control_socket.clone(),
             console_socket: plan.console_socket.clone(),
@@ -126,7 +127,7 @@ fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
         stop_child(&mut passt);
         // QEMU resets a rebooting guest in place; the embedded VMM exits with the
         // reboot code instead, and the machine starts again with the same boot files.
-        if plan.engine == "builtin"
+        if plan.engine == EngineKind::Builtin
             && status.code() == Some(i32::from(ExitReason::Reboot.exit_code()))
             && reboots.allow(Instant::now())
         {

@@ -73,7 +73,6 @@ fn debian_cloud_kernel_boots_both_ways() {
         initrd: initrd.as_deref(),
         cmdline: CMDLINE,
         rsdp: GuestAddress(0xe0000),
-        ram_size: RAM,
     };
     let setup = load_kernel(&mem, &cfg).unwrap();
     assert_eq!(setup.protocol, BootProtocol::LinuxBoot64);

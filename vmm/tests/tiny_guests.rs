@@ -72,7 +72,7 @@ fn bzimage_enters_in_long_mode_with_boot_params() {
     }
     let out = boot("bzimage", 1, "console=ttyS0 from=bzimage");
     assert_eq!(out.exit, ExitReason::Poweroff, "serial: {}", out.serial);
-    let entries = hvbox_vmm::boot::memory_map(128 << 20).len();
+    let entries = memory_map_of(128 << 20).len();
     assert_eq!(
         out.serial,
         format!("hello from 64-bit mode\ne820 entries {entries:02x}\ncmdline console=ttyS0 from=bzimage\n")
@@ -142,7 +142,7 @@ fn pvh_start_info_holds_our_command_line_and_memory_map() {
             )
         })
         .collect();
-    let expected: Vec<(u64, u64, u32)> = hvbox_vmm::boot::memory_map(128 << 20)
+    let expected: Vec<(u64, u64, u32)> = memory_map_of(128 << 20)
         .iter()
         .map(|e| (e.addr, e.size, e.kind))
         .collect();
@@ -150,6 +150,50 @@ fn pvh_start_info_holds_our_command_line_and_memory_map() {
     // RAM from 0 and from 1 MiB to the end of guest memory.
     assert!(e820.contains(&(0, 0x9fc00, 1)));
     assert!(e820.contains(&(0x10_0000, (128 << 20) - 0x10_0000, 1)));
+}
+
+/// Building sets everything up and runs nothing; running is the second step.
+#[test]
+fn a_built_machine_owns_its_memory_and_vcpus_and_runs_when_told() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let serial_log = dir.path().join("serial.log");
+    let config = MachineConfig {
+        cpus: 2,
+        memory: (32 << 20) + (12 << 10),
+        kernel: build_guest("smp", dir.path()),
+        initrd: None,
+        cmdline: String::new(),
+        disks: vec![],
+        nics: vec![],
+        nested_virtualization: false,
+        serial_log: Some(serial_log.clone()),
+    };
+    let options = RunOptions {
+        timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let machine = hvbox_vmm::build(&config, &options).unwrap();
+    use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+    assert_eq!(
+        machine.memory().iter().map(|r| r.len()).sum::<u64>(),
+        config.memory
+    );
+    assert_eq!(machine.vcpu_count(), 2);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        std::fs::read_to_string(&serial_log).unwrap(),
+        "",
+        "ran before run()"
+    );
+    let (exit, _) = machine.run().unwrap();
+    assert_eq!(exit, ExitReason::Poweroff);
+    assert_eq!(
+        std::fs::read_to_string(&serial_log).unwrap(),
+        "bsp 00\nap 01\n"
+    );
 }
 
 #[test]
@@ -160,6 +204,11 @@ fn two_vcpus_report_their_apic_ids() {
     let out = boot("smp", 2, "");
     assert_eq!(out.exit, ExitReason::Poweroff, "serial: {}", out.serial);
     assert_eq!(out.serial, "bsp 00\nap 01\n");
+}
+
+/// The e820 map the VMM reports for a guest of `ram` bytes.
+fn memory_map_of(ram: u64) -> Vec<hvbox_vmm::boot::E820Entry> {
+    hvbox_vmm::boot::memory_map(&hvbox_vmm::memory::create_guest_memory(ram).unwrap())
 }
 
 fn utc_date() -> String {

@@ -154,7 +154,7 @@ fn guest_gets_a_dhcp_offer_from_passt_through_virtio_net() {
         return;
     };
     let nic = NetConfig {
-        mac: "52:54:00:12:34:56".into(),
+        mac: "52:54:00:12:34:56".parse().unwrap(),
         backend: NetBackend::Passt(passt.socket.clone()),
     };
     let out = boot("net", vec![], vec![nic]);

@@ -34,7 +34,7 @@ pub fn run(names: &[String], timeout: u64) -> Result<ExitCode> {
 /// Stop a running machine: graceful within `grace`, then forced. Returns once the
 /// supervisor and its children are gone.
 pub fn stop(machine: &Machine, info: &RunInfo, grace: Duration) -> Result<()> {
-    let engine = engine::by_name(&info.engine)?;
+    let engine = engine::of_kind(info.engine)?;
     if !grace.is_zero() {
         match engine.request_poweroff(&info.control_socket) {
             Ok(()) if wait_gone(info.supervisor_pid, grace) => return Ok(()),

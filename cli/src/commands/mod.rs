@@ -31,6 +31,19 @@ use crate::args::{BoxCommand, Cli, Command, VmmCommand};
 use anyhow::Result;
 use std::process::ExitCode;
 
+/// Arguments clap accepted that do not go together; exits with status 2, as clap's
+/// own usage errors do.
+#[derive(Debug)]
+pub struct BadArguments(pub String);
+
+impl std::fmt::Display for BadArguments {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadArguments {}
+
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Init { box_name, force } => init::run(&box_name, force),

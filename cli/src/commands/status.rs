@@ -80,7 +80,7 @@ impl Row {
         [
             self.name.clone(),
             self.state_text(),
-            info.map_or("-".into(), |i| i.engine.clone()),
+            info.map_or("-".into(), |i| i.engine.to_string()),
             self.box_name.clone().unwrap_or_else(|| "-".into()),
             info.map_or("-".into(), |i| format!("127.0.0.1:{}", i.ssh_port)),
         ]

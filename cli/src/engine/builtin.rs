@@ -1,9 +1,10 @@
 //! The builtin engine: hvbox's own VMM (`hvbox vmm run`), one process per machine,
 //! booting the guest's kernel through its PVH entry where it can.
 
-use super::Engine;
+use super::{Engine, EngineKind, VmFiles};
+use crate::machine::write_atomic;
 use anyhow::{bail, Context, Result};
-use hvbox_vmm::{MachineConfig, NetBackend};
+use hvbox_vmm::MachineConfig;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -27,8 +28,8 @@ impl Builtin {
 }
 
 impl Engine for Builtin {
-    fn name(&self) -> &'static str {
-        "builtin"
+    fn kind(&self) -> EngineKind {
+        EngineKind::Builtin
     }
 
     /// The vmlinux inside the bzImage boots through PVH: no decompression in the
@@ -44,55 +45,25 @@ impl Engine for Builtin {
         }
     }
 
-    fn vm_command(
-        &self,
-        c: &MachineConfig,
-        control_socket: &Path,
-        console_socket: &Path,
-    ) -> Vec<String> {
+    /// The VMM reads the machine from `files.config`, written here as the JSON of
+    /// [`MachineConfig`] itself: what `launch` built is what the VMM runs. Only the
+    /// run's sockets are flags.
+    fn vm_command(&self, config: &MachineConfig, files: &VmFiles) -> Result<Vec<String>> {
+        let mut json = serde_json::to_string_pretty(config)?;
+        json.push('\n');
+        write_atomic(&files.config, json.as_bytes())?;
         let path = |p: &Path| p.to_string_lossy().into_owned();
-        let mut a = vec![
+        Ok(vec![
             path(&self.exe),
             "vmm".into(),
             "run".into(),
-            "--kernel".into(),
-            path(&c.kernel),
-        ];
-        if let Some(initrd) = &c.initrd {
-            a.extend(["--initrd".into(), path(initrd)]);
-        }
-        a.extend([
-            "--cmdline".into(),
-            c.cmdline.clone(),
-            "--cpus".into(),
-            c.cpus.to_string(),
-            "--memory".into(),
-            format!("{}M", c.memory >> 20),
-        ]);
-        for disk in &c.disks {
-            let ro = if disk.read_only { ",ro" } else { "" };
-            a.extend(["--disk".into(), format!("{}{ro}", path(&disk.path))]);
-        }
-        for nic in &c.nics {
-            let net = match &nic.backend {
-                NetBackend::Passt(socket) => format!("passt:{}", path(socket)),
-                NetBackend::Tap(name) => format!("tap:{name}"),
-            };
-            a.extend(["--net".into(), net, "--mac".into(), nic.mac.clone()]);
-        }
-        if c.nested_virtualization {
-            a.push("--nested-virtualization".into());
-        }
-        if let Some(log) = &c.serial_log {
-            a.extend(["--serial-log".into(), path(log)]);
-        }
-        a.extend([
+            "--config".into(),
+            path(&files.config),
             "--control-socket".into(),
-            path(control_socket),
+            path(&files.control_socket),
             "--console-socket".into(),
-            path(console_socket),
-        ]);
-        a
+            path(&files.console_socket),
+        ])
     }
 
     fn request_poweroff(&self, control_socket: &Path) -> Result<()> {
@@ -132,40 +103,45 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
 
-    /// The machine `launch` describes, with the vmlinux the engine picked and nesting on.
-    fn config() -> MachineConfig {
-        MachineConfig {
-            kernel: "/m/vmlinux-0123".into(),
-            nested_virtualization: true,
-            ..super::super::sample_config()
-        }
-    }
-
     #[test]
-    fn command_runs_this_binarys_vmm_with_every_device() {
+    fn command_hands_the_vmm_the_config_file_and_nothing_else_of_the_machine() {
         let engine = Builtin {
             exe: "/usr/bin/hvbox".into(),
         };
-        let args = engine.vm_command(
-            &config(),
-            Path::new("/run/x/control.sock"),
-            Path::new("/run/x/console.sock"),
+        let dir = tempfile::tempdir().unwrap();
+        let config = MachineConfig {
+            kernel: "/m/vmlinux-0123".into(),
+            // Not a whole number of MiB: the flags this replaced sent "1M".
+            memory: 1536 << 10,
+            nested_virtualization: true,
+            ..super::super::sample_config()
+        };
+        let files = super::super::sample_files(dir.path());
+        let args = engine.vm_command(&config, &files).unwrap();
+        let config_path = dir.path().join("vm.json");
+        assert_eq!(
+            args,
+            [
+                "/usr/bin/hvbox",
+                "vmm",
+                "run",
+                "--config",
+                config_path.to_str().unwrap(),
+                "--control-socket",
+                "/run/x/control.sock",
+                "--console-socket",
+                "/run/x/console.sock"
+            ]
         );
-        assert_eq!(args[..3], ["/usr/bin/hvbox", "vmm", "run"]);
-        let joined = args.join(" ");
-        for expected in [
-            "--kernel /m/vmlinux-0123 --initrd /m/initrd.img",
-            "--cpus 2 --memory 1024M",
-            "--disk /m/disk.raw --disk /m/seed.iso,ro",
-            "--net passt:/run/x/passt.sock --mac 52:54:00:01:02:03",
-            "--nested-virtualization",
-            "--serial-log /m/serial.log",
-            "--control-socket /run/x/control.sock --console-socket /run/x/console.sock",
-        ] {
-            assert!(joined.contains(expected), "{expected:?} not in {joined}");
-        }
-        // The command line stays one argument, spaces and all.
-        assert!(args.contains(&"root=PARTUUID=x ro console=ttyS0".to_string()));
+        let written: MachineConfig =
+            serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+        assert_eq!(written, config);
+        // Written atomically: nothing but the file itself is left in the folder.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["vm.json"]);
     }
 
     /// A stand-in for the VMM's control socket that answers one request.

@@ -13,22 +13,47 @@ pub use host::HostVirt;
 use crate::spec::EngineChoice;
 use anyhow::{bail, Result};
 use hvbox_vmm::MachineConfig;
+use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// Which engine runs a machine; recorded in its launch plan and run file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    Builtin,
+    Qemu,
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            EngineKind::Builtin => "builtin",
+            EngineKind::Qemu => "qemu",
+        })
+    }
+}
+
+/// The files of one VM run: where the machine configuration is written for an engine
+/// that reads it from a file, and the sockets the VM serves.
+#[derive(Debug, Clone)]
+pub struct VmFiles {
+    /// In the machine folder (`vm.json`), beside the launch plan.
+    pub config: PathBuf,
+    pub control_socket: PathBuf,
+    pub console_socket: PathBuf,
+}
+
 pub trait Engine {
-    fn name(&self) -> &'static str;
+    fn kind(&self) -> EngineKind;
     /// The kernel file to boot for the guest's bzImage.
     fn boot_kernel(&self, bzimage: &Path) -> PathBuf {
         bzimage.to_path_buf()
     }
-    /// Program and arguments that run the VM until it powers off, with its control
-    /// socket and its serial console served on a UNIX socket.
-    fn vm_command(
-        &self,
-        config: &MachineConfig,
-        control_socket: &Path,
-        console_socket: &Path,
-    ) -> Vec<String>;
+    /// Program and arguments that run `config` until it powers off, with its control
+    /// socket and its serial console served on UNIX sockets; an error when this
+    /// engine cannot run `config` exactly.
+    fn vm_command(&self, config: &MachineConfig, files: &VmFiles) -> Result<Vec<String>>;
     /// Ask the guest to shut down (the ACPI power button).
     fn request_poweroff(&self, control_socket: &Path) -> Result<()>;
     /// Stop the VM at once, without the guest's cooperation.
@@ -76,12 +101,11 @@ pub fn emulation_warning(choice: EngineChoice, host: &HostVirt) -> Option<String
 }
 
 /// The engine a running machine was started with (recorded in its run file).
-pub fn by_name(name: &str) -> Result<Box<dyn Engine>> {
-    match name {
-        "qemu" => Ok(Box::new(qemu::Qemu::new(false))),
-        "builtin" => Ok(Box::new(builtin::Builtin::new()?)),
-        other => bail!("this hvbox does not know the engine {other:?} that started the machine"),
-    }
+pub fn of_kind(kind: EngineKind) -> Result<Box<dyn Engine>> {
+    Ok(match kind {
+        EngineKind::Qemu => Box::new(qemu::Qemu::new(false)),
+        EngineKind::Builtin => Box::new(builtin::Builtin::new()?),
+    })
 }
 
 /// A machine as `launch` describes it: root disk, read-only seed, one NIC on passt.
@@ -105,11 +129,21 @@ fn sample_config() -> MachineConfig {
             },
         ],
         nics: vec![NetConfig {
-            mac: "52:54:00:01:02:03".into(),
+            mac: "52:54:00:01:02:03".parse().unwrap(),
             backend: NetBackend::Passt("/run/x/passt.sock".into()),
         }],
         serial_log: Some("/m/serial.log".into()),
         nested_virtualization: false,
+    }
+}
+
+/// Where `launch` puts a VM's files, in `dir`.
+#[cfg(test)]
+fn sample_files(dir: &Path) -> VmFiles {
+    VmFiles {
+        config: dir.join("vm.json"),
+        control_socket: "/run/x/control.sock".into(),
+        console_socket: "/run/x/console.sock".into(),
     }
 }
 
@@ -146,7 +180,7 @@ mod tests {
     fn auto_on_unreachable_hardware_falls_back_out_loud() {
         let host = unreachable_hardware();
         let (engine, reason) = select(EngineChoice::Auto, &host).unwrap();
-        assert_eq!(engine.name(), "qemu");
+        assert_eq!(engine.kind(), EngineKind::Qemu);
         assert!(reason.contains("TCG software emulation"), "{reason}");
         let warning = emulation_warning(EngineChoice::Auto, &host).expect("a warning");
         assert!(warning.contains("usermod -aG kvm alice"), "{warning}");

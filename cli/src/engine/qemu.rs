@@ -1,7 +1,7 @@
 //! The QEMU engine: `qemu-system-x86_64` with direct kernel boot, KVM where the host
 //! has hardware virtualization and TCG otherwise.
 
-use super::{Engine, HostVirt};
+use super::{Engine, EngineKind, HostVirt, VmFiles};
 use anyhow::{bail, Context, Result};
 use hvbox_vmm::{MachineConfig, NetBackend};
 use std::io::{BufRead, BufReader, Write};
@@ -31,16 +31,12 @@ impl Qemu {
 }
 
 impl Engine for Qemu {
-    fn name(&self) -> &'static str {
-        "qemu"
+    fn kind(&self) -> EngineKind {
+        EngineKind::Qemu
     }
 
-    fn vm_command(
-        &self,
-        c: &MachineConfig,
-        control_socket: &Path,
-        console_socket: &Path,
-    ) -> Vec<String> {
+    fn vm_command(&self, c: &MachineConfig, files: &VmFiles) -> Result<Vec<String>> {
+        let mem = memory_arg(c.memory)?;
         let mut a: Vec<String> = vec!["qemu-system-x86_64".into()];
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
         push(&["-nodefaults", "-no-user-config", "-display", "none"]);
@@ -61,7 +57,6 @@ impl Engine for Qemu {
         };
         push(&["-accel", accel, "-cpu", cpu]);
         let cpus = c.cpus.to_string();
-        let mem = format!("{}M", c.memory >> 20);
         push(&["-smp", &cpus, "-m", &mem]);
         push(&["-kernel", &c.kernel.to_string_lossy()]);
         if let Some(initrd) = &c.initrd {
@@ -95,15 +90,15 @@ impl Engine for Qemu {
         // The console socket for `hvbox console`; the log keeps every boot's output.
         let mut serial = format!(
             "socket,id=serial0,path={},server=on,wait=off",
-            escape(console_socket)
+            escape(&files.console_socket)
         );
         if let Some(log) = &c.serial_log {
             serial.push_str(&format!(",logfile={},logappend=on", escape(log)));
         }
         push(&["-chardev", &serial, "-serial", "chardev:serial0"]);
-        let qmp = format!("unix:{},server=on,wait=off", escape(control_socket));
+        let qmp = format!("unix:{},server=on,wait=off", escape(&files.control_socket));
         push(&["-qmp", &qmp]);
-        a
+        Ok(a)
     }
 
     fn request_poweroff(&self, control_socket: &Path) -> Result<()> {
@@ -113,6 +108,27 @@ impl Engine for Qemu {
     fn hard_stop(&self, control_socket: &Path) -> Result<()> {
         qmp_command(control_socket, "quit")
     }
+}
+
+/// QEMU sizes guest RAM in steps of 8 KiB, rounding anything between up.
+const QEMU_RAM_STEP: u64 = 8 << 10;
+
+/// `-m` with the exact size (in MiB where it is whole MiB, else KiB), or an error
+/// where QEMU would round it.
+fn memory_arg(bytes: u64) -> Result<String> {
+    if bytes % QEMU_RAM_STEP != 0 {
+        let up = bytes.div_ceil(QEMU_RAM_STEP) * QEMU_RAM_STEP;
+        bail!(
+            "memory: QEMU sizes guest memory in steps of 8K and would round {bytes} bytes up to {}K; give the machine a multiple of 8K, such as {}K",
+            up >> 10,
+            up >> 10
+        );
+    }
+    Ok(if bytes % (1 << 20) == 0 {
+        format!("{}M", bytes >> 20)
+    } else {
+        format!("{}K", bytes >> 10)
+    })
 }
 
 /// QEMU option values are comma-separated; a comma inside a path is written twice.
@@ -160,11 +176,11 @@ mod tests {
     #[test]
     fn command_line_boots_the_kernel_with_disks_seed_and_passt() {
         let cfg = super::super::sample_config();
-        let args = Qemu::new(false).vm_command(
-            &cfg,
-            Path::new("/run/x/qmp.sock"),
-            Path::new("/run/x/console.sock"),
-        );
+        let files = VmFiles {
+            control_socket: "/run/x/qmp.sock".into(),
+            ..super::super::sample_files(Path::new("/m"))
+        };
+        let args = Qemu::new(false).vm_command(&cfg, &files).unwrap();
         let joined = args.join(" ");
         assert!(joined.contains("-accel tcg,thread=multi -cpu max,la57=off,svm=off,vmx=off"));
         assert!(joined.contains("-smp 2 -m 1024M"));
@@ -175,17 +191,42 @@ mod tests {
         assert!(joined.contains(
             "socket,id=serial0,path=/run/x/console.sock,server=on,wait=off,logfile=/m/serial.log,logappend=on"
         ));
-        let kvm = Qemu::new(true)
-            .vm_command(&cfg, Path::new("/q"), Path::new("/c"))
-            .join(" ");
+        let kvm = Qemu::new(true).vm_command(&cfg, &files).unwrap().join(" ");
         assert!(kvm.contains("-accel kvm -cpu host,svm=off,vmx=off"));
         let nested = MachineConfig {
             nested_virtualization: true,
             ..cfg
         };
         let tcg = Qemu::new(false)
-            .vm_command(&nested, Path::new("/q"), Path::new("/c"))
+            .vm_command(&nested, &files)
+            .unwrap()
             .join(" ");
         assert!(tcg.contains("-cpu max "));
+    }
+
+    #[test]
+    fn memory_reaches_qemu_exactly_or_not_at_all() {
+        let cfg = |memory| MachineConfig {
+            memory,
+            ..super::super::sample_config()
+        };
+        let files = super::super::sample_files(Path::new("/m"));
+        let m = |memory| {
+            let args = Qemu::new(false).vm_command(&cfg(memory), &files).unwrap();
+            let at = args.iter().position(|a| a == "-m").unwrap();
+            args[at + 1].clone()
+        };
+        assert_eq!(m(1 << 30), "1024M");
+        assert_eq!(m(1536 << 10), "1536K");
+        assert_eq!(m(512 << 10), "512K");
+        assert_eq!(m((5 << 30) + (8 << 10)), "5242888K");
+        let err = Qemu::new(false)
+            .vm_command(&cfg(1540 << 10), &files)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("steps of 8K") && err.contains("such as 1544K"),
+            "{err}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! A running machine: the supervisor's processes and ports, in `run.json`.
 
 use super::Machine;
+use crate::engine::EngineKind;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::os::fd::AsRawFd;
@@ -16,7 +17,7 @@ pub struct RunInfo {
     pub supervisor_pid: u32,
     pub vm_pid: u32,
     pub passt_pid: u32,
-    pub engine: String,
+    pub engine: EngineKind,
     pub ssh_port: u16,
     pub control_socket: PathBuf,
     pub console_socket: PathBuf,

@@ -2,6 +2,7 @@
 
 use super::kernels::KernelRecord;
 use anyhow::{Context, Result};
+use hvbox_vmm::MacAddr;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -10,7 +11,7 @@ pub struct MachineState {
     /// cloud-init runs its first-boot setup once per instance-id, so it stays fixed
     /// until the machine is destroyed.
     pub instance_id: String,
-    pub mac: String,
+    pub mac: MacAddr,
     pub hostname: String,
     pub user: String,
     pub box_name: String,
@@ -62,7 +63,7 @@ pub fn new_instance_id() -> Result<String> {
 }
 
 /// A locally administered MAC in QEMU's 52:54:00 range, random in the last three bytes.
-pub fn new_mac() -> Result<String> {
-    let b = random_bytes::<3>()?;
-    Ok(format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2]))
+pub fn new_mac() -> Result<MacAddr> {
+    let [a, b, c] = random_bytes::<3>()?;
+    Ok(MacAddr::new([0x52, 0x54, 0, a, b, c]).expect("52:54:00 is unicast"))
 }

@@ -290,7 +290,7 @@ mod tests {
         let machine = Machine::new("default", dir.to_path_buf());
         MachineState {
             instance_id: "i-1".into(),
-            mac: String::new(),
+            mac: "52:54:00:00:00:01".parse().unwrap(),
             hostname: "h".into(),
             user: "dev".into(),
             box_name: "b".into(),
@@ -356,7 +356,7 @@ mod tests {
         let path = dir.path().join("state.json");
         std::fs::write(
             &path,
-            r#"{"instance_id":"i-1","mac":"","hostname":"h","user":"dev","box_name":"b","box_disk_digest":"d","created_unix":0}"#,
+            r#"{"instance_id":"i-1","mac":"52:54:00:00:00:01","hostname":"h","user":"dev","box_name":"b","box_disk_digest":"d","created_unix":0}"#,
         )
         .unwrap();
         assert_eq!(MachineState::load(&path).unwrap().provisioned_unix, None);

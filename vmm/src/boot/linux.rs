@@ -110,7 +110,7 @@ pub(super) fn load(
     let (ramdisk_image, ramdisk_size) = match cfg.initrd {
         Some(initrd) => {
             // initrd_addr_max is the highest address the initrd may occupy (inclusive).
-            let limit = low_ram_end(mem, cfg.ram_size).min(u64::from(hdr.initrd_addr_max) + 1);
+            let limit = low_ram_end(mem).min(u64::from(hdr.initrd_addr_max) + 1);
             let (addr, size) = load_initrd(mem, initrd, kernel_end, limit)?;
             (addr.0 as u32, size as u32)
         }
@@ -130,7 +130,7 @@ pub(super) fn load(
         acpi_rsdp_addr: cfg.rsdp.0,
         ..Default::default()
     };
-    let map = memory_map(cfg.ram_size);
+    let map = memory_map(mem);
     // memory_map() yields at most five entries; the zero page holds 128.
     debug_assert!(map.len() <= E820_MAX_ENTRIES_ZEROPAGE);
     for (slot, e) in params.e820_table.iter_mut().zip(&map) {
@@ -231,7 +231,6 @@ pub(super) mod tests {
                 initrd: Some(initrd.path()),
                 cmdline,
                 rsdp,
-                ram_size: ram,
             },
         )
         .unwrap();
@@ -273,9 +272,9 @@ pub(super) mod tests {
         assert_eq!(buf, initrd_bytes);
 
         let n = p.e820_entries as usize;
-        assert_eq!(n, memory_map(ram).len());
+        assert_eq!(n, memory_map(&mem).len());
         let table = p.e820_table;
-        for (i, e) in memory_map(ram).iter().enumerate() {
+        for (i, e) in memory_map(&mem).iter().enumerate() {
             let t = table[i];
             assert_eq!(
                 ({ t.addr }, { t.size }, { t.r#type }),
@@ -303,7 +302,6 @@ pub(super) mod tests {
                 initrd: Some(initrd.path()),
                 cmdline: "",
                 rsdp: GuestAddress(0xe0000),
-                ram_size: ram,
             },
         )
         .unwrap();
@@ -320,7 +318,6 @@ pub(super) mod tests {
             initrd: None,
             cmdline: "",
             rsdp: GuestAddress(0xe0000),
-            ram_size: 64 << 20,
         };
         let mut old = fake_bzimage(&[0u8; 512], 0, 0);
         old[0x206..0x208].copy_from_slice(&0x020bu16.to_le_bytes());
@@ -358,7 +355,6 @@ pub(super) mod tests {
                 initrd: None,
                 cmdline: &long,
                 rsdp: GuestAddress(0xe0000),
-                ram_size: 64 << 20,
             },
         )
         .unwrap_err();

@@ -18,12 +18,9 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
-use crate::layout::{
-    EBDA_START, HIMEM_START, MEM_32BIT_HOLE_START, PAGE_SIZE, PCI_ECAM_SIZE, PCI_ECAM_START,
-    RAM_64BIT_START,
-};
+use crate::layout::{EBDA_START, HIMEM_START, PAGE_SIZE, PCI_ECAM_SIZE, PCI_ECAM_START};
 use crate::memory::GuestMemory;
 
 pub use linux::bzimage_version;
@@ -62,8 +59,6 @@ pub struct BootConfig<'a> {
     pub cmdline: &'a str,
     /// Guest address of the ACPI RSDP, reported to the kernel.
     pub rsdp: GuestAddress,
-    /// Guest RAM size in bytes (as given to [`crate::memory::create_guest_memory`]).
-    pub ram_size: u64,
 }
 
 /// One memory map entry, as both boot protocols report it.
@@ -125,35 +120,43 @@ pub enum BootError {
     NotElf,
 }
 
+/// Ranges the memory map reports reserved whether RAM backs them or not: the BIOS area
+/// below 1 MiB (which holds the ACPI tables) and the PCI ECAM window.
+const RESERVED: [(u64, u64); 2] = [
+    (EBDA_START.0, HIMEM_START.0 - EBDA_START.0),
+    (PCI_ECAM_START.0, PCI_ECAM_SIZE),
+];
+
 /// The guest memory map both protocols report (e820 types: 1 RAM, 2 reserved), sorted and
-/// non-overlapping: RAM below the EBDA, the BIOS area (which holds the ACPI tables) reserved,
-/// RAM from 1 MiB to the 32-bit hole, the PCI ECAM window reserved, then RAM above 4 GiB.
-pub fn memory_map(ram_size: u64) -> Vec<E820Entry> {
-    let ram = |addr: u64, end: u64| E820Entry {
-        addr,
-        size: end - addr,
-        kind: E820_RAM,
-    };
-    let mut map = Vec::with_capacity(5);
-    map.push(ram(0, ram_size.min(EBDA_START.0)));
-    map.push(E820Entry {
-        addr: EBDA_START.0,
-        size: HIMEM_START.0 - EBDA_START.0,
-        kind: E820_RESERVED,
-    });
-    let low_end = ram_size.min(MEM_32BIT_HOLE_START.0);
-    if low_end > HIMEM_START.0 {
-        map.push(ram(HIMEM_START.0, low_end));
+/// non-overlapping: every region of `mem` as RAM, less the [`RESERVED`] ranges, which are
+/// listed as reserved. Where RAM lies (and so the 32-bit hole) is decided once, by
+/// [`crate::memory::ram_regions`]; this only reports what is mapped.
+pub fn memory_map(mem: &GuestMemory) -> Vec<E820Entry> {
+    let mut map: Vec<E820Entry> = RESERVED
+        .iter()
+        .map(|&(addr, size)| E820Entry {
+            addr,
+            size,
+            kind: E820_RESERVED,
+        })
+        .collect();
+    for region in mem.iter() {
+        let start = region.start_addr().0;
+        let mut ram = vec![(start, start + region.len())];
+        for &(addr, size) in &RESERVED {
+            ram = ram
+                .into_iter()
+                .flat_map(|(from, to)| [(from, to.min(addr)), (from.max(addr + size), to)])
+                .filter(|(from, to)| from < to)
+                .collect();
+        }
+        map.extend(ram.into_iter().map(|(from, to)| E820Entry {
+            addr: from,
+            size: to - from,
+            kind: E820_RAM,
+        }));
     }
-    map.push(E820Entry {
-        addr: PCI_ECAM_START.0,
-        size: PCI_ECAM_SIZE,
-        kind: E820_RESERVED,
-    });
-    if ram_size > MEM_32BIT_HOLE_START.0 {
-        let high = ram_size - MEM_32BIT_HOLE_START.0;
-        map.push(ram(RAM_64BIT_START.0, RAM_64BIT_START.0 + high));
-    }
+    map.sort_by_key(|e| e.addr);
     map
 }
 
@@ -183,12 +186,13 @@ pub fn load_kernel(mem: &GuestMemory, cfg: &BootConfig) -> Result<BootSetup, Boo
     }
 }
 
-/// End of the RAM the boot structures and initrd may use: below the 32-bit hole, since both
-/// protocols' 32-bit fields (ramdisk_image, and what a PVH kernel maps early) need it there.
-fn low_ram_end(mem: &GuestMemory, ram_size: u64) -> u64 {
-    // Trust the memory actually mapped, in case ram_size and mem disagree.
-    let mapped = mem.last_addr().raw_value().saturating_add(1);
-    ram_size.min(MEM_32BIT_HOLE_START.0).min(mapped)
+/// End of the RAM the initrd may use: the region the kernel is loaded in (from 1 MiB),
+/// and below 4 GiB, since both protocols' 32-bit fields (ramdisk_image, and what a PVH
+/// kernel maps early) need it there.
+fn low_ram_end(mem: &GuestMemory) -> u64 {
+    mem.find_region(HIMEM_START)
+        .map_or(0, |r| r.start_addr().0 + r.len())
+        .min(1 << 32)
 }
 
 /// Copy the initrd into guest memory, page-aligned and as high as possible below `limit`
@@ -267,6 +271,12 @@ fn write_bytes(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::create_guest_memory;
+    use vm_memory::GuestMemoryMmap;
+
+    fn map_of(ram: u64) -> Vec<E820Entry> {
+        memory_map(&create_guest_memory(ram).unwrap())
+    }
 
     fn check_sorted(map: &[E820Entry]) {
         for w in map.windows(2) {
@@ -282,7 +292,7 @@ mod tests {
 
     #[test]
     fn memory_map_small_guest() {
-        let map = memory_map(256 << 20);
+        let map = map_of(256 << 20);
         check_sorted(&map);
         assert_eq!(
             map,
@@ -321,7 +331,7 @@ mod tests {
     #[test]
     fn memory_map_large_guest() {
         let ram = 5u64 << 30;
-        let map = memory_map(ram);
+        let map = map_of(ram);
         check_sorted(&map);
         assert_eq!(map.len(), 5);
         assert!(covers(
@@ -353,9 +363,51 @@ mod tests {
 
     #[test]
     fn memory_map_exactly_3g() {
-        let map = memory_map(3 << 30);
+        let map = map_of(3 << 30);
         check_sorted(&map);
         assert_eq!(map.len(), 4);
         assert_eq!(map[2].addr + map[2].size, 0xc000_0000);
+    }
+
+    #[test]
+    fn memory_map_ends_where_odd_sized_ram_ends() {
+        let ram = (64 << 20) + (1536 << 10);
+        let map = map_of(ram);
+        check_sorted(&map);
+        let last_ram = map.iter().rfind(|e| e.kind == E820_RAM).unwrap();
+        assert_eq!(
+            (last_ram.addr, last_ram.addr + last_ram.size),
+            (0x10_0000, ram)
+        );
+    }
+
+    /// The map reports the regions that are mapped, whatever they are, and never a
+    /// reserved range as RAM even where a region covers it.
+    #[test]
+    fn memory_map_follows_the_regions() {
+        let regions = [
+            (GuestAddress(0), 0xe800_0000),
+            (GuestAddress(1 << 32), 16 << 20),
+        ];
+        let mem: GuestMemory = GuestMemoryMmap::from_ranges(&regions).unwrap();
+        let map = memory_map(&mem);
+        check_sorted(&map);
+        let entry = |addr: u64, end: u64, kind| E820Entry {
+            addr,
+            size: end - addr,
+            kind,
+        };
+        let ecam_end = PCI_ECAM_START.0 + PCI_ECAM_SIZE;
+        assert_eq!(
+            map,
+            vec![
+                entry(0, EBDA_START.0, E820_RAM),
+                entry(EBDA_START.0, HIMEM_START.0, E820_RESERVED),
+                entry(HIMEM_START.0, PCI_ECAM_START.0, E820_RAM),
+                entry(PCI_ECAM_START.0, ecam_end, E820_RESERVED),
+                entry(ecam_end, 0xe800_0000, E820_RAM),
+                entry(1 << 32, (1 << 32) + (16 << 20), E820_RAM),
+            ]
+        );
     }
 }

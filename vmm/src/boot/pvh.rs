@@ -86,7 +86,7 @@ pub(super) fn load(
     };
 
     if let Some(initrd) = cfg.initrd {
-        let limit = low_ram_end(mem, cfg.ram_size);
+        let limit = low_ram_end(mem);
         let (addr, size) = load_initrd(mem, initrd, loaded.kernel_end, limit)?;
         let module = ModlistEntry(hvm_modlist_entry {
             paddr: addr.0,
@@ -98,7 +98,7 @@ pub(super) fn load(
         info.modlist_paddr = MODLIST_START.0;
     }
 
-    let map = memory_map(cfg.ram_size);
+    let map = memory_map(mem);
     let mut table = Vec::with_capacity(map.len() * size_of::<MemmapEntry>());
     for e in &map {
         let entry = MemmapEntry(hvm_memmap_table_entry {
@@ -215,7 +215,6 @@ mod tests {
                 initrd: Some(initrd.path()),
                 cmdline,
                 rsdp: GuestAddress(0xe0000),
-                ram_size: ram,
             },
         )
         .unwrap();
@@ -248,7 +247,7 @@ mod tests {
             .unwrap();
         assert_eq!(buf, initrd_bytes);
 
-        let map = memory_map(ram);
+        let map = memory_map(&mem);
         assert_eq!(info.memmap_entries as usize, map.len());
         let end = info.memmap_paddr + map.len() as u64 * size_of::<MemmapEntry>() as u64;
         assert!(info.modlist_paddr >= PVH_INFO_START.0 + 56);
@@ -273,7 +272,6 @@ mod tests {
                 initrd: None,
                 cmdline: "",
                 rsdp: GuestAddress(0xe0000),
-                ram_size: 64 << 20,
             },
         )
         .unwrap();
@@ -292,7 +290,6 @@ mod tests {
                 initrd: None,
                 cmdline: "",
                 rsdp: GuestAddress(0xe0000),
-                ram_size: 64 << 20,
             },
         )
         .unwrap_err();

@@ -4,6 +4,7 @@
 use crate::arch::regs;
 use crate::devices::mmio_bus::MmioBus;
 use crate::devices::platform::{Platform, PlatformEvent};
+use crate::vstate::vm::Vm;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -23,9 +24,15 @@ pub enum VmEvent {
     Error(String),
 }
 
+/// One vCPU, created and set up; [`VcpuRunner::run`] on its own thread runs it.
 pub struct VcpuRunner {
     pub index: u8,
     pub fd: VcpuFd,
+    /// Keeps guest memory mapped while this vCPU may run, even when the rest of the
+    /// machine is gone (a thread that did not stop when asked): the thread owns this
+    /// runner, so the memory goes only when the thread ends. Declared after `fd`, so
+    /// the vCPU is closed before its memory can be unmapped.
+    pub vm: Arc<Vm>,
     pub platform: Arc<Mutex<Platform>>,
     pub mmio: Arc<MmioBus>,
     pub stop: Arc<AtomicBool>,

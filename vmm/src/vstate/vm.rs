@@ -1,4 +1,5 @@
-//! The KVM VM: memory slots, in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT.
+//! The KVM VM: guest memory and its slots, in-kernel irqchip (PIC, IOAPIC, LAPICs)
+//! and PIT.
 
 use crate::memory::GuestMemory;
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
@@ -25,14 +26,23 @@ fn ioctl(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Kvm { what, source }
 }
 
+/// A VM owns its guest memory: the memory slots KVM was given point into these
+/// mappings, so they must stay mapped while anything may enter the guest. Only vCPU
+/// threads do, and each holds the VM itself (an `Arc<Vm>`, see
+/// [`crate::vstate::vcpu::VcpuRunner`]); so memory is unmapped only once no vCPU can
+/// run, whatever order the rest of the machine goes in. (Device workers that read
+/// and write guest memory hold clones of it, which share the mappings.)
 pub struct Vm {
     pub kvm: Kvm,
     /// Shared with the devices that route interrupts and register doorbells.
     pub fd: Arc<VmFd>,
+    /// Declared last: dropped after this Vm's handle on the fd.
+    memory: GuestMemory,
 }
 
 impl Vm {
-    pub fn new(mem: &GuestMemory) -> Result<Vm, VmError> {
+    pub fn new(memory: GuestMemory) -> Result<Vm, VmError> {
+        let mem = &memory;
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let fd = kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
         for (slot, region) in mem.iter().enumerate() {
@@ -43,8 +53,8 @@ impl Vm {
                 userspace_addr: region.as_ptr() as u64,
                 flags: 0,
             };
-            // SAFETY: the region is a live mmap owned by `mem`, which outlives the VM
-            // (the caller keeps both until the run ends), and slots do not overlap.
+            // SAFETY: the region is a live mmap owned by `memory`, which this Vm keeps
+            // (and unmaps only after closing the VM fd); slots do not overlap.
             unsafe { fd.set_user_memory_region(region_desc) }
                 .map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
         }
@@ -59,6 +69,12 @@ impl Vm {
         Ok(Vm {
             kvm,
             fd: Arc::new(fd),
+            memory,
         })
+    }
+
+    /// The guest RAM; clones share its mappings.
+    pub fn memory(&self) -> &GuestMemory {
+        &self.memory
     }
 }

@@ -1,0 +1,211 @@
+//! A built machine ([`crate::builder::build`]) and its run: the sockets served, one
+//! thread per vCPU, and the wait for the guest to power off, reset or crash, the time
+//! limit, or the host's stop.
+
+use crate::builder::RunOptions;
+use crate::console::Clients;
+use crate::control::Request;
+use crate::devices::platform::Platform;
+use crate::error::VmmError;
+use crate::exit::ExitReason;
+use crate::layout::ACPI_GED_IRQ;
+use crate::memory::GuestMemory;
+use crate::pci::PciBus;
+use crate::stats::RunStats;
+use crate::vstate::vcpu::{VcpuRunner, VmEvent};
+use crate::vstate::vm::Vm;
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A machine ready to run: it owns the VM and with it guest memory (kernel, tables
+/// and boot data loaded), the vCPUs (created, registers set, not running), the
+/// devices, and the channel the vCPUs will report the VM's end on.
+pub struct Machine {
+    pub(crate) vm: Arc<Vm>,
+    pub(crate) vcpus: Vec<VcpuRunner>,
+    pub(crate) pci: Arc<Mutex<PciBus>>,
+    pub(crate) platform: Arc<Mutex<Platform>>,
+    pub(crate) console_clients: Clients,
+    /// Set to ask every vCPU thread to return.
+    pub(crate) stop: Arc<AtomicBool>,
+    pub(crate) events: mpsc::Receiver<VmEvent>,
+    pub(crate) options: RunOptions,
+}
+
+enum Ending {
+    Event(VmEvent),
+    Timeout,
+    HardStop,
+}
+
+impl Machine {
+    pub fn memory(&self) -> &GuestMemory {
+        self.vm.memory()
+    }
+
+    pub fn vcpu_count(&self) -> usize {
+        self.vcpus.len()
+    }
+
+    /// Serve the sockets, start the vCPUs and run until the VM ends.
+    ///
+    /// A vCPU thread that does not leave KVM_RUN when told to keeps its own share of
+    /// the VM, and so guest memory stays mapped under it after this returns (the
+    /// process exits soon after); no other part of the machine needs to outlive it.
+    pub fn run(self) -> Result<(ExitReason, RunStats), VmmError> {
+        let Machine {
+            vm,
+            vcpus,
+            pci,
+            platform,
+            console_clients,
+            stop,
+            events,
+            options,
+        } = self;
+        // Sockets first: once a vCPU runs, nothing may fail without stopping it.
+        if let Some(path) = &options.console_socket {
+            crate::console::serve(path, console_clients, Arc::clone(&platform))?;
+        }
+        let (control_tx, control_rx) = mpsc::channel();
+        if let Some(path) = &options.control_socket {
+            crate::control::serve(path, control_tx)?;
+        }
+
+        let threads = start_vcpus(vcpus, &stop)?;
+        let ending = wait_for_end(&vm, &platform, &events, &control_rx, options.timeout);
+        stop_vcpus(&stop, &threads);
+        let stats = crate::stats::measure(vm.memory());
+        if !threads.iter().all(|t| t.is_finished()) {
+            return Err(VmmError::Guest(
+                "a vCPU did not stop within 5 s of the VM's end".into(),
+            ));
+        }
+        for thread in threads {
+            let _ = thread.join();
+        }
+        // Stop the device workers now rather than whenever the last reference goes
+        // (the console thread keeps the platform, and so the bus, for good).
+        pci.lock().expect("PCI bus lock").detach_all();
+
+        for path in [&options.control_socket, &options.console_socket]
+            .into_iter()
+            .flatten()
+        {
+            let _ = std::fs::remove_file(path);
+        }
+        let exit = match ending {
+            Ending::Timeout => ExitReason::Timeout,
+            Ending::HardStop => ExitReason::HardStop,
+            Ending::Event(VmEvent::Poweroff) => ExitReason::Poweroff,
+            Ending::Event(VmEvent::Reboot) => ExitReason::Reboot,
+            Ending::Event(VmEvent::Crash(detail)) => ExitReason::Crash(detail),
+            Ending::Event(VmEvent::Error(detail)) => return Err(VmmError::Guest(detail)),
+        };
+        Ok((exit, stats))
+    }
+}
+
+/// One thread per vCPU. If one cannot be started, those already running are stopped.
+fn start_vcpus(vcpus: Vec<VcpuRunner>, stop: &AtomicBool) -> Result<Vec<JoinHandle<()>>, VmmError> {
+    install_kick_handler();
+    let mut threads = Vec::with_capacity(vcpus.len());
+    for runner in vcpus {
+        let spawned = std::thread::Builder::new()
+            .name(format!("vcpu{}", runner.index))
+            .spawn(move || runner.run());
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(e) => {
+                stop_vcpus(stop, &threads);
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(threads)
+}
+
+/// Wait for a vCPU's report, the time limit or a hard stop, answering control
+/// requests meanwhile.
+fn wait_for_end(
+    vm: &Vm,
+    platform: &Mutex<Platform>,
+    events: &mpsc::Receiver<VmEvent>,
+    control: &mpsc::Receiver<crate::control::Envelope>,
+    timeout: Option<Duration>,
+) -> Ending {
+    let started = Instant::now();
+    let mut hard_stop_at = None;
+    loop {
+        match events.recv_timeout(Duration::from_millis(50)) {
+            Ok(event) => return Ending::Event(event),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Ending::Event(VmEvent::Error("every vCPU thread ended".into()))
+            }
+        }
+        let now = Instant::now();
+        if timeout.is_some_and(|limit| now - started >= limit) {
+            return Ending::Timeout;
+        }
+        if hard_stop_at.is_some_and(|at| now >= at) {
+            return Ending::HardStop;
+        }
+        while let Ok((request, reply)) = control.try_recv() {
+            let answer = match request {
+                Request::Status => "running".to_string(),
+                Request::Stop { grace } => {
+                    press_power_button(vm, platform);
+                    hard_stop_at.get_or_insert(now + grace);
+                    "ok".to_string()
+                }
+                Request::Kill => {
+                    hard_stop_at = Some(now);
+                    "ok".to_string()
+                }
+            };
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+/// The ACPI power button: latch the event in the GED and pulse its interrupt line;
+/// the guest's `_EVT` method reads the latch and notifies the power button device.
+fn press_power_button(vm: &Vm, platform: &Mutex<Platform>) {
+    platform
+        .lock()
+        .expect("platform lock")
+        .acpi_pm
+        .press_power_button();
+    let _ = vm.fd.set_irq_line(ACPI_GED_IRQ, true);
+    let _ = vm.fd.set_irq_line(ACPI_GED_IRQ, false);
+}
+
+/// Stop every vCPU: set the flag, then interrupt KVM_RUN until each thread is out
+/// (or 5 s pass).
+fn stop_vcpus(stop: &AtomicBool, threads: &[JoinHandle<()>]) {
+    stop.store(true, Ordering::Release);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for thread in threads {
+        while !thread.is_finished() && Instant::now() < deadline {
+            // SAFETY: the pthread handle belongs to a thread we own and have not joined.
+            unsafe {
+                libc::pthread_kill(thread.as_pthread_t(), kick_signal());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+fn kick_signal() -> i32 {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+/// The kick signal only needs to interrupt KVM_RUN; its handler does nothing.
+fn install_kick_handler() {
+    extern "C" fn noop(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+    let _ = vmm_sys_util::signal::register_signal_handler(kick_signal(), noop);
+}
