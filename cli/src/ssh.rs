@@ -110,9 +110,11 @@ pub fn host_key_refused(machine: &Machine, state: &MachineState, port: u16) -> b
         })
 }
 
+#[derive(Debug, PartialEq, Eq)]
 pub enum CloudInit {
     Done,
-    /// cloud-init finished with errors; its status output.
+    /// cloud-init finished with errors, or never finished (a stage killed, say by
+    /// the OOM killer); what it and systemd said.
     Failed(String),
     /// The connection dropped (sshd restarting); ask again.
     Disconnected,
@@ -133,19 +135,49 @@ pub fn wait_for_cloud_init(
     let secs = limit.as_secs();
     let output = batch_command(machine, state, port)
         .arg(format!(
-            "if command -v cloud-init >/dev/null; then timeout {secs} cloud-init status --wait >/dev/null 2>&1; timeout {secs} systemctl is-system-running --wait >/dev/null 2>&1; cloud-init status --long; fi"
+            "if command -v cloud-init >/dev/null; then timeout {secs} cloud-init status --wait >/dev/null 2>&1; timeout {secs} systemctl is-system-running --wait >/dev/null 2>&1; cloud-init status --long; echo '{FAILED_UNITS}'; systemctl --failed --no-legend --plain; else echo 'status: done'; fi"
         ))
         .stdin(Stdio::null())
         .output();
     match output {
-        Ok(out) => match out.status.code() {
-            Some(0) => CloudInit::Done,
-            // ssh's own failure, e.g. the connection reset by sshd's restart.
-            Some(255) | None => CloudInit::Disconnected,
-            Some(_) => CloudInit::Failed(String::from_utf8_lossy(&out.stdout).trim().to_string()),
-        },
+        // ssh's own failure, e.g. the connection reset by sshd's restart.
+        Ok(out) if matches!(out.status.code(), Some(255) | None) => CloudInit::Disconnected,
+        Ok(out) => cloud_init_verdict(&String::from_utf8_lossy(&out.stdout)),
         Err(_) => CloudInit::Disconnected,
     }
+}
+
+/// Separates cloud-init's report from systemd's list of failed units.
+const FAILED_UNITS: &str = "-- failed units:";
+
+/// What `cloud-init status --long` and the failed units say once the boot settled.
+/// cloud-init's own exit status is no verdict: Debian 12's 22.4 exits 0 with
+/// `status: running` when a stage died (its cloud-config killed by the OOM killer,
+/// seen with 256M), as it never got to record an error.
+fn cloud_init_verdict(output: &str) -> CloudInit {
+    let (report, failed) = output.split_once(FAILED_UNITS).unwrap_or((output, ""));
+    let status = report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("status:"))
+        .map(str::trim)
+        .unwrap_or_default();
+    let failed: Vec<&str> = failed
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("cloud-"))
+        .collect();
+    let finished = status.starts_with("done") || status == "disabled";
+    if finished && failed.is_empty() {
+        return CloudInit::Done;
+    }
+    let mut detail = report.trim().to_string();
+    if !finished && status != "error" {
+        detail = format!("cloud-init did not finish (status: {status:?}):\n{detail}");
+    }
+    if !failed.is_empty() {
+        detail = format!("{detail}\nfailed units:\n{}", failed.join("\n"));
+    }
+    CloudInit::Failed(detail)
 }
 
 /// Run `script` in the guest (through its login shell) and return its standard
@@ -191,6 +223,47 @@ pub fn run_streaming(
 mod tests {
     use super::*;
 
+    /// What Debian 12's cloud-init 22.4 printed after its cloud-config stage was
+    /// killed by the OOM killer: exit 0, `status: running`, the unit failed.
+    const KILLED: &str = "status: running\ntime: Sun, 06 Dec 2026 00:26:35 +0000\ndetail:\nDataSourceNoCloud [seed=/dev/vdb][dsmode=net]\n-- failed units:\ncloud-config.service loaded failed failed Apply the settings specified in cloud-config\n";
+
+    #[test]
+    fn cloud_init_that_never_finished_is_no_success() {
+        let CloudInit::Failed(detail) = cloud_init_verdict(KILLED) else {
+            panic!("a killed stage passed for done");
+        };
+        assert!(
+            detail.contains("cloud-init did not finish (status: \"running\")"),
+            "{detail}"
+        );
+        assert!(
+            detail.contains("cloud-config.service loaded failed"),
+            "{detail}"
+        );
+        let error =
+            "status: error\ndetail:\n('ssh-authkey-fingerprints', KeyError)\n-- failed units:\n";
+        let CloudInit::Failed(detail) = cloud_init_verdict(error) else {
+            panic!("an error passed for done");
+        };
+        assert!(detail.starts_with("status: error"), "{detail}");
+    }
+
+    #[test]
+    fn cloud_init_done_is_done_whatever_else_failed() {
+        let done = "status: done\ndetail:\nDataSourceNoCloud\n-- failed units:\nserial-getty@ttyS0.service loaded failed failed Serial Getty\n";
+        assert_eq!(cloud_init_verdict(done), CloudInit::Done);
+        // Newer cloud-init's extended status, and a guest without cloud-init.
+        assert_eq!(
+            cloud_init_verdict("status: done\nextended_status: degraded done\n"),
+            CloudInit::Done
+        );
+        assert_eq!(cloud_init_verdict("status: done\n"), CloudInit::Done);
+        assert_eq!(
+            cloud_init_verdict("status: disabled\n-- failed units:\n"),
+            CloudInit::Done
+        );
+    }
+
     #[test]
     fn config_words_are_quoted_only_when_needed() {
         assert_eq!(config_word("/home/u/.hvbox/key"), "/home/u/.hvbox/key");
@@ -202,7 +275,7 @@ mod tests {
     #[test]
     fn ssh_takes_the_options_as_given_even_in_awkward_paths() {
         if Command::new("ssh").arg("-V").output().is_err() {
-            return;
+            return hvbox_test_support::skip("no ssh client (openssh-client)");
         }
         let machine = Machine::new("default", "/tmp/my project/50%/.hvbox/m".into());
         let state = MachineState {

@@ -73,14 +73,20 @@ fn memory_below_what_a_debian_guest_boots_with_is_refused() {
     let p = Project::new("box: debian-12\nmemory: 1K\n");
     assert_eq!(
         p.fails(&["validate"]),
-        "hvbox: error: DIR/hvbox.yaml:2:9: memory: 1K is below 256M, the least a Debian cloud guest boots with\n"
+        "hvbox: error: DIR/hvbox.yaml:2:9: memory: 1K is below 512M, the least a Debian cloud guest's first boot runs in\n"
     );
-    let p = Project::new("box: debian-12\nmemory: 255M\n");
+    let p = Project::new("box: debian-12\nmemory: 511M\n");
     assert!(p
         .fails(&["validate"])
-        .contains(":2:9: memory: 255M is below 256M"));
-    let p = Project::new("box: debian-12\nmemory: 256M\n");
+        .contains(":2:9: memory: 511M is below 512M"));
+    let p = Project::new("box: debian-12\nmemory: 512M\n");
     assert_eq!(p.run(&["validate"]), (true, String::new()));
+    // Both engines take memory in whole MiB.
+    let p = Project::new("box: debian-12\nmemory: 1.3G\n");
+    assert_eq!(
+        p.fails(&["validate"]),
+        "hvbox: error: DIR/hvbox.yaml:2:9: memory: 1.3G is not a whole number of MiB: write it as 1331M or 1332M\n"
+    );
 }
 
 #[test]

@@ -83,7 +83,7 @@ fn every_key_is_read_on_its_own() {
     );
     assert_eq!(
         e[5],
-        "10:13: machines.db.memory: 100M is below 256M, the least a Debian cloud guest boots with"
+        "10:13: machines.db.memory: 100M is below 512M, the least a Debian cloud guest's first boot runs in"
     );
 }
 

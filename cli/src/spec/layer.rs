@@ -76,7 +76,7 @@ layers! {
     hostname: Option<Hostname>,
     /// Virtual CPUs, 1 to 255 (default 2).
     cpus: Cpus,
-    /// The guest's memory, in binary units: K, M, G, T (default 1G, at least 256M).
+    /// The guest's memory, in binary units: K, M, G, T (default 1G, at least 512M, in whole MiB).
     memory: MemorySize,
     /// Grow the machine's disk to this size; default: the box's size.
     disk: Option<Size>,

@@ -139,7 +139,7 @@ schema!(Size, "Size", |_g| json_schema!({
 
 schema!(MemorySize, "MemorySize", |_g| json_schema!({
     "type": "string",
-    "description": format!("A size with a binary unit such as 512M or 2G, at least {}: the least a Debian cloud guest boots with.", MemorySize::MIN),
+    "description": format!("A size with a binary unit such as 512M or 2G, at least {}, the least a Debian cloud guest's first boot runs in, and a whole number of MiB.", MemorySize::MIN),
     "pattern": SIZE
 }));
 

@@ -71,7 +71,10 @@ impl fmt::Display for Size {
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // deserialize_any so that a bare number reaches visit_u64 and gets the unit hint.
-        d.deserialize_any(SizeVisitor { floor: None })
+        d.deserialize_any(SizeVisitor {
+            floor: None,
+            granule: 1,
+        })
     }
 }
 
@@ -80,10 +83,14 @@ impl<'de> Deserialize<'de> for Size {
 pub struct MemorySize(pub(super) Size);
 
 impl MemorySize {
-    /// What a Debian cloud guest with cloud-init needs to boot (Debian's own minimum
-    /// for an installed system is 256 MiB). `hvbox vmm run --memory` takes less, for
-    /// tiny test guests.
-    pub const MIN: Size = Size::from_bytes(256 << 20);
+    /// What a Debian cloud guest with cloud-init needs for its first boot: with
+    /// 256M, the OOM killer stopped cloud-init generating the guest's locale (seen
+    /// on hvbox's own test box). `hvbox vmm run --memory` takes less, for tiny test
+    /// guests.
+    pub const MIN: Size = Size::from_bytes(512 << 20);
+    /// Guest memory comes in whole MiB: both engines map it in pages, and QEMU
+    /// rounds sizes that are not a multiple of 8K.
+    const GRANULE: u64 = 1 << 20;
 
     pub const fn bytes(self) -> u64 {
         self.0.bytes()
@@ -92,8 +99,15 @@ impl MemorySize {
 
 impl<'de> Deserialize<'de> for MemorySize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let floor = Some((MemorySize::MIN, "the least a Debian cloud guest boots with"));
-        d.deserialize_any(SizeVisitor { floor }).map(MemorySize)
+        let floor = Some((
+            MemorySize::MIN,
+            "the least a Debian cloud guest's first boot runs in",
+        ));
+        d.deserialize_any(SizeVisitor {
+            floor,
+            granule: MemorySize::GRANULE,
+        })
+        .map(MemorySize)
     }
 }
 
@@ -101,6 +115,8 @@ impl<'de> Deserialize<'de> for MemorySize {
 /// visitor, so that serde_yaml locates the error at the value.
 struct SizeVisitor {
     floor: Option<(Size, &'static str)>,
+    /// The size must be a multiple of this many bytes (1: any size; else a MiB).
+    granule: u64,
 }
 
 impl Visitor<'_> for SizeVisitor {
@@ -114,6 +130,12 @@ impl Visitor<'_> for SizeVisitor {
             Some((floor, why)) if size < floor => {
                 Err(E::custom(format!("{} is below {floor}, {why}", s.trim())))
             }
+            _ if size.bytes() % self.granule != 0 => Err(E::custom(format!(
+                "{} is not a whole number of MiB: write it as {} or {}",
+                s.trim(),
+                Size::from_bytes(size.bytes() / self.granule * self.granule),
+                Size::from_bytes(size.bytes().div_ceil(self.granule) * self.granule),
+            ))),
             _ => Ok(size),
         }
     }
