@@ -264,7 +264,7 @@ fn a_full_socket_holds_transmit_back_until_it_drains() {
 }
 
 #[test]
-fn oversized_stream_frames_are_skipped() {
+fn oversized_stream_frames_are_dropped() {
     let mut r = rig(true);
     let mut stream = ((MAX_FRAME_LEN + 1) as u32).to_be_bytes().to_vec();
     stream.extend(vec![0xff; MAX_FRAME_LEN + 1]);
