@@ -117,7 +117,7 @@ fn kernel_record(boot: &BootFiles, cmdline: &str) -> Result<KernelRecord> {
 
 fn announce_kernel(state: &MachineState, record: &KernelRecord) {
     let pinned = if state.pinned_kernel.is_some() {
-        " (pinned by a rollback)"
+        " (pinned)"
     } else {
         ""
     };

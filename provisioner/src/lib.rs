@@ -32,4 +32,10 @@ pub use boot_files::{
     KernelSelection,
 };
 pub use clone::{clone_disk, grow_disk};
+
+/// Order two kernel releases (`6.1.0-9-amd64` < `6.1.0-10-amd64`) as dpkg orders
+/// versions.
+pub fn compare_kernel_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    version_order::compare(a, b)
+}
 pub use error::Error;

@@ -15,20 +15,48 @@ pub struct NotDefault {
     pub decided_by: Option<String>,
 }
 
-/// Kernels on the disk whose files were not in `/boot` before the install
-/// (`files_before`, as the guest listed them), and the newest of them when it is
-/// not what the disk boots by default.
-pub fn not_default(menu: &BootMenu, files_before: &[String]) -> Option<NotDefault> {
+/// Which kernel the boot after an install pins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pin {
+    /// None: the disk's default boots (the kernel just installed, or nothing new
+    /// was installed and nothing was pinned).
+    DiskDefault,
+    /// The install brought no kernel: the pinned one stays (else a static boot
+    /// configuration would bring back the kernel an earlier upgrade moved off).
+    Keep(String),
+    /// The kernel just installed, which the disk would not boot by default.
+    Installed(NotDefault),
+}
+
+impl Pin {
+    pub fn version(&self) -> Option<&str> {
+        match self {
+            Pin::DiskDefault => None,
+            Pin::Keep(v) => Some(v),
+            Pin::Installed(n) => Some(&n.installed),
+        }
+    }
+}
+
+/// The pin after an install: kernels on the disk whose files were not in `/boot`
+/// before it (`files_before`, as the guest listed them) are what was installed;
+/// `pinned` is the machine's pin before.
+pub fn pin_after_install(menu: &BootMenu, files_before: &[String], pinned: Option<&str>) -> Pin {
     let mut installed = menu
         .kernels
         .iter()
         .filter(|k| !files_before.contains(&k.file_name))
         .map(|k| k.version.as_str());
-    let newest = installed.clone().next()?;
+    let Some(newest) = installed.clone().next() else {
+        return match pinned {
+            Some(v) => Pin::Keep(v.to_string()),
+            None => Pin::DiskDefault,
+        };
+    };
     if installed.any(|v| v == menu.default_version) {
-        return None;
+        return Pin::DiskDefault;
     }
-    Some(NotDefault {
+    Pin::Installed(NotDefault {
         installed: newest.to_string(),
         default: menu.default_version.clone(),
         decided_by: menu.decided_by.clone(),
@@ -83,10 +111,21 @@ mod tests {
         files
     }
 
+    fn installed(pin: Pin) -> NotDefault {
+        match pin {
+            Pin::Installed(n) => n,
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_static_grub_cfg_that_names_the_old_kernel_pins_the_new_one() {
         let grub = "/boot/grub/grub.cfg on partition 1";
-        let pin = not_default(&menu(&[NEW, OLD], OLD, Some(grub)), &before(&[OLD])).unwrap();
+        let pin = installed(pin_after_install(
+            &menu(&[NEW, OLD], OLD, Some(grub)),
+            &before(&[OLD]),
+            None,
+        ));
         assert_eq!(pin.installed, NEW);
         assert_eq!(pin.default, OLD);
         let text = pin.explain();
@@ -105,7 +144,11 @@ mod tests {
     #[test]
     fn an_older_kernel_installed_without_a_bootloader_is_pinned() {
         // No grub.cfg: the newest kernel is the default, and the package is older.
-        let pin = not_default(&menu(&[NEW, OLD], NEW, None), &before(&[NEW])).unwrap();
+        let pin = installed(pin_after_install(
+            &menu(&[NEW, OLD], NEW, None),
+            &before(&[NEW]),
+            None,
+        ));
         assert_eq!(pin.installed, OLD);
         assert!(
             pin.explain().contains("no bootloader configuration"),
@@ -116,19 +159,34 @@ mod tests {
 
     #[test]
     fn nothing_is_pinned_when_the_default_is_what_was_installed_or_nothing_was() {
-        assert_eq!(
-            not_default(&menu(&[NEW, OLD], NEW, None), &before(&[OLD])),
-            None
-        );
         let grub = Some("/boot/grub/grub.cfg on partition 1");
+        let pin = |m: &BootMenu, b: &[&str], p| pin_after_install(m, &before(b), p);
         assert_eq!(
-            not_default(&menu(&[NEW, OLD], NEW, grub), &before(&[OLD])),
-            None
+            pin(&menu(&[NEW, OLD], NEW, None), &[OLD], None),
+            Pin::DiskDefault
         );
-        // A package that installed nothing new (already there).
         assert_eq!(
-            not_default(&menu(&[NEW, OLD], OLD, grub), &before(&[NEW, OLD])),
-            None
+            pin(&menu(&[NEW, OLD], NEW, grub), &[OLD], None),
+            Pin::DiskDefault
         );
+        // A package that installed nothing new (already there), nothing pinned.
+        assert_eq!(
+            pin(&menu(&[NEW, OLD], OLD, grub), &[NEW, OLD], None),
+            Pin::DiskDefault
+        );
+    }
+
+    /// An earlier upgrade pinned NEW under a static grub.cfg naming OLD; an upgrade
+    /// that installs nothing must keep NEW, not fall back to OLD.
+    #[test]
+    fn an_install_that_brings_no_kernel_keeps_the_pin() {
+        let grub = Some("/boot/grub/grub.cfg on partition 1");
+        let pin = pin_after_install(
+            &menu(&[NEW, OLD], OLD, grub),
+            &before(&[NEW, OLD]),
+            Some(NEW),
+        );
+        assert_eq!(pin, Pin::Keep(NEW.into()));
+        assert_eq!(pin.version(), Some(NEW));
     }
 }

@@ -41,7 +41,7 @@ pub fn run(name: Option<&str>, json: bool) -> Result<ExitCode> {
         println!("{}", row(k, Some(i) == current));
     }
     if let Some(v) = &state.pinned_kernel {
-        println!("pinned to {v} by a rollback; `hvbox upgrade-kernel --no-install` unpins");
+        println!("pinned to {v} (by a rollback, or an upgrade whose kernel the disk does not boot by default); `hvbox upgrade-kernel --no-install` unpins");
     }
     Ok(ExitCode::SUCCESS)
 }

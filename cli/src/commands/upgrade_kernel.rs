@@ -2,7 +2,7 @@
 //! disk, and fall back to the previous kernel when it does not come up.
 
 use super::halt::stop;
-use super::installed_kernel;
+use super::installed_kernel::{self, Pin};
 use super::select::{Need, Selection};
 use crate::args::UpgradeKernelArgs;
 use crate::kernel_install::{self, NO_KERNEL_PACKAGE, NO_PACKAGE_MANAGER};
@@ -69,14 +69,16 @@ pub fn run(args: &UpgradeKernelArgs) -> Result<ExitCode> {
         Some(before) => {
             let menu = hvbox_provisioner::boot_menu(&machine.disk())
                 .context("reading the kernels on the machine's disk")?;
-            installed_kernel::not_default(&menu, before)
+            installed_kernel::pin_after_install(&menu, before, state.pinned_kernel.as_deref())
         }
-        None => None,
+        None => Pin::DiskDefault,
     };
-    if let Some(pin) = &pin {
-        step!("{}", pin.explain());
+    match &pin {
+        Pin::Installed(not_default) => step!("{}", not_default.explain()),
+        Pin::Keep(v) => step!("no kernel was installed; {v} stays pinned"),
+        Pin::DiskDefault => {}
     }
-    state.pinned_kernel = pin.as_ref().map(|p| p.installed.clone());
+    state.pinned_kernel = pin.version().map(str::to_string);
     state.save(&machine.state_path())?;
     let attempt = launch::preflight(project, spec)
         .and_then(|checked| launch::boot(machine, spec, checked, timeout))
@@ -84,13 +86,25 @@ pub fn run(args: &UpgradeKernelArgs) -> Result<ExitCode> {
     match attempt {
         Ok(booted) => {
             match previous {
-                Some(p) if p == booted.kernel_version => {
-                    step!("no newer kernel: the guest still boots {p} (the disk's default)")
+                Some(p) if p == booted.kernel_version => match pin {
+                    Pin::DiskDefault => {
+                        step!("no newer kernel: the guest still boots {p} (the disk's default)")
+                    }
+                    _ => step!("no newer kernel: the guest still boots {p} (pinned)"),
+                },
+                Some(p) => {
+                    let pinned = match pin {
+                        Pin::DiskDefault => "",
+                        _ => " (pinned)",
+                    };
+                    let b = &booted.kernel_version;
+                    match hvbox_provisioner::compare_kernel_versions(b, &p) {
+                        std::cmp::Ordering::Less => step!(
+                            "kernel changed to an older one: {p} -> {b}{pinned} (the disk's default)"
+                        ),
+                        _ => step!("kernel upgraded: {p} -> {b}{pinned}"),
+                    }
                 }
-                Some(p) if pin.is_some() => {
-                    step!("kernel upgraded: {p} -> {} (pinned)", booted.kernel_version)
-                }
-                Some(p) => step!("kernel upgraded: {p} -> {}", booted.kernel_version),
                 None => step!("the guest runs {}", booted.kernel_version),
             }
             Ok(ExitCode::SUCCESS)

@@ -20,7 +20,8 @@ pub struct MachineState {
     /// Every distinct kernel booted, oldest first.
     #[serde(default)]
     pub kernels: Vec<KernelRecord>,
-    /// A kernel version booted instead of the disk's default (set by a rollback).
+    /// A kernel version booted instead of the disk's default: set by a rollback, or by
+    /// an upgrade whose kernel the disk's boot configuration does not default to.
     #[serde(default)]
     pub pinned_kernel: Option<String>,
     /// When the spec's provision steps last all succeeded (unix seconds). Cleared as
