@@ -92,20 +92,26 @@ impl BootFailure {
             }
         };
         if engine == EngineKind::Builtin {
-            message.push_str(&format!("\n{}", switch_to_qemu(machine)));
+            let still_running = !matches!(ending, Ending::VmExited);
+            message.push_str(&format!("\n{}", switch_to_qemu(machine, still_running)));
         }
         BootFailure { message }
     }
 }
 
-/// How to take the builtin engine out of the picture.
-fn switch_to_qemu(machine: &Machine) -> String {
-    let key = match machine.name.as_str() {
-        crate::spec::DEFAULT_MACHINE => "`engine: qemu`".to_string(),
-        name => format!("`engine: qemu` under `machines: {name}:`"),
+/// How to take the builtin engine out of the picture: the machine must stop to
+/// change engine, so a machine still running takes `reload`, not `up`.
+fn switch_to_qemu(machine: &Machine, still_running: bool) -> String {
+    let (key, name) = match machine.name.as_str() {
+        crate::spec::DEFAULT_MACHINE => ("`engine: qemu`".to_string(), String::new()),
+        name => (
+            format!("`engine: qemu` under `machines: {name}:`"),
+            format!(" {name}"),
+        ),
     };
+    let command = if still_running { "reload" } else { "up" };
     format!(
-        "This machine ran on hvbox's own VMM (the builtin engine), which so far has been proven under nested AMD SVM only, not yet on Intel VMX or on bare-metal AMD. To run it under QEMU instead, set {key} in hvbox.yaml and run `hvbox up` again; the logs above help a bug report."
+        "This machine ran on hvbox's own VMM (the builtin engine), which so far has been proven under nested AMD SVM only, not yet on Intel VMX or on bare-metal AMD. To run it under QEMU instead, set {key} in hvbox.yaml and run `hvbox {command}{name}`; the logs above help a bug report."
     )
 }
 
@@ -156,7 +162,7 @@ mod tests {
         assert!(text.contains("Run /init as init process"), "{text}");
         assert!(!text.contains("earlier"), "an earlier boot's lines: {text}");
         assert!(
-            text.contains("set `engine: qemu` in hvbox.yaml and run `hvbox up` again"),
+            text.contains("set `engine: qemu` in hvbox.yaml and run `hvbox up`;"),
             "{text}"
         );
         assert!(text.contains("proven under nested AMD SVM only"), "{text}");
@@ -174,8 +180,11 @@ mod tests {
         .message;
         assert!(text.contains("ssh did not answer within 600 s"), "{text}");
         assert!(text.contains("The engine said"), "{text}");
+        // Still running: `up` would only say so; `reload` restarts it on QEMU.
         assert!(
-            text.contains("set `engine: qemu` under `machines: web:` in hvbox.yaml"),
+            text.contains(
+                "set `engine: qemu` under `machines: web:` in hvbox.yaml and run `hvbox reload web`"
+            ),
             "{text}"
         );
     }

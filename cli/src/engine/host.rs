@@ -40,18 +40,34 @@ impl HostVirt {
 /// Who may open /dev/kvm, for the advice when this user may not.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct KvmAccess {
-    /// The group owning /dev/kvm (`kvm` on most distributions).
+    /// The group owning /dev/kvm (`kvm` on most distributions), when that group may
+    /// read and write it and is not root's: joining it is then the fix.
     pub group: Option<String>,
     /// This user's name.
     pub user: Option<String>,
     /// Whether /etc/group lists this user in that group (added, but this login
     /// session predates it).
     pub listed_in_group: bool,
+    /// Whether this process has that group already (so a group is not the problem).
+    pub has_group: bool,
 }
 
 impl KvmAccess {
     fn read() -> KvmAccess {
-        let gid = std::fs::metadata(KVM).ok().map(|m| m.gid());
+        let meta = std::fs::metadata(KVM).ok();
+        // Only a group that the device grants read and write, and not root's, is
+        // worth joining.
+        let gid = meta
+            .filter(|m| m.mode() & 0o060 == 0o060 && m.gid() != 0)
+            .map(|m| m.gid());
+        let has_group = gid.is_some_and(|gid| {
+            std::fs::read_to_string("/proc/self/status")
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.strip_prefix("Groups:"))
+                .flat_map(str::split_whitespace)
+                .any(|g| g.parse() == Ok(gid))
+        });
         let user = std::env::var("USER").ok().filter(|u| !u.is_empty());
         let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
         // name:password:gid:member,member
@@ -70,6 +86,7 @@ impl KvmAccess {
             group: entry.map(|(name, _)| name),
             user,
             listed_in_group,
+            has_group,
         }
     }
 }
@@ -101,8 +118,16 @@ pub fn classify(opened: std::io::Result<()>, vt: bool, access: &KvmAccess) -> Ho
 
 /// What the user can do about a /dev/kvm that would not open.
 fn how_to_reach(e: &std::io::Error, access: &KvmAccess) -> Option<String> {
-    let group = access.group.as_deref().unwrap_or("kvm");
+    let denied = e.kind() == ErrorKind::PermissionDenied;
+    let Some(group) = access.group.as_deref() else {
+        return denied.then(|| format!(
+            "{KVM} gives no group read and write access; have it owned by group `kvm` with mode 0660 (a udev rule: KERNEL==\"kvm\", GROUP=\"kvm\", MODE=\"0660\"), then join that group"
+        ));
+    };
     match e.kind() {
+        ErrorKind::PermissionDenied if access.has_group => Some(format!(
+            "this process is in group `{group}` already, so an ACL or a security policy (SELinux, AppArmor) refuses it"
+        )),
         ErrorKind::PermissionDenied if access.listed_in_group => Some(format!(
             "this user was added to group `{group}` after this login session began; log out and in again (or run `newgrp {group}`)"
         )),
@@ -130,7 +155,27 @@ mod tests {
             group: Some("kvm".into()),
             user: Some("alice".into()),
             listed_in_group: listed,
+            has_group: false,
         }
+    }
+
+    #[test]
+    fn a_device_without_group_access_is_no_reason_to_join_a_group() {
+        // root:root 0600, say: `group` is None, and root's group is never advised.
+        let host = classify(denied(), true, &KvmAccess::default());
+        let why = host.unreachable.unwrap();
+        assert!(!why.contains("usermod"), "{why}");
+        assert!(
+            why.contains("gives no group read and write access"),
+            "{why}"
+        );
+        // In the group already: the group is not what refuses.
+        let member = KvmAccess {
+            has_group: true,
+            ..access(true)
+        };
+        let why = classify(denied(), true, &member).unreachable.unwrap();
+        assert!(why.contains("in group `kvm` already"), "{why}");
     }
 
     #[test]

@@ -160,6 +160,7 @@ mod tests {
                 group: Some("kvm".into()),
                 user: Some("alice".into()),
                 listed_in_group: false,
+                has_group: false,
             },
         )
     }
