@@ -3,6 +3,7 @@
 use crate::machine::Machine;
 use crate::spec::{find_spec, Hostname, SPEC_FILE};
 use anyhow::{bail, Context, Result};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 /// Folder beside the spec that holds machine state; never committed.
@@ -113,7 +114,12 @@ impl Project {
                 }
             }
         }
-        std::fs::create_dir_all(self.state_dir())?;
+        if !self.state_dir().exists() {
+            // As machine state is: the owner's alone (see machine::private).
+            std::fs::DirBuilder::new()
+                .mode(crate::machine::private::DIR_MODE)
+                .create(self.state_dir())?;
+        }
         // Renamed into place, so an editor never reads half a schema.
         let partial = path.with_extension("json.partial");
         std::fs::write(&partial, wanted)?;

@@ -33,8 +33,15 @@ pub(crate) fn grow(file: &mut File, path: &Path, old_len: u64, new_len: u64) -> 
     let Some(primary) = primary else {
         return Ok(());
     };
-    relocate_backup(file, &primary, old_len, new_len).map_err(|e| fail(e.to_string()))?;
-    update_protective_mbr(file, new_len).map_err(|e| fail(e.to_string()))
+    let moved = relocate_backup(file, &primary, old_len, new_len)
+        .and_then(|()| update_protective_mbr(file, new_len));
+    if let Err(e) = moved {
+        // Back to the old size, with its table where it was (writes past the old
+        // end go with the truncation), so the next grow tries again.
+        let _ = file.set_len(old_len);
+        return Err(fail(e.to_string()));
+    }
+    Ok(())
 }
 
 fn read_primary_header(file: &mut File) -> Option<Header> {

@@ -51,10 +51,9 @@ fn check_cmdline(mem: &GuestMemory) {
 #[test]
 fn debian_cloud_kernel_boots_both_ways() {
     let Some((kernel, version)) = newest_cloud_kernel() else {
-        eprintln!(
-            "SKIPPED: no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)"
+        return hvbox_test_support::skip(
+            "no /boot/vmlinuz-*-cloud-amd64 (apt-get install linux-image-cloud-amd64)",
         );
-        return;
     };
     let initrd = PathBuf::from(format!("/boot/initrd.img-{version}"));
     let initrd = initrd.exists().then_some(initrd);
