@@ -95,6 +95,30 @@ pub enum BuildError {
     Digest(#[from] crate::Error),
 }
 
+/// The lock of a box folder, `FOLDER.lock` beside it (the folder itself is made
+/// and emptied by the build).
+fn lock_out_dir(
+    out_dir: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<crate::lock::EntryLock, BuildError> {
+    let name = out_dir
+        .file_name()
+        .map(|n| format!("{}.lock", n.to_string_lossy()))
+        .unwrap_or_else(|| ".box.lock".into());
+    let parent = match out_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(parent).map_err(io("creating", parent))?;
+    let path = parent.join(name);
+    Ok(crate::lock::EntryLock::acquire(&path, || {
+        log(&format!(
+            "another build of {} is running; waiting for it",
+            out_dir.display()
+        ))
+    })?)
+}
+
 fn tail_of(output: &str) -> String {
     let lines: Vec<&str> = output.lines().collect();
     let start = lines.len().saturating_sub(15);
@@ -125,6 +149,9 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuiltBox,
     };
     let packages = packages(opts);
     let recipe = recipe_digest(opts, &packages, &sources);
+    // One build of a folder at a time: a second waits, then finds the box built
+    // (two builds into one folder would swap the disk under the first).
+    let _lock = lock_out_dir(&opts.out_dir, log)?;
     let disk = opts.out_dir.join(LOCAL_DISK_FILE);
     let sums = opts.out_dir.join(LOCAL_SUMS_FILE);
     if !opts.force && disk.exists() {
@@ -480,6 +507,30 @@ impl Drop for RemoveOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A second build of the same folder waits for the first, and says so.
+    #[test]
+    fn builds_of_one_folder_take_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("box");
+        let first = lock_out_dir(&out, &mut |_| {}).unwrap();
+        let waiter = {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                let mut said = Vec::new();
+                let started = std::time::Instant::now();
+                let _second = lock_out_dir(&out, &mut |m| said.push(m.to_string())).unwrap();
+                (started.elapsed(), said)
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(first);
+        let (waited, said) = waiter.join().unwrap();
+        assert!(waited >= std::time::Duration::from_millis(250), "{waited:?}");
+        assert_eq!(said.len(), 1);
+        assert!(said[0].contains("another build of"), "{said:?}");
+        assert!(dir.path().join("box.lock").exists());
+    }
 
     #[test]
     fn uuids_are_version_4() {

@@ -51,7 +51,12 @@ pub fn upgrade_fixture(suite: &str) -> Result<UpgradeFixture, String> {
     }
 
     let sources = test_cache_dir().join(format!("{suite}-release-only.sources"));
-    std::fs::write(&sources, release_pocket_sources(suite)?).map_err(|e| e.to_string())?;
+    // Renamed into place: tests running side by side may write it at once, and a
+    // half-written file would change the box's recipe.
+    let partial = sources.with_extension(format!("sources.{}", std::process::id()));
+    std::fs::write(&partial, release_pocket_sources(suite)?)
+        .and_then(|()| std::fs::rename(&partial, &sources))
+        .map_err(|e| e.to_string())?;
     let dir = test_cache_dir().join(format!("box-{suite}-release"));
     let out = Command::new(hvbox_bin())
         .args(["box", "build", "hvbox-release-kernel", "--suite", suite])
