@@ -246,3 +246,14 @@ fn a_box_with_its_own_kernel_is_refused_by_validate_not_after_the_download() {
             .starts_with("hvbox: error: DIR/hvbox.yaml:3:11: box.kernel: boxes with a separate kernel or initrd are not supported yet"),
     );
 }
+
+/// A machine that exists has its own disk: a box unknown here (a local box since
+/// removed, say) does not stop commands on it, while a machine still to be made
+/// needs it.
+#[test]
+fn an_unknown_box_matters_only_to_machines_not_made_yet() {
+    let p = Project::new("box: gone-box\n");
+    assert!(p.fails(&["validate"]).contains("unknown box \"gone-box\""));
+    common::create_stopped_machine(&p.root().join(".hvbox/machines/default"));
+    assert_eq!(p.run(&["validate"]), (true, String::new()));
+}

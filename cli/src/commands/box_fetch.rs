@@ -41,6 +41,7 @@ pub fn catalog(project_root: Option<&std::path::Path>, store: &Store) -> Result<
 pub struct OfflineBoxes {
     lock: Option<LockFile>,
     catalog: Result<Catalog, String>,
+    project: Project,
 }
 
 impl OfflineBoxes {
@@ -49,6 +50,7 @@ impl OfflineBoxes {
             // A lock that cannot be read is reported by the command that reads it.
             lock: lockfile::load(&project.root).ok().flatten(),
             catalog: Catalog::standard(Some(&project.root)).map_err(|e| e.to_string()),
+            project: project.clone(),
         }
     }
 }
@@ -65,6 +67,10 @@ impl Boxes for OfflineBoxes {
             Ok(catalog) => catalog.check_offline(request).err().map(|e| e.to_string()),
             Err(e) => Some(e.clone()),
         }
+    }
+
+    fn machine_exists(&self, name: &str) -> bool {
+        self.project.machine(name).is_created()
     }
 }
 

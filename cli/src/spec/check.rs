@@ -15,6 +15,11 @@ pub trait Boxes {
     /// Why the box `source` names cannot be resolved here without the network;
     /// `None` when it can.
     fn unknown(&self, source: &BoxSource) -> Option<String>;
+    /// Whether the machine `name` exists already: it has its own disk and needs no
+    /// box, so an unknown one is no problem for it.
+    fn machine_exists(&self, _name: &str) -> bool {
+        false
+    }
 }
 
 /// The spec in `path` with every problem it has, on this host.
@@ -23,14 +28,14 @@ pub fn check(path: &Path, boxes: &dyn Boxes) -> Result<ProjectSpec, SpecProblems
     let (project, mut problems) = ProjectSpec::parse_partly(&text, path)?;
     let root = path.parent().unwrap_or(Path::new("."));
     let mut asked: Vec<&BoxSource> = Vec::new();
-    for (index, (_, spec)) in project.machines().iter().enumerate() {
+    for (index, (name, spec)) in project.machines().iter().enumerate() {
         let written_in = |key: &str| project.written_in(index, key);
         let spot = Spot {
             spec_path: path,
             text: &text,
             written_in: &written_in,
         };
-        if !asked.contains(&&spec.box_source) {
+        if !boxes.machine_exists(name) && !asked.contains(&&spec.box_source) {
             asked.push(&spec.box_source);
             problems.extend(check_box(&spec.box_source, boxes, &spot));
         }
