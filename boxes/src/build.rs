@@ -526,7 +526,10 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(300));
         drop(first);
         let (waited, said) = waiter.join().unwrap();
-        assert!(waited >= std::time::Duration::from_millis(250), "{waited:?}");
+        assert!(
+            waited >= std::time::Duration::from_millis(250),
+            "{waited:?}"
+        );
         assert_eq!(said.len(), 1);
         assert!(said[0].contains("another build of"), "{said:?}");
         assert!(dir.path().join("box.lock").exists());

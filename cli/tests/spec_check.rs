@@ -257,3 +257,25 @@ fn an_unknown_box_matters_only_to_machines_not_made_yet() {
     common::create_stopped_machine(&p.root().join(".hvbox/machines/default"));
     assert_eq!(p.run(&["validate"]), (true, String::new()));
 }
+
+/// A bad value does not hide the next problem: keys inside a section are read one
+/// by one, and the files the spec names are checked even when a key is wrong.
+#[test]
+fn structure_sections_and_host_files_are_reported_together() {
+    let p = Project::new(
+        "box: debian-12\nmemory: 100M\nssh: {groups: 5, bogus: 1}\nnetwork: {dhcp4: maybe, gateway4: nope}\ndisks:\n  - {path: nothere.img}\nprovision:\n  - script: missing.sh\n",
+    );
+    let err = p.fails(&["validate"]);
+    for expected in [
+        "DIR/hvbox.yaml:2:9: memory: 100M is below 512M",
+        "DIR/hvbox.yaml:3:15: ssh.groups: invalid type: integer `5`, expected a sequence",
+        "DIR/hvbox.yaml:3:18: ssh: unknown field `bogus`",
+        "DIR/hvbox.yaml:4:18: network.dhcp4: invalid type: string \"maybe\"",
+        "DIR/hvbox.yaml:4:35: network.gateway4: invalid IP address syntax",
+        "DIR/hvbox.yaml:6:12: disks[0].path: nothere.img does not exist",
+        "DIR/hvbox.yaml:8:13: provision[0].script: missing.sh does not exist",
+        "hvbox: error: hvbox.yaml has 7 problems",
+    ] {
+        assert!(err.contains(expected), "no {expected:?} in:\n{err}");
+    }
+}

@@ -312,7 +312,7 @@ mod tests {
 
     #[test]
     fn an_unreadable_spec_stops_only_commands_that_need_it() {
-        let (_dir, p) = project("box: b\nmemroy: 1G\n", &["default"]);
+        let (_dir, p) = project("box: debian-12\nmemroy: 1G\n", &["default"]);
         let e = error(Selection::of(p.clone(), Need::Settings));
         assert!(e.contains("unknown field `memroy`"), "{e}");
         let s = Selection::of(p, Need::Names).unwrap();

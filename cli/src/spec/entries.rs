@@ -30,28 +30,44 @@ pub fn keys(
     walk(text, path, Keys { expecting })
 }
 
+/// A part of an entry's value to read alone.
+#[derive(Debug, Clone, Copy)]
+pub enum Cut {
+    /// This element of a sequence.
+    Element(usize),
+    /// This entry of a mapping.
+    Key(usize),
+}
+
+/// What an entry's value is, with its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Seq(usize),
+    Map(usize),
+}
+
 /// `T` read from the `index`th entry alone of the mapping `path` leads to; with
-/// `element`, from that entry with its (sequence) value cut down to that element.
+/// `cut`, from that entry with its value cut down to one element or one entry.
 pub fn entry<T: DeserializeOwned>(
     text: &str,
     path: &[Step],
     index: usize,
-    element: Option<usize>,
+    cut: Option<Cut>,
 ) -> Result<Option<T>, Error> {
     walk(
         text,
         path,
         Entry {
             index,
-            element,
+            cut,
             read: PhantomData::<T>,
         },
     )
 }
 
-/// How many elements the `index`th entry's value has, when it is a sequence.
-pub fn entry_len(text: &str, path: &[Step], index: usize) -> Option<usize> {
-    walk(text, path, EntryLen { index })
+/// Whether the `index`th entry's value is a sequence or a mapping, and how big.
+pub fn entry_shape(text: &str, path: &[Step], index: usize) -> Option<Shape> {
+    walk(text, path, EntryShape { index })
         .ok()
         .flatten()
         .flatten()
@@ -253,7 +269,7 @@ fn skip_entries<'de, A: MapAccess<'de>>(map: &mut A, index: usize) -> Result<boo
 
 struct Entry<T> {
     index: usize,
-    element: Option<usize>,
+    cut: Option<Cut>,
     read: PhantomData<T>,
 }
 
@@ -268,7 +284,7 @@ impl<T: DeserializeOwned> Finish for Entry<T> {
         }
         T::deserialize(MapAccessDeserializer::new(OneEntry {
             map,
-            element: self.element,
+            cut: self.cut,
             given: false,
         }))
     }
@@ -277,38 +293,38 @@ impl<T: DeserializeOwned> Finish for Entry<T> {
     }
 }
 
-struct EntryLen {
+struct EntryShape {
     index: usize,
 }
 
-impl Finish for EntryLen {
-    type Out = Option<usize>;
+impl Finish for EntryShape {
+    type Out = Option<Shape>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a mapping")
     }
-    fn map<'de, A: MapAccess<'de>>(self, map: &mut A) -> Result<Option<usize>, A::Error> {
+    fn map<'de, A: MapAccess<'de>>(self, map: &mut A) -> Result<Option<Shape>, A::Error> {
         if !skip_entries(map, self.index)? || map.next_key::<IgnoredAny>()?.is_none() {
             return Ok(None);
         }
-        map.next_value_seed(SeqLen)
+        map.next_value_seed(ShapeOf)
     }
-    fn null<E: de::Error>(self) -> Result<Option<usize>, E> {
+    fn null<E: de::Error>(self) -> Result<Option<Shape>, E> {
         Ok(None)
     }
 }
 
-/// A sequence's length; `None` for any other node (read through).
-struct SeqLen;
+/// A sequence's or mapping's size; `None` for a scalar.
+struct ShapeOf;
 
-impl<'de> DeserializeSeed<'de> for SeqLen {
-    type Value = Option<usize>;
+impl<'de> DeserializeSeed<'de> for ShapeOf {
+    type Value = Option<Shape>;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for SeqLen {
-    type Value = Option<usize>;
+impl<'de> Visitor<'de> for ShapeOf {
+    type Value = Option<Shape>;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("any value")
     }
@@ -317,11 +333,14 @@ impl<'de> Visitor<'de> for SeqLen {
         while seq.next_element::<IgnoredAny>()?.is_some() {
             len += 1;
         }
-        Ok(Some(len))
+        Ok(Some(Shape::Seq(len)))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(None)
+        let mut len = 0;
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {
+            len += 1;
+        }
+        Ok(Some(Shape::Map(len)))
     }
     fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
         Ok(None)
@@ -343,11 +362,11 @@ impl<'de> Visitor<'de> for SeqLen {
     }
 }
 
-/// The next entry of a mapping, alone; its value cut down to one element when
-/// `element` says which.
+/// The next entry of a mapping, alone; its value cut down to one element or entry
+/// when `cut` says which.
 struct OneEntry<'a, A> {
     map: &'a mut A,
-    element: Option<usize>,
+    cut: Option<Cut>,
     given: bool,
 }
 
@@ -365,9 +384,10 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for OneEntry<'_, A> {
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
-        match self.element {
+        match self.cut {
             None => self.map.next_value_seed(seed),
-            Some(index) => self.map.next_value_seed(OnlyElement { seed, index }),
+            Some(Cut::Element(index)) => self.map.next_value_seed(OnlyElement { seed, index }),
+            Some(Cut::Key(index)) => self.map.next_value_seed(OnlyKey { seed, index }),
         }
     }
 }
@@ -401,6 +421,36 @@ impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for OnlyElement<S> {
                 given: false,
             }))?;
         while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(value)
+    }
+}
+
+/// Reads a mapping as if it held only its `index`th entry.
+struct OnlyKey<S> {
+    seed: S,
+    index: usize,
+}
+
+impl<'de, S: DeserializeSeed<'de>> DeserializeSeed<'de> for OnlyKey<S> {
+    type Value = S::Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<S::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, S: DeserializeSeed<'de>> Visitor<'de> for OnlyKey<S> {
+    type Value = S::Value;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<S::Value, A::Error> {
+        skip_entries(&mut map, self.index)?;
+        let value = self.seed.deserialize(MapAccessDeserializer::new(OneEntry {
+            map: &mut map,
+            cut: None,
+            given: false,
+        }))?;
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
         Ok(value)
     }
 }

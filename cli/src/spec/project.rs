@@ -44,11 +44,14 @@ impl ProjectSpec {
         text: &str,
         path: &Path,
     ) -> Result<(ProjectSpec, Vec<SpecError>), SpecProblems> {
-        let layers = read::read(text).map_err(|errors| {
+        let (layers, read_problems) = read::read(text).map_err(|errors| {
             let problems = errors.iter().map(|e| SpecError::from_yaml(path, e));
             SpecProblems::new(path, problems.collect())
         })?;
-        let mut problems = Vec::new();
+        let mut problems: Vec<SpecError> = read_problems
+            .iter()
+            .map(|e| SpecError::from_yaml(path, e))
+            .collect();
         let project = resolve(layers, text, &mut |at, message| {
             problems.push(SpecError::at(path, text, &at, &message));
         });
@@ -113,7 +116,13 @@ fn key(k: &str) -> Step {
 /// with the path to the node to blame. `text` is the spec the layers were read
 /// from, for where each provision step's file is named.
 fn resolve(layers: Layers, text: &str, problem: &mut dyn FnMut(Vec<Step>, String)) -> ProjectSpec {
-    let Layers { top, machines } = layers;
+    let Layers {
+        top,
+        top_keys,
+        machines,
+    } = layers;
+    // A key written but unreadable was reported where it is: no "missing" for it.
+    let top_has = |k: &str| top_keys.iter().any(|t| t == k);
     let Some(machines) = machines else {
         let mut project = ProjectSpec {
             machines: Vec::new(),
@@ -130,6 +139,7 @@ fn resolve(layers: Layers, text: &str, problem: &mut dyn FnMut(Vec<Step>, String
                 project.machines.push((DEFAULT_MACHINE.to_string(), spec));
                 project.written.push(WrittenIn::Top);
             }
+            None if top_has("box") || top_has("machines") => {}
             None => problem(Vec::new(), "missing field `box`".to_string()),
         }
         return project;
@@ -144,11 +154,15 @@ fn resolve(layers: Layers, text: &str, problem: &mut dyn FnMut(Vec<Step>, String
     let mut written = Vec::new();
     for machine in machines {
         let name = machine.name;
+        let box_written = top_has("box") || machine.keys.iter().any(|k| k == "box");
         let written_in = WrittenIn::Machine {
             name: name.clone(),
             keys: machine.keys,
         };
         let Some(mut spec) = machine.layer.over(&top).resolve() else {
+            if box_written {
+                continue;
+            }
             problem(
                 vec![key("machines"), Step::AtKey(name.clone())],
                 format!("machine `{name}` has no `box`, and there is no top-level `box` for it to take: add `box:` to it or to the top level"),

@@ -2,6 +2,7 @@
 //! top-level layer and each machine's own, with every problem found on the way:
 //! keys written twice, unknown keys, bad values, bad machine names.
 
+use super::entries::{Cut, Shape};
 use super::layer::{Layer, SpecFile};
 use super::locate::{error_at, Step};
 use super::machines::check_name;
@@ -10,9 +11,11 @@ use serde::de::{DeserializeOwned, Error as _, IgnoredAny};
 
 type Error = serde_yaml::Error;
 
-/// The spec's layers, as written.
+/// The spec's layers, as written (a key that could not be read is left out).
 pub struct Layers {
     pub top: Layer,
+    /// The top-level keys as written, read or not.
+    pub top_keys: Vec<String>,
     /// The named machines in the spec's order, when it has `machines:`.
     pub machines: Option<Vec<MachineLayer>>,
 }
@@ -26,8 +29,10 @@ pub struct MachineLayer {
 
 const MACHINES: &str = "machines";
 
-/// The layers of `text`, or every problem in its structure.
-pub fn read(text: &str) -> Result<Layers, Vec<Error>> {
+/// The layers of `text` with every problem in its structure: the keys that read
+/// well are in the layers, so the checks after this one still run on them. Only a
+/// text that is not YAML, or holds no settings, gives no layers.
+pub fn read(text: &str) -> Result<(Layers, Vec<Error>), Vec<Error>> {
     // Nothing can be read from text that is not YAML.
     serde_yaml::from_str::<IgnoredAny>(text).map_err(|e| vec![e])?;
     let mut problems = duplicates::duplicates(text);
@@ -58,11 +63,12 @@ pub fn read(text: &str) -> Result<Layers, Vec<Error>> {
         // the walk for duplicates reported each at its key.
         problems.retain(|e| !e.to_string().contains("duplicate field `"));
     }
-    if problems.is_empty() {
-        Ok(Layers { top, machines })
-    } else {
-        Err(problems)
-    }
+    let layers = Layers {
+        top,
+        top_keys: keys,
+        machines,
+    };
+    Ok((layers, problems))
 }
 
 /// Each machine's own layer, read key by key like the top level.
@@ -104,8 +110,9 @@ fn first_occurrences(keys: &[String]) -> impl Iterator<Item = usize> + '_ {
     (0..keys.len()).filter(|&i| !keys[..i].contains(&keys[i]))
 }
 
-/// The `index`th entry of the mapping at `path` read alone; when it fails and its
-/// value is a list, each element is read alone, so that every bad one is reported.
+/// The `index`th entry of the mapping at `path` read alone; when it fails, each
+/// element of its list, or each key of its mapping, is read alone, so that every
+/// bad one is reported.
 fn read_entry<T: DeserializeOwned>(
     text: &str,
     path: &[Step],
@@ -116,9 +123,16 @@ fn read_entry<T: DeserializeOwned>(
         Ok(found) => return found,
         Err(e) => e,
     };
-    let elements = entries::entry_len(text, path, index).unwrap_or(0);
-    let mut each: Vec<Error> = (0..elements)
-        .filter_map(|element| entries::entry::<T>(text, path, index, Some(element)).err())
+    let parts = match entries::entry_shape(text, path, index) {
+        Some(Shape::Seq(len)) => (0..len).map(Cut::Element).collect(),
+        Some(Shape::Map(len)) => (0..len).map(Cut::Key).collect(),
+        None => Vec::new(),
+    };
+    let mut each: Vec<Error> = parts
+        .into_iter()
+        .filter_map(|cut| entries::entry::<T>(text, path, index, Some(cut)).err())
+        // One key of a mapping alone lacks the others: not a problem of the spec.
+        .filter(|e| !e.to_string().contains("missing field `"))
         .collect();
     if each.is_empty() {
         problems.push(whole);
