@@ -10,15 +10,17 @@ use crate::machine::{Machine, MachineState, RunInfo};
 use crate::process::pid_alive;
 use crate::progress::step;
 use crate::project::Project;
+use crate::spec::mounts::{self, Mount};
 use crate::spec::{PortForward, Protocol, Spec, DEFAULT_MACHINE};
 use crate::ssh;
 use crate::supervisor::{self, LaunchPlan};
+use crate::virtiofs::{self, FsDaemon};
 use anyhow::{bail, Context, Result};
 use hvbox_provisioner::{extract_boot_files, BootFiles, KernelSelection};
 use hvbox_vmm::{DiskConfig, MachineConfig, NetBackend, NetConfig};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Appended to the guest's own command line: the engines' first serial port.
@@ -34,6 +36,9 @@ pub struct Preflight {
     engine: Box<dyn Engine>,
     reason: String,
     extra_disks: Vec<DiskConfig>,
+    /// The host folders the guest sees, and the virtiofsd that serves them.
+    mounts: Vec<Mount>,
+    virtiofsd: Option<PathBuf>,
 }
 
 /// Pick the engine and check that the spec's host ports are free (the spec itself,
@@ -46,10 +51,18 @@ pub fn preflight(project: &Project, spec: &Spec) -> Result<Preflight> {
     }
     check_ports_free(&spec.ports)?;
     let extra_disks = extra_disks(project, spec);
+    let mounts = mounts::resolve(spec.mounts.as_deref(), &project.root)
+        .context("a folder in `mounts:` is gone since hvbox.yaml was checked")?;
+    let virtiofsd = match mounts.is_empty() {
+        true => None,
+        false => Some(virtiofs::find()?),
+    };
     Ok(Preflight {
         engine,
         reason,
         extra_disks,
+        mounts,
+        virtiofsd,
     })
 }
 
@@ -183,7 +196,7 @@ fn start(
             },
         ]
         .into_iter()
-        .chain(checked.extra_disks)
+        .chain(checked.extra_disks.iter().cloned())
         .collect(),
         nested_virtualization: spec.nested_virtualization,
         nics: vec![NetConfig {
@@ -207,8 +220,9 @@ fn start(
         passt_socket,
         control_socket: files.control_socket,
         console_socket: files.console_socket,
-        runtime_dir,
+        runtime_dir: runtime_dir.clone(),
         ssh_port,
+        filesystems: fs_daemons(machine, &checked, &runtime_dir)?,
     };
     // Everything up to here (disk, seed, keys, boot files) is the owner's alone,
     // also in machines an older hvbox made.
@@ -224,6 +238,24 @@ fn start(
         serial_start,
         vm_log_start,
     })
+}
+
+/// A virtiofsd per mount, each with its socket in the runtime folder and its log in
+/// the machine folder.
+fn fs_daemons(machine: &Machine, checked: &Preflight, runtime_dir: &Path) -> Result<Vec<FsDaemon>> {
+    let Some(binary) = &checked.virtiofsd else {
+        return Ok(Vec::new());
+    };
+    checked
+        .mounts
+        .iter()
+        .enumerate()
+        .map(|(i, mount)| {
+            let socket = runtime_dir.join(format!("fs{i}.sock"));
+            let log = machine.file(&format!("virtiofsd-{i}.log"));
+            virtiofs::daemon(binary, mount, &socket, &log)
+        })
+        .collect()
 }
 
 /// The spec's extra disks, resolved against the spec's folder (the spec's check

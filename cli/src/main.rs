@@ -3,6 +3,7 @@
 mod args;
 mod boot_failure;
 mod commands;
+mod daemons;
 mod engine;
 mod kernel_install;
 mod keys;
@@ -17,6 +18,7 @@ mod seed;
 mod spec;
 mod ssh;
 mod supervisor;
+mod virtiofs;
 mod vmm_flags;
 
 use clap::Parser;

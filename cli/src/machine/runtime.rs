@@ -17,6 +17,12 @@ pub struct RunInfo {
     pub supervisor_pid: u32,
     pub vm_pid: u32,
     pub passt_pid: u32,
+    /// One per mounted folder, while it runs.
+    #[serde(default)]
+    pub virtiofsd_pids: Vec<u32>,
+    /// Mounts whose virtiofsd ended while the VM ran (`host -> guest`).
+    #[serde(default)]
+    pub lost_mounts: Vec<String>,
     pub engine: EngineKind,
     pub ssh_port: u16,
     pub control_socket: PathBuf,
