@@ -52,6 +52,16 @@ pub enum Command {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Copy files and folders (recursively) between the host and a machine:
+    /// `hvbox copy app.conf web:/tmp/`, `hvbox copy :logs ./logs`.
+    ///
+    /// MACHINE:PATH is a path in that machine, :PATH in the project's only machine;
+    /// relative guest paths start in the login user's home.
+    Copy {
+        /// Sources, then the destination.
+        #[arg(required = true, num_args = 2.., value_name = "[MACHINE:]PATH")]
+        paths: Vec<String>,
+    },
     /// Attach to a machine's serial console; Ctrl-] detaches.
     Console {
         /// The machine (required when the project has several).

@@ -54,7 +54,7 @@ impl Daemons {
         for (fs, slot) in &mut self.fs {
             if let Some(child) = slot {
                 if let Ok(Some(status)) = child.try_wait() {
-                    lost.push((fs.mount.clone(), status));
+                    lost.push((fs.describe(), status));
                     *slot = None;
                 }
             }
@@ -75,7 +75,7 @@ impl Daemons {
 /// A virtiofsd, in its namespace sandbox where the host allows one, else without
 /// (said in the machine's log).
 fn start_virtiofsd(fs: &FsDaemon) -> Result<Child> {
-    let what = format!("virtiofsd for {}", fs.mount);
+    let what = format!("virtiofsd for {}", fs.describe());
     match start_listening(&what, &fs.argv, &fs.log, &fs.socket) {
         Ok(child) => Ok(child),
         Err(e) if e.exited => match fs.without_namespace() {

@@ -94,6 +94,7 @@ pub fn boot(
     let record = kernel_record(&boot, &cmdline)?;
     announce_kernel(&state, &record);
 
+    let mounts = checked.mounts.clone();
     let info = start(machine, spec, &state, checked, &boot, cmdline)?;
     step!(
         "waiting for ssh on 127.0.0.1:{} (serial log: {})",
@@ -105,6 +106,7 @@ pub fn boot(
     let mut state = machine.load_state()?;
     kernels::record_boot(&mut state.kernels, record);
     state.save(&machine.state_path())?;
+    crate::mount_check::verify(machine, &state, info.info.ssh_port, &mounts)?;
     Ok(Booted {
         info: info.info,
         kernel_version: boot.kernel_version,

@@ -10,6 +10,7 @@ mod keys;
 mod launch;
 mod lockfile;
 mod machine;
+mod mount_check;
 mod process;
 mod progress;
 mod project;

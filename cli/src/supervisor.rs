@@ -8,6 +8,7 @@
 
 use crate::daemons::Daemons;
 use crate::engine::EngineKind;
+use crate::machine::runtime::MountPoint;
 use crate::machine::{private, write_atomic, Machine, RunInfo};
 use crate::process::{pid_alive, signal};
 use crate::virtiofs::FsDaemon;
@@ -113,6 +114,14 @@ fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
             vm_pid: vm.id(),
             passt_pid: daemons.passt.id(),
             virtiofsd_pids: daemons.virtiofsd_pids(),
+            mounts: plan
+                .filesystems
+                .iter()
+                .map(|fs| MountPoint {
+                    host: fs.host.clone(),
+                    guest: fs.guest.clone(),
+                })
+                .collect(),
             lost_mounts: Vec::new(),
             engine: plan.engine,
             ssh_port: plan.ssh_port,

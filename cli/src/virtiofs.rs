@@ -16,8 +16,9 @@ const PACKAGED: &[&str] = &["/usr/libexec/virtiofsd", "/usr/lib/virtiofsd"];
 /// One virtiofsd as the supervisor starts it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FsDaemon {
-    /// The mount it serves, for messages: `/home/me/proj -> /home/me/proj`.
-    pub mount: String,
+    /// The host folder it serves, and where the guest mounts it.
+    pub host: PathBuf,
+    pub guest: PathBuf,
     /// The vhost-user socket it listens on; the engine connects to it.
     pub socket: PathBuf,
     pub argv: Vec<String>,
@@ -85,7 +86,8 @@ pub fn daemon(binary: &Path, mount: &Mount, socket: &Path, log: &Path) -> Result
         argv.push("--readonly".into());
     }
     Ok(FsDaemon {
-        mount: format!("{} -> {}", mount.host.display(), mount.guest.display()),
+        host: mount.host.clone(),
+        guest: mount.guest.clone(),
         socket: socket.to_path_buf(),
         argv,
         log: log.to_path_buf(),
@@ -93,6 +95,11 @@ pub fn daemon(binary: &Path, mount: &Mount, socket: &Path, log: &Path) -> Result
 }
 
 impl FsDaemon {
+    /// The mount it serves, for messages: `/home/me/proj -> /home/me/proj`.
+    pub fn describe(&self) -> String {
+        format!("{} -> {}", self.host.display(), self.guest.display())
+    }
+
     /// The same daemon without its namespace sandbox, for hosts where it cannot make
     /// one (user namespaces turned off); `None` when it runs without one already.
     pub fn without_namespace(&self) -> Option<FsDaemon> {
@@ -136,7 +143,7 @@ mod tests {
                 meta.gid()
             )
         );
-        assert_eq!(d.mount, format!("{} -> /data", dir.path().display()));
+        assert_eq!(d.describe(), format!("{} -> /data", dir.path().display()));
         let plain = d.without_namespace().unwrap();
         assert!(plain.argv.join(" ").contains("--sandbox none"));
         assert!(plain.without_namespace().is_none());

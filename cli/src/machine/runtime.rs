@@ -20,6 +20,9 @@ pub struct RunInfo {
     /// One per mounted folder, while it runs.
     #[serde(default)]
     pub virtiofsd_pids: Vec<u32>,
+    /// The host folders the guest mounts, and where.
+    #[serde(default)]
+    pub mounts: Vec<MountPoint>,
     /// Mounts whose virtiofsd ended while the VM ran (`host -> guest`).
     #[serde(default)]
     pub lost_mounts: Vec<String>,
@@ -28,6 +31,12 @@ pub struct RunInfo {
     pub control_socket: PathBuf,
     pub console_socket: PathBuf,
     pub runtime_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountPoint {
+    pub host: PathBuf,
+    pub guest: PathBuf,
 }
 
 impl RunInfo {
