@@ -85,6 +85,9 @@ fn bad_arguments_exit_2_naming_the_argument() {
     std::fs::write(&good, r#"{"cpus": 1, "memory": 67108864, "kernel": "/k"}"#).unwrap();
     let good = good.to_str().unwrap();
     let k = ["--kernel", "/bin/sh"];
+    let fs_socket = dir.path().join("fs.sock");
+    std::fs::write(&fs_socket, "").unwrap();
+    let fs_share = format!("share={}", fs_socket.display());
     let cases: Vec<(Vec<&str>, &[&str])> = vec![
         (
             [&k[..], &["--memory", "abc"]].concat(),
@@ -121,6 +124,18 @@ fn bad_arguments_exit_2_naming_the_argument() {
             ]
             .concat(),
             &["--mac", "same position"],
+        ),
+        (
+            [&k[..], &["--fs", "share"]].concat(),
+            &["--fs", "TAG=SOCKET"],
+        ),
+        (
+            [&k[..], &["--fs", "share=/nonexistent/fs.sock"]].concat(),
+            &["--fs", "no socket at /nonexistent/fs.sock"],
+        ),
+        (
+            [&k[..], &["--fs", &fs_share, "--fs", &fs_share]].concat(),
+            &["--fs", "\"share\" is given twice"],
         ),
         (
             vec!["--config", config],

@@ -71,6 +71,12 @@ pub fn run_with_stats(
 /// will be bounded and served.
 pub fn build(config: &MachineConfig, options: &RunOptions) -> Result<Machine, VmmError> {
     config.validate()?;
+    if let Some(fs) = config.filesystems.first() {
+        return Err(VmmError::Guest(format!(
+            "virtio-fs {:?}: the builtin VMM has no virtio-fs device yet; use the qemu engine",
+            fs.tag
+        )));
+    }
     let cpus = u8::try_from(config.cpus).expect("validated: 1 to 255");
     let memory = create_guest_memory(config.memory).map_err(|e| VmmError::Memory {
         size: config.memory,

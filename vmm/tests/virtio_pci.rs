@@ -46,6 +46,7 @@ fn boot(mode: &str, disks: Vec<DiskConfig>, nics: Vec<NetConfig>) -> Outcome {
         cmdline: mode.into(),
         disks,
         nics,
+        filesystems: vec![],
         nested_virtualization: false,
         serial_log: Some(serial_log.clone()),
     };
