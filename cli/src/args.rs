@@ -278,7 +278,7 @@ pub enum VmmCommand {
 }
 
 /// The flags that describe the machine, which `--config` replaces.
-const VMM_MACHINE_FLAGS: [&str; 10] = [
+const VMM_MACHINE_FLAGS: [&str; 11] = [
     "kernel",
     "initrd",
     "cmdline",
@@ -287,6 +287,7 @@ const VMM_MACHINE_FLAGS: [&str; 10] = [
     "disks",
     "nets",
     "macs",
+    "filesystems",
     "nested_virtualization",
     "serial_log",
 ];
@@ -322,6 +323,10 @@ pub struct VmmRunArgs {
     /// random locally administered address).
     #[arg(long = "mac")]
     pub macs: Vec<hvbox_vmm::MacAddr>,
+    /// A virtio-fs device (repeatable): the guest mounts it with
+    /// `mount -t virtiofs TAG DIR`; SOCKET is a running virtiofsd's `--socket-path`.
+    #[arg(long = "fs", value_name = "TAG=SOCKET", value_parser = vmm_flags::fs)]
+    pub filesystems: Vec<hvbox_vmm::FsConfig>,
     /// Offer the guest the host's SVM/VMX (where KVM supports nesting).
     #[arg(long)]
     pub nested_virtualization: bool,

@@ -205,6 +205,7 @@ fn start(
             mac: state.mac,
             backend: NetBackend::Passt(passt_socket.clone()),
         }],
+        filesystems: vec![],
         serial_log: Some(machine.serial_log()),
     };
     config

@@ -238,3 +238,88 @@ impl Drop for Passt {
         let _ = self.child.wait();
     }
 }
+
+/// The virtiofsd to test with: `$HVBOX_VIRTIOFSD`, else `virtiofsd` on PATH, else
+/// where `scripts/install-deps` builds it (`~/.cache/hvbox-tools/virtiofsd-*/bin`).
+pub fn virtiofsd_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("HVBOX_VIRTIOFSD") {
+        return Some(path.into());
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("virtiofsd"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        let tools = Path::new(&std::env::var_os("HOME")?).join(".cache/hvbox-tools");
+        let mut builds: Vec<PathBuf> = std::fs::read_dir(tools)
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("virtiofsd-"))
+            .map(|e| e.path().join("bin/virtiofsd"))
+            .filter(|p| p.is_file())
+            .collect();
+        builds.sort();
+        builds.pop()
+    })
+}
+
+/// virtiofsd sharing a folder over a socket in `dir`, or `None` (with the reason
+/// printed) without virtiofsd. Killed when dropped.
+pub struct Virtiofsd {
+    child: Child,
+    pub socket: PathBuf,
+}
+
+impl Virtiofsd {
+    pub fn start(dir: &Path, shared: &Path) -> Option<Virtiofsd> {
+        let Some(binary) = virtiofsd_binary() else {
+            hvbox_test_support::skip(
+                "no virtiofsd (set HVBOX_VIRTIOFSD, put it on PATH, or run scripts/install-deps)",
+            );
+            return None;
+        };
+        let socket = dir.join("virtiofsd.sock");
+        let child = Command::new(&binary)
+            .arg("--socket-path")
+            .arg(&socket)
+            .arg("--shared-dir")
+            .arg(shared)
+            // Namespaces need privileges a test may not have; the tests share temp dirs.
+            .args(["--sandbox", "none"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
+        let mut virtiofsd = Virtiofsd { child, socket };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !virtiofsd.socket.exists() {
+            if let Ok(Some(status)) = virtiofsd.child.try_wait() {
+                panic!("virtiofsd exited with {status} before creating its socket");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "virtiofsd never created its socket"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(virtiofsd)
+    }
+
+    /// Kill it now (as a crash would), and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether it has exited (it does once its one frontend disconnects).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Virtiofsd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
