@@ -17,7 +17,7 @@ use crate::supervisor::{self, LaunchPlan};
 use crate::virtiofs::{self, FsDaemon};
 use anyhow::{bail, Context, Result};
 use hvbox_provisioner::{extract_boot_files, BootFiles, KernelSelection};
-use hvbox_vmm::{DiskConfig, MachineConfig, NetBackend, NetConfig};
+use hvbox_vmm::{DiskConfig, FsConfig, MachineConfig, NetBackend, NetConfig};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
@@ -180,6 +180,7 @@ fn start(
     let control_socket = runtime_dir.join("control.sock");
     let console_socket = runtime_dir.join("console.sock");
     let ssh_port = free_local_port()?;
+    let daemons = fs_daemons(machine, &checked, &runtime_dir)?;
 
     let config = MachineConfig {
         cpus: spec.cpus.0,
@@ -205,7 +206,15 @@ fn start(
             mac: state.mac,
             backend: NetBackend::Passt(passt_socket.clone()),
         }],
-        filesystems: vec![],
+        // Each mount's virtio-fs device, with the tag the guest's fstab names.
+        filesystems: daemons
+            .iter()
+            .enumerate()
+            .map(|(i, d)| FsConfig {
+                tag: mounts::tag(i),
+                socket: d.socket.clone(),
+            })
+            .collect(),
         serial_log: Some(machine.serial_log()),
     };
     config
@@ -225,7 +234,7 @@ fn start(
         console_socket: files.console_socket,
         runtime_dir: runtime_dir.clone(),
         ssh_port,
-        filesystems: fs_daemons(machine, &checked, &runtime_dir)?,
+        filesystems: daemons,
     };
     // Everything up to here (disk, seed, keys, boot files) is the owner's alone,
     // also in machines an older hvbox made.
