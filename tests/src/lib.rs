@@ -5,6 +5,7 @@
 pub mod cpio;
 pub mod guests;
 mod http;
+pub mod kernel_modules;
 pub mod kernel_upgrade;
 pub mod lab;
 

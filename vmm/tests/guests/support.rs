@@ -57,8 +57,12 @@ pub enum Link {
 /// Assemble `src_dir/NAME.S` (or compile `src_dir/NAME.c`, see [`build_c`]) and
 /// link it into `out_dir`.
 pub fn build(src_dir: &Path, name: &str, link: Link, out_dir: &Path) -> PathBuf {
-    if matches!(link, Link::PvhElf) && src_dir.join(format!("{name}.c")).exists() {
-        return build_c(src_dir, name, out_dir);
+    if src_dir.join(format!("{name}.c")).exists() {
+        return match link {
+            Link::PvhElf => build_c(src_dir, name, out_dir),
+            Link::Program => build_c_program(src_dir, name, out_dir),
+            Link::Flat => panic!("{name}.c: flat images are assembled, not compiled"),
+        };
     }
     let obj = out_dir.join(format!("{name}.o"));
     let out = out_dir.join(match link {
@@ -187,6 +191,34 @@ pub fn build_c(src_dir: &Path, name: &str, out_dir: &Path) -> PathBuf {
     for tmp in [obj, start, elf32] {
         let _ = std::fs::remove_file(tmp);
     }
+    out
+}
+
+/// Compile `src_dir/NAME.c` into a static x86-64 Linux program that needs no libc
+/// (its own `_start` and raw system calls), e.g. an initramfs's init.
+pub fn build_c_program(src_dir: &Path, name: &str, out_dir: &Path) -> PathBuf {
+    let out = out_dir.join(name);
+    run(
+        "gcc (package gcc) for a static test program",
+        Command::new("gcc")
+            .args([
+                "-static",
+                "-nostdlib",
+                "-ffreestanding",
+                "-fno-pic",
+                "-no-pie",
+                "-O2",
+            ])
+            .args([
+                "-mgeneral-regs-only",
+                "-fno-stack-protector",
+                "-fcf-protection=none",
+            ])
+            .args(["-fno-asynchronous-unwind-tables", "-Wall", "-Werror"])
+            .args(["-Wl,--build-id=none", "-o"])
+            .arg(&out)
+            .arg(src_dir.join(format!("{name}.c"))),
+    );
     out
 }
 

@@ -31,8 +31,7 @@ pub struct Relay {
 
 impl Relay {
     pub fn spawn(self) -> io::Result<Worker<()>> {
-        let thread_name = format!("{}-relay", self.name);
-        Worker::spawn(&thread_name, move |stop| {
+        Worker::spawn("vhost-user", move |stop| {
             if let Err(e) = self.run(&stop) {
                 eprintln!("vmm: {}: interrupt relay stopped: {e}", self.name);
             }
