@@ -251,7 +251,9 @@ fn engine_checks(lab: &Lab, report: &mut Vec<String>) -> Result<(), String> {
     }
     for engine in ["builtin", "qemu"] {
         let dir = format!("/root/l2-{engine}");
-        let hv = format!("cd {dir} && {hvbox}");
+        // Machines mount their project folder by default: hvbox in L1 takes the
+        // virtiofsd the lab disk carries.
+        let hv = format!("cd {dir} && HVBOX_VIRTIOFSD={LAB_MOUNT}/virtiofsd {hvbox}");
         let spec = format!(
             "box:\n  disk:\n    url: {url}\n    digest: \"{}\"\nengine: {engine}\ncpus: 2\nmemory: 1G\nhostname: l2-{engine}\nssh:\n  user: tester\n",
             lab.l2_box_digest
