@@ -52,6 +52,16 @@ pub enum Command {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Copy files and folders (recursively) between the host and a machine:
+    /// `hvbox copy app.conf web:/tmp/`, `hvbox copy :logs ./logs`.
+    ///
+    /// MACHINE:PATH is a path in that machine, :PATH in the project's only machine;
+    /// relative guest paths start in the login user's home.
+    Copy {
+        /// Sources, then the destination.
+        #[arg(required = true, num_args = 2.., value_name = "[MACHINE:]PATH")]
+        paths: Vec<String>,
+    },
     /// Attach to a machine's serial console; Ctrl-] detaches.
     Console {
         /// The machine (required when the project has several).
@@ -268,7 +278,7 @@ pub enum VmmCommand {
 }
 
 /// The flags that describe the machine, which `--config` replaces.
-const VMM_MACHINE_FLAGS: [&str; 10] = [
+const VMM_MACHINE_FLAGS: [&str; 11] = [
     "kernel",
     "initrd",
     "cmdline",
@@ -277,6 +287,7 @@ const VMM_MACHINE_FLAGS: [&str; 10] = [
     "disks",
     "nets",
     "macs",
+    "filesystems",
     "nested_virtualization",
     "serial_log",
 ];
@@ -312,6 +323,10 @@ pub struct VmmRunArgs {
     /// random locally administered address).
     #[arg(long = "mac")]
     pub macs: Vec<hvbox_vmm::MacAddr>,
+    /// A virtio-fs device (repeatable): the guest mounts it with
+    /// `mount -t virtiofs TAG DIR`; SOCKET is a running virtiofsd's `--socket-path`.
+    #[arg(long = "fs", value_name = "TAG=SOCKET", value_parser = vmm_flags::fs)]
+    pub filesystems: Vec<hvbox_vmm::FsConfig>,
     /// Offer the guest the host's SVM/VMX (where KVM supports nesting).
     #[arg(long)]
     pub nested_virtualization: bool,

@@ -10,15 +10,17 @@ use crate::machine::{Machine, MachineState, RunInfo};
 use crate::process::pid_alive;
 use crate::progress::step;
 use crate::project::Project;
+use crate::spec::mounts::{self, Mount};
 use crate::spec::{PortForward, Protocol, Spec, DEFAULT_MACHINE};
 use crate::ssh;
 use crate::supervisor::{self, LaunchPlan};
+use crate::virtiofs::{self, FsDaemon};
 use anyhow::{bail, Context, Result};
 use hvbox_provisioner::{extract_boot_files, BootFiles, KernelSelection};
-use hvbox_vmm::{DiskConfig, MachineConfig, NetBackend, NetConfig};
+use hvbox_vmm::{DiskConfig, FsConfig, MachineConfig, NetBackend, NetConfig};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::DirBuilderExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Appended to the guest's own command line: the engines' first serial port.
@@ -34,6 +36,9 @@ pub struct Preflight {
     engine: Box<dyn Engine>,
     reason: String,
     extra_disks: Vec<DiskConfig>,
+    /// The host folders the guest sees, and the virtiofsd that serves them.
+    mounts: Vec<Mount>,
+    virtiofsd: Option<PathBuf>,
 }
 
 /// Pick the engine and check that the spec's host ports are free (the spec itself,
@@ -46,10 +51,18 @@ pub fn preflight(project: &Project, spec: &Spec) -> Result<Preflight> {
     }
     check_ports_free(&spec.ports)?;
     let extra_disks = extra_disks(project, spec);
+    let mounts = mounts::resolve(spec.mounts.as_deref(), &project.root)
+        .context("a folder in `mounts:` is gone since hvbox.yaml was checked")?;
+    let virtiofsd = match mounts.is_empty() {
+        true => None,
+        false => Some(virtiofs::find()?),
+    };
     Ok(Preflight {
         engine,
         reason,
         extra_disks,
+        mounts,
+        virtiofsd,
     })
 }
 
@@ -81,6 +94,7 @@ pub fn boot(
     let record = kernel_record(&boot, &cmdline)?;
     announce_kernel(&state, &record);
 
+    let mounts = checked.mounts.clone();
     let info = start(machine, spec, &state, checked, &boot, cmdline)?;
     step!(
         "waiting for ssh on 127.0.0.1:{} (serial log: {})",
@@ -92,6 +106,7 @@ pub fn boot(
     let mut state = machine.load_state()?;
     kernels::record_boot(&mut state.kernels, record);
     state.save(&machine.state_path())?;
+    crate::mount_check::verify(machine, &state, info.info.ssh_port, &mounts)?;
     Ok(Booted {
         info: info.info,
         kernel_version: boot.kernel_version,
@@ -165,6 +180,7 @@ fn start(
     let control_socket = runtime_dir.join("control.sock");
     let console_socket = runtime_dir.join("console.sock");
     let ssh_port = free_local_port()?;
+    let daemons = fs_daemons(machine, &checked, &runtime_dir)?;
 
     let config = MachineConfig {
         cpus: spec.cpus.0,
@@ -183,13 +199,22 @@ fn start(
             },
         ]
         .into_iter()
-        .chain(checked.extra_disks)
+        .chain(checked.extra_disks.iter().cloned())
         .collect(),
         nested_virtualization: spec.nested_virtualization,
         nics: vec![NetConfig {
             mac: state.mac,
             backend: NetBackend::Passt(passt_socket.clone()),
         }],
+        // Each mount's virtio-fs device, with the tag the guest's fstab names.
+        filesystems: daemons
+            .iter()
+            .enumerate()
+            .map(|(i, d)| FsConfig {
+                tag: mounts::tag(i),
+                socket: d.socket.clone(),
+            })
+            .collect(),
         serial_log: Some(machine.serial_log()),
     };
     config
@@ -207,8 +232,9 @@ fn start(
         passt_socket,
         control_socket: files.control_socket,
         console_socket: files.console_socket,
-        runtime_dir,
+        runtime_dir: runtime_dir.clone(),
         ssh_port,
+        filesystems: daemons,
     };
     // Everything up to here (disk, seed, keys, boot files) is the owner's alone,
     // also in machines an older hvbox made.
@@ -224,6 +250,24 @@ fn start(
         serial_start,
         vm_log_start,
     })
+}
+
+/// A virtiofsd per mount, each with its socket in the runtime folder and its log in
+/// the machine folder.
+fn fs_daemons(machine: &Machine, checked: &Preflight, runtime_dir: &Path) -> Result<Vec<FsDaemon>> {
+    let Some(binary) = &checked.virtiofsd else {
+        return Ok(Vec::new());
+    };
+    checked
+        .mounts
+        .iter()
+        .enumerate()
+        .map(|(i, mount)| {
+            let socket = runtime_dir.join(format!("fs{i}.sock"));
+            let log = machine.file(&format!("virtiofsd-{i}.log"));
+            virtiofs::daemon(binary, mount, &socket, &log)
+        })
+        .collect()
 }
 
 /// The spec's extra disks, resolved against the spec's folder (the spec's check

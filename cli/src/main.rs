@@ -3,12 +3,14 @@
 mod args;
 mod boot_failure;
 mod commands;
+mod daemons;
 mod engine;
 mod kernel_install;
 mod keys;
 mod launch;
 mod lockfile;
 mod machine;
+mod mount_check;
 mod process;
 mod progress;
 mod project;
@@ -17,6 +19,7 @@ mod seed;
 mod spec;
 mod ssh;
 mod supervisor;
+mod virtiofs;
 mod vmm_flags;
 
 use clap::Parser;

@@ -6,6 +6,7 @@ use crate::keys;
 use crate::machine::{Machine, MachineState};
 use crate::project::Project;
 use crate::spec::first_boot::{self, Identity};
+use crate::spec::mounts;
 use crate::spec::Spec;
 use anyhow::{Context, Result};
 use hvbox_cloud_init::{HostKey, SeedConfig};
@@ -37,7 +38,9 @@ pub fn seed_config(
             project.spec_path.display()
         )
     })?;
-    Ok(first_boot::seed_config(spec, identity, user_data))
+    // A missing host folder was reported by the spec check before anything ran.
+    let mounts = mounts::resolve(spec.mounts.as_deref(), &project.root).unwrap_or_default();
+    Ok(first_boot::seed_config(spec, identity, user_data, &mounts))
 }
 
 /// Write the seed when its bytes would change; true when it did. The instance-id

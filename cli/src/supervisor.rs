@@ -6,10 +6,13 @@
 //! drops root for `nobody`, so it runs with `--one-off` and quits when the VM's
 //! connection closes.
 
+use crate::daemons::Daemons;
 use crate::engine::EngineKind;
+use crate::machine::runtime::MountPoint;
 use crate::machine::{private, write_atomic, Machine, RunInfo};
 use crate::process::{pid_alive, signal};
-use anyhow::{bail, Context, Result};
+use crate::virtiofs::FsDaemon;
+use anyhow::{Context, Result};
 use hvbox_vmm::ExitReason;
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -33,6 +36,9 @@ pub struct LaunchPlan {
     pub console_socket: PathBuf,
     pub runtime_dir: PathBuf,
     pub ssh_port: u16,
+    /// One virtiofsd per mounted folder.
+    #[serde(default)]
+    pub filesystems: Vec<FsDaemon>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -95,36 +101,46 @@ pub fn run(machine_dir: &Path) -> Result<()> {
 fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
     let mut reboots = RebootGuard::default();
     let status = loop {
-        // passt serves one VM connection (`--one-off`), so a VM started again after
-        // a reboot gets a passt of its own.
-        let mut passt = start_passt(machine, plan)?;
+        let mut daemons = Daemons::start(plan, &machine.file("passt.log"))?;
         let mut vm = match start_child(&plan.vm_command, &machine.file("vm.log")) {
             Ok(vm) => vm,
             Err(e) => {
-                stop_child(&mut passt);
+                daemons.stop();
                 return Err(e);
             }
         };
-        let recorded = RunInfo {
+        let mut info = RunInfo {
             supervisor_pid: std::process::id(),
             vm_pid: vm.id(),
-            passt_pid: passt.id(),
+            passt_pid: daemons.passt.id(),
+            virtiofsd_pids: daemons.virtiofsd_pids(),
+            mounts: plan
+                .filesystems
+                .iter()
+                .map(|fs| MountPoint {
+                    host: fs.host.clone(),
+                    guest: fs.guest.clone(),
+                })
+                .collect(),
+            lost_mounts: Vec::new(),
             engine: plan.engine,
             ssh_port: plan.ssh_port,
             control_socket: plan.control_socket.clone(),
             console_socket: plan.console_socket.clone(),
             runtime_dir: plan.runtime_dir.clone(),
-        }
-        .save(machine);
-        let status = match recorded.and_then(|()| vm.wait().context("waiting for the VM")) {
+        };
+        let status = match info
+            .save(machine)
+            .and_then(|()| wait_for_vm(machine, &mut vm, &mut daemons, &mut info))
+        {
             Ok(status) => status,
             Err(e) => {
                 stop_child(&mut vm);
-                stop_child(&mut passt);
+                daemons.stop();
                 return Err(e);
             }
         };
-        stop_child(&mut passt);
+        daemons.stop();
         // QEMU resets a rebooting guest in place; the embedded VMM exits with the
         // reboot code instead, and the machine starts again with the same boot files.
         if plan.engine == EngineKind::Builtin
@@ -148,31 +164,33 @@ fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
     )
 }
 
-/// Start passt and wait for its socket.
-fn start_passt(machine: &Machine, plan: &LaunchPlan) -> Result<Child> {
-    let _ = std::fs::remove_file(&plan.passt_socket);
-    let mut passt = start_child(&plan.passt_command, &machine.file("passt.log"))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !plan.passt_socket.exists() {
-        if let Some(status) = passt.try_wait()? {
-            bail!(
-                "passt exited ({status}) before opening its socket; see {}",
-                machine.file("passt.log").display()
-            );
+/// Wait for the VM to end. A virtiofsd that ends before it is reported in the
+/// machine's log and in the run file (`status` shows it): the guest's mount of its
+/// folder fails from then on, and the VM runs on.
+fn wait_for_vm(
+    machine: &Machine,
+    vm: &mut Child,
+    daemons: &mut Daemons,
+    info: &mut RunInfo,
+) -> Result<std::process::ExitStatus> {
+    loop {
+        if let Some(status) = vm.try_wait().context("waiting for the VM")? {
+            return Ok(status);
         }
-        if Instant::now() > deadline {
-            stop_child(&mut passt);
-            bail!(
-                "passt did not open {} within 10 s",
-                plan.passt_socket.display()
-            );
+        let lost = daemons.newly_lost();
+        if !lost.is_empty() {
+            for (mount, status) in lost {
+                eprintln!("supervisor: virtiofsd for {mount} exited ({status}): the guest's mount of it fails from now on; `hvbox reload` starts it again");
+                info.lost_mounts.push(mount);
+            }
+            info.virtiofsd_pids = daemons.virtiofsd_pids();
+            info.save(machine)?;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(200));
     }
-    Ok(passt)
 }
 
-fn start_child(argv: &[String], log_path: &Path) -> Result<Child> {
+pub(crate) fn start_child(argv: &[String], log_path: &Path) -> Result<Child> {
     let (program, args) = argv.split_first().context("empty command")?;
     let log = File::options()
         .create(true)
@@ -203,7 +221,7 @@ fn start_child(argv: &[String], log_path: &Path) -> Result<Child> {
     })
 }
 
-fn stop_child(child: &mut Child) {
+pub(crate) fn stop_child(child: &mut Child) {
     if pid_alive(child.id()) {
         let _ = signal(child.id(), libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -2,8 +2,8 @@
 //! usage error (exit status 2) that names its flag.
 
 use crate::spec::Size;
-use hvbox_vmm::config::check_memory;
-use hvbox_vmm::{DiskConfig, MachineConfig, NetBackend};
+use hvbox_vmm::config::{check_memory, FS_TAG_MAX};
+use hvbox_vmm::{DiskConfig, FsConfig, MachineConfig, NetBackend};
 use std::path::Path;
 
 /// `--config FILE`: a [`MachineConfig`] as JSON; errors carry FILE:LINE:COLUMN.
@@ -70,6 +70,34 @@ pub fn net(text: &str) -> Result<NetBackend, String> {
     }
 }
 
+/// `--fs TAG=SOCKET`: a virtio-fs device the guest mounts by TAG, served by a
+/// running virtiofsd listening on SOCKET (made absolute here).
+pub fn fs(text: &str) -> Result<FsConfig, String> {
+    let usage = "use TAG=SOCKET (the tag the guest mounts, a running virtiofsd's socket)";
+    let Some((tag, socket)) = text.split_once('=') else {
+        return Err(usage.into());
+    };
+    if tag.is_empty() || socket.is_empty() {
+        return Err(usage.into());
+    }
+    if tag.len() > FS_TAG_MAX {
+        return Err(format!(
+            "tag {tag:?} is {} bytes; virtio-fs holds at most {FS_TAG_MAX}",
+            tag.len()
+        ));
+    }
+    if !Path::new(socket).exists() {
+        return Err(format!(
+            "no socket at {socket}; start `virtiofsd --socket-path {socket} --shared-dir DIR` first"
+        ));
+    }
+    let socket = std::path::absolute(socket).map_err(|e| format!("{socket}: {e}"))?;
+    Ok(FsConfig {
+        tag: tag.into(),
+        socket,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +145,35 @@ mod tests {
     }
 
     #[test]
+    fn filesystems_take_a_tag_and_a_live_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("fs.sock");
+        std::fs::write(&socket, "").unwrap();
+        assert_eq!(
+            fs(&format!("share={}", socket.display())),
+            Ok(FsConfig {
+                tag: "share".into(),
+                socket: socket.clone(),
+            })
+        );
+        // Everything after the first `=` is the path.
+        let odd = dir.path().join("a=b.sock");
+        std::fs::write(&odd, "").unwrap();
+        assert_eq!(fs(&format!("t={}", odd.display())).unwrap().socket, odd);
+        for bad in ["share", "=/s", "share="] {
+            assert!(fs(bad).unwrap_err().contains("use TAG=SOCKET"), "{bad}");
+        }
+        let long = fs(&format!("{}={}", "t".repeat(37), socket.display())).unwrap_err();
+        assert!(
+            long.contains("37 bytes") && long.contains("at most 36"),
+            "{long}"
+        );
+        assert!(fs("share=/nonexistent/fs.sock")
+            .unwrap_err()
+            .contains("start `virtiofsd --socket-path /nonexistent/fs.sock"));
+    }
+
+    #[test]
     fn config_errors_point_into_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vm.json");
@@ -127,7 +184,7 @@ mod tests {
         let p = path.display();
         assert_eq!(
             write("{\n  \"cpus\": 1,\n  \"memroy\": 4096\n}").unwrap_err(),
-            format!("{p}:3:10: unknown field `memroy`, expected one of `cpus`, `memory`, `kernel`, `initrd`, `cmdline`, `disks`, `nics`, `nested_virtualization`, `serial_log`")
+            format!("{p}:3:10: unknown field `memroy`, expected one of `cpus`, `memory`, `kernel`, `initrd`, `cmdline`, `disks`, `nics`, `filesystems`, `nested_virtualization`, `serial_log`")
         );
         assert_eq!(
             write("{\"cpus\": 1,\n \"memory\": \"1G\"").unwrap_err(),

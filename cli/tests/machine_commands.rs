@@ -230,3 +230,57 @@ fn a_smaller_disk_is_refused_before_boot() {
     assert_eq!(std::fs::metadata(&disk).unwrap().len(), 3 << 30);
     assert!(!project.machine().join("run.json").exists());
 }
+
+/// `hvbox copy` says what is wrong before it runs scp: a stopped machine, no path
+/// in a machine at all, a host source that is not there.
+#[test]
+fn copy_refuses_clearly_before_anything_is_sent() {
+    let project = Project::new();
+    std::fs::write(project.root.join("notes.txt"), "hi\n").unwrap();
+    let out = project.hvbox(&["copy", "notes.txt", ":/tmp/"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("the machine is stopped; run `hvbox up` first"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = project.hvbox(&["copy", "notes.txt", "copy.txt"]);
+    assert!(
+        text(&out.stderr).contains("none of the paths is in a machine"),
+        "{}",
+        text(&out.stderr)
+    );
+    let _running = project.fake_running(1);
+    let out = project.hvbox(&["copy", "missing.txt", "default:/tmp/"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("missing.txt does not exist on the host"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Exactly one destination: clap refuses a lone path.
+    assert_eq!(project.hvbox(&["copy", "notes.txt"]).status.code(), Some(2));
+}
+
+/// A mount whose virtiofsd ended (the supervisor records it) shows in `status`.
+#[test]
+fn status_shows_a_lost_mount() {
+    let project = Project::new();
+    let _running = project.fake_running(2222);
+    let run_file = project.machine().join("run.json");
+    let mut run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&run_file).unwrap()).unwrap();
+    run["mounts"] = serde_json::json!([{"host": "/home/me/proj", "guest": "/home/me/proj"}]);
+    run["lost_mounts"] = serde_json::json!(["/home/me/proj -> /home/me/proj"]);
+    std::fs::write(&run_file, run.to_string()).unwrap();
+    let out = project.hvbox(&["status"]);
+    let table = text(&out.stdout);
+    assert!(
+        table.contains("running, mount lost: /home/me/proj -> /home/me/proj"),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&project.hvbox(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(json[0]["lost_mounts"][0], "/home/me/proj -> /home/me/proj");
+    assert_eq!(json[0]["mounts"][0]["guest"], "/home/me/proj");
+}

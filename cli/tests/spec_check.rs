@@ -97,7 +97,7 @@ fn validate_reports_every_structural_problem_at_once() {
     assert_eq!(
         p.fails(&["validate"]),
         "DIR/hvbox.yaml:2:7: cpus: cpus must be from 1 to 255, got 0\n\
-         DIR/hvbox.yaml:3:1: unknown field `memroy`, expected one of `box`, `hostname`, `cpus`, `memory`, `disk`, `engine`, `ssh`, `ports`, `nested_virtualization`, `disks`, `kernel`, `cloud_init`, `network`, `provision`, `machines`\n\
+         DIR/hvbox.yaml:3:1: unknown field `memroy`, expected one of `box`, `hostname`, `cpus`, `memory`, `disk`, `engine`, `ssh`, `ports`, `nested_virtualization`, `disks`, `kernel`, `cloud_init`, `network`, `provision`, `mounts`, `machines`\n\
          DIR/hvbox.yaml:6:12: ports[1].host: invalid type: string \"eighty\", expected a port number from 1 to 65535\n\
          DIR/hvbox.yaml:7:23: ports[2].guest: a port must be from 1 to 65535, got 0\n\
          DIR/hvbox.yaml:9:3: machines: \"Web\" is not a valid machine name: use lowercase letters, digits and '-', starting with a letter and not ending with '-', at most 32 characters\n\
@@ -278,4 +278,39 @@ fn structure_sections_and_host_files_are_reported_together() {
     ] {
         assert!(err.contains(expected), "no {expected:?} in:\n{err}");
     }
+}
+
+/// `mounts:` mistakes, each where it is written: a host folder that is not there
+/// or not a folder, a relative or repeated guest path, one over the guest's system.
+#[test]
+fn mount_mistakes_are_reported_where_they_are_written() {
+    let p = Project::new(
+        "box: debian-12\nmounts:\n  - {host: ., guest: /srv/project}\n  - {host: nothere, guest: /data}\n  - {host: notes.txt, guest: /notes}\n  - {host: ., guest: /srv/project}\n  - {host: ., guest: /etc}\n  - {host: ., guest: /home/dev}\n",
+    );
+    p.write("notes.txt", "not a folder\n");
+    let err = p.fails(&["validate"]);
+    for expected in [
+        "DIR/hvbox.yaml:4:12: mounts[1].host: nothere does not exist (looked for DIR/nothere)",
+        "DIR/hvbox.yaml:5:12: mounts[2].host: notes.txt is not a folder",
+        "DIR/hvbox.yaml:6:22: mounts[3].guest: /srv/project is already the guest path of mounts[0]",
+        "DIR/hvbox.yaml:7:22: mounts[4].guest: /etc is a folder the guest system needs",
+        "DIR/hvbox.yaml:8:22: mounts[5].guest: /home/dev would hide the login user `dev`'s home",
+        "hvbox: error: hvbox.yaml has 5 problems",
+    ] {
+        assert!(err.contains(expected), "no {expected:?} in:\n{err}");
+    }
+    // A relative guest path is wrong whatever the host says.
+    let p = Project::new("box: debian-12\nmounts:\n  - {host: ., guest: srv/rel}\n");
+    assert!(
+        p.fails(&["validate"]).contains(
+            "DIR/hvbox.yaml:3:22: mounts[0].guest: \"srv/rel\" is relative: the guest path must be absolute"
+        )
+    );
+    // A machine's own `mounts` is checked where the machine writes it; `[]` is none.
+    let p = Project::new("box: debian-12\nmachines:\n  web:\n    mounts:\n      - {host: gone, guest: /srv/x}\n  db:\n    mounts: []\n");
+    let err = p.fails(&["validate"]);
+    assert!(
+        err.contains("DIR/hvbox.yaml:5:16: machines.web.mounts[0].host: gone does not exist"),
+        "{err}"
+    );
 }

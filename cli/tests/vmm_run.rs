@@ -1,12 +1,13 @@
 //! `hvbox vmm run` as people and scripts use it: serial output and exit codes.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 #[path = "../../vmm/tests/guests/support.rs"]
 mod support;
 
-use support::{build, kvm_usable, Link, Passt};
+use support::{build, kvm_usable, Link, Passt, Virtiofsd};
 
 /// Build one of the VMM's tiny test guests (vmm/tests/guests) into `dir`.
 fn guest(name: &str, dir: &Path) -> PathBuf {
@@ -63,6 +64,28 @@ fn a_missing_kernel_is_a_host_error() {
     assert!(err.contains("/nonexistent/vmlinuz"), "{err}");
 }
 
+/// A socket nobody listens on (a virtiofsd that is gone) stops the VM from being
+/// built, with the tag and the socket named.
+#[test]
+fn a_virtio_fs_backend_that_is_not_listening_is_a_host_error() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("gone.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let kernel = guest("hello", dir.path());
+    let fs = format!("share={}", socket.display());
+    let out = vmm_run(&["--kernel", kernel.to_str().unwrap(), "--fs", &fs]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let expected = format!(
+        "virtio-fs \"share\" (backend socket {}): cannot connect to the backend's socket: Connection refused",
+        socket.display()
+    );
+    assert!(err.contains(&expected), "{err}");
+}
+
 /// Exit status 2 and the argument named, for every kind of bad argument.
 #[test]
 fn bad_arguments_exit_2_naming_the_argument() {
@@ -85,6 +108,9 @@ fn bad_arguments_exit_2_naming_the_argument() {
     std::fs::write(&good, r#"{"cpus": 1, "memory": 67108864, "kernel": "/k"}"#).unwrap();
     let good = good.to_str().unwrap();
     let k = ["--kernel", "/bin/sh"];
+    let fs_socket = dir.path().join("fs.sock");
+    std::fs::write(&fs_socket, "").unwrap();
+    let fs_share = format!("share={}", fs_socket.display());
     let cases: Vec<(Vec<&str>, &[&str])> = vec![
         (
             [&k[..], &["--memory", "abc"]].concat(),
@@ -121,6 +147,18 @@ fn bad_arguments_exit_2_naming_the_argument() {
             ]
             .concat(),
             &["--mac", "same position"],
+        ),
+        (
+            [&k[..], &["--fs", "share"]].concat(),
+            &["--fs", "TAG=SOCKET"],
+        ),
+        (
+            [&k[..], &["--fs", "share=/nonexistent/fs.sock"]].concat(),
+            &["--fs", "no socket at /nonexistent/fs.sock"],
+        ),
+        (
+            [&k[..], &["--fs", &fs_share, "--fs", &fs_share]].concat(),
+            &["--fs", "\"share\" is given twice"],
         ),
         (
             vec!["--config", config],
@@ -260,4 +298,64 @@ fn disks_and_nics_reach_the_guest_as_virtio_devices() {
     // A read-only disk refuses the write, and the file stays as it was.
     assert!(!stdout.contains("blk write status 00"), "{stdout}");
     assert_eq!(std::fs::read(&disk).unwrap()[512], 0);
+}
+
+/// A virtiofsd that dies under a running guest is reported in the VMM's log with the
+/// filesystem's tag, and the guest's reset of the device afterwards fails at once
+/// instead of hanging its vCPU: the VM still powers off cleanly.
+#[test]
+fn a_dead_virtio_fs_backend_is_reported_and_hangs_nothing() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let Some(mut virtiofsd) = Virtiofsd::start(dir.path(), &shared) else {
+        return;
+    };
+    let kernel = guest("virtio_pci", dir.path());
+    let serial = dir.path().join("serial.log");
+    let started = Instant::now();
+    let vmm = Command::new(env!("CARGO_BIN_EXE_hvbox"))
+        .args(["vmm", "run", "--cmdline", "fs-outlive", "--timeout", "60"])
+        .arg("--kernel")
+        .arg(&kernel)
+        .arg("--fs")
+        .arg(format!("share={}", virtiofsd.socket.display()))
+        .arg("--serial-log")
+        .arg(&serial)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !std::fs::read_to_string(&serial)
+        .unwrap_or_default()
+        .contains("fs waiting\n")
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the guest never got a FUSE_INIT reply"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    virtiofsd.kill();
+    let out = vmm.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let serial = std::fs::read_to_string(&serial).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{log}\n{serial}");
+    assert!(serial.contains("fs init len 80 "), "{serial}");
+    assert!(serial.contains("fs reset\n"), "{serial}");
+    assert!(
+        log.contains("vmm: virtio-fs \"share\": the backend hung up (did virtiofsd exit?)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("vmm: virtio-fs \"share\": stopping the backend's queues: the connection to the backend was lost earlier"),
+        "{log}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
 }

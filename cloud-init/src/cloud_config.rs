@@ -49,7 +49,10 @@ fn hvbox_part(cfg: &SeedConfig) -> Map<String, Value> {
     if !cfg.user_groups.is_empty() {
         user["groups"] = json!(cfg.user_groups);
     }
-    let doc = json!({
+    if let Some(uid) = cfg.user_uid {
+        user["uid"] = json!(uid);
+    }
+    let mut doc = json!({
         "hostname": cfg.hostname,
         "preserve_hostname": false,
         "manage_etc_hosts": true,
@@ -69,6 +72,9 @@ fn hvbox_part(cfg: &SeedConfig) -> Map<String, Value> {
         "resize_rootfs": true,
         "final_message": ready_line(&cfg.instance_id),
     });
+    if !cfg.mounts.is_empty() {
+        doc["bootcmd"] = json!([["sh", "-c", crate::boot_script(&cfg.mounts)]]);
+    }
     match doc {
         Value::Object(m) => m,
         _ => unreachable!("json! of an object literal is an object"),

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::UserData;
+use crate::{UserData, VirtiofsMount};
 
 /// Everything the guest needs on first boot.
 ///
@@ -23,6 +23,10 @@ pub struct SeedConfig {
     pub mac: String,
     /// Supplementary groups for `user` (created if missing), e.g. ["docker"].
     pub user_groups: Vec<String>,
+    /// The login user's uid; cloud-init takes the next free one when `None`.
+    pub user_uid: Option<u32>,
+    /// virtio-fs shares mounted at every boot.
+    pub mounts: Vec<VirtiofsMount>,
     /// How the NIC gets its addresses.
     pub network: NetworkSettings,
     /// IANA time zone name, e.g. "Europe/Paris".

@@ -13,6 +13,7 @@ pub mod merge;
 
 mod cloud_config;
 mod config;
+mod mounts;
 mod network;
 mod render;
 mod seed;
@@ -25,6 +26,7 @@ mod fixtures;
 
 pub use cloud_config::{ready_line, user_data, READY_BEACON};
 pub use config::{HostKey, NetworkSettings, SeedConfig, WriteFile};
+pub use mounts::{boot_script, VirtiofsMount};
 pub use network::network_config;
 pub use seed::{meta_data, seed_bytes, write_seed};
 pub use user_data::UserData;

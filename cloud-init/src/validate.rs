@@ -49,6 +49,7 @@ pub(crate) fn seed(cfg: &SeedConfig) -> Result<(), Error> {
         }
     }
     network(&cfg.network)?;
+    crate::mounts::validate(&cfg.mounts)?;
     if let Some(tz) = &cfg.timezone {
         timezone(tz)?;
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 #[path = "../../vmm/tests/guests/support.rs"]
 mod support;
 
-pub use support::newest_cloud_kernel;
+pub use support::{newest_cloud_kernel, virtiofsd_binary};
 
 /// Assemble and link `tests/guests/NAME.S` into a static x86-64 Linux program in `dir`.
 pub fn build_static_program(name: &str, dir: &Path) -> PathBuf {

@@ -9,7 +9,8 @@
 //! disk, mounted at /mnt/lab, and the Debian test box's disk as a second read-only
 //! disk ([`L2_BOX_DEVICE`]) for machines `hvbox up` makes inside L1 (the old-kernel
 //! box of the kernel upgrade test, with the newer kernel's package on the lab disk,
-//! where the host's archive has both).
+//! where the host's archive has both). For virtio-fs in L2 the lab disk also holds
+//! the host's virtiofsd and an initramfs whose init mounts a share ([`L2_FS_TAG`]).
 
 use crate::kernel_upgrade::upgrade_fixture;
 use crate::{hvbox_bin, test_box, test_cache_dir, TestBox, TestProject};
@@ -21,6 +22,10 @@ use std::time::{Duration, Instant};
 pub const LAB_MOUNT: &str = "/mnt/lab";
 /// The test box's raw disk inside L1 (the lab's second extra disk).
 pub const L2_BOX_DEVICE: &str = "/dev/vdd";
+
+/// The virtio-fs tag the lab's virtiofs initramfs (tests/guests/virtiofs_init.c)
+/// mounts; it reads `from-l1.txt` there and writes `from-l2.txt`.
+pub const L2_FS_TAG: &str = "lab-share";
 
 /// L1's ftrace: the trace buffer and KVM's events.
 const TRACE: &str = "/sys/kernel/tracing/trace";
@@ -43,6 +48,8 @@ pub struct Lab {
     /// The L2 box's kernel and a newer one's package on the lab disk, for
     /// `hvbox upgrade-kernel` in L1; or why this host cannot provide them.
     pub l2_upgrade: Result<L2Upgrade, String>,
+    /// `virtiofsd` and `virtiofs.cpio` on the lab disk, or why they are not.
+    pub l2_virtiofs: Result<(), String>,
 }
 
 /// A kernel upgrade for machines inside L1: the box at [`L2_BOX_DEVICE`] has
@@ -106,7 +113,7 @@ impl Lab {
             .tempdir()
             .map_err(|e| e.to_string())?;
         let lab_disk = work.path().join("lab.img");
-        make_lab_disk(&lab_disk, &bzimage, &initrd, upgrade_package.as_deref());
+        let l2_virtiofs = make_lab_disk(&lab_disk, &bzimage, &initrd, upgrade_package.as_deref());
         // One vCPU, at about half the speed: with two, L1s have died under QEMU's
         // emulated SVM and L2 boots have triple-faulted now and then; with one,
         // neither has happened yet. HVBOX_LAB_L1_CPUS sets another count to compare.
@@ -130,6 +137,7 @@ impl Lab {
             full,
             l2_box_digest: l2_box.digest,
             l2_upgrade,
+            l2_virtiofs,
         };
         let setup = lab.root(&format!(
             "mkdir -p {LAB_MOUNT} && mount -o ro /dev/vdc {LAB_MOUNT} && modprobe kvm_amd; modprobe kvm_intel; ls -l /dev/kvm && grep -cwE 'svm|vmx' /proc/cpuinfo"
@@ -280,8 +288,14 @@ fn build_lab_box() -> TestBox {
     TestBox::from_dir(dir)
 }
 
-/// An ext4 image with everything L2 needs.
-fn make_lab_disk(image: &Path, bzimage: &Path, initrd: &Path, kernel_package: Option<&Path>) {
+/// An ext4 image with everything L2 needs. Returns whether the virtio-fs check's
+/// files are on it, or why not.
+fn make_lab_disk(
+    image: &Path,
+    bzimage: &Path,
+    initrd: &Path,
+    kernel_package: Option<&Path>,
+) -> Result<(), String> {
     let root = image.with_extension("d");
     std::fs::create_dir_all(&root).unwrap();
     // The debug build's symbols are not needed in L1.
@@ -305,6 +319,7 @@ fn make_lab_disk(image: &Path, bzimage: &Path, initrd: &Path, kernel_package: Op
     let cpio = crate::cpio::newc(&[("init", 0o755, &std::fs::read(&init).unwrap())]);
     std::fs::write(root.join("poweroff.cpio"), cpio).unwrap();
     make_poweroff_root(&root.join("root.img"), &init);
+    let virtiofs = add_virtiofs_files(&root, bzimage);
     let status = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-d"])
         .arg(&root)
@@ -314,6 +329,43 @@ fn make_lab_disk(image: &Path, bzimage: &Path, initrd: &Path, kernel_package: Op
         .expect("mkfs.ext4");
     assert!(status.success(), "making the lab disk");
     std::fs::remove_dir_all(&root).unwrap();
+    virtiofs
+}
+
+/// The host's virtiofsd (run in L1 as the share's backend), and `virtiofs.cpio`: an
+/// init that mounts the share and the modules it needs, taken from the host's
+/// /lib/modules for the L2 kernel (the host's own), in the order they load.
+fn add_virtiofs_files(root: &Path, bzimage: &Path) -> Result<(), String> {
+    let virtiofsd = crate::guests::virtiofsd_binary()
+        .ok_or("no virtiofsd on the host (set HVBOX_VIRTIOFSD or run scripts/install-deps)")?;
+    std::fs::copy(&virtiofsd, root.join("virtiofsd"))
+        .map_err(|e| format!("copying {}: {e}", virtiofsd.display()))?;
+    let version = bzimage
+        .file_name()
+        .and_then(|n| n.to_str()?.strip_prefix("vmlinuz-"))
+        .ok_or("the L2 kernel's file name holds no version")?;
+    let modules = crate::kernel_modules::load_order(
+        &Path::new("/lib/modules").join(version),
+        &[
+            "kernel/drivers/virtio/virtio_pci.ko",
+            "kernel/fs/fuse/virtiofs.ko",
+        ],
+    )?;
+    let init = crate::guests::build_static_program("virtiofs_init", root);
+    let mut files = vec![("init".to_string(), std::fs::read(&init).unwrap())];
+    for (i, module) in modules.iter().enumerate() {
+        let bytes =
+            std::fs::read(module).map_err(|e| format!("reading {}: {e}", module.display()))?;
+        // The init loads /mod0.ko, /mod1.ko, ... in turn.
+        files.push((format!("mod{i}.ko"), bytes));
+    }
+    std::fs::remove_file(&init).unwrap();
+    let entries: Vec<(&str, u32, &[u8])> = files
+        .iter()
+        .map(|(name, bytes)| (name.as_str(), 0o755, bytes.as_slice()))
+        .collect();
+    std::fs::write(root.join("virtiofs.cpio"), crate::cpio::newc(&entries)).unwrap();
+    Ok(())
 }
 
 /// A root filesystem whose /sbin/init powers the machine off: for a distro initramfs

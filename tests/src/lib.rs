@@ -5,6 +5,7 @@
 pub mod cpio;
 pub mod guests;
 mod http;
+pub mod kernel_modules;
 pub mod kernel_upgrade;
 pub mod lab;
 
@@ -76,10 +77,19 @@ impl TestBox {
     }
 }
 
+/// hvbox's own box, with git (the shared-folder test runs `git status` in the guest)
+/// and sshfs (scripts/bench-mounts compares virtio-fs with it).
 pub fn test_box() -> TestBox {
     let dir = test_cache_dir().join("box-bookworm");
     let out = Command::new(hvbox_bin())
-        .args(["box", "build", "hvbox-test", "--output"])
+        .args([
+            "box",
+            "build",
+            "hvbox-test",
+            "--packages",
+            "git,sshfs",
+            "--output",
+        ])
         .arg(&dir)
         .output()
         .expect("running hvbox box build");

@@ -3,7 +3,7 @@
 //!
 //! One L1 for the whole file, so every check lives in this one test.
 
-use hvbox_tests::lab::{Lab, L2_BOX_DEVICE, L2_UPGRADE_PACKAGE, LAB_MOUNT};
+use hvbox_tests::lab::{Lab, L2_BOX_DEVICE, L2_FS_TAG, L2_UPGRADE_PACKAGE, LAB_MOUNT};
 use std::time::Duration;
 
 const RUN_INIT: &str = "Run /init as init process";
@@ -147,6 +147,8 @@ fn checks(lab: &Lab) -> Result<Vec<String>, String> {
         virtio.stdout.contains("virtio_net")
     ));
 
+    let virtio_fs = virtio_fs_check(lab, &mut report);
+
     // hvbox's engines run even after a failed boot above: they boot differently.
     let engines = if lab.full {
         engine_checks(lab, &mut report)
@@ -154,12 +156,79 @@ fn checks(lab: &Lab) -> Result<Vec<String>, String> {
         report.push("hvbox's engines in L1 not checked (HVBOX_LAB=1 checks them)".into());
         Ok(())
     };
-    let failures: Vec<String> = first_failure.into_iter().chain(engines.err()).collect();
+    let failures: Vec<String> = first_failure
+        .into_iter()
+        .chain(virtio_fs.err())
+        .chain(engines.err())
+        .collect();
     if failures.is_empty() {
         Ok(report)
     } else {
         Err(format!("{}\n{}", report.join("\n"), failures.join("\n")))
     }
+}
+
+/// A folder of L1 shared with L2 over virtio-fs: virtiofsd in L1, hvbox's VMM giving
+/// L2 the device, and L2's init (tests/guests/virtiofs_init.c) loading virtio_pci,
+/// fuse and virtiofs, mounting the share, reading the file L1 wrote and writing one
+/// L1 then reads. virtiofsd must end with the VM (its one frontend gone).
+fn virtio_fs_check(lab: &Lab, report: &mut Vec<String>) -> Result<(), String> {
+    if let Err(reason) = &lab.l2_virtiofs {
+        hvbox_test_support::skip(format!("virtio-fs in the nested lab: {reason}"));
+        report.push(format!("virtio-fs in L2 not checked: {reason}"));
+        return Ok(());
+    }
+    let nonce = format!(
+        "hello from L1, {}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let share = "/root/l2-share";
+    let socket = "/tmp/l2-virtiofsd.sock";
+    let run = lab.root(&format!(
+        "rm -rf {share} {socket}; mkdir -p {share} && echo '{nonce}' > {share}/from-l1.txt
+{LAB_MOUNT}/virtiofsd --socket-path {socket} --shared-dir {share} --sandbox none </dev/null >/tmp/l2-virtiofsd.log 2>&1 &
+virtiofsd=$!
+for i in $(seq 100); do [ -S {socket} ] && break; sleep 0.1; done
+start=$(date +%s%N)
+{LAB_MOUNT}/hvbox vmm run --kernel {LAB_MOUNT}/vmlinux --initrd {LAB_MOUNT}/virtiofs.cpio --cmdline 'console=ttyS0 rdinit=/init panic=-1' --cpus 2 --memory 512M --fs {L2_FS_TAG}={socket} --serial-log /tmp/l2-virtiofs.log --timeout 150 2>/tmp/l2-virtiofs-vmm.log
+echo exit=$? ms=$(( ($(date +%s%N) - start) / 1000000 ))
+sleep 1; kill -0 $virtiofsd 2>/dev/null && echo virtiofsd-outlived-the-vm && kill $virtiofsd
+echo '--- from-l2.txt'; cat {share}/from-l2.txt
+echo '--- serial'; cat /tmp/l2-virtiofs.log
+echo '--- VMM'; cat /tmp/l2-virtiofs-vmm.log
+echo '--- virtiofsd'; cat /tmp/l2-virtiofsd.log"
+    ));
+    // The guest's console turns each newline into CR LF.
+    let out = &run.stdout.replace("\r\n", "\n");
+    let written = out
+        .split_once("--- from-l2.txt\n")
+        .and_then(|(_, rest)| rest.split_once("--- serial"))
+        .map(|(file, _)| file.trim_end());
+    let problem = if !out.contains("exit=0 ") {
+        Some("the VM did not power off cleanly (exit 0)".to_string())
+    } else if !out.contains(&format!("l2 read: {nonce}\n")) {
+        Some(format!("L2 did not read `{nonce}` from the share"))
+    } else if written != Some(&format!("L2 saw: {nonce}")) {
+        Some(format!("L1 reads {written:?} in from-l2.txt"))
+    } else if out.contains("virtiofsd-outlived-the-vm") {
+        Some("virtiofsd still runs after the VM ended".into())
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        return Err(format!("virtio-fs in L2: {problem}:\n{out}{}", run.stderr));
+    }
+    let secs = out
+        .lines()
+        .find_map(|l| l.split_once(" ms=")?.1.trim().parse::<f64>().ok())
+        .map_or("?".into(), |ms| format!("{:.1} s", ms / 1000.0));
+    report.push(format!(
+        "L2 on hvbox's VMM mounted L1's folder over virtio-fs (virtiofsd in L1), read L1's file and wrote one L1 read; boot to power-off {secs}"
+    ));
+    Ok(())
 }
 
 /// hvbox itself in L1: `hvbox up` of the Debian test box on the builtin engine (the
@@ -182,7 +251,9 @@ fn engine_checks(lab: &Lab, report: &mut Vec<String>) -> Result<(), String> {
     }
     for engine in ["builtin", "qemu"] {
         let dir = format!("/root/l2-{engine}");
-        let hv = format!("cd {dir} && {hvbox}");
+        // Machines mount their project folder by default: hvbox in L1 takes the
+        // virtiofsd the lab disk carries.
+        let hv = format!("cd {dir} && HVBOX_VIRTIOFSD={LAB_MOUNT}/virtiofsd {hvbox}");
         let spec = format!(
             "box:\n  disk:\n    url: {url}\n    digest: \"{}\"\nengine: {engine}\ncpus: 2\nmemory: 1G\nhostname: l2-{engine}\nssh:\n  user: tester\n",
             lab.l2_box_digest

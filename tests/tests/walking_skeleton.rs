@@ -74,6 +74,14 @@ fn up_ssh_halt_up_destroy_on_a_debian_guest() {
     assert_eq!(json_state(&project), "running");
     // Made with umask 000 (see TestProject), the machine is still its owner's alone.
     assert_private(project.path());
+    // Without `mounts:`, the project folder is in the guest at its own path, and
+    // `hvbox ssh` from it starts there.
+    let root = std::fs::canonicalize(project.path()).unwrap();
+    let pwd = project.ok(&["ssh", "--", "pwd && cat hvbox.yaml"]);
+    assert!(
+        pwd.starts_with(&format!("{}\nbox:", root.display())),
+        "{pwd}"
+    );
 
     let hostname = project.ok(&["ssh", "--", "cat", "/etc/hostname"]);
     assert_eq!(hostname.trim(), "skeleton-guest");
@@ -82,7 +90,11 @@ fn up_ssh_halt_up_destroy_on_a_debian_guest() {
     // The spec's first-boot settings, and the user's own cloud-config merged in.
     let groups = project.ok(&["ssh", "--", "id", "-Gn"]);
     assert!(groups.split_whitespace().any(|g| g == "adm"), "{groups}");
-    let file = project.ok(&["ssh", "--", "stat -c '%U %a' hello.txt && cat hello.txt"]);
+    let file = project.ok(&[
+        "ssh",
+        "--",
+        "stat -c '%U %a' ~/hello.txt && cat ~/hello.txt",
+    ]);
     assert_eq!(file, "tester 600\nhello from the spec\n");
     let tz = project.ok(&["ssh", "--", "readlink", "/etc/localtime"]);
     assert!(tz.trim().ends_with("Europe/Berlin"), "{tz}");

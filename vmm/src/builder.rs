@@ -21,12 +21,13 @@ use crate::error::VmmError;
 use crate::exit::ExitReason;
 use crate::layout::{COM1_IRQ, PCI_ECAM_SIZE, PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START};
 use crate::machine::Machine;
-use crate::memory::{create_guest_memory, GuestMemory};
+use crate::memory::{create_guest_memory_in, Backing, GuestMemory};
 use crate::pci::{BarAllocator, HostBridge, PciBus, PciConfigIo, PciEcam};
 use crate::stats::RunStats;
 use crate::virtio::block::Block;
 use crate::virtio::net::Net;
 use crate::virtio::rng::Rng;
+use crate::virtio::vhost_user;
 use crate::virtio::virtio_pci::{self, VirtioPciFunction};
 use crate::virtio::VirtioDevice;
 use crate::vstate::interrupts::GsiRouter;
@@ -72,7 +73,12 @@ pub fn run_with_stats(
 pub fn build(config: &MachineConfig, options: &RunOptions) -> Result<Machine, VmmError> {
     config.validate()?;
     let cpus = u8::try_from(config.cpus).expect("validated: 1 to 255");
-    let memory = create_guest_memory(config.memory).map_err(|e| VmmError::Memory {
+    // vhost-user backends map guest RAM themselves.
+    let backing = match config.filesystems.is_empty() {
+        true => Backing::Anonymous,
+        false => Backing::SharedMemfd,
+    };
+    let memory = create_guest_memory_in(config.memory, backing).map_err(|e| VmmError::Memory {
         size: config.memory,
         detail: e.to_string(),
     })?;
@@ -214,8 +220,8 @@ fn create_platform(
 }
 
 /// The PCI side of the machine: the host bridge at 00:00.0, ECAM on the MMIO bus,
-/// then one virtio-pci function per disk (in order), per NIC, and an entropy
-/// device, each in the next slot with its BAR next in the 32-bit MMIO window.
+/// then one virtio-pci function per disk (in order), per NIC, per filesystem, and an
+/// entropy device, each in the next slot with its BAR next in the 32-bit MMIO window.
 fn create_pci_devices(
     config: &MachineConfig,
     mem: &GuestMemory,
@@ -237,6 +243,14 @@ fn create_pci_devices(
                 source,
             })?;
         devices.push(Box::new(net));
+    }
+    for fs in &config.filesystems {
+        let device = vhost_user::Fs::new(fs, mem).map_err(|source| VmmError::Filesystem {
+            tag: fs.tag.clone(),
+            socket: fs.socket.clone(),
+            source,
+        })?;
+        devices.push(Box::new(device));
     }
     devices.push(Box::new(Rng::new()));
 

@@ -27,6 +27,10 @@ pub struct MachineConfig {
     pub disks: Vec<DiskConfig>,
     #[serde(default)]
     pub nics: Vec<NetConfig>,
+    /// virtio-fs devices, each served by a vhost-user backend (virtiofsd) listening on
+    /// `socket`; the guest mounts one with `mount -t virtiofs TAG DIR`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filesystems: Vec<FsConfig>,
     /// Offer the guest the host's SVM/VMX so it can run VMs itself.
     #[serde(default)]
     pub nested_virtualization: bool,
@@ -44,6 +48,20 @@ pub struct DiskConfig {
     #[serde(default)]
     pub read_only: bool,
 }
+
+/// A virtio-fs device: a folder the guest mounts by its tag, served by a vhost-user
+/// backend (virtiofsd) outside the VMM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsConfig {
+    /// At most 36 bytes (the virtio-fs config field), not empty, unique per machine.
+    pub tag: String,
+    /// The backend's listening UNIX socket; it must be listening before the VM starts.
+    pub socket: PathBuf,
+}
+
+/// The size of virtio-fs's `tag` configuration field.
+pub const FS_TAG_MAX: usize = 36;
 
 /// A virtio NIC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +92,14 @@ pub enum ConfigError {
     Cpus(u32),
     #[error("memory must be more than 0 bytes")]
     NoMemory,
+    #[error("a virtio-fs tag must not be empty")]
+    FsTagEmpty,
+    #[error("virtio-fs tag {tag:?} is {} bytes; the device holds at most {FS_TAG_MAX}", tag.len())]
+    FsTagTooLong { tag: String },
+    #[error("virtio-fs tag {0:?} is given twice; each filesystem needs a tag of its own")]
+    FsTagDuplicate(String),
+    #[error("virtio-fs {tag:?}: the backend socket {} is not an absolute path", socket.display())]
+    FsSocketRelative { tag: String, socket: PathBuf },
     #[error("memory of {0} bytes is not a whole number of 4 KiB pages (KVM maps guest RAM by the page); use e.g. {rounded} bytes", rounded = .0.div_ceil(PAGE_SIZE) * PAGE_SIZE)]
     MemoryNotPages(u64),
 }
@@ -84,8 +110,35 @@ impl MachineConfig {
         if !(1..=255).contains(&self.cpus) {
             return Err(ConfigError::Cpus(self.cpus));
         }
-        check_memory(self.memory)
+        check_memory(self.memory)?;
+        check_filesystems(&self.filesystems)
     }
+}
+
+/// Tags fit the device's field and tell the devices apart; sockets do not depend on
+/// the VMM's working directory.
+pub fn check_filesystems(filesystems: &[FsConfig]) -> Result<(), ConfigError> {
+    for (i, fs) in filesystems.iter().enumerate() {
+        match fs.tag.len() {
+            0 => return Err(ConfigError::FsTagEmpty),
+            n if n > FS_TAG_MAX => {
+                return Err(ConfigError::FsTagTooLong {
+                    tag: fs.tag.clone(),
+                })
+            }
+            _ => {}
+        }
+        if filesystems[..i].iter().any(|other| other.tag == fs.tag) {
+            return Err(ConfigError::FsTagDuplicate(fs.tag.clone()));
+        }
+        if !fs.socket.is_absolute() {
+            return Err(ConfigError::FsSocketRelative {
+                tag: fs.tag.clone(),
+                socket: fs.socket.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Guest RAM must be whole pages: KVM memory slots are page-granular.
@@ -222,6 +275,16 @@ mod tests {
                     backend: NetBackend::Tap("tap0".into()),
                 },
             ],
+            filesystems: vec![
+                FsConfig {
+                    tag: "project".into(),
+                    socket: "/run/x/fs-0.sock".into(),
+                },
+                FsConfig {
+                    tag: "data".into(),
+                    socket: "/run/x/fs-1.sock".into(),
+                },
+            ],
             nested_virtualization: true,
             serial_log: Some("/m/serial.log".into()),
         }
@@ -241,6 +304,17 @@ mod tests {
         assert_eq!(json["nics"][0]["backend"]["passt"], "/run/x/passt.sock");
         assert_eq!(json["nics"][1]["backend"]["tap"], "tap0");
         assert_eq!(json["disks"][1]["read_only"], true);
+        assert_eq!(json["filesystems"][1]["tag"], "data");
+        assert_eq!(json["filesystems"][1]["socket"], "/run/x/fs-1.sock");
+        // A machine without filesystems writes no key for them, as before they existed.
+        let bare = MachineConfig {
+            filesystems: vec![],
+            ..sample()
+        };
+        let json = serde_json::to_value(&bare).unwrap();
+        assert!(json.get("filesystems").is_none(), "{json}");
+        let back: MachineConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, bare);
     }
 
     #[test]
@@ -257,6 +331,7 @@ mod tests {
                 cmdline: String::new(),
                 disks: vec![],
                 nics: vec![],
+                filesystems: vec![],
                 nested_virtualization: false,
                 serial_log: None,
             }
@@ -277,6 +352,9 @@ mod tests {
             backend.to_string().contains("unknown variant `vde`"),
             "{backend}"
         );
+        let fs = err(r#"{"cpus": 1, "memory": 4096, "kernel": "/k",
+            "filesystems": [{"tag": "a", "socket": "/s", "readonly": true}]}"#);
+        assert!(fs.to_string().contains("unknown field `readonly`"), "{fs}");
     }
 
     #[test]
@@ -297,5 +375,41 @@ mod tests {
             "{err}"
         );
         assert_eq!(check_memory(0), Err(ConfigError::NoMemory));
+    }
+
+    #[test]
+    fn filesystem_tags_fit_the_device_and_sockets_are_absolute() {
+        let with = |filesystems: &[(&str, &str)]| MachineConfig {
+            filesystems: filesystems
+                .iter()
+                .map(|&(tag, socket)| FsConfig {
+                    tag: tag.into(),
+                    socket: socket.into(),
+                })
+                .collect(),
+            ..sample()
+        };
+        let longest = "t".repeat(FS_TAG_MAX);
+        assert_eq!(with(&[(&longest, "/s")]).validate(), Ok(()));
+        // Bytes count, not characters: 18 two-byte letters fill the field exactly.
+        assert_eq!(with(&[(&"é".repeat(18), "/s")]).validate(), Ok(()));
+        let long = with(&[(&"é".repeat(19), "/s")]).validate().unwrap_err();
+        assert_eq!(
+            long.to_string(),
+            format!(
+                "virtio-fs tag {:?} is 38 bytes; the device holds at most 36",
+                "é".repeat(19)
+            )
+        );
+        assert_eq!(with(&[("", "/s")]).validate(), Err(ConfigError::FsTagEmpty));
+        assert_eq!(
+            with(&[("a", "/s"), ("b", "/t"), ("a", "/u")]).validate(),
+            Err(ConfigError::FsTagDuplicate("a".into()))
+        );
+        let relative = with(&[("a", "run/fs.sock")]).validate().unwrap_err();
+        assert_eq!(
+            relative.to_string(),
+            "virtio-fs \"a\": the backend socket run/fs.sock is not an absolute path"
+        );
     }
 }

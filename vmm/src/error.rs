@@ -42,6 +42,12 @@ pub enum VmmError {
         mac: crate::config::MacAddr,
         source: std::io::Error,
     },
+    #[error("virtio-fs {tag:?} (backend socket {}): {source}", socket.display())]
+    Filesystem {
+        tag: String,
+        socket: PathBuf,
+        source: crate::virtio::vhost_user::VhostUserError,
+    },
     #[error(transparent)]
     VirtioPci(#[from] VirtioPciError),
     #[error(transparent)]

@@ -24,7 +24,7 @@ pub mod virtio;
 pub mod vstate;
 
 pub use builder::{build, run, run_with_stats, RunOptions};
-pub use config::{DiskConfig, MacAddr, MachineConfig, NetBackend, NetConfig};
+pub use config::{DiskConfig, FsConfig, MacAddr, MachineConfig, NetBackend, NetConfig};
 pub use error::VmmError;
 pub use exit::ExitReason;
 pub use machine::Machine;

@@ -42,6 +42,7 @@ fn debian_kernel_boots_through_early_boot_with_our_tables() {
         cmdline: cmdline.into(),
         disks: vec![],
         nics: vec![],
+        filesystems: vec![],
         nested_virtualization: false,
         serial_log: Some(serial_log.clone()),
     };

@@ -42,6 +42,7 @@ fn boot(name: &str, cpus: u32, cmdline: &str) -> Outcome {
         cmdline: cmdline.into(),
         disks: vec![],
         nics: vec![],
+        filesystems: vec![],
         nested_virtualization: false,
         serial_log: Some(serial_log.clone()),
     };
@@ -168,6 +169,7 @@ fn a_built_machine_owns_its_memory_and_vcpus_and_runs_when_told() {
         cmdline: String::new(),
         disks: vec![],
         nics: vec![],
+        filesystems: vec![],
         nested_virtualization: false,
         serial_log: Some(serial_log.clone()),
     };
@@ -242,6 +244,7 @@ fn boot_in_background(
         cmdline: String::new(),
         disks: vec![],
         nics: vec![],
+        filesystems: vec![],
         nested_virtualization: false,
         serial_log: Some(serial_log.clone()),
     };

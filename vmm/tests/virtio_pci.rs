@@ -2,17 +2,20 @@
 //! tiny C program (tests/guests/virtio_pci.c) enumerates bus 0 through both
 //! configuration mechanisms, then drives virtio-blk, virtio-rng and virtio-net
 //! (against a real passt) through the modern transport, sleeping until each
-//! completion's MSI-X interrupt. Skipped, with the reason printed, where /dev/kvm
-//! (or for the network test, passt) is missing.
+//! completion's MSI-X interrupt; and it sends FUSE_INIT through virtio-fs to a real
+//! virtiofsd. Skipped, with the reason printed, where /dev/kvm (or for the network
+//! test passt, for the virtio-fs test virtiofsd) is missing.
 
-use hvbox_vmm::{run, DiskConfig, ExitReason, MachineConfig, NetBackend, NetConfig, RunOptions};
+use hvbox_vmm::{
+    run, DiskConfig, ExitReason, FsConfig, MachineConfig, NetBackend, NetConfig, RunOptions,
+};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 #[path = "guests/support.rs"]
 mod support;
 
-use support::{build, kvm_usable, Link, Passt};
+use support::{build, kvm_usable, Link, Passt, Virtiofsd};
 
 const SECTOR: usize = 512;
 /// The first bytes of the test disk, which the guest must print back.
@@ -34,6 +37,15 @@ impl Outcome {
 }
 
 fn boot(mode: &str, disks: Vec<DiskConfig>, nics: Vec<NetConfig>) -> Outcome {
+    boot_with_filesystems(mode, disks, nics, vec![])
+}
+
+fn boot_with_filesystems(
+    mode: &str,
+    disks: Vec<DiskConfig>,
+    nics: Vec<NetConfig>,
+    filesystems: Vec<FsConfig>,
+) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let src = support::guests_dir(env!("CARGO_MANIFEST_DIR"), "tests/guests");
     let kernel = build(&src, "virtio_pci", Link::PvhElf, dir.path());
@@ -46,6 +58,7 @@ fn boot(mode: &str, disks: Vec<DiskConfig>, nics: Vec<NetConfig>) -> Outcome {
         cmdline: mode.into(),
         disks,
         nics,
+        filesystems,
         nested_virtualization: false,
         serial_log: Some(serial_log.clone()),
     };
@@ -171,4 +184,52 @@ fn guest_gets_a_dhcp_offer_from_passt_through_virtio_net() {
     // guest's IDT handler at least once.
     let irqs: u32 = out.line("net rx irqs ").parse().unwrap();
     assert!(irqs >= 1, "{}", out.serial);
+}
+
+#[test]
+fn guest_sends_fuse_init_to_virtiofsd_through_virtio_fs() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let Some(mut virtiofsd) = Virtiofsd::start(dir.path(), &shared) else {
+        return;
+    };
+    let fs = FsConfig {
+        tag: "hvbox-test-share".into(),
+        socket: virtiofsd.socket.clone(),
+    };
+    let out = boot_with_filesystems("fs", vec![], vec![], vec![fs]);
+    assert_eq!(out.exit, ExitReason::Poweroff, "{}", out.serial);
+    assert_eq!(out.line("fs tag "), "hvbox-test-share request queues 1");
+    // The reply is virtiofsd's, written into guest memory: our request number, no
+    // error, FUSE 7.x, and it came by the request queue's interrupt. The second
+    // one came after the driver reset the device and set it up again.
+    let replies: Vec<&str> = out
+        .serial
+        .lines()
+        .filter_map(|l| l.strip_prefix("fs init "))
+        .collect();
+    assert_eq!(replies.len(), 2, "{}", out.serial);
+    for (round, reply) in replies.iter().enumerate() {
+        let unique = format!("6876627800000{:03x}", round + 1);
+        let fields: Vec<&str> = reply.split(' ').collect();
+        assert_eq!(
+            fields[..8],
+            ["len", "80", "unique", &unique, "error", "00000000", "major", "7"],
+            "{reply}"
+        );
+        assert_eq!(fields[10..], ["irqs", "1"], "{reply}");
+    }
+    // The VMM closed its connection at exit, so virtiofsd ended too.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !virtiofsd.exited() {
+        assert!(
+            Instant::now() < deadline,
+            "virtiofsd outlived the VMM's connection"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

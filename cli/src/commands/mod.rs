@@ -8,6 +8,7 @@ mod box_prune;
 mod box_remove;
 mod box_update;
 mod console;
+mod copy;
 mod destroy;
 mod generate;
 mod halt;
@@ -56,6 +57,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Provision { names } => provision::run(&names),
         Command::Ssh { name, command } => ssh::run(name.as_deref(), &command),
         Command::Console { name } => console::run(name.as_deref()),
+        Command::Copy { paths } => copy::run(&paths),
         Command::Logs { name, follow } => logs::run(name.as_deref(), follow),
         Command::Status { names, json } => status::run(&names, json),
         Command::Halt { names, timeout } => halt::run(&names, timeout),

@@ -53,11 +53,20 @@ impl Row {
 
     fn state_text(&self) -> String {
         let orphaned = format!("orphaned (not in {SPEC_FILE})");
-        match (&self.run_state, self.orphaned) {
+        let mut text = match (&self.run_state, self.orphaned) {
             (_, false) => self.run_state.label().to_string(),
             (RunState::Running(_), true) => format!("running, {orphaned}"),
             (_, true) => orphaned,
+        };
+        // A mount whose virtiofsd ended fails in the guest until a reload.
+        if let Some(lost) = self
+            .info()
+            .map(|i| &i.lost_mounts)
+            .filter(|l| !l.is_empty())
+        {
+            text.push_str(&format!(", mount lost: {}", lost.join(", ")));
         }
+        text
     }
 
     fn json(&self) -> serde_json::Value {
@@ -72,6 +81,8 @@ impl Row {
             "engine": info.map(|i| &i.engine),
             "ssh_port": info.map(|i| i.ssh_port),
             "pid": info.map(|i| i.vm_pid),
+            "mounts": info.map(|i| &i.mounts),
+            "lost_mounts": info.map(|i| &i.lost_mounts),
         })
     }
 

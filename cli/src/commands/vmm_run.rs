@@ -7,6 +7,7 @@ use crate::args::VmmRunArgs;
 use crate::machine::state::new_mac;
 use anyhow::Result;
 use hvbox_vmm::arch::cpuid::CpuidMask;
+use hvbox_vmm::config::check_filesystems;
 use hvbox_vmm::{MacAddr, MachineConfig, NetBackend, NetConfig, RunOptions};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,6 +41,7 @@ pub fn run(args: &VmmRunArgs) -> Result<ExitCode> {
 
 /// The machine the flags describe (each value already parsed by clap).
 fn from_flags(args: &VmmRunArgs) -> Result<MachineConfig> {
+    check_filesystems(&args.filesystems).map_err(|e| BadArguments(format!("--fs: {e}")))?;
     Ok(MachineConfig {
         cpus: args.cpus,
         memory: args.memory,
@@ -51,6 +53,7 @@ fn from_flags(args: &VmmRunArgs) -> Result<MachineConfig> {
         cmdline: args.cmdline.clone(),
         disks: args.disks.clone(),
         nics: pair_nics(&args.nets, &args.macs)?,
+        filesystems: args.filesystems.clone(),
         nested_virtualization: args.nested_virtualization,
         serial_log: args.serial_log.clone(),
     })

@@ -132,6 +132,7 @@ fn sample_config() -> MachineConfig {
             mac: "52:54:00:01:02:03".parse().unwrap(),
             backend: NetBackend::Passt("/run/x/passt.sock".into()),
         }],
+        filesystems: vec![],
         serial_log: Some("/m/serial.log".into()),
         nested_virtualization: false,
     }

@@ -40,7 +40,14 @@ impl Engine for Qemu {
         let mut a: Vec<String> = vec!["qemu-system-x86_64".into()];
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
         push(&["-nodefaults", "-no-user-config", "-display", "none"]);
-        push(&["-machine", "q35"]);
+        if c.filesystems.is_empty() {
+            push(&["-machine", "q35"]);
+        } else {
+            // virtiofsd reads and writes guest memory itself: RAM must be a memfd
+            // mapped shared, which QEMU hands the backend with the memory table.
+            let backend = format!("memory-backend-memfd,id=mem,size={mem},share=on");
+            push(&["-object", &backend, "-machine", "q35,memory-backend=mem"]);
+        }
         // `max` under TCG offers SVM, `host` under KVM offers what the host has;
         // without nested virtualization both are switched off. Without SVM, TCG's
         // `max` also ends its extended CPUID at 0x80000001, before the address-size
@@ -85,6 +92,14 @@ impl Engine for Qemu {
             };
             let device = format!("virtio-net-pci,netdev=net{i},mac={}", nic.mac);
             push(&["-netdev", &netdev, "-device", &device]);
+        }
+        for (i, fs) in c.filesystems.iter().enumerate() {
+            let chardev = format!("socket,id=fs{i},path={}", escape(&fs.socket));
+            let device = format!(
+                "vhost-user-fs-pci,chardev=fs{i},tag={}",
+                fs.tag.replace(',', ",,")
+            );
+            push(&["-chardev", &chardev, "-device", &device]);
         }
         push(&["-device", "virtio-rng-pci"]);
         // The console socket for `hvbox console`; the log keeps every boot's output.
@@ -172,6 +187,7 @@ fn qmp_command(socket: &Path, command: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hvbox_vmm::FsConfig;
 
     #[test]
     fn command_line_boots_the_kernel_with_disks_seed_and_passt() {
@@ -202,6 +218,63 @@ mod tests {
             .unwrap()
             .join(" ");
         assert!(tcg.contains("-cpu max "));
+    }
+
+    #[test]
+    fn filesystems_share_memory_with_their_vhost_user_backends() {
+        let files = super::super::sample_files(Path::new("/m"));
+        let plain = super::super::sample_config();
+        let args = Qemu::new(false).vm_command(&plain, &files).unwrap();
+        let joined = args.join(" ");
+        // Without filesystems, RAM stays QEMU's own private memory.
+        assert!(joined.contains("-machine q35 "), "{joined}");
+        assert!(!joined.contains("memory-backend"), "{joined}");
+        assert!(!joined.contains("vhost-user"), "{joined}");
+
+        let shared = MachineConfig {
+            memory: 1536 << 10,
+            filesystems: vec![
+                FsConfig {
+                    tag: "project".into(),
+                    socket: "/run/x/fs-0.sock".into(),
+                },
+                FsConfig {
+                    tag: "a,b".into(),
+                    socket: "/run/x,y/fs-1.sock".into(),
+                },
+            ],
+            ..plain
+        };
+        let args = Qemu::new(false).vm_command(&shared, &files).unwrap();
+        let pairs: Vec<(&str, &str)> = args
+            .windows(2)
+            .map(|w| (w[0].as_str(), w[1].as_str()))
+            .collect();
+        let has = |flag: &str, value: &str| pairs.contains(&(flag, value));
+        assert!(
+            has("-object", "memory-backend-memfd,id=mem,size=1536K,share=on"),
+            "{args:?}"
+        );
+        assert!(has("-machine", "q35,memory-backend=mem"), "{args:?}");
+        // The backend and -m agree on the size, or QEMU refuses to start.
+        assert!(has("-m", "1536K"), "{args:?}");
+        assert!(
+            has("-chardev", "socket,id=fs0,path=/run/x/fs-0.sock"),
+            "{args:?}"
+        );
+        assert!(
+            has("-device", "vhost-user-fs-pci,chardev=fs0,tag=project"),
+            "{args:?}"
+        );
+        assert!(
+            has("-chardev", "socket,id=fs1,path=/run/x,,y/fs-1.sock"),
+            "{args:?}"
+        );
+        assert!(
+            has("-device", "vhost-user-fs-pci,chardev=fs1,tag=a,,b"),
+            "{args:?}"
+        );
+        assert_eq!(args.iter().filter(|a| *a == "-machine").count(), 1);
     }
 
     #[test]

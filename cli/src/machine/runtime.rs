@@ -17,11 +17,26 @@ pub struct RunInfo {
     pub supervisor_pid: u32,
     pub vm_pid: u32,
     pub passt_pid: u32,
+    /// One per mounted folder, while it runs.
+    #[serde(default)]
+    pub virtiofsd_pids: Vec<u32>,
+    /// The host folders the guest mounts, and where.
+    #[serde(default)]
+    pub mounts: Vec<MountPoint>,
+    /// Mounts whose virtiofsd ended while the VM ran (`host -> guest`).
+    #[serde(default)]
+    pub lost_mounts: Vec<String>,
     pub engine: EngineKind,
     pub ssh_port: u16,
     pub control_socket: PathBuf,
     pub console_socket: PathBuf,
     pub runtime_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountPoint {
+    pub host: PathBuf,
+    pub guest: PathBuf,
 }
 
 impl RunInfo {

@@ -40,6 +40,17 @@ pub fn check(path: &Path, boxes: &dyn Boxes) -> Result<ProjectSpec, SpecProblems
             problems.extend(check_box(&spec.box_source, boxes, &spot));
         }
         problems.extend(check_disks(spec, root, &spot));
+        let user = spec
+            .ssh
+            .user
+            .as_ref()
+            .map_or(first_boot::DEFAULT_USER, |u| u.0.as_str());
+        problems.extend(super::mounts::check(
+            spec.mounts.as_deref(),
+            root,
+            user,
+            &spot,
+        ));
         problems.extend(super::provision::check_local_files(&spec.provision, path));
         let hostname = match &spec.hostname {
             Some(name) => name.clone(),

@@ -3,6 +3,7 @@
 //! `validate` and `up` give the same verdict on the same text.
 
 use super::locate::{path_text, position, Step};
+use super::mounts::{Mount, GUEST_UID};
 use super::{CloudInitSettings, Spec, SpecError};
 use hvbox_cloud_init::{HostKey, NetworkSettings, SeedConfig, UserData, WriteFile};
 use std::fmt;
@@ -24,8 +25,14 @@ pub struct Identity {
     pub mac: String,
 }
 
-/// The seed of a machine with `identity` and `spec`'s first-boot settings.
-pub fn seed_config(spec: &Spec, identity: Identity, user_data: Option<UserData>) -> SeedConfig {
+/// The seed of a machine with `identity` and `spec`'s first-boot settings, and its
+/// `mounts` resolved on this host.
+pub fn seed_config(
+    spec: &Spec,
+    identity: Identity,
+    user_data: Option<UserData>,
+    mounts: &[Mount],
+) -> SeedConfig {
     let ci = &spec.cloud_init;
     let net = &spec.network;
     SeedConfig {
@@ -61,6 +68,10 @@ pub fn seed_config(spec: &Spec, identity: Identity, user_data: Option<UserData>)
             .collect(),
         runcmd: ci.runcmd.clone(),
         user_data,
+        // Fixed, so the host's virtiofsd can map the login user to the owner of
+        // each shared folder before the guest has booted.
+        user_uid: Some(GUEST_UID),
+        mounts: super::mounts::guest_mounts(mounts),
     }
 }
 
@@ -149,7 +160,8 @@ pub(super) fn check(spec: &Spec, hostname: &str, root: &Path, spot: &Spot) -> Ve
         .user
         .as_ref()
         .map_or(DEFAULT_USER, |u| u.0.as_str());
-    let full = seed_config(spec, stand_in(hostname, user), None);
+    let mounts = super::mounts::resolve(spec.mounts.as_deref(), root).unwrap_or_default();
+    let full = seed_config(spec, stand_in(hostname, user), None, &mounts);
     let base = SeedConfig {
         user_groups: Vec::new(),
         network: NetworkSettings::default(),

@@ -10,7 +10,7 @@ use super::machines::Machines;
 use super::BoxSource;
 use super::{
     CloudInitSettings, Cpus, EngineChoice, ExtraDisk, Hostname, KernelSettings, MemorySize,
-    NetworkSettingsSpec, PortForward, ProvisionStep, Size, Spec, SshSettings,
+    MountSpec, NetworkSettingsSpec, PortForward, ProvisionStep, Size, Spec, SshSettings,
 };
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer};
@@ -100,6 +100,9 @@ layers! {
     /// Steps run over ssh once the machine is up: on its first successful boot, then
     /// on request.
     provision: Vec<ProvisionStep>,
+    /// Host folders the guest sees (virtio-fs). Default: the project folder,
+    /// writable, at the same absolute path in the guest; `[]` mounts nothing.
+    mounts: Vec<MountSpec>,
 }
 
 /// A key's value, when the key is written. A written key is read as its type, so
@@ -158,6 +161,7 @@ impl Layer {
             cloud_init: self.cloud_init.0.unwrap_or_default(),
             network: self.network.0.unwrap_or_default(),
             provision: self.provision.0.unwrap_or_default(),
+            mounts: self.mounts.0,
         })
     }
 }

@@ -195,7 +195,7 @@ fn unknown_keys_inside_a_machine() {
         e.starts_with("/p/hvbox.yaml:2:1: unknown field `machins`"),
         "{e}"
     );
-    assert!(e.ends_with("`network`, `provision`, `machines`"), "{e}");
+    assert!(e.ends_with("`provision`, `mounts`, `machines`"), "{e}");
 }
 
 #[test]

@@ -16,6 +16,7 @@ mod guest_setup;
 mod layer;
 mod locate;
 mod machines;
+pub mod mounts;
 mod problems;
 mod project;
 mod provision;
@@ -27,6 +28,7 @@ mod values;
 pub use box_source::{BoxArtifactsSpec, BoxSource};
 pub use check::{check, Boxes};
 pub use guest_setup::{CloudInitSettings, NetworkSettingsSpec};
+pub use mounts::MountSpec;
 pub use problems::{SpecError, SpecProblems};
 pub use project::{ProjectSpec, DEFAULT_MACHINE};
 pub use provision::{Action, ProvisionStep};
@@ -68,6 +70,8 @@ pub struct Spec {
     /// Steps run over ssh once the machine is up: on its first successful boot,
     /// then on request.
     pub provision: Vec<ProvisionStep>,
+    /// The host folders the guest sees; `None`: the project folder at its own path.
+    pub mounts: Option<Vec<MountSpec>>,
 }
 
 /// The guest's own command line (root=, ro, the distro's arguments) is used as it is

@@ -6,6 +6,7 @@
 use super::box_source::BoxArtifactsSpec;
 use super::layer::{Layer, SpecFile};
 use super::machines::{Machines, MAX_NAME};
+use super::mounts::GuestPath;
 use super::provision::ProvisionStep;
 use super::values::{Cidr, Hostname, KernelArgs, UserName};
 use super::{BoxSource, Cpus, MemorySize, Port, Size};
@@ -118,6 +119,12 @@ macro_rules! schema {
         }
     };
 }
+
+schema!(GuestPath, "GuestPath", |_g| json_schema!({
+    "type": "string",
+    "description": "An absolute path in the guest, without `.` or `..`, that is not a system folder (/, /etc, /usr, /home, …).",
+    "pattern": "^/[^/]"
+}));
 
 schema!(Cpus, "Cpus", |_g| json_schema!({
     "type": "integer",

@@ -6,7 +6,7 @@ pub mod cloud_init;
 use std::path::Path;
 use std::process::Command;
 
-use hvbox_cloud_init::{HostKey, NetworkSettings, SeedConfig, UserData, WriteFile};
+use hvbox_cloud_init::{HostKey, NetworkSettings, SeedConfig, UserData, VirtiofsMount, WriteFile};
 
 /// Only what `hvbox up` always sets.
 pub fn plain() -> SeedConfig {
@@ -62,6 +62,19 @@ pub fn full() -> SeedConfig {
         runcmd: vec![
             "systemctl restart ssh".into(),
             "echo done > /run/hvbox-done".into(),
+        ],
+        user_uid: Some(1000),
+        mounts: vec![
+            VirtiofsMount {
+                tag: "hvbox0".into(),
+                path: "/home/alice/my project".into(),
+                read_only: false,
+            },
+            VirtiofsMount {
+                tag: "hvbox1".into(),
+                path: "/data".into(),
+                read_only: true,
+            },
         ],
         ..plain()
     }

@@ -10,6 +10,7 @@ mod net_backend;
 pub mod pci_common;
 pub mod pci_interrupt;
 pub mod rng;
+pub mod vhost_user;
 pub mod virtio_pci;
 pub mod worker;
 

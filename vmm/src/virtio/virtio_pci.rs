@@ -39,6 +39,7 @@ const REVISION: u8 = 1;
 /// Virtio device types with a PCI class of their own.
 const VIRTIO_TYPE_NET: u16 = 1;
 const VIRTIO_TYPE_BLOCK: u16 = 2;
+const VIRTIO_TYPE_FS: u16 = 26;
 const CLASS_ETHERNET: u32 = 0x02_00_00;
 const CLASS_STORAGE_OTHER: u32 = 0x01_80_00;
 const CLASS_OTHER: u32 = 0xff_00_00;
@@ -330,7 +331,7 @@ fn config_space(device_type: u16, queues: usize, vectors: u16, bar_addr: u64) ->
         revision: REVISION,
         class: match device_type {
             VIRTIO_TYPE_NET => CLASS_ETHERNET,
-            VIRTIO_TYPE_BLOCK => CLASS_STORAGE_OTHER,
+            VIRTIO_TYPE_BLOCK | VIRTIO_TYPE_FS => CLASS_STORAGE_OTHER,
             _ => CLASS_OTHER,
         },
         subsystem_vendor: VIRTIO_VENDOR_ID,

@@ -57,8 +57,12 @@ pub enum Link {
 /// Assemble `src_dir/NAME.S` (or compile `src_dir/NAME.c`, see [`build_c`]) and
 /// link it into `out_dir`.
 pub fn build(src_dir: &Path, name: &str, link: Link, out_dir: &Path) -> PathBuf {
-    if matches!(link, Link::PvhElf) && src_dir.join(format!("{name}.c")).exists() {
-        return build_c(src_dir, name, out_dir);
+    if src_dir.join(format!("{name}.c")).exists() {
+        return match link {
+            Link::PvhElf => build_c(src_dir, name, out_dir),
+            Link::Program => build_c_program(src_dir, name, out_dir),
+            Link::Flat => panic!("{name}.c: flat images are assembled, not compiled"),
+        };
     }
     let obj = out_dir.join(format!("{name}.o"));
     let out = out_dir.join(match link {
@@ -190,6 +194,34 @@ pub fn build_c(src_dir: &Path, name: &str, out_dir: &Path) -> PathBuf {
     out
 }
 
+/// Compile `src_dir/NAME.c` into a static x86-64 Linux program that needs no libc
+/// (its own `_start` and raw system calls), e.g. an initramfs's init.
+pub fn build_c_program(src_dir: &Path, name: &str, out_dir: &Path) -> PathBuf {
+    let out = out_dir.join(name);
+    run(
+        "gcc (package gcc) for a static test program",
+        Command::new("gcc")
+            .args([
+                "-static",
+                "-nostdlib",
+                "-ffreestanding",
+                "-fno-pic",
+                "-no-pie",
+                "-O2",
+            ])
+            .args([
+                "-mgeneral-regs-only",
+                "-fno-stack-protector",
+                "-fcf-protection=none",
+            ])
+            .args(["-fno-asynchronous-unwind-tables", "-Wall", "-Werror"])
+            .args(["-Wl,--build-id=none", "-o"])
+            .arg(&out)
+            .arg(src_dir.join(format!("{name}.c"))),
+    );
+    out
+}
+
 /// passt on a socket in `dir`, or `None` (with the reason printed) without passt.
 pub struct Passt {
     child: Child,
@@ -236,5 +268,90 @@ impl Drop for Passt {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The virtiofsd to test with: `$HVBOX_VIRTIOFSD`, else `virtiofsd` on PATH, else
+/// where `scripts/install-deps` builds it (`~/.cache/hvbox-tools/virtiofsd-*/bin`).
+pub fn virtiofsd_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("HVBOX_VIRTIOFSD") {
+        return Some(path.into());
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("virtiofsd"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        let tools = Path::new(&std::env::var_os("HOME")?).join(".cache/hvbox-tools");
+        let mut builds: Vec<PathBuf> = std::fs::read_dir(tools)
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("virtiofsd-"))
+            .map(|e| e.path().join("bin/virtiofsd"))
+            .filter(|p| p.is_file())
+            .collect();
+        builds.sort();
+        builds.pop()
+    })
+}
+
+/// virtiofsd sharing a folder over a socket in `dir`, or `None` (with the reason
+/// printed) without virtiofsd. Killed when dropped.
+pub struct Virtiofsd {
+    child: Child,
+    pub socket: PathBuf,
+}
+
+impl Virtiofsd {
+    pub fn start(dir: &Path, shared: &Path) -> Option<Virtiofsd> {
+        let Some(binary) = virtiofsd_binary() else {
+            hvbox_test_support::skip(
+                "no virtiofsd (set HVBOX_VIRTIOFSD, put it on PATH, or run scripts/install-deps)",
+            );
+            return None;
+        };
+        let socket = dir.join("virtiofsd.sock");
+        let child = Command::new(&binary)
+            .arg("--socket-path")
+            .arg(&socket)
+            .arg("--shared-dir")
+            .arg(shared)
+            // Namespaces need privileges a test may not have; the tests share temp dirs.
+            .args(["--sandbox", "none"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
+        let mut virtiofsd = Virtiofsd { child, socket };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !virtiofsd.socket.exists() {
+            if let Ok(Some(status)) = virtiofsd.child.try_wait() {
+                panic!("virtiofsd exited with {status} before creating its socket");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "virtiofsd never created its socket"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(virtiofsd)
+    }
+
+    /// Kill it now (as a crash would), and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether it has exited (it does once its one frontend disconnects).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
+
+impl Drop for Virtiofsd {
+    fn drop(&mut self) {
+        self.kill();
     }
 }

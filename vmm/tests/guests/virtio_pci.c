@@ -6,6 +6,11 @@
      blk   read sector 0 of the virtio-blk disk, then write sector 1
      rng   read 64 bytes from virtio-rng
      net   send a DHCP DISCOVER through virtio-net and wait for the OFFER
+     fs    read virtio-fs's tag, send FUSE_INIT through its request queue and read
+           virtiofsd's reply; then reset the device, set it up again and repeat
+     fs-outlive
+           FUSE_INIT once, say "fs waiting", wait about 3 s (the host kills the
+           backend meanwhile), then reset the device
    Completions are waited for by sleeping until the queue's MSI-X interrupt. */
 
 #include "guest.h"
@@ -15,6 +20,7 @@
 #define TYPE_NET 1
 #define TYPE_BLOCK 2
 #define TYPE_RNG 4
+#define TYPE_FS 26
 
 /* Common configuration registers. */
 #define DEVICE_FEATURE_SELECT 0x00
@@ -417,6 +423,90 @@ static void net(void) {
     puts("net: no offer\n");
 }
 
+#define FUSE_INIT 26
+#define FS_REQUEST 0x310000u
+#define FS_REPLY 0x311000u
+
+/* Set the virtio-fs device up (hiprio queue 0, request queue 1) and send one
+   FUSE_INIT numbered `unique`; prints the reply. */
+static int fs_session(struct vdev *d, u32 unique) {
+    struct vq hiprio, req;
+    if (!vdev_negotiate(d, 0)) return 0;
+    vdev_msix(d, 3);
+    vq_init(d, &hiprio, 0, 0x300000, 1);
+    vq_init(d, &req, 1, 0x301000, 2);
+    write8(d->common + DEVICE_STATUS, STATUS_ACK | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+    /* fuse_in_header (40 bytes), then fuse_init_in (64): protocol 7.31, no flags. */
+    memset((void *)FS_REQUEST, 0, 104);
+    write32(FS_REQUEST, 104);
+    write32(FS_REQUEST + 4, FUSE_INIT);
+    write32(FS_REQUEST + 8, unique);
+    write32(FS_REQUEST + 12, 0x68766278); /* "hvbx" */
+    write32(FS_REQUEST + 40, 7);
+    write32(FS_REQUEST + 44, 31);
+    write32(FS_REQUEST + 48, 0x20000);
+    memset((void *)FS_REPLY, 0xaa, 256);
+    vq_desc(&req, 0, FS_REQUEST, 104, DESC_NEXT);
+    vq_desc(&req, 1, FS_REPLY, 256, DESC_WRITE);
+    vq_submit(&req, 0);
+    u32 len = vq_wait(&req, 0, 1);
+    /* fuse_out_header: len, error, unique; fuse_init_out: major, minor, ... */
+    puts("fs init len ");
+    putdec(len);
+    puts(" unique ");
+    puthex(read32(FS_REPLY + 12), 8);
+    puthex(read32(FS_REPLY + 8), 8);
+    puts(" error ");
+    puthex(read32(FS_REPLY + 4), 8);
+    puts(" major ");
+    putdec(read32(FS_REPLY + 16));
+    puts(" minor ");
+    putdec(read32(FS_REPLY + 20));
+    puts(" irqs ");
+    putdec(irq_counts[req.vector]);
+    putc('\n');
+    return 1;
+}
+
+/* The CMOS clock's seconds register (BCD), as it ticks. */
+static u8 rtc_seconds(void) {
+    outb(0x70, 0);
+    return inb(0x71);
+}
+
+static void fs(int outlive) {
+    struct vdev d = {0};
+    int slot = find(TYPE_FS);
+    if (slot < 0) {
+        puts("fs: no device\n");
+        return;
+    }
+    vdev_open(&d, slot);
+    puts("fs tag ");
+    for (int i = 0; i < 36 && read8(d.device + i); i++) putc((char)read8(d.device + i));
+    puts(" request queues ");
+    putdec(read32(d.device + 36));
+    putc('\n');
+    if (!fs_session(&d, 1)) {
+        puts("fs: negotiation failed\n");
+        return;
+    }
+    if (outlive) {
+        puts("fs waiting\n");
+        for (int ticks = 0; ticks < 3; ticks++) {
+            u8 now = rtc_seconds();
+            while (rtc_seconds() == now) {}
+        }
+        write8(d.common + DEVICE_STATUS, 0);
+        puts("fs reset\n");
+        return;
+    }
+    /* vdev_negotiate starts with a device reset: the backend's queues stop and the
+       device is set up anew. */
+    for (int i = 0; i < 4; i++) irq_counts[i] = 0;
+    if (!fs_session(&d, 2)) puts("fs: negotiation failed after reset\n");
+}
+
 void guest_main(u32 start_info) {
     const char *mode = (const char *)read32(start_info + 24); /* cmdline_paddr */
     interrupts_init();
@@ -428,6 +518,10 @@ void guest_main(u32 start_info) {
         rng();
     else if (streq(mode, "net"))
         net();
+    else if (streq(mode, "fs"))
+        fs(0);
+    else if (streq(mode, "fs-outlive"))
+        fs(1);
     else
         puts("unknown mode\n");
     puts("done\n");

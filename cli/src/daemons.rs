@@ -1,0 +1,136 @@
+//! The daemons a VM needs beside it, as the supervisor runs them: passt for its
+//! network and one virtiofsd per mounted folder. Each listens on a UNIX socket the
+//! engine connects to, so each is started and its socket awaited before the VM.
+//! Each serves one VM connection and quits when it closes, so a VM started again
+//! (after a reboot of the builtin engine) gets fresh ones.
+
+use crate::supervisor::{start_child, stop_child, LaunchPlan};
+use crate::virtiofs::FsDaemon;
+use anyhow::Result;
+use std::path::Path;
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// How long a daemon gets to open its socket.
+const SOCKET_WAIT: Duration = Duration::from_secs(10);
+
+pub struct Daemons {
+    pub passt: Child,
+    /// Each virtiofsd with the mount it serves; `None` once it was seen gone.
+    fs: Vec<(FsDaemon, Option<Child>)>,
+}
+
+impl Daemons {
+    /// passt, then a virtiofsd per mount, each listening.
+    pub fn start(plan: &LaunchPlan, passt_log: &Path) -> Result<Daemons> {
+        let passt = start_listening("passt", &plan.passt_command, passt_log, &plan.passt_socket)
+            .map_err(|e| e.error)?;
+        let mut daemons = Daemons {
+            passt,
+            fs: Vec::new(),
+        };
+        for fs in &plan.filesystems {
+            match start_virtiofsd(fs) {
+                Ok(child) => daemons.fs.push((fs.clone(), Some(child))),
+                Err(e) => {
+                    daemons.stop();
+                    return Err(e);
+                }
+            }
+        }
+        Ok(daemons)
+    }
+
+    pub fn virtiofsd_pids(&self) -> Vec<u32> {
+        self.fs
+            .iter()
+            .filter_map(|(_, child)| child.as_ref().map(Child::id))
+            .collect()
+    }
+
+    /// The mounts whose virtiofsd ended since the last call, each with how.
+    pub fn newly_lost(&mut self) -> Vec<(String, ExitStatus)> {
+        let mut lost = Vec::new();
+        for (fs, slot) in &mut self.fs {
+            if let Some(child) = slot {
+                if let Ok(Some(status)) = child.try_wait() {
+                    lost.push((fs.describe(), status));
+                    *slot = None;
+                }
+            }
+        }
+        lost
+    }
+
+    pub fn stop(&mut self) {
+        for (_, child) in &mut self.fs {
+            if let Some(child) = child {
+                stop_child(child);
+            }
+        }
+        stop_child(&mut self.passt);
+    }
+}
+
+/// A virtiofsd, in its namespace sandbox where the host allows one, else without
+/// (said in the machine's log).
+fn start_virtiofsd(fs: &FsDaemon) -> Result<Child> {
+    let what = format!("virtiofsd for {}", fs.describe());
+    match start_listening(&what, &fs.argv, &fs.log, &fs.socket) {
+        Ok(child) => Ok(child),
+        Err(e) if e.exited => match fs.without_namespace() {
+            Some(plain) => {
+                eprintln!(
+                    "supervisor: {what} could not start in its namespace sandbox (user namespaces are off here?); running it with --sandbox none (see {})",
+                    fs.log.display()
+                );
+                start_listening(&what, &plain.argv, &plain.log, &plain.socket).map_err(|e| e.error)
+            }
+            None => Err(e.error),
+        },
+        Err(e) => Err(e.error),
+    }
+}
+
+struct StartError {
+    /// The daemon ended before it listened (rather than being too slow).
+    exited: bool,
+    error: anyhow::Error,
+}
+
+/// Start `argv` (logging to `log`) and wait until `socket` exists.
+fn start_listening(
+    what: &str,
+    argv: &[String],
+    log: &Path,
+    socket: &Path,
+) -> Result<Child, StartError> {
+    let failed = |exited, error| StartError { exited, error };
+    let _ = std::fs::remove_file(socket);
+    let mut child = start_child(argv, log).map_err(|e| failed(false, e))?;
+    let deadline = Instant::now() + SOCKET_WAIT;
+    while !socket.exists() {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let error = anyhow::anyhow!(
+                    "{what} exited ({status}) before opening its socket; see {}",
+                    log.display()
+                );
+                return Err(failed(true, error));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(failed(false, e.into())),
+        }
+        if Instant::now() > deadline {
+            stop_child(&mut child);
+            let error = anyhow::anyhow!(
+                "{what} did not open {} within {} s",
+                socket.display(),
+                SOCKET_WAIT.as_secs()
+            );
+            return Err(failed(false, error));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(child)
+}
