@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::atomic_file::TempFile;
 use crate::kernels::{Inventory, Kernel};
 use crate::volumes::{Disk, Volume};
-use crate::{cmdline, initrd, Error};
+use crate::{boot_size, cmdline, initrd, Error};
 
 /// Which of the guest's installed kernels to boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,13 +99,18 @@ pub fn installed_kernels(disk: &Path) -> Result<Vec<String>, Error> {
 /// kernel `selection` asks for, its initrd and command line, and extract
 /// kernel and initrd into `out_dir` as `vmlinuz` and `initrd.img`.
 ///
+/// `guest_memory` is the machine's memory in bytes: kernel and initrd together
+/// must fit in it, and in 1 GiB, or nothing is copied. Sizes come from the
+/// guest filesystem, checked before any byte is written.
+///
 /// Both files are written to temp files first and renamed into place only
-/// when both are complete. A stale `initrd.img` is removed when the guest
-/// has no initrd, so it cannot be booted with the wrong kernel.
+/// when both are complete. A stale `initrd.img` is removed when
+/// the guest has no initrd, so it cannot be booted with the wrong kernel.
 pub fn extract_boot_files(
     disk: &Path,
     out_dir: &Path,
     selection: &KernelSelection,
+    guest_memory: u64,
 ) -> Result<BootFiles, Error> {
     let disk = Disk::open(disk)?;
     let inv = Inventory::scan(&disk)?;
@@ -119,6 +124,7 @@ pub fn extract_boot_files(
         inv.args_for(kernel),
         !initrds.is_empty(),
     )?;
+    boot_size::check(&disk, kernel.volume, &kernel.path, &initrds, guest_memory)?;
 
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Write {
         path: out_dir.to_path_buf(),

@@ -84,6 +84,20 @@ pub enum Error {
         others: String,
     },
 
+    #[error(
+        "the kernel and initrd of {path} are too large to boot: {files} come to {total} \
+         bytes, more than the {limit} bytes {why}"
+    )]
+    BootFilesTooLarge {
+        path: PathBuf,
+        /// Each file with its size, as `/boot/vmlinuz-… (8 MiB) + … on partition 1`.
+        files: String,
+        total: u64,
+        limit: u64,
+        /// What sets the limit, and what to do about it.
+        why: String,
+    },
+
     #[error("cannot open the ext filesystem on {partition} of {path}: {source}")]
     OpenFs {
         path: PathBuf,

@@ -9,6 +9,7 @@
 mod atomic_file;
 mod bls;
 mod boot_files;
+mod boot_size;
 mod bzimage_version;
 mod clone;
 mod cmdline;
