@@ -43,6 +43,14 @@ pub fn clone_disk(src: &Path, dst: &Path, size: Option<u64>) -> Result<(), Error
         }
     }
 
+    if size.is_some_and(|s| s > src_len) {
+        // Growing reads the GPT; a header out of bounds fails before the copy.
+        crate::gpt_header::check(&input).map_err(|reason| Error::GptGrow {
+            path: src.to_path_buf(),
+            reason,
+        })?;
+    }
+
     let mut tmp = TempFile::new_for(dst)?;
     let tmp_path = tmp.path().to_path_buf();
     let write_err = |source| Error::Write {

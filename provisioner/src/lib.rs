@@ -18,6 +18,7 @@ mod fs_probe;
 mod fs_reader;
 mod fstab;
 mod gpt_grow;
+mod gpt_header;
 mod grub;
 mod grubenv;
 mod guest_fs;

@@ -9,12 +9,149 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
-use hvbox_provisioner::{extract_boot_files, Error, KernelSelection};
+use hvbox_provisioner::{
+    clone_disk, extract_boot_files, grow_disk, installed_kernels, Error, KernelSelection,
+};
 
 const DEFAULT: &KernelSelection = &KernelSelection::Default;
 /// Generous for checks that read a few sectors and inodes; the unbounded
 /// reads and allocations these tests guard against take minutes or abort.
 const FAST: Duration = Duration::from_secs(10);
+
+/// IEEE CRC-32, as GPT uses it.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// Set a u32 field of the GPT header at `lba` and fix the header's CRC, as
+/// root in the guest could: the gpt crate would trust the result.
+fn set_gpt_field(disk: &Path, lba: u64, offset: usize, value: u32) {
+    let bytes = fs::read(disk).unwrap();
+    let at = (lba * 512) as usize;
+    let mut hdr = bytes[at..at + 92].to_vec();
+    assert_eq!(&hdr[..8], b"EFI PART", "no GPT header at LBA {lba}");
+    hdr[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+    hdr[16..20].fill(0);
+    let crc = crc32(&hdr);
+    hdr[16..20].copy_from_slice(&crc.to_le_bytes());
+    overwrite(disk, lba * 512, &hdr);
+}
+
+fn last_lba(disk: &Path) -> u64 {
+    fs::metadata(disk).unwrap().len() / 512 - 1
+}
+
+/// Extraction fails fast with a `PartitionTable` error naming the disk;
+/// returns its message. Nothing is written to the output folder.
+fn partition_table_error(dir: &Path, disk: &Path) -> String {
+    let out = dir.join("out");
+    let started = Instant::now();
+    let err = extract_boot_files(disk, &out, DEFAULT, GUEST_MEMORY).unwrap_err();
+    assert!(started.elapsed() < FAST, "took {:?}", started.elapsed());
+    assert!(matches!(err, Error::PartitionTable { .. }), "{err:?}");
+    assert!(!out.exists(), "output folder written");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "the partition table of {} is damaged or unsupported: ",
+            disk.display()
+        )),
+        "{msg}"
+    );
+    assert_eq!(installed_kernels(disk).unwrap_err().to_string(), msg);
+    msg
+}
+
+#[test]
+fn gpt_with_4g_partition_entries_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = debian_disk(dir.path());
+    set_gpt_field(&disk, 1, 80, u32::MAX);
+    let msg = partition_table_error(dir.path(), &disk);
+    assert!(
+        msg.ends_with(
+            "the primary GPT header (LBA 1) declares 4294967295 partition entries \
+             (offset 80); hvbox reads at most 256"
+        ),
+        "{msg}"
+    );
+}
+
+#[test]
+fn gpt_entry_size_must_be_128_times_a_power_of_two() {
+    for size in [129, 1 << 20] {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = debian_disk(dir.path());
+        set_gpt_field(&disk, 1, 84, size);
+        let msg = partition_table_error(dir.path(), &disk);
+        assert!(
+            msg.ends_with(&format!(
+                "the primary GPT header (LBA 1) gives partition entries of {size} bytes \
+                 (offset 84); UEFI requires 128 × 2^n (128, 256, 512, …) and hvbox reads \
+                 at most 4096"
+            )),
+            "{msg}"
+        );
+    }
+}
+
+/// The gpt crate falls back to the backup header when the primary's CRC is
+/// bad, so the backup is held to the same bounds.
+#[test]
+fn backup_gpt_header_is_bounded_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = debian_disk(dir.path());
+    let last = last_lba(&disk);
+    set_gpt_field(&disk, last, 80, u32::MAX);
+    overwrite(&disk, 512 + 16, &[0xFF; 4]);
+    let msg = partition_table_error(dir.path(), &disk);
+    assert!(
+        msg.ends_with(&format!(
+            "the backup GPT header (LBA {last}, the last) declares 4294967295 partition \
+             entries (offset 80); hvbox reads at most 256"
+        )),
+        "{msg}"
+    );
+}
+
+/// Growing reads the table too: a machine's disk (written by its guest) and
+/// a box disk being cloned are refused before anything changes.
+#[test]
+fn growing_a_disk_with_a_hostile_gpt_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = debian_disk(dir.path());
+    set_gpt_field(&disk, 1, 80, u32::MAX);
+    let before = fs::read(&disk).unwrap();
+    let expected = "the primary GPT header (LBA 1) declares 4294967295 partition entries \
+                    (offset 80); hvbox reads at most 256";
+
+    let err = grow_disk(&disk, 1 << 30).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "cannot move the backup GPT of {} to the new end of disk: {expected}",
+            disk.display()
+        )
+    );
+    assert!(fs::read(&disk).unwrap() == before, "disk changed");
+
+    let dst = dir.path().join("machine.img");
+    let err = clone_disk(&disk, &dst, Some(1 << 30)).unwrap_err();
+    assert!(err.to_string().ends_with(expected), "{err}");
+    assert!(!dst.exists());
+    assert!(temp_leftovers(dir.path()).is_empty());
+}
 
 /// A kernel and initrd each `extra` bytes longer than their real contents
 /// (a hole at the end, so the test disk stays small).
