@@ -26,6 +26,7 @@ mod initrd;
 mod kernels;
 mod partitions;
 mod reflink;
+mod sparse;
 mod version_order;
 mod volumes;
 

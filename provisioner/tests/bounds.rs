@@ -215,4 +215,23 @@ fn kernel_and_initrd_must_fit_in_guest_memory() {
         "{msg}"
     );
     assert!(!out.exists(), "output folder written");
+
+    // With the memory to hold them they are extracted, the holes kept.
+    let boot = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
+    assert_eq!(fs::metadata(&boot.kernel).unwrap().len(), kernel_len(300));
+    assert!(
+        allocated(&boot.kernel) < 8 * MIB,
+        "{}",
+        allocated(&boot.kernel)
+    );
+    assert!(temp_leftovers(&out).is_empty());
+}
+
+fn kernel_len(extra_mib: u64) -> u64 {
+    extra_mib * MIB + kernel_image(K9).len() as u64
+}
+
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).unwrap().blocks() * 512
 }
