@@ -85,6 +85,20 @@ pub enum Error {
     },
 
     #[error(
+        "the boot entry for {kernel} in {entry} of {path} names {count} initrds; hvbox loads \
+         at most {max}. Remove the extra initrd lines from the guest's bootloader \
+         configuration"
+    )]
+    TooManyInitrds {
+        path: PathBuf,
+        kernel: String,
+        /// The bootloader file, as `/boot/grub/grub.cfg on partition 1`.
+        entry: String,
+        count: usize,
+        max: usize,
+    },
+
+    #[error(
         "the kernel and initrd of {path} are too large to boot: {files} come to {total} \
          bytes, more than the {limit} bytes {why}"
     )]

@@ -153,6 +153,64 @@ fn growing_a_disk_with_a_hostile_gpt_changes_nothing() {
     assert!(temp_leftovers(dir.path()).is_empty());
 }
 
+/// A kernel with a grub entry naming `initrds` (guest paths, each created).
+fn disk_with_initrd_lines(dir: &Path, files: &[String], lines: &[String]) -> PathBuf {
+    let tree = Tree::new(dir, "root");
+    tree.kernel("boot", K9);
+    for f in files {
+        tree.file(f.trim_start_matches('/'), &contents(f));
+    }
+    tree.file(
+        "boot/grub/grub.cfg",
+        format!(
+            "menuentry 'Debian' {{\n linux /boot/vmlinuz-{K9} root=PARTUUID={ROOT_UUID} ro\n \
+             initrd {}\n}}\n",
+            lines.join(" ")
+        )
+        .as_bytes(),
+    );
+    disk_from(dir, &tree)
+}
+
+#[test]
+fn boot_entry_naming_20_initrds_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<String> = (0..20).map(|i| format!("/boot/early-{i}.img")).collect();
+    let disk = disk_with_initrd_lines(dir.path(), &files, &files);
+    let out = dir.path().join("out");
+    let started = Instant::now();
+    let err = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap_err();
+    assert!(started.elapsed() < FAST, "took {:?}", started.elapsed());
+    assert!(matches!(err, Error::TooManyInitrds { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "the boot entry for /boot/vmlinuz-{K9} in /boot/grub/grub.cfg on partition 1 of \
+             {} names 20 initrds; hvbox loads at most 8. Remove the extra initrd lines from \
+             the guest's bootloader configuration",
+            disk.display()
+        )
+    );
+    assert!(!out.exists(), "output folder written");
+}
+
+/// Repeats of one archive count once: grub would load the same bytes again.
+#[test]
+fn repeated_initrd_lines_count_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = vec![
+        "/boot/ucode.img".to_string(),
+        format!("/boot/initrd.img-{K9}"),
+    ];
+    let lines: Vec<String> = files.iter().cycle().take(20).cloned().collect();
+    let disk = disk_with_initrd_lines(dir.path(), &files[..1], &lines);
+    let out = dir.path().join("out");
+    let boot = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
+    let mut expected = contents("/boot/ucode.img");
+    expected.extend(initrd_image(K9));
+    assert!(fs::read(boot.initrd.unwrap()).unwrap() == expected);
+}
+
 /// A kernel and initrd each `extra` bytes longer than their real contents
 /// (a hole at the end, so the test disk stays small).
 fn disk_with_large_boot_files(dir: &Path, extra: u64) -> PathBuf {
