@@ -5,6 +5,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -282,6 +283,11 @@ fn kernel_and_initrd_must_fit_in_guest_memory() {
         "{}",
         allocated(&boot.kernel)
     );
+    let image = kernel_image(K9);
+    let mut head = vec![0u8; image.len()];
+    let kernel = fs::File::open(&boot.kernel).unwrap();
+    kernel.read_exact_at(&mut head, 0).unwrap();
+    assert!(head == image, "kernel bytes differ");
     assert!(temp_leftovers(&out).is_empty());
 }
 
