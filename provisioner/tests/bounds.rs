@@ -199,7 +199,7 @@ fn boot_entry_naming_20_initrds_is_refused() {
 #[test]
 fn repeated_initrd_lines_count_once() {
     let dir = tempfile::tempdir().unwrap();
-    let files = vec![
+    let files = [
         "/boot/ucode.img".to_string(),
         format!("/boot/initrd.img-{K9}"),
     ];
