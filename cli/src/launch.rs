@@ -87,9 +87,14 @@ pub fn boot(
         None => KernelSelection::Default,
     };
     // Boot files always come from the disk, so a kernel the guest installed is the
-    // one that boots.
-    let boot = extract_boot_files(&machine.disk(), &machine.dir, &selection)
-        .context("finding the guest's kernel in its disk")?;
+    // one that boots. They load into guest memory, which bounds their size.
+    let boot = extract_boot_files(
+        &machine.disk(),
+        &machine.dir,
+        &selection,
+        spec.memory.bytes(),
+    )
+    .context("finding the guest's kernel in its disk")?;
     let cmdline = spec.kernel.cmdline(&boot.cmdline, CONSOLE_ARG);
     let record = kernel_record(&boot, &cmdline)?;
     announce_kernel(&state, &record);

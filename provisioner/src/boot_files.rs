@@ -1,13 +1,12 @@
 //! Public entry points: pick a kernel on a guest disk, match its initrd
 //! and command line, and copy kernel + initrd out for direct kernel boot.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::atomic_file::TempFile;
 use crate::kernels::{Inventory, Kernel};
 use crate::volumes::{Disk, Volume};
-use crate::{cmdline, initrd, Error};
+use crate::{boot_size, cmdline, initrd, sparse, Error};
 
 /// Which of the guest's installed kernels to boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,13 +98,18 @@ pub fn installed_kernels(disk: &Path) -> Result<Vec<String>, Error> {
 /// kernel `selection` asks for, its initrd and command line, and extract
 /// kernel and initrd into `out_dir` as `vmlinuz` and `initrd.img`.
 ///
-/// Both files are written to temp files first and renamed into place only
-/// when both are complete. A stale `initrd.img` is removed when the guest
-/// has no initrd, so it cannot be booted with the wrong kernel.
+/// `guest_memory` is the machine's memory in bytes: kernel and initrd together
+/// must fit in it, and in 1 GiB, or nothing is copied. Sizes come from the
+/// guest filesystem, checked before any byte is written.
+///
+/// Both files are written (sparsely) to temp files first and renamed into
+/// place only when both are complete. A stale `initrd.img` is removed when
+/// the guest has no initrd, so it cannot be booted with the wrong kernel.
 pub fn extract_boot_files(
     disk: &Path,
     out_dir: &Path,
     selection: &KernelSelection,
+    guest_memory: u64,
 ) -> Result<BootFiles, Error> {
     let disk = Disk::open(disk)?;
     let inv = Inventory::scan(&disk)?;
@@ -119,6 +123,7 @@ pub fn extract_boot_files(
         inv.args_for(kernel),
         !initrds.is_empty(),
     )?;
+    boot_size::check(&disk, kernel.volume, &kernel.path, &initrds, guest_memory)?;
 
     std::fs::create_dir_all(out_dir).map_err(|source| Error::Write {
         path: out_dir.to_path_buf(),
@@ -185,11 +190,8 @@ fn guest_path(vol: &Volume, paths: &[String]) -> String {
     format!("{} on {}", paths.join(" + "), vol.describe())
 }
 
-/// No kernel or initrd is this big; a larger size means a damaged inode,
-/// and copying it could fill the host disk.
-const MAX_BOOT_FILE: u64 = 2 << 30;
-
-/// Copy guest files (concatenated) into a temp file next to `dest`.
+/// Copy guest files (concatenated) into a temp file next to `dest`, zero
+/// blocks left as holes. Sizes were bounded by [`boot_size::check`].
 fn copy_out(
     disk: &Disk,
     volume: usize,
@@ -199,27 +201,41 @@ fn copy_out(
     let fs = &disk.volumes[volume].fs;
     let mut tmp = TempFile::new_for(dest)?;
     let tmp_path = tmp.path().to_path_buf();
+    let write_err = |source| Error::Write {
+        path: tmp_path.clone(),
+        source,
+    };
     let mut buf = vec![0u8; 1 << 20];
+    let mut written: u64 = 0;
     for guest_path in guest_paths {
         let err = |e| disk.guest_err(volume, guest_path, e);
         let mut src = fs.open(guest_path.as_str()).map_err(err)?;
-        if src.metadata().len() > MAX_BOOT_FILE {
-            return Err(err(ext4_view::Ext4Error::FileTooLarge));
-        }
         loop {
-            let n = src.read_bytes(&mut buf).map_err(err)?;
+            let n = fill(&mut src, &mut buf).map_err(err)?;
             if n == 0 {
                 break;
             }
-            tmp.file()
-                .write_all(&buf[..n])
-                .map_err(|source| Error::Write {
-                    path: tmp_path.clone(),
-                    source,
-                })?;
+            sparse::write_nonzero(tmp.file(), &buf[..n], written).map_err(write_err)?;
+            written += n as u64;
         }
     }
+    // Skipped zeros at the end still count towards the length.
+    tmp.file().set_len(written).map_err(write_err)?;
     Ok(tmp)
+}
+
+/// Read until `buf` is full or the file ends: whole buffers keep the
+/// zero-block test aligned to the destination's blocks.
+fn fill(src: &mut ext4_view::File, buf: &mut [u8]) -> Result<usize, ext4_view::Ext4Error> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = src.read_bytes(&mut buf[filled..])?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
 }
 
 fn remove_stale(path: &Path) -> Result<(), Error> {

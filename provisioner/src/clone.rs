@@ -9,12 +9,10 @@ use std::path::Path;
 
 use crate::atomic_file::TempFile;
 use crate::reflink::{self, Outcome};
-use crate::{gpt_grow, Error};
+use crate::{gpt_grow, sparse, Error};
 
-/// Copy granularity; also the unit for skipping all-zero runs.
+/// Copy granularity.
 const CHUNK: usize = 1 << 20;
-/// Zero runs this large (and aligned) are left as holes in the clone.
-const ZERO_BLOCK: usize = 4096;
 
 /// Clone a raw box disk to `dst`, then grow it to `size` bytes.
 ///
@@ -41,6 +39,14 @@ pub fn clone_disk(src: &Path, dst: &Path, size: Option<u64>) -> Result<(), Error
                 actual: src_len,
             });
         }
+    }
+
+    if size.is_some_and(|s| s > src_len) {
+        // Growing reads the GPT; a header out of bounds fails before the copy.
+        crate::gpt_header::check(&input).map_err(|reason| Error::GptGrow {
+            path: src.to_path_buf(),
+            reason,
+        })?;
     }
 
     let mut tmp = TempFile::new_for(dst)?;
@@ -117,21 +123,10 @@ fn copy_sparse(input: &File, output: &File, len: u64) -> Result<(), CopyError> {
             input
                 .read_exact_at(&mut buf[..n], off)
                 .map_err(CopyError::Read)?;
-            write_nonzero(output, &buf[..n], off).map_err(CopyError::Write)?;
+            sparse::write_nonzero(output, &buf[..n], off).map_err(CopyError::Write)?;
             off += n as u64;
         }
         pos = end;
-    }
-    Ok(())
-}
-
-/// Write only the blocks of `data` that are not all zero; the destination
-/// already reads as zeros there.
-fn write_nonzero(output: &File, data: &[u8], offset: u64) -> io::Result<()> {
-    for (i, block) in data.chunks(ZERO_BLOCK).enumerate() {
-        if block.iter().any(|&b| b != 0) {
-            output.write_all_at(block, offset + (i * ZERO_BLOCK) as u64)?;
-        }
     }
     Ok(())
 }

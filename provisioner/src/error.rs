@@ -84,6 +84,34 @@ pub enum Error {
         others: String,
     },
 
+    #[error(
+        "the boot entry for {kernel} in {entry} of {path} names {count} initrds; hvbox loads \
+         at most {max}. Remove the extra initrd lines from the guest's bootloader \
+         configuration"
+    )]
+    TooManyInitrds {
+        path: PathBuf,
+        kernel: String,
+        /// The bootloader file, as `/boot/grub/grub.cfg on partition 1`.
+        entry: String,
+        count: usize,
+        max: usize,
+    },
+
+    #[error(
+        "the kernel and initrd of {path} are too large to boot: {files} come to {total} \
+         bytes, more than the {limit} bytes {why}"
+    )]
+    BootFilesTooLarge {
+        path: PathBuf,
+        /// Each file with its size, as `/boot/vmlinuz-… (8 MiB) + … on partition 1`.
+        files: String,
+        total: u64,
+        limit: u64,
+        /// What sets the limit, and what to do about it.
+        why: String,
+    },
+
     #[error("cannot open the ext filesystem on {partition} of {path}: {source}")]
     OpenFs {
         path: PathBuf,

@@ -24,8 +24,8 @@ pub(crate) fn grow(file: &mut File, path: &Path, old_len: u64, new_len: u64) -> 
         reason,
     };
     // Read the table before growing, while both headers are where the gpt
-    // crate expects them.
-    let primary = read_primary_header(file);
+    // crate expects them; a header out of bounds stops us before any change.
+    let primary = read_primary_header(file).map_err(fail)?;
     file.set_len(new_len).map_err(|source| Error::Write {
         path: path.to_path_buf(),
         source,
@@ -44,17 +44,20 @@ pub(crate) fn grow(file: &mut File, path: &Path, old_len: u64, new_len: u64) -> 
     Ok(())
 }
 
-fn read_primary_header(file: &mut File) -> Option<Header> {
-    if crate::partitions::gpt_entry_size(file) != Some(128) {
+fn read_primary_header(file: &mut File) -> Result<Option<Header>, String> {
+    match crate::gpt_header::check(file)? {
+        Some(b) if b.entry_size == 128 => {}
         // No GPT (or an entry size the gpt crate cannot handle): plain grow.
-        return None;
+        _ => return Ok(None),
     }
-    let disk = gpt::GptConfig::new()
+    let Ok(disk) = gpt::GptConfig::new()
         .writable(false)
         .logical_block_size(LB)
         .open_from_device(&mut *file)
-        .ok()?;
-    disk.primary_header().ok().cloned()
+    else {
+        return Ok(None);
+    };
+    Ok(disk.primary_header().ok().cloned())
 }
 
 fn relocate_backup(

@@ -1,10 +1,16 @@
 //! The initrd that belongs to a kernel. An initrd of another release would
 //! boot but fail to load its modules, so a kernel never gets one.
 
+use std::collections::HashSet;
+
 use crate::guest_fs::{self, file_name, join, parent};
 use crate::kernels::{Inventory, Kernel};
 use crate::volumes::Disk;
 use crate::Error;
+
+/// Distinct initrds one boot entry may name (microcode, the initramfs and
+/// a few extras such as Fedora's early images).
+const MAX_INITRDS: usize = 8;
 
 /// Guest paths of the initrd(s) for `kernel` (several are concatenated, as
 /// grub does), or none if the guest has no initrd at all. In order: the
@@ -102,9 +108,28 @@ fn entry_initrds(
     let Some(entry) = inv.entry_for(kernel).filter(|e| !e.initrds.is_empty()) else {
         return Ok(None);
     };
+    // Loading one archive twice adds nothing; more than a few distinct
+    // ones is no real boot entry, and each costs a lookup and a copy.
+    let mut seen = HashSet::new();
+    let lines: Vec<&str> = entry
+        .initrds
+        .iter()
+        .map(String::as_str)
+        .filter(|l| seen.insert(*l))
+        .collect();
+    if lines.len() > MAX_INITRDS {
+        let vol = &disk.volumes[kernel.volume];
+        return Err(Error::TooManyInitrds {
+            path: disk.path.clone(),
+            kernel: kernel.path.clone(),
+            entry: format!("{} on {}", entry.source, vol.describe()),
+            count: lines.len(),
+            max: MAX_INITRDS,
+        });
+    }
     let fs = &disk.volumes[kernel.volume].fs;
     let mut paths = Vec::new();
-    for line in &entry.initrds {
+    for line in lines {
         match guest_fs::find_boot_path(fs, entry.boot_dir, line)
             .map_err(|e| disk.guest_err(kernel.volume, line, e))?
         {

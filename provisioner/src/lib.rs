@@ -9,6 +9,7 @@
 mod atomic_file;
 mod bls;
 mod boot_files;
+mod boot_size;
 mod bzimage_version;
 mod clone;
 mod cmdline;
@@ -17,6 +18,7 @@ mod fs_probe;
 mod fs_reader;
 mod fstab;
 mod gpt_grow;
+mod gpt_header;
 mod grub;
 mod grubenv;
 mod guest_fs;
@@ -24,6 +26,7 @@ mod initrd;
 mod kernels;
 mod partitions;
 mod reflink;
+mod sparse;
 mod version_order;
 mod volumes;
 

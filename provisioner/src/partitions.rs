@@ -2,7 +2,6 @@
 //! whole disk as one filesystem.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::Error;
@@ -46,11 +45,13 @@ pub(crate) fn list(disk: &Path, file: &mut File) -> Result<Vec<Partition>, Error
         reason,
     };
 
-    match gpt_entry_size(file) {
-        Some(128) => return list_gpt(disk, disk_len).map_err(table_err),
-        Some(other) => {
+    match crate::gpt_header::check(file).map_err(table_err)? {
+        Some(b) if b.entry_size == 128 => return list_gpt(disk, disk_len).map_err(table_err),
+        // Valid for UEFI, but the gpt crate asserts (panics) on it.
+        Some(b) => {
             return Err(table_err(format!(
-                "GPT partition entries of {other} bytes are not supported (expected 128)"
+                "GPT partition entries of {} bytes are not supported (expected 128)",
+                b.entry_size
             )))
         }
         None => {}
@@ -73,17 +74,6 @@ pub(crate) fn list(disk: &Path, file: &mut File) -> Result<Vec<Partition>, Error
         len: disk_len,
         partuuid: None,
     }])
-}
-
-/// The GPT entry size if LBA 1 carries a GPT header signature. Checked by
-/// hand because the gpt crate asserts (panics) on sizes other than 128.
-pub(crate) fn gpt_entry_size(file: &File) -> Option<u32> {
-    let mut hdr = [0u8; 92];
-    file.read_exact_at(&mut hdr, SECTOR).ok()?;
-    if &hdr[..8] != b"EFI PART" {
-        return None;
-    }
-    Some(u32::from_le_bytes(hdr[84..88].try_into().ok()?))
 }
 
 fn list_gpt(disk: &Path, disk_len: u64) -> Result<Vec<Partition>, String> {

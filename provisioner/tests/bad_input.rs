@@ -28,7 +28,7 @@ fn dangling_kernel_symlink_falls_back_to_the_next_candidate() {
         );
     fstab(&tree);
     let disk = disk_from(dir.path(), &tree);
-    let boot = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT).unwrap();
+    let boot = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT, GUEST_MEMORY).unwrap();
     assert_eq!(boot.kernel_version, K9);
     assert!(fs::read(&boot.kernel).unwrap() == kernel_image(K9));
     // The broken entry's arguments are not trusted either.
@@ -42,7 +42,8 @@ fn only_a_dangling_symlink_is_a_clear_error() {
     tree.symlink("boot/vmlinuz", "vmlinuz-6.1.0-99-cloud-amd64");
     fstab(&tree);
     let disk = disk_from(dir.path(), &tree);
-    let err = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT).unwrap_err();
+    let err =
+        extract_boot_files(&disk, &dir.path().join("out"), DEFAULT, GUEST_MEMORY).unwrap_err();
     assert!(matches!(err, Error::NoKernel { .. }), "{err:?}");
     let msg = err.to_string();
     assert_names_disk(&msg, &disk);
@@ -82,7 +83,7 @@ fn symlinks_cannot_reach_host_files() {
 
     let disk = disk_from(dir.path(), &tree);
     let out = dir.path().join("out");
-    let err = extract_boot_files(&disk, &out, DEFAULT).unwrap_err();
+    let err = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap_err();
     assert!(matches!(err, Error::NoKernel { .. }), "{err:?}");
     let msg = err.to_string();
     assert_names_disk(&msg, &disk);
@@ -116,7 +117,7 @@ fn escaping_symlinks_resolve_clamped_inside_the_guest() {
         );
     fstab(&tree);
     let disk = disk_from(dir.path(), &tree);
-    let boot = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT).unwrap();
+    let boot = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT, GUEST_MEMORY).unwrap();
     assert_eq!(boot.kernel_version, "6.6.6-guest");
     assert!(fs::read(&boot.kernel).unwrap() == kernel_image("6.6.6-guest"));
     assert!(fs::read(boot.initrd.unwrap()).unwrap() == initrd_image("6.6.6-guest"));
@@ -134,7 +135,7 @@ fn symlink_loop_is_passed_over() {
         .symlink("boot/vmlinuz-a", "vmlinuz");
     fstab(&tree);
     let disk = disk_from(dir.path(), &tree);
-    let msg = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT)
+    let msg = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT, GUEST_MEMORY)
         .unwrap_err()
         .to_string();
     assert_names_disk(&msg, &disk);
@@ -153,8 +154,8 @@ fn empty_boot_is_no_kernel() {
     let disk = disk_from(dir.path(), &tree);
     let wanted = KernelSelection::Version(K9.into());
     for err in [
-        extract_boot_files(&disk, &dir.path().join("out"), DEFAULT).unwrap_err(),
-        extract_boot_files(&disk, &dir.path().join("out"), &wanted).unwrap_err(),
+        extract_boot_files(&disk, &dir.path().join("out"), DEFAULT, GUEST_MEMORY).unwrap_err(),
+        extract_boot_files(&disk, &dir.path().join("out"), &wanted, GUEST_MEMORY).unwrap_err(),
         installed_kernels(&disk).unwrap_err(),
     ] {
         assert!(matches!(err, Error::NoKernel { .. }), "{err:?}");
@@ -178,7 +179,8 @@ fn corrupted_ext4_superblock_is_a_clear_error() {
     let sb = MIB + 1024;
     overwrite(&disk, sb, &[0xA5; 0x38]);
     overwrite(&disk, sb + 0x3A, &[0x5A; 0x100 - 0x3A]);
-    let err = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT).unwrap_err();
+    let err =
+        extract_boot_files(&disk, &dir.path().join("out"), DEFAULT, GUEST_MEMORY).unwrap_err();
     assert!(matches!(err, Error::OpenFs { .. }), "{err:?}");
     let msg = err.to_string();
     assert_names_disk(&msg, &disk);
@@ -189,7 +191,8 @@ fn corrupted_ext4_superblock_is_a_clear_error() {
 
     // Without even the magic nothing on the disk is recognisable.
     overwrite(&disk, sb, &[0u8; 1024]);
-    let err = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT).unwrap_err();
+    let err =
+        extract_boot_files(&disk, &dir.path().join("out"), DEFAULT, GUEST_MEMORY).unwrap_err();
     assert!(matches!(err, Error::NoLinuxFilesystem { .. }), "{err:?}");
     let msg = err.to_string();
     assert_names_disk(&msg, &disk);
@@ -205,7 +208,8 @@ fn gpt_partition_past_the_end_of_the_disk() {
     let disk = debian_disk(dir.path());
     // Cut the image inside the partition: a truncated download.
     truncate(&disk, 16 * MIB);
-    let err = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT).unwrap_err();
+    let err =
+        extract_boot_files(&disk, &dir.path().join("out"), DEFAULT, GUEST_MEMORY).unwrap_err();
     assert!(matches!(err, Error::PartitionTable { .. }), "{err:?}");
     let msg = err.to_string();
     assert_names_disk(&msg, &disk);
@@ -223,7 +227,8 @@ fn mbr_partition_past_the_end_of_the_disk() {
     let disk = dir.path().join("disk.img");
     make_disk(&disk, "dos", "", &[(Content::Image(&part), "type=83")]);
     truncate(&disk, 8 * MIB);
-    let err = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT).unwrap_err();
+    let err =
+        extract_boot_files(&disk, &dir.path().join("out"), DEFAULT, GUEST_MEMORY).unwrap_err();
     assert!(matches!(err, Error::PartitionTable { .. }), "{err:?}");
     let msg = err.to_string();
     assert_names_disk(&msg, &disk);
@@ -259,7 +264,7 @@ fn damaged_images_never_panic() {
         len - 512,
     ] {
         fs::write(&disk, &bytes[..cut as usize]).unwrap();
-        let _ = extract_boot_files(&disk, &out, DEFAULT);
+        let _ = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY);
         let _ = installed_kernels(&disk);
     }
     // Garble one 4 KiB block at a time across the filesystem's metadata
@@ -276,11 +281,11 @@ fn damaged_images_never_panic() {
             *b = seed as u8;
         }
         overwrite(&disk, at, &junk);
-        let _ = extract_boot_files(&disk, &out, DEFAULT);
+        let _ = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY);
         let _ = installed_kernels(&disk);
         overwrite(&disk, at, &bytes[at as usize..at as usize + 4096]);
     }
     fs::write(&disk, vec![0xFFu8; 4 * MIB as usize]).unwrap();
-    let err = extract_boot_files(&disk, &out, DEFAULT).unwrap_err();
+    let err = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap_err();
     assert_names_disk(&err.to_string(), &disk);
 }

@@ -39,7 +39,7 @@ fn gpt_newest_kernel_by_version_and_fstab_root() {
     gpt_disk(&disk, &part, ROOT_UUID);
 
     let out = dir.path().join("out");
-    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
+    let boot = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
     assert_extracted(&boot, &out, K10);
     assert_eq!(boot.cmdline, format!("root=PARTUUID={ROOT_UUID} ro"));
     assert_eq!(
@@ -53,7 +53,7 @@ fn gpt_newest_kernel_by_version_and_fstab_root() {
     assert_eq!(installed_kernels(&disk).unwrap(), [K10, K9]);
 
     // Extracting again replaces the files in place.
-    let again = extract_boot_files(&disk, &out, DEFAULT).unwrap();
+    let again = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
     assert_eq!(again, boot);
 }
 
@@ -84,7 +84,7 @@ fn grub_default_entry_picks_kernel_and_args() {
     gpt_disk(&disk, &part, ROOT_UUID);
 
     let out = dir.path().join("out");
-    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
+    let boot = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
     assert_extracted(&boot, &out, K9);
     assert_eq!(
         boot.cmdline,
@@ -122,7 +122,7 @@ fn symlinks_resolve_inside_the_guest_fs() {
     gpt_disk(&disk, &part, ROOT_UUID);
 
     let out = dir.path().join("out");
-    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
+    let boot = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
     assert_extracted(&boot, &out, "5.10.0-99-guestonly-amd64");
     // grub's line had no root=, so it comes from the (symlinked) fstab.
     assert_eq!(boot.cmdline, "root=LABEL=rootfs ro quiet");
@@ -148,7 +148,7 @@ fn debian_vmlinuz_symlink_without_versioned_boot_files() {
     gpt_disk(&disk, &part, ROOT_UUID);
 
     let out = dir.path().join("out");
-    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
+    let boot = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
     // No setup header (an arm64 Image.gz): the release comes from the name.
     assert_extracted_kernel(
         &boot,
@@ -184,7 +184,7 @@ fn mbr_disk_uses_disk_signature_partuuid() {
     );
 
     let out = dir.path().join("out");
-    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
+    let boot = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
     assert_extracted(&boot, &out, K10);
     assert_eq!(boot.cmdline, "root=PARTUUID=0a1b2c3d-02 ro");
 }
@@ -200,7 +200,7 @@ fn whole_disk_filesystem_without_partition_table() {
     tree.mkfs(&disk, 64, &["-U", fs_uuid]);
 
     let out = dir.path().join("out");
-    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
+    let boot = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
     assert_extracted(&boot, &out, K10);
     assert_eq!(boot.cmdline, format!("root=UUID={fs_uuid} ro"));
 }
@@ -240,7 +240,7 @@ fn separate_boot_partition_next_to_bios_boot_and_esp() {
     );
 
     let out = dir.path().join("out");
-    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
+    let boot = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
     assert_extracted(&boot, &out, K10);
     assert_eq!(boot.cmdline, "root=/dev/vda4 ro");
 }
@@ -265,7 +265,7 @@ fn btrfs_root_is_a_clear_error() {
     );
 
     let out = dir.path().join("out");
-    let err = extract_boot_files(&disk, &out, DEFAULT).unwrap_err();
+    let err = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap_err();
     assert!(
         matches!(&err, Error::UnsupportedRootFs { fs: "btrfs", partition, .. } if partition == "partition 2"),
         "{err:?}"
@@ -295,7 +295,8 @@ fn disk_without_kernel_is_a_clear_error() {
     let disk = dir.path().join("disk.img");
     gpt_disk(&disk, &part, ROOT_UUID);
 
-    let err = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT).unwrap_err();
+    let err =
+        extract_boot_files(&disk, &dir.path().join("out"), DEFAULT, GUEST_MEMORY).unwrap_err();
     assert!(matches!(err, Error::NoKernel { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
@@ -309,6 +310,7 @@ fn disk_without_any_filesystem_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.img");
     make_disk(&disk, "gpt", "", &[(Content::Empty(MIB), "")]);
-    let err = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT).unwrap_err();
+    let err =
+        extract_boot_files(&disk, &dir.path().join("out"), DEFAULT, GUEST_MEMORY).unwrap_err();
     assert!(matches!(err, Error::NoLinuxFilesystem { .. }), "{err:?}");
 }

@@ -87,8 +87,13 @@ fn grown_gpt_clone_is_valid_and_bootable() {
     };
     assert!(region(&src) == region(&dst), "partition contents differ");
 
-    let boot =
-        extract_boot_files(&dst, &dir.path().join("out"), &KernelSelection::Default).unwrap();
+    let boot = extract_boot_files(
+        &dst,
+        &dir.path().join("out"),
+        &KernelSelection::Default,
+        GUEST_MEMORY,
+    )
+    .unwrap();
     assert_eq!(boot.kernel_version, K10);
 }
 
@@ -123,8 +128,13 @@ fn a_machine_disk_grows_in_place_and_never_shrinks() {
         "{err:?}"
     );
     assert_eq!(fs::metadata(&disk).unwrap().len(), 1 << 30);
-    let boot =
-        extract_boot_files(&disk, &dir.path().join("out"), &KernelSelection::Default).unwrap();
+    let boot = extract_boot_files(
+        &disk,
+        &dir.path().join("out"),
+        &KernelSelection::Default,
+        GUEST_MEMORY,
+    )
+    .unwrap();
     assert_eq!(boot.kernel_version, K10);
 }
 
@@ -194,8 +204,13 @@ fn clone_on_tmpfs_falls_back_to_a_sparse_copy() {
     let region = MIB as usize..a.len() - MIB as usize;
     assert!(a[region.clone()] == b[region], "partition contents differ");
     assert!(allocated(&dst) <= allocated(&src) + 256 * 1024);
-    let boot =
-        extract_boot_files(&dst, &dir.path().join("out"), &KernelSelection::Default).unwrap();
+    let boot = extract_boot_files(
+        &dst,
+        &dir.path().join("out"),
+        &KernelSelection::Default,
+        GUEST_MEMORY,
+    )
+    .unwrap();
     assert_eq!(boot.kernel_version, K10);
 }
 

@@ -28,7 +28,7 @@ fn newest_by_version_order_not_string_order() {
         ["6.1.0-10-amd64", "6.1.0-9-amd64", "6.1.0-2-amd64"]
     );
     let out = dir.path().join("out");
-    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
+    let boot = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
     assert_eq!(boot.kernel_version, "6.1.0-10-amd64");
     assert!(fs::read(&boot.kernel).unwrap() == kernel_image("6.1.0-10-amd64"));
 }
@@ -49,14 +49,14 @@ fn version_selection_picks_that_kernel_its_initrd_and_the_default_args() {
     let disk = disk_from(dir.path(), &tree);
     let out = dir.path().join("out");
 
-    let boot = extract_boot_files(&disk, &out, &version(K9)).unwrap();
+    let boot = extract_boot_files(&disk, &out, &version(K9), GUEST_MEMORY).unwrap();
     assert_eq!(boot.kernel_version, K9);
     assert!(fs::read(&boot.kernel).unwrap() == kernel_image(K9));
     assert!(fs::read(boot.initrd.unwrap()).unwrap() == initrd_image(K9));
     // No grub entry for K9: the default entry's arguments apply.
     assert_eq!(boot.cmdline, format!("root=PARTUUID={ROOT_UUID} ro quiet"));
 
-    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
+    let boot = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
     assert_eq!(boot.kernel_version, K10);
 }
 
@@ -65,7 +65,8 @@ fn unknown_version_is_an_error_listing_installed_ones() {
     let dir = tempfile::tempdir().unwrap();
     let disk = debian_disk(dir.path());
     let out = dir.path().join("out");
-    let err = extract_boot_files(&disk, &out, &version("5.10.0-30-amd64")).unwrap_err();
+    let err =
+        extract_boot_files(&disk, &out, &version("5.10.0-30-amd64"), GUEST_MEMORY).unwrap_err();
     assert!(
         matches!(err, Error::KernelVersionNotFound { .. }),
         "{err:?}"
@@ -96,7 +97,7 @@ fn header_release_wins_over_file_name() {
 
     assert_eq!(installed_kernels(&disk).unwrap(), [K9]);
     let out = dir.path().join("out");
-    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
+    let boot = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
     assert_eq!(boot.kernel_version, K9);
     assert!(fs::read(&boot.kernel).unwrap() == kernel_image_with(K9, "renamed"));
     // The initrd for what the kernel is, not for what it is called.
@@ -105,7 +106,7 @@ fn header_release_wins_over_file_name() {
         boot.kernel_guest_path,
         format!("/boot/vmlinuz-{K10} on partition 1")
     );
-    let err = extract_boot_files(&disk, &out, &version(K10)).unwrap_err();
+    let err = extract_boot_files(&disk, &out, &version(K10), GUEST_MEMORY).unwrap_err();
     assert!(
         err.to_string()
             .contains(&format!("installed kernels: {K9}")),
@@ -122,7 +123,7 @@ fn kernel_without_its_initrd_is_an_error_when_others_have_one() {
     let disk = disk_from(dir.path(), &tree);
     let out = dir.path().join("out");
 
-    let err = extract_boot_files(&disk, &out, DEFAULT).unwrap_err();
+    let err = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap_err();
     assert!(matches!(err, Error::NoMatchingInitrd { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
@@ -135,7 +136,7 @@ fn kernel_without_its_initrd_is_an_error_when_others_have_one() {
     assert!(!out.join("vmlinuz").exists());
 
     // The other kernel still boots, with its own initrd.
-    let boot = extract_boot_files(&disk, &out, &version(K9)).unwrap();
+    let boot = extract_boot_files(&disk, &out, &version(K9), GUEST_MEMORY).unwrap();
     assert!(fs::read(boot.initrd.unwrap()).unwrap() == initrd_image(K9));
 }
 
@@ -150,7 +151,7 @@ fn no_initrd_at_all_boots_without_one_and_removes_a_stale_one() {
     fs::create_dir_all(&out).unwrap();
     fs::write(out.join("initrd.img"), b"stale").unwrap();
 
-    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
+    let boot = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
     assert_eq!(boot.kernel_version, K9);
     assert_eq!(boot.initrd, None);
     assert_eq!(boot.initrd_guest_path, None);
@@ -169,7 +170,7 @@ fn arch_style_names_pair_by_file_name_tag() {
     fstab(&tree);
     let disk = disk_from(dir.path(), &tree);
 
-    let boot = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT).unwrap();
+    let boot = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT, GUEST_MEMORY).unwrap();
     assert_eq!(boot.kernel_version, release);
     assert!(fs::read(boot.initrd.unwrap()).unwrap() == initrd_image(release));
 }
@@ -199,7 +200,7 @@ fn grubenv_saved_entry_selects_a_submenu_entry() {
             .as_bytes(),
         );
     let disk = disk_from(dir.path(), &tree);
-    let boot = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT).unwrap();
+    let boot = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT, GUEST_MEMORY).unwrap();
     assert_eq!(boot.kernel_version, K9);
     assert_eq!(
         boot.cmdline,

@@ -72,7 +72,7 @@ fn ubuntu_cloud_image_with_boot_partition() {
 
     assert_eq!(installed_kernels(&disk).unwrap(), [U49, U48]);
     let out = dir.path().join("out");
-    let boot = extract_boot_files(&disk, &out, DEFAULT).unwrap();
+    let boot = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
     assert_eq!(boot.kernel_version, U49);
     assert!(fs::read(&boot.kernel).unwrap() == kernel_image(U49));
     assert!(fs::read(boot.initrd.as_ref().unwrap()).unwrap() == initrd_image(U49));
@@ -86,7 +86,13 @@ fn ubuntu_cloud_image_with_boot_partition() {
         Some(format!("/initrd.img-{U49} on partition 16 (BOOT)").as_str())
     );
 
-    let old = extract_boot_files(&disk, &out, &KernelSelection::Version(U48.into())).unwrap();
+    let old = extract_boot_files(
+        &disk,
+        &out,
+        &KernelSelection::Version(U48.into()),
+        GUEST_MEMORY,
+    )
+    .unwrap();
     assert!(fs::read(&old.kernel).unwrap() == kernel_image(U48));
     assert!(fs::read(old.initrd.unwrap()).unwrap() == initrd_image(U48));
     assert_eq!(old.cmdline, "root=LABEL=cloudimg-rootfs ro");
@@ -182,7 +188,7 @@ fn fedora_bls_on_boot_partition_with_saved_entry() {
 
     assert_eq!(installed_kernels(&disk).unwrap(), [F10, F9]);
     let out = dir.path().join("out");
-    let b = extract_boot_files(&disk, &out, DEFAULT).unwrap();
+    let b = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
     assert_eq!(b.kernel_version, F9);
     assert!(
         fs::read(&b.kernel).unwrap() == kernel_image(F9),
@@ -198,7 +204,13 @@ fn fedora_bls_on_boot_partition_with_saved_entry() {
         format!("/vmlinuz-{F9} on partition 3 (boot)")
     );
 
-    let newest = extract_boot_files(&disk, &out, &KernelSelection::Version(F10.into())).unwrap();
+    let newest = extract_boot_files(
+        &disk,
+        &out,
+        &KernelSelection::Version(F10.into()),
+        GUEST_MEMORY,
+    )
+    .unwrap();
     assert!(fs::read(&newest.kernel).unwrap() == kernel_image(F10));
     assert!(fs::read(newest.initrd.unwrap()).unwrap() == initrd_image(F10));
 }
@@ -239,7 +251,7 @@ fn fedora_bls_in_root_fs_defaults_to_highest_version() {
     let disk = dir.path().join("disk.img");
     gpt_disk(&disk, &part, ROOT_UUID);
 
-    let b = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT).unwrap();
+    let b = extract_boot_files(&disk, &dir.path().join("out"), DEFAULT, GUEST_MEMORY).unwrap();
     assert_eq!(b.kernel_version, F10);
     let mut initrd = b"MICROCODE".to_vec();
     initrd.extend(initrd_image(F10));
@@ -268,7 +280,7 @@ fn xfs_root_without_readable_boot_is_a_clear_error() {
         &[(Content::Empty(MIB), ESP), (Content::Bytes(xfs), "")],
     );
     for err in [
-        extract_boot_files(&disk, &dir.path().join("out"), DEFAULT).unwrap_err(),
+        extract_boot_files(&disk, &dir.path().join("out"), DEFAULT, GUEST_MEMORY).unwrap_err(),
         installed_kernels(&disk).unwrap_err(),
     ] {
         assert!(

@@ -12,6 +12,9 @@ pub const MIB: u64 = 1 << 20;
 pub const ROOT_UUID: &str = "6b0a5e1c-1f4f-4b5a-9d3e-0c2f5b7e8a11";
 pub const K9: &str = "6.1.0-9-cloud-amd64";
 pub const K10: &str = "6.1.0-10-cloud-amd64";
+/// Memory of the machines tests extract boot files for; above 1 GiB, so
+/// hvbox's own cap on kernel + initrd is the limit that applies.
+pub const GUEST_MEMORY: u64 = 2 << 30;
 
 /// Run a command, panicking with its output if it fails.
 pub fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> String {

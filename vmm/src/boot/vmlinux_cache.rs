@@ -18,20 +18,23 @@ pub fn vmlinux_beside(bzimage: &Path) -> Result<PathBuf, BootError> {
         let path = path.to_owned();
         move |source| BootError::Io { path, source }
     };
-    let image = fs::read(bzimage).map_err(io_err(bzimage))?;
-    let name = format!(
-        "vmlinux-{}",
-        Sha256::digest(&image)[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    // Hashed as a stream: the whole kernel is read into memory only when it
+    // has to be decompressed, not on every boot.
+    let mut hasher = Sha256::new();
+    File::open(bzimage)
+        .and_then(|mut f| io::copy(&mut f, &mut hasher))
+        .map_err(io_err(bzimage))?;
+    let mut name = vmlinux_name(hasher.finalize());
     let dir = match bzimage.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let target = dir.join(&name);
+    let mut target = dir.join(&name);
     if !target.exists() {
+        let image = fs::read(bzimage).map_err(io_err(bzimage))?;
+        // Named after the bytes decompressed, should the file have changed since.
+        name = vmlinux_name(Sha256::digest(&image));
+        target = dir.join(&name);
         let vmlinux = extract_vmlinux(&image)?;
         // A name unique to this call (process id, then a count for concurrent threads); a
         // crash leaves it hidden, not half-written under the final name, and a later call
@@ -52,6 +55,15 @@ pub fn vmlinux_beside(bzimage: &Path) -> Result<PathBuf, BootError> {
     }
     remove_stale(dir, &name);
     Ok(target)
+}
+
+/// `vmlinux-<first 16 hex digits of the bzImage's sha256>`.
+fn vmlinux_name(digest: impl AsRef<[u8]>) -> String {
+    let hex: String = digest.as_ref()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("vmlinux-{hex}")
 }
 
 fn write_synced(path: &Path, data: &[u8]) -> io::Result<()> {
