@@ -115,12 +115,13 @@ fn switch_to_qemu(machine: &Machine, still_running: bool) -> String {
     )
 }
 
-/// The last `lines` lines of what was appended to `path` after byte `start`.
+/// The last `lines` lines of what was appended to `path` after byte `start`, safe
+/// to print (the guest writes the serial log).
 pub fn tail_since(path: &Path, start: u64, lines: usize) -> String {
     let text = std::fs::read(path).unwrap_or_default();
     let text = String::from_utf8_lossy(text.get(start as usize..).unwrap_or_default());
     let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    crate::guest_text::sanitize(&all[all.len().saturating_sub(lines)..].join("\n"))
 }
 
 #[cfg(test)]
@@ -185,6 +186,23 @@ mod tests {
             text.contains(
                 "set `engine: qemu` under `machines: web:` in hvbox.yaml and run `hvbox reload web`"
             ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_guests_serial_lines_are_shown_without_their_escape_sequences() {
+        let (_dir, m, starts) = machine("default");
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(m.serial_log())
+            .unwrap();
+        std::io::Write::write_all(&mut log, b"\x1b[2J\x1b]0;pwned\x07login: \x9b\r\n").unwrap();
+        let text = BootFailure::new(&m, EngineKind::Qemu, Ending::KernelPanic, starts).message;
+        assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+        assert!(
+            // A byte that is not UTF-8 (an 8-bit CSI) is already a replacement.
+            text.ends_with("Run /init as init process\n\\x1b[2J\\x1b]0;pwned\\x07login: \u{fffd}"),
             "{text}"
         );
     }

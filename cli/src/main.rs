@@ -5,6 +5,7 @@ mod boot_failure;
 mod commands;
 mod daemons;
 mod engine;
+mod guest_text;
 mod kernel_install;
 mod keys;
 mod launch;

@@ -1,6 +1,7 @@
 //! Talking to the guest with the system's OpenSSH client, always with the machine's
 //! own key and its pinned host key: no trust on first use.
 
+use crate::guest_text::sanitize;
 use crate::machine::{Machine, MachineState};
 use std::process::{Command, Stdio};
 
@@ -142,7 +143,8 @@ pub fn wait_for_cloud_init(
     match output {
         // ssh's own failure, e.g. the connection reset by sshd's restart.
         Ok(out) if matches!(out.status.code(), Some(255) | None) => CloudInit::Disconnected,
-        Ok(out) => cloud_init_verdict(&String::from_utf8_lossy(&out.stdout)),
+        // The verdict's detail is printed: the guest's control characters are shown.
+        Ok(out) => cloud_init_verdict(&sanitize(&String::from_utf8_lossy(&out.stdout))),
         Err(_) => CloudInit::Disconnected,
     }
 }
@@ -181,7 +183,8 @@ fn cloud_init_verdict(output: &str) -> CloudInit {
 }
 
 /// Run `script` in the guest (through its login shell) and return its standard
-/// output; a non-zero exit is an error carrying standard error.
+/// output; a non-zero exit is an error carrying standard error. Both are guest
+/// text that callers print, so their control characters are shown, not obeyed.
 pub fn capture(
     machine: &Machine,
     state: &MachineState,
@@ -197,14 +200,14 @@ pub fn capture(
         anyhow::bail!(
             "`{script}` in the guest failed ({}): {}",
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            sanitize(String::from_utf8_lossy(&out.stderr).trim())
         );
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    Ok(sanitize(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
-/// Run `script` in the guest with the terminal's output streams and `stdin` as its
-/// input; returns its exit status.
+/// Run `script` in the guest with `stdin` as its input, its output relayed to
+/// ours as it comes (control characters shown, not obeyed); returns its exit status.
 pub fn run_streaming(
     machine: &Machine,
     state: &MachineState,
@@ -212,11 +215,27 @@ pub fn run_streaming(
     script: &str,
     stdin: Stdio,
 ) -> anyhow::Result<std::process::ExitStatus> {
-    batch_command(machine, state, port)
+    let mut child = batch_command(machine, state, port)
         .arg(script)
         .stdin(stdin)
-        .status()
-        .map_err(|e| anyhow::anyhow!("running ssh: {e}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("running ssh: {e}"))?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let relays = [
+        std::thread::spawn(move || crate::guest_text::relay(stdout, std::io::stdout())),
+        std::thread::spawn(move || crate::guest_text::relay(stderr, std::io::stderr())),
+    ];
+    let status = child
+        .wait()
+        .map_err(|e| anyhow::anyhow!("waiting for ssh: {e}"));
+    // A relay that could not write (our reader went away) only loses output.
+    for relay in relays {
+        let _ = relay.join();
+    }
+    status
 }
 
 #[cfg(test)]

@@ -206,6 +206,25 @@ fn logs_prints_the_serial_log_and_follows_it() {
     follower.wait().unwrap();
 }
 
+/// The guest writes the serial log, so `hvbox logs` shows its escape sequences and
+/// control characters instead of handing them to the terminal.
+#[test]
+fn logs_shows_the_guests_escape_sequences_rather_than_passing_them_on() {
+    let project = Project::new();
+    let log = project.machine().join("serial.log");
+    std::fs::write(
+        &log,
+        b"[  OK  ] \x1b[0;32mStarted\x1b[0m\tsshd\r\n\x1b]0;retitled\x07\x9b2J bye\r\n",
+    )
+    .unwrap();
+    let out = project.hvbox(&["logs"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "[  OK  ] \\x1b[0;32mStarted\\x1b[0m\tsshd\r\n\\x1b]0;retitled\\x07\\x9b2J bye\r\n"
+    );
+}
+
 /// A `disk:` smaller than a stopped machine's disk is refused before anything boots,
 /// and the disk keeps its size.
 #[test]

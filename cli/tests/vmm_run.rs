@@ -359,3 +359,85 @@ fn a_dead_virtio_fs_backend_is_reported_and_hangs_nothing() {
         started.elapsed()
     );
 }
+
+/// Start `hvbox vmm run` on the idle guest with `disk` and a control socket; returns
+/// once the socket is served, and so the disks are open and locked.
+fn start_idle_vmm(kernel: &Path, disk: &str, control: &Path) -> std::process::Child {
+    let mut vmm = Command::new(env!("CARGO_BIN_EXE_hvbox"))
+        .args(["vmm", "run", "--timeout", "60", "--kernel"])
+        .arg(kernel)
+        .args(["--disk", disk, "--control-socket"])
+        .arg(control)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !control.exists() {
+        if Instant::now() > deadline || vmm.try_wait().unwrap().is_some() {
+            let _ = vmm.kill();
+            let out = vmm.wait_with_output().unwrap();
+            panic!(
+                "the VMM never served its control socket: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    vmm
+}
+
+fn kill_vmm(control: &Path, mut vmm: std::process::Child) {
+    use std::io::Write;
+    let mut stream = std::os::unix::net::UnixStream::connect(control).unwrap();
+    writeln!(stream, "kill").unwrap();
+    assert_eq!(vmm.wait().unwrap().code(), Some(6));
+}
+
+/// Each VMM locks its images as QEMU does: a writable one for itself alone, a
+/// read-only one shared with other readers.
+#[test]
+fn a_writable_disk_belongs_to_one_vmm_and_read_only_disks_are_shared() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = guest("idle", dir.path());
+    let disk = dir.path().join("disk.raw");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let rw = disk.to_str().unwrap().to_string();
+    let ro = format!("{rw},ro");
+    let control = dir.path().join("control.sock");
+    let k = kernel.to_str().unwrap();
+
+    let writer = start_idle_vmm(&kernel, &rw, &control);
+    for (second, wanted) in [(&rw, "writing"), (&ro, "read-only use")] {
+        let out = vmm_run(&["--kernel", k, "--timeout", "5", "--disk", second]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(&format!(
+                "disk {rw}: the image is in use, so it cannot be locked for {wanted}: another process (another VMM or QEMU, say) is writing it (an exclusive lock)"
+            )),
+            "{err}"
+        );
+    }
+    kill_vmm(&control, writer);
+
+    let reader = start_idle_vmm(&kernel, &ro, &control);
+    // A second reader runs its guest (to the time limit).
+    let out = vmm_run(&["--kernel", k, "--timeout", "1", "--disk", &ro]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = vmm_run(&["--kernel", k, "--timeout", "5", "--disk", &rw]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is reading it (a shared lock)"), "{err}");
+    kill_vmm(&control, reader);
+}

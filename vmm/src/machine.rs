@@ -157,11 +157,16 @@ fn wait_for_end(
         while let Ok((request, reply)) = control.try_recv() {
             let answer = match request {
                 Request::Status => "running".to_string(),
-                Request::Stop { grace } => {
-                    press_power_button(vm, platform);
-                    hard_stop_at.get_or_insert(now + grace);
-                    "ok".to_string()
-                }
+                // The parser keeps grace to a day; still, an overflowing clock must
+                // be an answer, not a panic of the whole VMM.
+                Request::Stop { grace } => match now.checked_add(grace) {
+                    Some(at) => {
+                        press_power_button(vm, platform);
+                        hard_stop_at.get_or_insert(at);
+                        "ok".to_string()
+                    }
+                    None => format!("error: a stop grace of {} s is too long", grace.as_secs()),
+                },
                 Request::Kill => {
                     hard_stop_at = Some(now);
                     "ok".to_string()

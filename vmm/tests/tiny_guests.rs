@@ -294,6 +294,25 @@ fn control_socket_status_then_stop_hard_stops_a_guest_that_ignores_acpi() {
     assert!(!control.exists(), "control socket left behind");
 }
 
+/// `stop` with a grace past the clock's range used to overflow `Instant` and panic
+/// the VMM; now it is refused and the VMM answers the next request.
+#[test]
+fn control_socket_refuses_a_huge_stop_and_keeps_running() {
+    if !kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (control, _, _, handle) = boot_in_background("idle", dir.path());
+    assert_eq!(
+        request(&control, "stop 18446744073709551615"),
+        "error: stop takes at most 86400 seconds (a day), not 18446744073709551615"
+    );
+    assert_eq!(request(&control, "status"), "running");
+    assert!(!handle.is_finished(), "the VMM ended");
+    assert_eq!(request(&control, "kill"), "ok");
+    assert_eq!(handle.join().unwrap().unwrap(), ExitReason::HardStop);
+}
+
 #[test]
 fn control_socket_kill_stops_at_once() {
     if !kvm_usable() {

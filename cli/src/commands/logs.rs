@@ -1,8 +1,10 @@
 //! `hvbox logs [-f]`: the machine's serial console log. Every boot appends to the
 //! same file, so following it across `halt`/`up` just keeps reading; a file that is
-//! replaced or truncated is read again from its start.
+//! replaced or truncated is read again from its start. The guest wrote the log, so
+//! its control characters are shown, not obeyed ([`crate::guest_text`]).
 
 use super::select::{Need, Selection};
+use crate::guest_text::StreamSanitizer;
 use anyhow::{bail, Context, Result};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
@@ -32,7 +34,11 @@ pub fn run(name: Option<&str>, follow: bool) -> Result<ExitCode> {
         match log.pump(&mut stdout) {
             Ok(true) => {}
             Ok(false) if follow => std::thread::sleep(POLL),
-            Ok(false) => return Ok(ExitCode::SUCCESS),
+            Ok(false) => {
+                log.finish(&mut stdout)
+                    .with_context(|| format!("reading {}", log.path.display()))?;
+                return Ok(ExitCode::SUCCESS);
+            }
             Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
             Err(e) => return Err(e).with_context(|| format!("reading {}", log.path.display())),
         }
@@ -44,6 +50,7 @@ struct Follower {
     path: PathBuf,
     file: Option<File>,
     pos: u64,
+    sanitizer: StreamSanitizer,
 }
 
 impl Follower {
@@ -52,6 +59,7 @@ impl Follower {
             path,
             file: None,
             pos: 0,
+            sanitizer: StreamSanitizer::default(),
         }
     }
 
@@ -83,7 +91,7 @@ impl Follower {
                 if n == 0 {
                     break;
                 }
-                out.write_all(&buf[..n])?;
+                out.write_all(self.sanitizer.push(&buf[..n]).as_bytes())?;
                 self.pos += n as u64;
                 copied = true;
             }
@@ -92,10 +100,17 @@ impl Follower {
         // Drained the file we have; if the path now names another file (or none),
         // that one is next.
         if !copied && !names(&self.path, file) {
+            self.finish(out)?;
             self.file = None;
             return self.pump(out);
         }
         Ok(copied)
+    }
+
+    /// Write what the sanitizer held back for the next bytes: there are none.
+    fn finish(&mut self, out: &mut impl Write) -> std::io::Result<()> {
+        out.write_all(self.sanitizer.finish().as_bytes())?;
+        out.flush()
     }
 }
 

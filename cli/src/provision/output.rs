@@ -1,6 +1,7 @@
 //! A step's output as the user sees it: every line the guest writes, as it arrives,
 //! behind the step's label, on the stream it came from; and the last lines, kept
-//! for the error when the step fails.
+//! for the error when the step fails. The guest's control characters are shown,
+//! not obeyed (see [`crate::guest_text`]).
 
 use std::collections::VecDeque;
 
@@ -50,7 +51,7 @@ impl LineSplitter {
     }
 
     fn take(&mut self) -> String {
-        let line = String::from_utf8_lossy(&self.pending).into_owned();
+        let line = crate::guest_text::sanitize(&String::from_utf8_lossy(&self.pending));
         self.pending.clear();
         line
     }
@@ -190,6 +191,19 @@ mod tests {
         assert_eq!(tail[0], "    [s] line 11");
         assert_eq!(tail[TAIL_LINES - 2], "    [s] line 29");
         assert_eq!(tail[TAIL_LINES - 1], "    [s] no newline");
+    }
+
+    #[test]
+    fn the_guests_escape_sequences_are_shown_not_obeyed() {
+        let mut out = StepOutput::new("s");
+        assert_eq!(
+            out.feed(Stream::Stderr, b"\x1b[31mred\x1b[0m \x1b]0;title\x07\tok\n"),
+            [r"    [s] \x1b[31mred\x1b[0m \x1b]0;title\x07	ok"]
+        );
+        assert_eq!(
+            out.tail(),
+            [r"    [s] \x1b[31mred\x1b[0m \x1b]0;title\x07	ok"]
+        );
     }
 
     #[test]

@@ -110,6 +110,7 @@ impl RequestError {
 impl Disk {
     pub fn open(path: &Path, read_only: bool) -> io::Result<Disk> {
         let mut file = OpenOptions::new().read(true).write(!read_only).open(path)?;
+        image_lock::lock(&file, read_only)?;
         // Seeking also sizes host block devices, whose metadata length is 0. A size
         // that is not a multiple of 512 is rounded down: the guest cannot address a
         // partial sector, and the tail stays untouched.
@@ -530,6 +531,8 @@ impl Drop for Block {
         self.stop_worker();
     }
 }
+
+mod image_lock;
 
 #[cfg(test)]
 mod tests;

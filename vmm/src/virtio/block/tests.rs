@@ -239,6 +239,8 @@ fn config_describes_the_disk() {
     .iter()
     .fold(0u64, |f, b| f | 1 << b);
     assert_eq!(block.features(), expected);
+    // The block device's lock on the image goes with it.
+    drop(block);
 
     let mut disk = Disk::open(f.path(), false).unwrap();
     let t = TestQueue::new();

@@ -1,0 +1,100 @@
+//! The control socket: one line in, one line out.
+//!
+//! | request        | reply                       |
+//! |----------------|-----------------------------|
+//! | `status`       | `running`                   |
+//! | `stop [SECS]`  | `ok`: ACPI power button now, hard stop after SECS (default 30, at most a day) |
+//! | `kill`         | `ok`: hard stop now         |
+//!
+//! A request the VMM cannot take is answered `error: WHY`. How the socket is served,
+//! and the bounds that keep clients from exhausting the VMM, are in [`server`].
+
+mod server;
+
+pub use server::{serve, serve_with, Limits};
+
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Status,
+    Stop { grace: Duration },
+    Kill,
+}
+
+pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(30);
+/// The longest grace `stop` takes. Longer than any shutdown needs, and far below
+/// where adding it to the clock would overflow (which used to panic the VMM).
+pub const MAX_STOP_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
+
+pub fn parse(line: &str) -> Result<Request, String> {
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some("status"), None, _) => Ok(Request::Status),
+        (Some("kill"), None, _) => Ok(Request::Kill),
+        (Some("stop"), None, _) => Ok(Request::Stop {
+            grace: DEFAULT_STOP_GRACE,
+        }),
+        (Some("stop"), Some(secs), None) => parse_grace(secs).map(|grace| Request::Stop { grace }),
+        _ => Err(format!("unknown request {:?}", line.trim())),
+    }
+}
+
+fn parse_grace(secs: &str) -> Result<Duration, String> {
+    let max = MAX_STOP_GRACE.as_secs();
+    match secs.parse::<u64>() {
+        Ok(s) if s <= max => Ok(Duration::from_secs(s)),
+        Ok(_) => Err(format!(
+            "stop takes at most {max} seconds (a day), not {secs}"
+        )),
+        Err(_) => Err(format!("stop takes a number of seconds, not {secs:?}")),
+    }
+}
+
+/// A request with the channel its reply line goes back on.
+pub type Envelope = (Request, Sender<String>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse() {
+        assert_eq!(parse("status"), Ok(Request::Status));
+        assert_eq!(parse(" kill \n"), Ok(Request::Kill));
+        assert_eq!(
+            parse("stop"),
+            Ok(Request::Stop {
+                grace: DEFAULT_STOP_GRACE
+            })
+        );
+        assert_eq!(
+            parse("stop 5"),
+            Ok(Request::Stop {
+                grace: Duration::from_secs(5)
+            })
+        );
+        assert!(parse("stop soon").is_err());
+        assert!(parse("reboot").is_err());
+    }
+
+    #[test]
+    fn a_grace_past_a_day_is_refused_not_added_to_the_clock() {
+        assert_eq!(
+            parse("stop 86400"),
+            Ok(Request::Stop {
+                grace: MAX_STOP_GRACE
+            })
+        );
+        assert_eq!(
+            parse("stop 18446744073709551615"),
+            Err("stop takes at most 86400 seconds (a day), not 18446744073709551615".into())
+        );
+        // Past u64: not a number of seconds at all.
+        assert!(parse("stop 99999999999999999999999")
+            .unwrap_err()
+            .contains("number of seconds"));
+        assert!(parse("stop -1").is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! Serving the control socket: a thread accepts, a thread per client reads its lines.
+//!
+//! Whoever can reach the socket can stop the VM anyway, but a confused or stuck
+//! client must not take the VMM down with it: a line is read only up to
+//! [`Limits::max_line`], only [`Limits::max_clients`] clients are served at once
+//! (others are told so and closed), and a client that says nothing for
+//! [`Limits::idle_timeout`] is closed, freeing its place.
+
+use super::{parse, Envelope};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a client waits for the VMM's main loop to answer (it looks every 50 ms).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The longest request line, in bytes, without its newline.
+    pub max_line: usize,
+    /// Clients served at once; one more is refused.
+    pub max_clients: usize,
+    /// How long a client may stay silent (or not read its reply) before it is closed.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_line: 4096,
+            max_clients: 8,
+            idle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Listen on `path` with the default [`Limits`]; requests reach the VMM's main loop
+/// through `requests`.
+pub fn serve(path: &Path, requests: Sender<Envelope>) -> io::Result<()> {
+    serve_with(path, requests, Limits::default())
+}
+
+pub fn serve_with(path: &Path, requests: Sender<Envelope>, limits: Limits) -> io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || accept_loop(&listener, &requests, limits))?;
+    Ok(())
+}
+
+fn accept_loop(listener: &UnixListener, requests: &Sender<Envelope>, limits: Limits) {
+    let clients = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else {
+            // Out of file descriptors, say: let a client finish before trying again.
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let Some(slot) = Slot::take(&clients, limits.max_clients) else {
+            // A fresh socket's send buffer is empty, so this cannot block the loop.
+            let _ = writeln!(
+                stream,
+                "error: busy: {} clients are connected already; try again",
+                limits.max_clients
+            );
+            continue;
+        };
+        // A thread per client: one that connects and says nothing must not keep a
+        // `stop` from the next one waiting. If the thread cannot start, the slot
+        // and the stream drop with its closure.
+        let requests = requests.clone();
+        let _ = std::thread::Builder::new()
+            .name("control-client".into())
+            .spawn(move || {
+                let _slot = slot;
+                serve_client(stream, &requests, limits);
+            });
+    }
+}
+
+/// One place among the clients being served, given back when dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(clients: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+        clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(Arc::clone(clients)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn serve_client(stream: UnixStream, requests: &Sender<Envelope>, limits: Limits) {
+    let timeouts = [
+        stream.set_read_timeout(Some(limits.idle_timeout)),
+        stream.set_write_timeout(Some(limits.idle_timeout)),
+    ];
+    if timeouts.iter().any(Result::is_err) {
+        return;
+    }
+    let Ok(reader) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(reader);
+    let mut writer = stream;
+    loop {
+        let reply = match read_line(&mut reader, limits.max_line) {
+            Ok(Some(line)) => answer(&line, requests),
+            // End of stream, or silent past the idle timeout.
+            Ok(None) | Err(LineError::Unreadable) => return,
+            Err(LineError::TooLong) => {
+                // What follows is the rest of that line, not a request: close.
+                let _ = writeln!(
+                    writer,
+                    "error: request longer than {} bytes",
+                    limits.max_line
+                );
+                return;
+            }
+        };
+        let Some(reply) = reply else { return };
+        if writeln!(writer, "{reply}").is_err() {
+            return;
+        }
+    }
+}
+
+/// The reply to one request line; None once the VMM's main loop has gone.
+fn answer(line: &str, requests: &Sender<Envelope>) -> Option<String> {
+    match parse(line) {
+        Ok(request) => {
+            let (tx, rx) = mpsc::channel();
+            requests.send((request, tx)).ok()?;
+            Some(
+                rx.recv_timeout(ANSWER_TIMEOUT)
+                    .unwrap_or_else(|_| "error: the VMM did not answer".into()),
+            )
+        }
+        Err(e) => Some(format!("error: {e}")),
+    }
+}
+
+#[derive(Debug)]
+enum LineError {
+    TooLong,
+    /// A read failed: the idle timeout passed, or the client reset the connection.
+    Unreadable,
+}
+
+/// One line without its newline, reading at most `max` bytes and the newline;
+/// None at the end of the stream. A last line without a newline still counts.
+fn read_line(reader: &mut impl BufRead, max: usize) -> Result<Option<String>, LineError> {
+    let mut line = Vec::new();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    let n = reader
+        .by_ref()
+        .take(limit)
+        .read_until(b'\n', &mut line)
+        .map_err(|_| LineError::Unreadable)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if line.len() > max {
+        return Err(LineError::TooLong);
+    }
+    Ok(Some(String::from_utf8_lossy(&line).into_owned()))
+}
+
+#[cfg(test)]
+mod tests;
