@@ -33,7 +33,7 @@ const KVM_EVENTS: &str = "/sys/kernel/tracing/events/kvm";
 
 /// Packages L1 needs beyond a test box: QEMU for the side-by-side timing, passt and
 /// an ssh client for hvbox itself, kmod to load kvm_amd, git for the shared-folder
-/// benchmark's repository (tests/tests/bench_mounts_lab.rs).
+/// benchmark's repository (tests/benches/mounts_lab.rs).
 const LAB_PACKAGES: &str = "qemu-system-x86,passt,openssh-client,kmod,git";
 
 pub struct Lab {

@@ -1,7 +1,8 @@
 //! scripts/bench-mounts inside the nested lab's L1 on the builtin engine: hvbox's
 //! own VMM runs the Debian test box on L1's KVM, its virtio-fs device served by
-//! virtiofsd in L1, next to sshfs and the guest's disk. A benchmark, not a check:
-//! ignored by the test run, started by `scripts/bench-mounts --lab`.
+//! virtiofsd in L1, next to sshfs and the guest's disk. A benchmark, not a test:
+//! `scripts/bench-mounts --lab` runs it (`cargo bench -p hvbox-tests --bench
+//! mounts_lab`, with the release `hvbox` built first).
 //!
 //! L1 is emulated (TCG, one vCPU), so the data is smaller than on the host
 //! (BENCH_FILES, BENCH_BIG_MIB and BENCH_RUNS pass through to override it); the
@@ -11,15 +12,15 @@ use hvbox_tests::lab::{Lab, L2_BOX_DEVICE, LAB_MOUNT};
 
 const BENCH_SCRIPT: &str = include_str!("../../scripts/bench-mounts");
 
-#[test]
-#[ignore = "a benchmark of most of an hour: scripts/bench-mounts --lab runs it"]
-fn shared_folder_benchmark_on_the_builtin_engine_in_the_nested_lab() {
-    let lab = match Lab::start() {
-        Ok(lab) => lab,
-        Err(reason) => return hvbox_test_support::skip(format!("the nested lab: {reason}")),
-    };
+fn main() {
+    // `cargo bench` passes `--bench`; nothing here takes arguments.
+    let lab = Lab::start().unwrap_or_else(|reason| {
+        eprintln!("the nested lab cannot run here: {reason}");
+        std::process::exit(1)
+    });
     if let Err(reason) = &lab.l2_virtiofs {
-        panic!("the lab disk has no virtiofsd: {reason}");
+        eprintln!("the lab disk has no virtiofsd: {reason}");
+        std::process::exit(1);
     }
     let setting = |name: &str, default: &str| {
         let value = std::env::var(name).unwrap_or_else(|_| default.into());
@@ -41,12 +42,13 @@ HVBOX_BENCH_EOF
 cd /root && {settings} BENCH_ENGINE=builtin HVBOX={LAB_MOUNT}/hvbox HVBOX_VIRTIOFSD={LAB_MOUNT}/virtiofsd BENCH_BOX='/var/tmp/l2box/disk.raw {digest}' python3 /root/bench-mounts 2>&1"
     ));
     println!("{}", run.stdout);
-    assert!(
-        run.status == Some(0) && run.stdout.contains("median of"),
-        "the benchmark in L1 failed ({:?}):\n{}{}\nL1 serial log:\n{}",
-        run.status,
-        run.stdout,
-        run.stderr,
-        lab.l1_serial_tail()
-    );
+    if run.status != Some(0) || !run.stdout.contains("median of") {
+        eprintln!(
+            "the benchmark in L1 failed ({:?}):\n{}\nL1 serial log:\n{}",
+            run.status,
+            run.stderr,
+            lab.l1_serial_tail()
+        );
+        std::process::exit(1);
+    }
 }
