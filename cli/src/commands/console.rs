@@ -2,7 +2,6 @@
 //! detaches, as in telnet and virsh; the machine keeps running.
 
 use super::select::{Need, Selection};
-use crate::machine::RunState;
 use anyhow::{bail, Context, Result};
 use std::io::{IsTerminal, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -12,15 +11,7 @@ const DETACH: u8 = 0x1d; // Ctrl-]
 
 pub fn run(name: Option<&str>) -> Result<ExitCode> {
     let target = Selection::load(Need::Names)?.one(name, "console")?;
-    let info = match target.machine.run_state() {
-        RunState::Running(info) => info,
-        other => bail!(
-            "{} is {}; run {} first",
-            target.subject(),
-            other.label(),
-            target.hint("up")
-        ),
-    };
+    let info = target.running()?;
     let stream = UnixStream::connect(&info.console_socket).with_context(|| {
         format!(
             "connecting to the console at {}",

@@ -4,7 +4,6 @@
 //! relative guest path is relative to the login user's home.
 
 use super::select::{Need, Selection, Target};
-use crate::machine::RunState;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
 use std::process::ExitCode;
@@ -50,15 +49,7 @@ pub fn run(operands: &[String]) -> Result<ExitCode> {
     }
     let target = selection.one(first, "copy")?;
     let machine = &target.machine;
-    let info = match machine.run_state() {
-        RunState::Running(info) => info,
-        other => bail!(
-            "{} is {}; run {} first",
-            target.subject(),
-            other.label(),
-            target.hint("up")
-        ),
-    };
+    let info = target.running()?;
     let (sources, dest) = places.split_at(places.len() - 1);
     for source in sources {
         if let Place::Host(path) = source {

@@ -4,7 +4,7 @@
 //! still act on it.
 
 use super::box_fetch::OfflineBoxes;
-use crate::machine::Machine;
+use crate::machine::{Machine, RunInfo, RunState};
 use crate::progress;
 use crate::project::Project;
 use crate::spec::{self, ProjectSpec, Spec, SpecProblems, DEFAULT_MACHINE};
@@ -187,6 +187,20 @@ impl Target {
             format!("the machine `{}`", self.name())
         } else {
             "the machine".to_string()
+        }
+    }
+
+    /// The running machine's processes and ports, or an error saying its state and
+    /// how to start it (for commands that need a running guest).
+    pub fn running(&self) -> Result<RunInfo> {
+        match self.machine.run_state() {
+            RunState::Running(info) => Ok(info),
+            other => bail!(
+                "{} is {}; run {} first",
+                self.subject(),
+                other.label(),
+                self.hint("up")
+            ),
         }
     }
 

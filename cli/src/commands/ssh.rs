@@ -5,7 +5,6 @@
 use super::select::{Need, Selection};
 use crate::kernel_install::shell_quote;
 use crate::machine::runtime::MountPoint;
-use crate::machine::RunState;
 use anyhow::{bail, Context, Result};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -17,15 +16,7 @@ const SSH_FAILED: i32 = 255;
 pub fn run(name: Option<&str>, command: &[String]) -> Result<ExitCode> {
     let target = Selection::load(Need::Names)?.one(name, "ssh")?;
     let machine = &target.machine;
-    let info = match machine.run_state() {
-        RunState::Running(info) => info,
-        other => bail!(
-            "{} is {}; run {} first",
-            target.subject(),
-            other.label(),
-            target.hint("up")
-        ),
-    };
+    let info = target.running()?;
     let state = machine.load_state()?;
     let mut cmd = crate::ssh::command(machine, &state, info.ssh_port);
     if command.is_empty() && std::io::stdin().is_terminal() {
