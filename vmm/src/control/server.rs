@@ -77,8 +77,11 @@ fn accept_loop(listener: &UnixListener, requests: &Sender<Envelope>, limits: Lim
         let _ = std::thread::Builder::new()
             .name("control-client".into())
             .spawn(move || {
-                let _slot = slot;
-                serve_client(stream, &requests, limits);
+                serve_client(&stream, &requests, limits);
+                // The place is free before the client sees the connection close, so
+                // a client that waits for the close can take it at once.
+                drop(slot);
+                drop(stream);
             });
     }
 }
@@ -103,7 +106,7 @@ impl Drop for Slot {
     }
 }
 
-fn serve_client(stream: UnixStream, requests: &Sender<Envelope>, limits: Limits) {
+fn serve_client(stream: &UnixStream, requests: &Sender<Envelope>, limits: Limits) {
     let timeouts = [
         stream.set_read_timeout(Some(limits.idle_timeout)),
         stream.set_write_timeout(Some(limits.idle_timeout)),
@@ -111,10 +114,7 @@ fn serve_client(stream: UnixStream, requests: &Sender<Envelope>, limits: Limits)
     if timeouts.iter().any(Result::is_err) {
         return;
     }
-    let Ok(reader) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(reader);
+    let mut reader = BufReader::new(stream);
     let mut writer = stream;
     loop {
         let reply = match read_line(&mut reader, limits.max_line) {
