@@ -126,6 +126,9 @@ fn project_folder_and_a_read_only_mount_in_the_guest_and_copy() {
     chown(&repo);
     assert_eq!(guest(&format!("cd {r}/repo && git status --porcelain")), "");
     std::fs::write(repo.join("README"), "two\n").unwrap();
+    // The guest's kernel keeps a file's attributes for virtiofsd's one-second cache
+    // timeout (`--cache auto`): a change on the host shows once that has passed.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(
         guest(&format!("cd {r}/repo && git status --porcelain")).trim(),
         "M README"
