@@ -314,3 +314,51 @@ fn mount_mistakes_are_reported_where_they_are_written() {
         "{err}"
     );
 }
+
+/// A cloned spec can point a machine at any host path its user may open: `validate`
+/// lists each one outside the project folder, where the spec names it and what the
+/// machine may do with it — links that lead out included, paths inside left out.
+#[test]
+fn validate_lists_the_host_paths_a_spec_reaches_outside_its_project() {
+    let p = Project::new("");
+    common::built_box(p.home.path(), "debian-bookworm");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let outside = elsewhere.path().canonicalize().unwrap();
+    std::fs::write(outside.join("data.img"), b"").unwrap();
+    std::fs::write(outside.join("setup.sh"), b"true\n").unwrap();
+    std::fs::create_dir_all(p.home.path().join("home/datasets")).unwrap();
+    std::fs::create_dir_all(p.root().join("src")).unwrap();
+    p.write("inside.img", "");
+    p.write("user-data.yaml", "#cloud-config\n");
+    std::os::unix::fs::symlink(outside.join("setup.sh"), p.root().join("link.sh")).unwrap();
+    let out = outside.display().to_string();
+    let digest = "b".repeat(64);
+    p.write(
+        "hvbox.yaml",
+        &format!(
+            "box: debian-bookworm\n\
+             disks:\n  - {{path: {out}/data.img}}\n  - {{path: inside.img, read_only: true}}\n\
+             mounts:\n  - {{host: src, guest: /src}}\n  - {{host: ~/datasets, guest: /data, read_only: true}}\n\
+             cloud_init:\n  user_data_file: user-data.yaml\n\
+             provision:\n  - script: link.sh\n  - file: {out}\n    destination: /tmp/x\n\
+             machines:\n  web:\n    box: {{disk: {{url: \"file://{out}/disk.qcow2\", digest: \"sha256:{digest}\"}}}}\n  db:\n    disks: [{{path: {out}/data.img, read_only: true}}]\n"
+        ),
+    );
+    let run = hvbox_isolated(p.root(), p.home.path(), &["validate"]);
+    let stdout = text(&run.stdout)
+        .replace(&p.root().display().to_string(), "DIR")
+        .replace(&p.home.path().display().to_string(), "HOME")
+        .replace(&out, "OUT");
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(
+        stdout,
+        "DIR/hvbox.yaml: ok (machines: web, db)\n\
+         DIR/hvbox.yaml reaches these host paths outside its project folder DIR:\n  \
+         DIR/hvbox.yaml:3:12: disks[0].path: OUT/data.img (a disk the guest reads and writes)\n  \
+         DIR/hvbox.yaml:7:12: mounts[1].host: HOME/home/datasets (a folder shared with the guest, read-only)\n  \
+         DIR/hvbox.yaml:11:13: provision[0].script: OUT/setup.sh (a script run in the guest)\n  \
+         DIR/hvbox.yaml:12:11: provision[1].file: OUT (copied into the guest)\n  \
+         DIR/hvbox.yaml:16:23: machines.web.box.disk.url: OUT/disk.qcow2 (a box disk image read from the host)\n  \
+         DIR/hvbox.yaml:18:20: machines.db.disks[0].path: OUT/data.img (a disk the guest reads)\n"
+    );
+}

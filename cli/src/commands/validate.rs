@@ -1,10 +1,10 @@
 //! `hvbox validate`: the spec's check, the one `up` runs (every problem, each at its
 //! file:line:column; the files, disks and boxes it names), without touching any
-//! machine.
+//! machine; then every host path outside the project folder the spec reaches.
 
 use super::select::checked_spec;
 use crate::project::Project;
-use crate::spec::{find_spec, SPEC_FILE};
+use crate::spec::{find_spec, host_paths, SPEC_FILE};
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +27,16 @@ pub fn run(file: Option<PathBuf>) -> Result<ExitCode> {
         println!("{path}: ok (machines: {})", spec.names().join(", "));
     } else {
         println!("{path}: ok");
+    }
+    let outside = host_paths::outside_project(&spec, &project.spec_path)?;
+    if !outside.is_empty() {
+        println!(
+            "{path} reaches these host paths outside its project folder {}:",
+            project.root.display()
+        );
+        for reached in outside {
+            println!("  {reached}");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,7 @@ mod duplicates;
 mod entries;
 pub mod first_boot;
 mod guest_setup;
+pub mod host_paths;
 mod layer;
 mod locate;
 mod machines;
