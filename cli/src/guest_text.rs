@@ -6,6 +6,8 @@
 //! the shell. So every control character but newline and tab is shown instead, as
 //! `\xNN` (C1 controls as `\u{NN}`), which keeps it visible for a bug report.
 //! A carriage return right before a newline is an ordinary line end and passes.
+//! Unicode's bidirectional controls are shown the same way: they reorder what the
+//! terminal draws, so a line could read differently from the bytes it holds.
 //!
 //! Not for `hvbox console` and `hvbox ssh`: those hand the terminal to the guest
 //! on purpose.
@@ -32,12 +34,18 @@ fn push_sanitized(text: &str, more: bool, out: &mut String) {
             c if u32::from(c) < 0x20 || c == '\u{7f}' => {
                 let _ = write!(out, "\\x{:02x}", u32::from(c));
             }
-            c if c.is_control() => {
+            c if c.is_control() || is_bidi_control(c) => {
                 let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
             }
             c => out.push(c),
         }
     }
+}
+
+/// The embeddings, overrides and isolates of Unicode's bidirectional algorithm,
+/// and its marks.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{61c}')
 }
 
 /// Sanitizes a byte stream that arrives in pieces (a log being followed): a UTF-8
@@ -134,6 +142,16 @@ mod tests {
             r"bell\x07 bs\x08 del\x7f nul\x00"
         );
         assert_eq!(sanitize("over\rwrite"), r"over\x0dwrite");
+    }
+
+    #[test]
+    fn bidirectional_controls_are_shown_so_a_line_reads_as_its_bytes() {
+        assert_eq!(
+            sanitize("ok \u{202e}gnp.exe\u{202c} \u{2067}x\u{2069}"),
+            r"ok \u{202e}gnp.exe\u{202c} \u{2067}x\u{2069}"
+        );
+        // Right-to-left text itself passes.
+        assert_eq!(sanitize("שלום مرحبا"), "שלום مرحبا");
     }
 
     #[test]
