@@ -8,14 +8,17 @@ use hvbox_vmm::log_rotation::{copy_rotating, RotatingLog, LOG_LIMIT};
 use std::fs::File;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-/// The write end of a pipe whose bytes land in the rotating log at `log_path`.
-pub(crate) fn logging_pipe(log_path: &Path) -> Result<OwnedFd> {
+/// The write end of a pipe whose bytes land in the rotating log at `log_path`, and
+/// the thread copying them (it ends at the pipe's end of file).
+pub(crate) fn logging_pipe(log_path: &Path) -> Result<(OwnedFd, JoinHandle<()>)> {
     let log = RotatingLog::open(log_path, LOG_LIMIT)
         .with_context(|| format!("opening {}", log_path.display()))?;
     let (read, write) = pipe().context("creating a pipe for a log")?;
     let name = log_path.display().to_string();
-    std::thread::Builder::new()
+    let copier = std::thread::Builder::new()
         .name("log-copier".into())
         .spawn(move || {
             if let Err(e) = copy_rotating(File::from(read), log) {
@@ -23,7 +26,22 @@ pub(crate) fn logging_pipe(log_path: &Path) -> Result<OwnedFd> {
             }
         })
         .context("starting a log copier thread")?;
-    Ok(write)
+    Ok((write, copier))
+}
+
+/// Wait (up to `limit`) for copiers to write what their pipes still hold: the end
+/// of a VM's output explains why it ended. A pipe someone else still holds open is
+/// not waited for beyond the limit.
+pub(crate) fn drain(copiers: Vec<JoinHandle<()>>, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    for copier in copiers {
+        while !copier.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if copier.is_finished() {
+            let _ = copier.join();
+        }
+    }
 }
 
 /// A close-on-exec pipe: (read end, write end).
@@ -46,7 +64,7 @@ mod tests {
     fn a_childs_output_reaches_the_log_and_the_copier_ends_with_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("passt.log");
-        let write = logging_pipe(&path).unwrap();
+        let (write, copier) = logging_pipe(&path).unwrap();
         let status = Command::new("sh")
             .args(["-c", "echo out; echo err >&2"])
             .stdout(Stdio::from(write.try_clone().unwrap()))
@@ -54,15 +72,8 @@ mod tests {
             .status()
             .unwrap();
         assert!(status.success());
-        // The copier sees EOF once the child is gone and writes what it had.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            if text == "out\nerr\n" {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "log holds {text:?}");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        // The copier sees EOF once the child is gone and ends after writing all.
+        drain(vec![copier], Duration::from_secs(5));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "out\nerr\n");
     }
 }

@@ -19,6 +19,7 @@ use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const LAUNCH_FILE: &str = "launch.json";
@@ -115,7 +116,7 @@ fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
             &machine.file("vm.log"),
             plan.serial_pipe.as_deref(),
         );
-        let mut vm = match vm {
+        let (mut vm, copiers) = match vm {
             Ok(vm) => vm,
             Err(e) => {
                 daemons.stop();
@@ -154,6 +155,9 @@ fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
             }
         };
         daemons.stop();
+        // The VM's last words (a crash report, a panic) are in the logs before
+        // anyone is told it ended.
+        crate::log_pipe::drain(copiers, Duration::from_secs(2));
         // QEMU resets a rebooting guest in place; the embedded VMM exits with the
         // reboot code instead, and the machine starts again with the same boot files.
         if plan.engine == EngineKind::Builtin
@@ -205,20 +209,27 @@ fn wait_for_vm(
 
 /// Start `argv` with its output copied into the rotating log at `log_path`.
 pub(crate) fn start_child(argv: &[String], log_path: &Path) -> Result<Child> {
-    start_child_with_serial(argv, log_path, None)
+    start_child_with_serial(argv, log_path, None).map(|(child, _copiers)| child)
 }
 
 /// [`start_child`], and with `serial`, a second pipe at [`SERIAL_FD`] whose bytes
-/// land in that rotating log.
+/// land in that rotating log; also returns the threads copying the pipes.
 fn start_child_with_serial(
     argv: &[String],
     log_path: &Path,
     serial: Option<&Path>,
-) -> Result<Child> {
+) -> Result<(Child, Vec<JoinHandle<()>>)> {
     use std::os::fd::AsRawFd;
     let (program, args) = argv.split_first().context("empty command")?;
-    let log = crate::log_pipe::logging_pipe(log_path)?;
-    let serial = serial.map(crate::log_pipe::logging_pipe).transpose()?;
+    let (log, copier) = crate::log_pipe::logging_pipe(log_path)?;
+    let mut copiers = vec![copier];
+    let serial = match serial.map(crate::log_pipe::logging_pipe).transpose()? {
+        Some((fd, copier)) => {
+            copiers.push(copier);
+            Some(fd)
+        }
+        None => None,
+    };
     let serial_fd = serial.as_ref().map(|fd| fd.as_raw_fd());
     let mut cmd = Command::new(program);
     cmd.args(args)
@@ -257,7 +268,7 @@ fn start_child_with_serial(
     });
     // Only the child holds the write ends now: its exit ends the copiers.
     drop(serial);
-    child
+    child.map(|c| (c, copiers))
 }
 
 pub(crate) fn stop_child(child: &mut Child) {
