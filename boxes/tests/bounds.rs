@@ -198,6 +198,9 @@ impl Drop for Tmpfs {
 
 #[test]
 fn too_little_free_space_is_said_with_the_numbers() {
+    if !have("qemu-img") {
+        return hvbox_test_support::skip("qemu-img not installed (qemu-utils)");
+    }
     let Some(fs) = Tmpfs::mount("16M") else {
         return hvbox_test_support::skip("cannot mount a tmpfs (needs root)");
     };
@@ -228,9 +231,31 @@ fn too_little_free_space_is_said_with_the_numbers() {
     let msg = err.to_string();
     let tmp = cache.join("tmp");
     assert!(
-        msg.contains("converting it needs 32 MiB but only 1")
+        msg.contains("it needs 32 MiB of disk space but only 1")
             && msg.contains(&format!("is free on {}", tmp.display()))
             && msg.contains("(33554432 bytes needed"),
+        "{msg}"
+    );
+
+    // The same disk as a compressed qcow2 image: its L2 table maps 32 MiB of
+    // clusters, checked before they are written.
+    sh(
+        dir.path(),
+        "qemu-img convert -c -O qcow2 disk.raw disk.qcow2",
+    );
+    let body = std::fs::read(dir.path().join("disk.qcow2")).unwrap();
+    assert!(body.len() < 4 << 20, "{} bytes", body.len());
+    let msg = refused(&cache, body, None, |_, _| {}).to_string();
+    assert!(
+        msg.contains("it needs 32 MiB of disk space but only 1"),
+        "{msg}"
+    );
+
+    // A download bigger than the free space, said when the server gives its size.
+    let body = common::payload(24 * MIB as usize, 5);
+    let msg = refused(&cache, body, None, |_, _| {}).to_string();
+    assert!(
+        msg.contains("it needs 24 MiB of disk space but only 1"),
         "{msg}"
     );
 }

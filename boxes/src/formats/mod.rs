@@ -214,7 +214,7 @@ pub enum FormatError {
         cap: u64,
         why: &'static str,
     },
-    #[error("converting it needs {} but only {} is free on {} ({needed} bytes needed, {free} free)", crate::progress::format_bytes(*needed), crate::progress::format_bytes(*free), path.display())]
+    #[error("it needs {} of disk space but only {} is free on {} ({needed} bytes needed, {free} free)", crate::progress::format_bytes(*needed), crate::progress::format_bytes(*free), path.display())]
     NoSpace {
         needed: u64,
         free: u64,
