@@ -35,6 +35,8 @@ pub struct FetchOptions {
     pub attempts: u32,
     /// Wait before the first retry; doubled for each further one, up to 30 s.
     pub backoff: Duration,
+    /// The largest disk a download may convert to, when no lock file records its size.
+    pub max_disk_size: u64,
 }
 
 impl Default for FetchOptions {
@@ -44,13 +46,14 @@ impl Default for FetchOptions {
             read_timeout: Duration::from_secs(60),
             attempts: 5,
             backoff: Duration::from_secs(1),
+            max_disk_size: crate::bounds::DEFAULT_MAX_DISK_SIZE,
         }
     }
 }
 
 impl FetchOptions {
     /// The defaults, adjusted by `HVBOX_HTTP_TIMEOUT` (read timeout, seconds) and
-    /// `HVBOX_HTTP_ATTEMPTS`.
+    /// `HVBOX_HTTP_ATTEMPTS`; the disk size cap by `HVBOX_MAX_BOX_SIZE` (e.g. `512G`).
     pub fn from_env() -> FetchOptions {
         let mut o = FetchOptions::default();
         let num = |name: &str| {
@@ -64,6 +67,13 @@ impl FetchOptions {
         }
         if let Some(n) = num("HVBOX_HTTP_ATTEMPTS").filter(|&n| n > 0) {
             o.attempts = n.min(100) as u32;
+        }
+        if let Some(cap) = std::env::var("HVBOX_MAX_BOX_SIZE")
+            .ok()
+            .and_then(|v| crate::bounds::parse_size(&v))
+            .filter(|&c| c > 0)
+        {
+            o.max_disk_size = cap;
         }
         o
     }

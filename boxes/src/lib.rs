@@ -6,6 +6,7 @@
 //! network operation spins up a small tokio runtime internally.
 
 pub mod apt_sources;
+mod bounds;
 pub mod build;
 pub mod catalog;
 mod digest;
@@ -19,6 +20,7 @@ mod sparse_writer;
 mod spool;
 mod store;
 
+pub use bounds::DEFAULT_MAX_DISK_SIZE;
 pub use digest::{Algorithm, Digest, Hasher};
 pub use error::Error;
 pub use fetch::{check_url, fetch_text, FetchOptions};
@@ -38,6 +40,10 @@ pub struct Artifact {
     /// The size the download must have (recorded in lock files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+    /// The size of the disk it converts to (recorded in lock files): the cap on
+    /// what converting it may write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_size: Option<u64>,
 }
 
 impl Artifact {
@@ -47,6 +53,7 @@ impl Artifact {
             digest,
             format: None,
             size: None,
+            disk_size: None,
         }
     }
 }

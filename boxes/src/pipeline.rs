@@ -6,6 +6,11 @@
 //! side by side, and the slower of the two sets the pace. A raw image needs no
 //! converter: it is written sparse into the spool, which then becomes the entry.
 //!
+//! The digest is compared as soon as the last byte is in, before waiting for the
+//! converter: a mismatch stops it at once (a few KiB of sparse tarball would
+//! otherwise expand to its whole declared size first), and nothing reaches the cache.
+//! What a converter may write is bounded (see `bounds.rs`).
+//!
 //! The spool outlives a failed pass when the network failed it: the next attempt
 //! re-hashes what is there, feeds it to a fresh converter (no network), and asks the
 //! server for the rest only. A pass whose digest does not match after resuming is
@@ -16,6 +21,7 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::thread::{Scope, ScopedJoinHandle};
 
+use crate::bounds::{Bounds, CapSource};
 use crate::fetch::{transfer, FetchOptions, Sink, Started, Validator};
 use crate::formats::{self, check_declared, sniff, Format, FormatError, Sniffed, SNIFF_LEN};
 use crate::progress::Reporter;
@@ -64,6 +70,15 @@ impl Job<'_> {
         let mut p = self.spool_path.clone().into_os_string();
         p.push(".json");
         PathBuf::from(p)
+    }
+
+    /// The cap on the disk: the size the lock file recorded, else hvbox's limit.
+    fn bounds(&self) -> Bounds {
+        let (cap, source) = match self.artifact.disk_size {
+            Some(size) if self.kind == Kind::Disk => (size, CapSource::LockFile),
+            _ => (self.options.max_disk_size, CapSource::Global),
+        };
+        Bounds::new(cap, source, &self.scratch.dir)
     }
 
     fn discard_spool(&self) {
@@ -138,11 +153,13 @@ fn pass(
         }
     }
     let out = OutputFile::create(&job.scratch)?;
+    let bounds = job.bounds();
     let result = std::thread::scope(|scope| {
         let mut sink = PassSink {
             job,
             spool: &spool,
             out: &out,
+            bounds: &bounds,
             scope,
             hasher,
             head,
@@ -199,6 +216,7 @@ struct PassSink<'scope, 'env> {
     job: &'env Job<'env>,
     spool: &'env Spool,
     out: &'env OutputFile,
+    bounds: &'env Bounds,
     scope: &'scope Scope<'scope, 'env>,
     hasher: Hasher,
     head: Vec<u8>,
@@ -230,9 +248,10 @@ where
             let out: &'env File = &self.out.file;
             let declared = self.job.artifact.format;
             let scratch = self.job.scratch.clone();
+            let bounds: &'env Bounds = self.bounds;
             self.mode = Mode::Convert(
                 self.scope
-                    .spawn(move || formats::convert(declared, reader, out, &scratch)),
+                    .spawn(move || formats::convert(declared, reader, out, &scratch, bounds)),
             );
         }
         Ok(())
@@ -257,6 +276,7 @@ where
             job,
             spool,
             out,
+            bounds,
             hasher,
             mode,
             received,
@@ -267,6 +287,27 @@ where
             url: job.artifact.url.clone(),
             detail,
         };
+        // Verify before waiting for the converter: bytes that are not the box must
+        // not cost a conversion.
+        let verified = transferred.and_then(|total| {
+            let actual = hasher.finish();
+            if actual != job.artifact.digest {
+                return Err(Error::DigestMismatch {
+                    url: job.artifact.url.clone(),
+                    expected: job.artifact.digest.clone(),
+                    actual,
+                    size: total,
+                });
+            }
+            match job.artifact.size {
+                Some(expected) if expected != total => Err(Error::SizeMismatch {
+                    url: job.artifact.url.clone(),
+                    expected,
+                    actual: total,
+                }),
+                _ => Ok(total),
+            }
+        });
         let converted = match mode {
             Mode::Undecided => None,
             Mode::Raw(writer) => Some(
@@ -276,18 +317,22 @@ where
                     .map_err(|e| format_error(FormatError::Write(e))),
             ),
             Mode::Convert(handle) => {
-                if transferred.is_ok() {
+                if verified.is_ok() {
                     spool.finish();
                     reporter.phase(&format!("converting {}", job.label));
                 } else {
+                    bounds.stop();
                     spool.abort();
                 }
                 let joined = handle.join().expect("converter thread panicked");
                 Some(joined.map_err(format_error))
             }
         };
-        let total = match transferred {
+        let total = match verified {
             Ok(total) => total,
+            Err(e @ (Error::DigestMismatch { .. } | Error::SizeMismatch { .. })) => {
+                return Err((e, false));
+            }
             Err(e) => {
                 // A converter that failed on its own stopped the download: its error
                 // is the one to report, and the spool is useless.
@@ -306,30 +351,6 @@ where
                 return Err((e, keep));
             }
         };
-        let actual = hasher.finish();
-        if actual != job.artifact.digest {
-            return Err((
-                Error::DigestMismatch {
-                    url: job.artifact.url.clone(),
-                    expected: job.artifact.digest.clone(),
-                    actual,
-                    size: total,
-                },
-                false,
-            ));
-        }
-        if let Some(expected) = job.artifact.size {
-            if expected != total {
-                return Err((
-                    Error::SizeMismatch {
-                        url: job.artifact.url.clone(),
-                        expected,
-                        actual: total,
-                    },
-                    false,
-                ));
-            }
-        }
         let (format, disk_size) = match converted {
             Some(result) => result.map_err(|e| (e, false))?,
             None => unreachable!("decided before the transfer ended"),
@@ -366,6 +387,12 @@ impl Sink for PassSink<'_, '_> {
                 });
             }
         }
+        if let Some(total) = started.total {
+            // The download itself lands in the cache's tmp/ first.
+            self.bounds
+                .check_space(total.saturating_sub(self.received))
+                .map_err(|e| self.format_error(e))?;
+        }
         let resume = Resume {
             url: self.job.artifact.url.clone(),
             validator: started.validator.clone(),
@@ -387,7 +414,19 @@ impl Sink for PassSink<'_, '_> {
         }
         let io = |e| Error::io(self.job.spool_path.clone(), "writing", e);
         match &mut self.mode {
-            Mode::Raw(writer) => writer.write_all(data).map_err(io)?,
+            Mode::Raw(writer) => {
+                if self.job.kind == Kind::Disk {
+                    let received = self.received;
+                    self.bounds
+                        .check_size(received, || "the raw disk image".into())
+                        .map_err(|e| Error::Format {
+                            label: self.job.label.to_string(),
+                            url: self.job.artifact.url.clone(),
+                            detail: e,
+                        })?;
+                }
+                writer.write_all(data).map_err(io)?
+            }
             Mode::Undecided | Mode::Convert(_) => self.spool.append(data).map_err(io)?,
         }
         if matches!(self.mode, Mode::Undecided) && self.head.len() >= SNIFF_LEN {

@@ -133,18 +133,31 @@ impl Spool {
         self.shared.state.lock().unwrap().cancelled
     }
 
-    /// Fill the spool from a stream (a decompressor), then finish it.
+    /// Fill the spool from a stream (a decompressor), then finish it; more than
+    /// `limit` bytes is an error.
     pub(crate) fn fill_from(
         &self,
         mut reader: Box<dyn Read + Send + '_>,
+        limit: u64,
+        bounds: &crate::bounds::Bounds,
     ) -> Result<(), FormatError> {
         let mut buf = vec![0u8; 1 << 20];
         let result = loop {
             if self.is_cancelled() {
                 break Ok(());
             }
+            if let Err(e) = bounds.check_stop() {
+                break Err(e);
+            }
             match reader.read(&mut buf) {
                 Ok(0) => break Ok(()),
+                Ok(n) if self.len() + n as u64 > limit => {
+                    break Err(FormatError::OverCap {
+                        what: "the decompressed qcow2 image".into(),
+                        cap: limit,
+                        why: "twice the largest disk it may hold",
+                    });
+                }
                 Ok(n) => {
                     if let Err(e) = self.append(&buf[..n]) {
                         break Err(FormatError::Write(e));

@@ -116,10 +116,11 @@ fn switch_to_qemu(machine: &Machine, still_running: bool) -> String {
 }
 
 /// The last `lines` lines of what was appended to `path` after byte `start`, safe
-/// to print (the guest writes the serial log).
+/// to print (the guest writes the serial log). A log that rotated since (shorter
+/// than `start`) is shown from its start; it is at most 8 MiB.
 pub fn tail_since(path: &Path, start: u64, lines: usize) -> String {
     let text = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(text.get(start as usize..).unwrap_or_default());
+    let text = String::from_utf8_lossy(text.get(start as usize..).unwrap_or(&text));
     let all: Vec<&str> = text.lines().collect();
     crate::guest_text::sanitize(&all[all.len().saturating_sub(lines)..].join("\n"))
 }

@@ -3,8 +3,9 @@
 //! `up`, `upgrade-kernel` and whatever else restarts a machine.
 
 pub use crate::boot_failure::BootFailure;
-use crate::boot_failure::{tail_since, Ending, LogStarts};
+use crate::boot_failure::{Ending, LogStarts};
 use crate::engine::{self, Engine, HostVirt, VmFiles};
+use crate::log_tail::LogTail;
 use crate::machine::kernels::{self, Change, KernelRecord};
 use crate::machine::{Machine, MachineState, RunInfo};
 use crate::process::pid_alive;
@@ -240,6 +241,10 @@ fn start(
         runtime_dir: runtime_dir.clone(),
         ssh_port,
         filesystems: daemons,
+        serial_pipe: checked
+            .engine
+            .serial_through_pipe()
+            .then(|| machine.serial_log()),
     };
     // Everything up to here (disk, seed, keys, boot files) is the owner's alone,
     // also in machines an older hvbox made.
@@ -431,8 +436,10 @@ fn wait_for_ssh(
     let fail = |ending| -> Result<()> {
         Err(BootFailure::new(machine, info.engine, ending, starts).into())
     };
+    // Each look reads only what the guest printed since the last one.
+    let mut serial = LogTail::new(&machine.serial_log(), started.serial_start);
     loop {
-        let boot_log = tail_since(&machine.serial_log(), started.serial_start, usize::MAX);
+        let panicked = serial.saw(KERNEL_PANIC);
         if ssh::probe(machine, state, info.ssh_port) {
             // sshd answers before first-boot setup ends, and cloud-init restarts it
             // midway; the machine is ready once cloud-init says it is done.
@@ -455,7 +462,7 @@ fn wait_for_ssh(
         if !pid_alive(info.vm_pid) {
             return fail(Ending::VmExited);
         }
-        if boot_log.contains(KERNEL_PANIC) {
+        if panicked {
             return fail(Ending::KernelPanic);
         }
         if Instant::now() > deadline {

@@ -68,6 +68,9 @@ pub struct LockedArtifact {
     /// Bytes of the download.
     pub size: u64,
     pub format: Format,
+    /// Bytes of the disk it converts to: the cap on converting it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_size: Option<u64>,
 }
 
 impl LockedArtifact {
@@ -78,6 +81,7 @@ impl LockedArtifact {
             digest: a.digest.clone(),
             size: meta.map_or(0, |m| m.download_size),
             format: meta.map_or(Format::RAW, |m| m.format),
+            disk_size: meta.filter(|m| !m.file).map(|m| m.disk_size),
         }
     }
 
@@ -86,6 +90,7 @@ impl LockedArtifact {
         a.format = Some(self.format);
         // Entries cached by older hvbox versions did not record their size.
         a.size = (self.size > 0).then_some(self.size);
+        a.disk_size = self.disk_size;
         a
     }
 }
@@ -292,6 +297,7 @@ mod tests {
                 digest: format!("sha512:{}", hex.repeat(64)).parse().unwrap(),
                 size: 123_456,
                 format: "tar.xz".parse().unwrap(),
+                disk_size: Some(2 << 30),
             },
             kernel: None,
             initrd: None,
@@ -320,6 +326,7 @@ mod tests {
         assert_eq!(back.to_text(), text, "writing again changes nothing");
         let a = back.boxes()[0].artifacts();
         assert_eq!(a.disk.size, Some(123_456));
+        assert_eq!(a.disk.disk_size, Some(2 << 30), "the cap on converting it");
         assert_eq!(a.disk.format, Some("tar.xz".parse().unwrap()));
     }
 

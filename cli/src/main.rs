@@ -10,6 +10,8 @@ mod kernel_install;
 mod keys;
 mod launch;
 mod lockfile;
+mod log_pipe;
+mod log_tail;
 mod machine;
 mod mount_check;
 mod process;

@@ -19,6 +19,7 @@ use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub const LAUNCH_FILE: &str = "launch.json";
@@ -39,7 +40,15 @@ pub struct LaunchPlan {
     /// One virtiofsd per mounted folder.
     #[serde(default)]
     pub filesystems: Vec<FsDaemon>,
+    /// The serial log the VM writes to file descriptor [`SERIAL_FD`] (qemu's
+    /// chardev logfile), copied there with rotation; the builtin engine's VMM
+    /// rotates its own.
+    #[serde(default)]
+    pub serial_pipe: Option<PathBuf>,
 }
+
+/// Where a VM with a [`LaunchPlan::serial_pipe`] finds the pipe to its serial log.
+pub const SERIAL_FD: i32 = 3;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ExitRecord {
@@ -102,7 +111,12 @@ fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
     let mut reboots = RebootGuard::default();
     let status = loop {
         let mut daemons = Daemons::start(plan, &machine.file("passt.log"))?;
-        let mut vm = match start_child(&plan.vm_command, &machine.file("vm.log")) {
+        let vm = start_child_with_serial(
+            &plan.vm_command,
+            &machine.file("vm.log"),
+            plan.serial_pipe.as_deref(),
+        );
+        let (mut vm, copiers) = match vm {
             Ok(vm) => vm,
             Err(e) => {
                 daemons.stop();
@@ -141,6 +155,9 @@ fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
             }
         };
         daemons.stop();
+        // The VM's last words (a crash report, a panic) are in the logs before
+        // anyone is told it ended.
+        crate::log_pipe::drain(copiers, Duration::from_secs(2));
         // QEMU resets a rebooting guest in place; the embedded VMM exits with the
         // reboot code instead, and the machine starts again with the same boot files.
         if plan.engine == EngineKind::Builtin
@@ -190,22 +207,52 @@ fn wait_for_vm(
     }
 }
 
+/// Start `argv` with its output copied into the rotating log at `log_path`.
 pub(crate) fn start_child(argv: &[String], log_path: &Path) -> Result<Child> {
+    start_child_with_serial(argv, log_path, None).map(|(child, _copiers)| child)
+}
+
+/// [`start_child`], and with `serial`, a second pipe at [`SERIAL_FD`] whose bytes
+/// land in that rotating log; also returns the threads copying the pipes.
+fn start_child_with_serial(
+    argv: &[String],
+    log_path: &Path,
+    serial: Option<&Path>,
+) -> Result<(Child, Vec<JoinHandle<()>>)> {
+    use std::os::fd::AsRawFd;
     let (program, args) = argv.split_first().context("empty command")?;
-    let log = File::options()
-        .create(true)
-        .append(true)
-        .open(log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
+    let (log, copier) = crate::log_pipe::logging_pipe(log_path)?;
+    let mut copiers = vec![copier];
+    let serial = match serial.map(crate::log_pipe::logging_pipe).transpose()? {
+        Some((fd, copier)) => {
+            copiers.push(copier);
+            Some(fd)
+        }
+        None => None,
+    };
+    let serial_fd = serial.as_ref().map(|fd| fd.as_raw_fd());
     let mut cmd = Command::new(program);
     cmd.args(args)
         .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log));
     let supervisor = std::process::id();
-    // SAFETY: prctl and getppid are async-signal-safe and only affect the child.
+    // SAFETY: dup2, fcntl, prctl and getppid are async-signal-safe and only affect the
+    // child; `serial` (the descriptor dup'ed) lives until after the spawn.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(fd) = serial_fd {
+                // dup2 leaves the copy open across exec; the same number would keep
+                // its close-on-exec flag, so clear that instead.
+                let rc = if fd == SERIAL_FD {
+                    libc::fcntl(fd, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, SERIAL_FD)
+                };
+                if rc < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -216,9 +263,12 @@ pub(crate) fn start_child(argv: &[String], log_path: &Path) -> Result<Child> {
             Ok(())
         });
     }
-    cmd.spawn().with_context(|| {
+    let child = cmd.spawn().with_context(|| {
         format!("starting {program} (is it installed? see the README's requirements)")
-    })
+    });
+    // Only the child holds the write ends now: its exit ends the copiers.
+    drop(serial);
+    child.map(|c| (c, copiers))
 }
 
 pub(crate) fn stop_child(child: &mut Child) {

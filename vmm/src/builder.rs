@@ -194,15 +194,14 @@ fn create_platform(
             source,
         })?;
     let serial_log: Box<dyn std::io::Write + Send> = match &config.serial_log {
+        // Bounded however much the guest prints.
         Some(path) => Box::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| VmmError::SerialLog {
+            crate::log_rotation::RotatingLog::open(path, crate::log_rotation::LOG_LIMIT).map_err(
+                |source| VmmError::SerialLog {
                     path: path.clone(),
                     source,
-                })?,
+                },
+            )?,
         ),
         None => Box::new(std::io::stdout()),
     };

@@ -16,6 +16,7 @@ pub mod devices;
 pub mod error;
 pub mod exit;
 pub mod layout;
+pub mod log_rotation;
 pub mod machine;
 pub mod memory;
 pub mod pci;

@@ -20,6 +20,7 @@ use std::str::FromStr;
 pub(crate) use decompress::decoder;
 pub(crate) use qcow2::Qcow2Error;
 
+use crate::bounds::Bounds;
 use crate::sparse_writer::SparseWriter;
 use crate::spool::{ScratchDir, SpoolReader};
 
@@ -207,6 +208,18 @@ pub enum FormatError {
     Write(#[source] std::io::Error),
     #[error("reading the download back: {0}")]
     ReadBack(#[source] std::io::Error),
+    #[error("{what} is more than the cap of {} ({cap} bytes), {why}", crate::progress::format_bytes(*cap))]
+    OverCap {
+        what: String,
+        cap: u64,
+        why: &'static str,
+    },
+    #[error("it needs {} of disk space but only {} is free on {} ({needed} bytes needed, {free} free)", crate::progress::format_bytes(*needed), crate::progress::format_bytes(*free), path.display())]
+    NoSpace {
+        needed: u64,
+        free: u64,
+        path: std::path::PathBuf,
+    },
     /// The download failed while the converter waited for bytes; the download's own
     /// error is the one reported.
     #[error("the download stopped")]
@@ -215,15 +228,17 @@ pub enum FormatError {
 
 /// Convert the download `src` delivers into a sparse raw disk in `out`, which starts
 /// empty. The format is read from the bytes (checked against `declared`, if any).
-/// Returns the format and the disk's size in bytes.
+/// Returns the format and the disk's size in bytes. `bounds` caps what it may write
+/// and stops it when the download fails verification.
 pub(crate) fn convert(
     declared: Option<Format>,
     src: SpoolReader,
     out: &File,
     scratch: &ScratchDir,
+    bounds: &Bounds,
 ) -> Result<(Format, u64), FormatError> {
     let canceller = src.clone_handle();
-    let result = convert_inner(declared, src, out, scratch);
+    let result = convert_inner(declared, src, out, scratch, bounds);
     if result.is_err() {
         // Stop the download: its bytes cannot become a disk.
         canceller.cancel();
@@ -236,6 +251,7 @@ fn convert_inner(
     src: SpoolReader,
     out: &File,
     scratch: &ScratchDir,
+    bounds: &Bounds,
 ) -> Result<(Format, u64), FormatError> {
     let available = src.wait_for(SNIFF_LEN as u64)?;
     let mut head = vec![0u8; available.min(SNIFF_LEN as u64) as usize];
@@ -248,7 +264,7 @@ fn convert_inner(
                 compression: None,
             };
             check_declared(declared, format, &head)?;
-            return qcow2::convert(&src, out).map(|size| (format, size));
+            return qcow2::convert(&src, out, bounds).map(|size| (format, size));
         }
         Sniffed::Container(c) => (None, c, Box::new(src)),
         Sniffed::Compressed(z) => {
@@ -281,16 +297,19 @@ fn convert_inner(
     }
     let what = compression.map_or("raw", compression_name);
     let size = match container {
-        Container::Raw => copy_sparse(stream, out, what)?,
-        Container::Tar => tar::extract_disk(stream, out)?,
+        Container::Raw => copy_sparse(stream, out, what, bounds)?,
+        Container::Tar => tar::extract_disk(stream, out, bounds)?,
         Container::Qcow2 => {
             // qcow2 needs random access: decompress into a second spool it can read
             // back, while it converts what has arrived.
             let inner = scratch.spool("qcow2")?;
             let reader = inner.reader();
             std::thread::scope(|s| {
-                let filler = s.spawn(|| inner.fill_from(stream));
-                let converted = qcow2::convert(&reader, out);
+                // The image file, not only its disk, stays within bounds: a qcow2
+                // file holds its disk's clusters and tables, nothing near twice that.
+                let limit = bounds.cap.saturating_mul(2);
+                let filler = s.spawn(move || inner.fill_from(stream, limit, bounds));
+                let converted = qcow2::convert(&reader, out, bounds);
                 if converted.is_err() {
                     reader.cancel();
                 }
@@ -313,21 +332,28 @@ pub(crate) fn compression_name(c: Compression) -> &'static str {
     }
 }
 
-/// Copy a stream into `out`, leaving zero blocks as holes.
+/// Copy a stream into `out`, leaving zero blocks as holes; past the cap of `bounds`
+/// it fails before writing more.
 pub(crate) fn copy_sparse(
     mut reader: impl Read,
     out: &File,
     what: &'static str,
+    bounds: &Bounds,
 ) -> Result<u64, FormatError> {
     let mut writer = SparseWriter::new(out);
     let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
     loop {
+        // Zeros (holes of a sparse tarball) cost no download: check between reads.
+        bounds.check_stop()?;
         let n = match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(read_error(what, e)),
         };
+        total += n as u64;
+        bounds.check_size(total, || format!("the {what} data inflates to a disk that"))?;
         writer.write_all(&buf[..n]).map_err(FormatError::Write)?;
     }
     writer.finish().map_err(FormatError::Write)

@@ -6,12 +6,17 @@ use std::fs::File;
 use std::io::Read;
 
 use super::{copy_sparse, FormatError, TAR_DISK_NAME};
+use crate::bounds::Bounds;
 use crate::spool::is_source_failure;
 
 /// How many other entry names an error lists.
 const LISTED: usize = 8;
 
-pub(crate) fn extract_disk(stream: impl Read, out: &File) -> Result<u64, FormatError> {
+pub(crate) fn extract_disk(
+    stream: impl Read,
+    out: &File,
+    bounds: &Bounds,
+) -> Result<u64, FormatError> {
     let mut archive = tar::Archive::new(stream);
     let mut found = Vec::new();
     let mut others = 0usize;
@@ -23,7 +28,14 @@ pub(crate) fn extract_disk(stream: impl Read, out: &File) -> Result<u64, FormatE
         let kind = entry.header().entry_type();
         let is_data = kind.is_file() || kind.is_gnu_sparse() || kind == tar::EntryType::Continuous;
         if name == TAR_DISK_NAME && is_data {
-            return copy_sparse(&mut entry, out, "tar");
+            // The disk's size and the bytes it holds (a sparse entry stores its
+            // data only) are declared up front: check them before writing any.
+            let size = entry.size();
+            bounds.check_size(size, || {
+                format!("{TAR_DISK_NAME} in the tarball declares {size} bytes, which")
+            })?;
+            bounds.check_space(entry.header().entry_size().map_err(tar_error)?)?;
+            return copy_sparse(&mut entry, out, "tar", bounds);
         }
         if found.len() < LISTED {
             found.push(name);

@@ -363,6 +363,7 @@ pub fn quick_options() -> hvbox_boxes::FetchOptions {
         read_timeout: Duration::from_secs(5),
         attempts: 4,
         backoff: Duration::from_millis(20),
+        ..Default::default()
     }
 }
 

@@ -1,11 +1,13 @@
 //! `hvbox logs [-f]`: the machine's serial console log. Every boot appends to the
 //! same file, so following it across `halt`/`up` just keeps reading; a file that is
-//! replaced or truncated is read again from its start. The guest wrote the log, so
+//! replaced (rotated at 8 MiB) or truncated is read again from its start. The part
+//! rotated out, `serial.log.1`, is shown first. The guest wrote the log, so
 //! its control characters are shown, not obeyed ([`crate::guest_text`]).
 
 use super::select::{Need, Selection};
 use crate::guest_text::StreamSanitizer;
 use anyhow::{bail, Context, Result};
+use hvbox_vmm::log_rotation::rotated_path;
 use std::fs::File;
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
@@ -29,6 +31,10 @@ pub fn run(name: Option<&str>, follow: bool) -> Result<ExitCode> {
     }
     let mut stdout = std::io::stdout().lock();
     let mut log = Follower::new(path);
+    match log.previous(&mut stdout) {
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        other => other.with_context(|| format!("reading {}", log.path.display()))?,
+    }
     // Until Ctrl-C (SIGINT's default action ends us), or the reader goes away.
     loop {
         match log.pump(&mut stdout) {
@@ -60,6 +66,23 @@ impl Follower {
             file: None,
             pos: 0,
             sanitizer: StreamSanitizer::default(),
+        }
+    }
+
+    /// Copy the log's rotated-out older part (`NAME.1`), if any, to `out`.
+    fn previous(&mut self, out: &mut impl Write) -> std::io::Result<()> {
+        let mut old = match File::open(rotated_path(&self.path)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = old.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            out.write_all(self.sanitizer.push(&buf[..n]).as_bytes())?;
         }
     }
 
@@ -165,5 +188,24 @@ mod tests {
         std::fs::write(&other, "replacement\n").unwrap();
         std::fs::rename(&other, &path).unwrap();
         assert_eq!(pump(&mut f), "tail\nreplacement\n");
+    }
+
+    #[test]
+    fn history_shows_the_rotated_part_first_and_follows_rotations() {
+        use hvbox_vmm::log_rotation::RotatingLog;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serial.log");
+        let mut log = RotatingLog::open(&path, 11).unwrap();
+        log.write_all(b"old line 1\n").unwrap();
+        log.write_all(b"new line 2\n").unwrap();
+        assert!(super::rotated_path(&path).exists());
+        let mut f = Follower::new(path.clone());
+        let mut out = Vec::new();
+        f.previous(&mut out).unwrap();
+        while f.pump(&mut out).unwrap() {}
+        assert_eq!(String::from_utf8(out).unwrap(), "old line 1\nnew line 2\n");
+        // A rotation while following: the rest of the old file, then the new one.
+        log.write_all(b"3\n").unwrap();
+        assert_eq!(pump(&mut f), "3\n");
     }
 }

@@ -54,6 +54,12 @@ pub trait Engine {
     /// socket and its serial console served on UNIX sockets; an error when this
     /// engine cannot run `config` exactly.
     fn vm_command(&self, config: &MachineConfig, files: &VmFiles) -> Result<Vec<String>>;
+    /// Whether the command writes the serial log to the supervisor's pipe at
+    /// [`crate::supervisor::SERIAL_FD`] (which rotates it) rather than rotating the
+    /// file itself.
+    fn serial_through_pipe(&self) -> bool {
+        false
+    }
     /// Ask the guest to shut down (the ACPI power button).
     fn request_poweroff(&self, control_socket: &Path) -> Result<()>;
     /// Stop the VM at once, without the guest's cooperation.

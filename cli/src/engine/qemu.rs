@@ -35,6 +35,10 @@ impl Engine for Qemu {
         EngineKind::Qemu
     }
 
+    fn serial_through_pipe(&self) -> bool {
+        true
+    }
+
     fn vm_command(&self, c: &MachineConfig, files: &VmFiles) -> Result<Vec<String>> {
         let mem = memory_arg(c.memory)?;
         let mut a: Vec<String> = vec!["qemu-system-x86_64".into()];
@@ -107,8 +111,11 @@ impl Engine for Qemu {
             "socket,id=serial0,path={},server=on,wait=off",
             escape(&files.console_socket)
         );
-        if let Some(log) = &c.serial_log {
-            serial.push_str(&format!(",logfile={},logappend=on", escape(log)));
+        // qemu's own log file would only grow: it writes to a pipe instead, which
+        // the supervisor copies into the serial log with rotation.
+        if c.serial_log.is_some() {
+            let fd = crate::supervisor::SERIAL_FD;
+            serial.push_str(&format!(",logfile=/dev/fd/{fd},logappend=on"));
         }
         push(&["-chardev", &serial, "-serial", "chardev:serial0"]);
         let qmp = format!("unix:{},server=on,wait=off", escape(&files.control_socket));
@@ -205,7 +212,7 @@ mod tests {
         assert!(joined.contains("addr.path=/run/x/passt.sock"));
         assert!(joined.contains("mac=52:54:00:01:02:03"));
         assert!(joined.contains(
-            "socket,id=serial0,path=/run/x/console.sock,server=on,wait=off,logfile=/m/serial.log,logappend=on"
+            "socket,id=serial0,path=/run/x/console.sock,server=on,wait=off,logfile=/dev/fd/3,logappend=on"
         ));
         let kvm = Qemu::new(true).vm_command(&cfg, &files).unwrap().join(" ");
         assert!(kvm.contains("-accel kvm -cpu host,svm=off,vmx=off"));

@@ -74,6 +74,12 @@ pub enum Qcow2Error {
         offset: u64,
         target: String,
     },
+    #[error("aliased clusters: guest offsets {first:#x} and {second:#x} both point at the stored cluster at offset {offset:#x} (each guest cluster needs its own)")]
+    Aliased {
+        first: u64,
+        second: u64,
+        offset: u64,
+    },
     #[error("the compressed cluster for guest offset {guest:#x} does not decompress: {detail}")]
     Decompress { guest: u64, detail: String },
 }

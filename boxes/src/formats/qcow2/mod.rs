@@ -19,13 +19,16 @@
 //!
 //! Anything that does not add up is an error naming what and where: a backing file,
 //! encryption, an external data file, a cluster or table past the end of the file,
-//! L1 entries sharing an L2 table, or a table or cluster pointing into metadata.
+//! L1 entries sharing an L2 table, a table or cluster pointing into metadata, or two
+//! guest clusters sharing one stored cluster (a few KiB would otherwise expand to the
+//! whole virtual size). The virtual size must be within the cap, and before the
+//! clusters an L2 table maps are written, the filesystem must have room for them.
 
 mod header;
 mod workers;
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 
 pub use header::Qcow2Error;
@@ -33,6 +36,7 @@ pub(crate) use header::MAGIC;
 pub(crate) use workers::is_zero;
 
 use super::FormatError;
+use crate::bounds::Bounds;
 use crate::spool::SpoolReader;
 use header::{Header, HEADER_READ, L1_OFFSET_MASK, L2_COMPRESSED, L2_OFFSET_MASK, L2_ZERO};
 use workers::{Job, Workers};
@@ -56,6 +60,27 @@ struct Metadata {
     l1: (u64, u64),
     /// L2 table offsets, sorted.
     l2: Vec<u64>,
+}
+
+/// Where each stored cluster (or compressed cluster's first byte) is used, so that
+/// a second guest cluster pointing at it is caught. ~40 bytes per mapped cluster:
+/// 3 MiB for a 4 GiB disk of 64 KiB clusters.
+#[derive(Default)]
+struct Owners(HashMap<u64, u64>);
+
+impl Owners {
+    fn claim(&mut self, host: u64, guest: u64) -> Result<(), FormatError> {
+        if let Some(&first) = self.0.get(&host) {
+            return Err(Qcow2Error::Aliased {
+                first,
+                second: guest,
+                offset: host,
+            }
+            .into());
+        }
+        self.0.insert(host, guest);
+        Ok(())
+    }
 }
 
 impl Metadata {
@@ -88,19 +113,22 @@ impl Metadata {
 }
 
 /// Convert the qcow2 image `src` delivers into a sparse raw disk in `out`.
-pub(crate) fn convert(src: &SpoolReader, out: &File) -> Result<u64, FormatError> {
-    let result = convert_inner(src, out);
+pub(crate) fn convert(src: &SpoolReader, out: &File, bounds: &Bounds) -> Result<u64, FormatError> {
+    let result = convert_inner(src, out, bounds);
     if result.is_err() {
         src.cancel();
     }
     result
 }
 
-fn convert_inner(src: &SpoolReader, out: &File) -> Result<u64, FormatError> {
+fn convert_inner(src: &SpoolReader, out: &File, bounds: &Bounds) -> Result<u64, FormatError> {
     let available = src.wait_for(HEADER_READ)?;
     let mut head = vec![0u8; available.min(HEADER_READ) as usize];
     src.read_exact_at(&mut head, 0)?;
     let header = Header::parse(&head)?;
+    bounds.check_size(header.size, || {
+        format!("the image's virtual size of {} bytes", header.size)
+    })?;
     let cs = header.cluster_size();
     out.set_len(header.size).map_err(FormatError::Write)?;
 
@@ -165,9 +193,11 @@ fn convert_inner(src: &SpoolReader, out: &File) -> Result<u64, FormatError> {
 
     let workers = Workers::start(out, &header);
     let mut pending: BinaryHeap<Reverse<Extent>> = BinaryHeap::new();
+    let mut owners = Owners::default();
     let mut table = vec![0u8; cs as usize];
     let mut result = (|| -> Result<(), FormatError> {
         for &(offset, index) in &tables {
+            bounds.check_stop()?;
             // Clusters that end before this table come first in the download; so do
             // all of them while the queue is full.
             while let Some(Reverse(next)) = pending.peek().copied() {
@@ -188,7 +218,9 @@ fn convert_inner(src: &SpoolReader, out: &File) -> Result<u64, FormatError> {
                 .into());
             }
             src.read_exact_at(&mut table, offset)?;
-            map_table(&header, &meta, index, &table, &mut pending)?;
+            map_table(&header, &meta, index, &table, &mut pending, &mut owners)?;
+            // Room for what is mapped and not written yet (at most a cluster each).
+            bounds.check_space(pending.len() as u64 * cs)?;
             // Clusters that went by before their table: convert them now.
             let (available, _) = src.available();
             while let Some(Reverse(next)) = pending.peek().copied() {
@@ -201,6 +233,7 @@ fn convert_inner(src: &SpoolReader, out: &File) -> Result<u64, FormatError> {
             workers.check()?;
         }
         while let Some(Reverse(next)) = pending.pop() {
+            bounds.check_stop()?;
             wait_and_convert(src, &workers, next)?;
         }
         Ok(())
@@ -219,6 +252,7 @@ fn map_table(
     l1_index: u64,
     table: &[u8],
     pending: &mut BinaryHeap<Reverse<Extent>>,
+    owners: &mut Owners,
 ) -> Result<(), FormatError> {
     let cs = header.cluster_size();
     let entry_bytes = header.l2_entry_bytes() as usize;
@@ -246,6 +280,7 @@ fn map_table(
                 }
                 .into());
             }
+            owners.claim(start, guest)?;
             pending.push(Reverse(Extent {
                 end,
                 start,
@@ -275,6 +310,7 @@ fn map_table(
             }
             .into());
         }
+        owners.claim(host, guest)?;
         if !header.extended_l2 {
             if entry & L2_ZERO == 0 {
                 pending.push(Reverse(Extent {
