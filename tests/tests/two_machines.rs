@@ -91,7 +91,10 @@ fn two_machines_up_ssh_halt_one_destroy_both() {
     assert!(!unnamed.status.success());
     assert!(stderr.contains("(machines: a, b)"), "{stderr}");
 
+    let crash_started = std::time::Instant::now();
     crash_and_come_back(&project, &machine_dir("a"));
+    // What this step adds to the test (one more boot of `a`), for CI's time budget.
+    eprintln!("crash step: {} s", crash_started.elapsed().as_secs());
 
     project.ok(&["halt", "b"]);
     assert_eq!(states(&project), pair("running", "stopped"));

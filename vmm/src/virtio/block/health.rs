@@ -67,6 +67,11 @@ impl DiskHealth {
         *full = Some(free);
     }
 
+    /// The worker stopped: no request waits any more.
+    pub(super) fn forget(&self) {
+        *self.full.lock().expect("disk health lock") = None;
+    }
+
     /// The held request went through.
     pub(super) fn space_back(&self, waited: Duration) {
         if self.full.lock().expect("disk health lock").take().is_some() {

@@ -87,7 +87,11 @@ pub fn run(
         let n = wait_at_most(&epoll, &mut events, timeout)?;
         for ev in &events[..n] {
             match ev.data() {
-                TOKEN_STOP => return Ok(()),
+                TOKEN_STOP => {
+                    // A reset drops the held request with the queue: nothing waits.
+                    health.forget();
+                    return Ok(());
+                }
                 TOKEN_WAKE => {
                     let _ = health.wake_fd().read();
                 }
