@@ -3,6 +3,7 @@
 //! and throwaway projects with their own cache.
 
 pub mod cpio;
+pub mod crash;
 pub mod guests;
 mod http;
 pub mod kernel_modules;

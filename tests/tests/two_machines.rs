@@ -1,7 +1,9 @@
 //! Two machines of one spec on real Debian guests: both come up from one download,
 //! run at the same time with their own ports, keys and hostnames, and stop and go
-//! one by one.
+//! one by one. One of them also survives its engine's SIGKILL (crash consistency),
+//! on the machine already up rather than a boot of its own.
 
+use hvbox_tests::crash::{check_root_fs, kill_engine, processes_of, run_facts};
 use hvbox_tests::{processes_mentioning, require_tools, test_box, HttpServer, TestProject};
 
 /// Each machine's `status --json` entry, in the spec's order.
@@ -28,7 +30,14 @@ fn pair(a: &str, b: &str) -> Vec<(String, String)> {
 
 #[test]
 fn two_machines_up_ssh_halt_one_destroy_both() {
-    require_tools(&["qemu-system-x86_64", "passt", "ssh", "mmdebstrap"]);
+    require_tools(&[
+        "qemu-system-x86_64",
+        "passt",
+        "ssh",
+        "mmdebstrap",
+        "sfdisk",
+        "e2fsck",
+    ]);
     let test_box = test_box();
     let server = HttpServer::serve(test_box.dir.clone());
     // `a` sets its hostname; `b` gets its name as hostname.
@@ -82,6 +91,11 @@ fn two_machines_up_ssh_halt_one_destroy_both() {
     assert!(!unnamed.status.success());
     assert!(stderr.contains("(machines: a, b)"), "{stderr}");
 
+    let crash_started = std::time::Instant::now();
+    crash_and_come_back(&project, &machine_dir("a"));
+    // What this step adds to the test (one more boot of `a`), for CI's time budget.
+    eprintln!("crash step: {} s", crash_started.elapsed().as_secs());
+
     project.ok(&["halt", "b"]);
     assert_eq!(states(&project), pair("running", "stopped"));
     assert_eq!(
@@ -99,4 +113,39 @@ fn two_machines_up_ssh_halt_one_destroy_both() {
     // No supervisor, VMM or passt of this project survives (other projects' may run).
     assert_eq!(processes_mentioning(&dir), Vec::<String>::new());
     assert_eq!(states(&project), pair("not created", "not created"));
+}
+
+/// `a` writes and syncs a file, its engine is killed with SIGKILL (a power cut, as
+/// far as the disk can tell), and then: no helper process of it is left, the root
+/// file system checked on the host is clean, and `up` brings it back with the file.
+fn crash_and_come_back(project: &TestProject, dir: &std::path::Path) {
+    project.ok(&["ssh", "a", "--", "echo survives-a-kill > crash.txt && sync"]);
+    let before = run_facts(dir);
+    assert!(
+        !processes_of(&before.runtime_dir).is_empty(),
+        "no passt found by its runtime folder {}",
+        before.runtime_dir.display()
+    );
+    kill_engine(project, "a", before.vm_pid);
+    // The supervisor saw the engine die and stopped passt: nothing of `a` runs.
+    assert_eq!(processes_of(dir), Vec::<String>::new());
+    assert_eq!(processes_of(&before.runtime_dir), Vec::<String>::new());
+
+    let report = check_root_fs(&dir.join("disk.raw"));
+    assert!(report.contains("files"), "{report}");
+
+    let up = project.ok(&["up", "a"]);
+    assert!(up.contains("==> a: machine is up"), "{up}");
+    let content = project.ok(&["ssh", "a", "--", "cat", "crash.txt"]);
+    assert_eq!(content.trim(), "survives-a-kill");
+    // One passt for the new run, none left over from the killed one.
+    let after = run_facts(dir);
+    let passts: Vec<String> = processes_of(&after.runtime_dir)
+        .into_iter()
+        .filter(|p| {
+            p.split_once(": ")
+                .is_some_and(|(_, cmd)| cmd.starts_with("passt "))
+        })
+        .collect();
+    assert_eq!(passts.len(), 1, "{passts:?}");
 }

@@ -24,7 +24,7 @@ use crate::machine::Machine;
 use crate::memory::{create_guest_memory_in, Backing, GuestMemory};
 use crate::pci::{BarAllocator, HostBridge, PciBus, PciConfigIo, PciEcam};
 use crate::stats::RunStats;
-use crate::virtio::block::Block;
+use crate::virtio::block::{Block, DiskHealth};
 use crate::virtio::net::Net;
 use crate::virtio::rng::Rng;
 use crate::virtio::vhost_user;
@@ -85,7 +85,7 @@ pub fn build(config: &MachineConfig, options: &RunOptions) -> Result<Machine, Vm
     let vm = Arc::new(Vm::new(memory)?);
     let mem = vm.memory();
     let mmio = Arc::new(MmioBus::new());
-    let pci = create_pci_devices(config, mem, &vm, &mmio)?;
+    let (pci, disks) = create_pci_devices(config, mem, &vm, &mmio)?;
 
     let rsdp = create_acpi_tables(mem, &AcpiConfig { cpus })?;
     let boot = load_kernel(
@@ -130,6 +130,7 @@ pub fn build(config: &MachineConfig, options: &RunOptions) -> Result<Machine, Vm
         console_clients,
         stop,
         events,
+        disks,
         options: options.clone(),
     })
 }
@@ -218,21 +219,27 @@ fn create_platform(
     })))
 }
 
+/// The PCI bus, and each disk's health.
+type PciDevices = (Arc<Mutex<PciBus>>, Vec<Arc<DiskHealth>>);
+
 /// The PCI side of the machine: the host bridge at 00:00.0, ECAM on the MMIO bus,
 /// then one virtio-pci function per disk (in order), per NIC, per filesystem, and an
 /// entropy device, each in the next slot with its BAR next in the 32-bit MMIO window.
+/// Also each disk's health, for the control socket.
 fn create_pci_devices(
     config: &MachineConfig,
     mem: &GuestMemory,
     vm: &Vm,
     mmio: &Arc<MmioBus>,
-) -> Result<Arc<Mutex<PciBus>>, VmmError> {
+) -> Result<PciDevices, VmmError> {
     let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+    let mut disks = Vec::new();
     for disk in &config.disks {
         let block = Block::new(&disk.path, disk.read_only).map_err(|source| VmmError::Disk {
             path: disk.path.clone(),
             source,
         })?;
+        disks.push(block.health());
         devices.push(Box::new(block));
     }
     for nic in &config.nics {
@@ -272,5 +279,5 @@ fn create_pci_devices(
         locked.add(Arc::new(Mutex::new(function)))?;
     }
     drop(locked);
-    Ok(bus)
+    Ok((bus, disks))
 }

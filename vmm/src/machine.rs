@@ -12,6 +12,7 @@ use crate::layout::ACPI_GED_IRQ;
 use crate::memory::GuestMemory;
 use crate::pci::PciBus;
 use crate::stats::RunStats;
+use crate::virtio::block::DiskHealth;
 use crate::vstate::vcpu::{VcpuRunner, VmEvent};
 use crate::vstate::vm::Vm;
 use std::os::unix::thread::JoinHandleExt;
@@ -32,6 +33,8 @@ pub struct Machine {
     /// Set to ask every vCPU thread to return.
     pub(crate) stop: Arc<AtomicBool>,
     pub(crate) events: mpsc::Receiver<VmEvent>,
+    /// Each disk's health: `status` tells of a disk full, `resume` retries.
+    pub(crate) disks: Vec<Arc<DiskHealth>>,
     pub(crate) options: RunOptions,
 }
 
@@ -64,6 +67,7 @@ impl Machine {
             console_clients,
             stop,
             events,
+            disks,
             options,
         } = self;
         // Sockets first: once a vCPU runs, nothing may fail without stopping it.
@@ -76,7 +80,14 @@ impl Machine {
         }
 
         let threads = start_vcpus(vcpus, &stop)?;
-        let ending = wait_for_end(&vm, &platform, &events, &control_rx, options.timeout);
+        let ending = wait_for_end(
+            &vm,
+            &platform,
+            &events,
+            &control_rx,
+            &disks,
+            options.timeout,
+        );
         stop_vcpus(&stop, &threads);
         let stats = crate::stats::measure(vm.memory());
         if !threads.iter().all(|t| t.is_finished()) {
@@ -135,6 +146,7 @@ fn wait_for_end(
     platform: &Mutex<Platform>,
     events: &mpsc::Receiver<VmEvent>,
     control: &mpsc::Receiver<crate::control::Envelope>,
+    disks: &[Arc<DiskHealth>],
     timeout: Option<Duration>,
 ) -> Ending {
     let started = Instant::now();
@@ -156,7 +168,11 @@ fn wait_for_end(
         }
         while let Ok((request, reply)) = control.try_recv() {
             let answer = match request {
-                Request::Status => "running".to_string(),
+                Request::Status => status_line(disks),
+                Request::Resume => {
+                    disks.iter().for_each(|d| d.resume());
+                    "ok".to_string()
+                }
                 // The parser keeps grace to a day; still, an overflowing clock must
                 // be an answer, not a panic of the whole VMM.
                 Request::Stop { grace } => match now.checked_add(grace) {
@@ -175,6 +191,17 @@ fn wait_for_end(
             let _ = reply.send(answer);
         }
     }
+}
+
+/// `running`, and each disk whose I/O waits for space: `running; paused: disk full
+/// on PATH (N free)`.
+pub fn status_line(disks: &[Arc<DiskHealth>]) -> String {
+    let mut line = "running".to_string();
+    for paused in disks.iter().filter_map(|d| d.paused()) {
+        line.push_str("; paused: ");
+        line.push_str(&paused);
+    }
+    line
 }
 
 /// The ACPI power button: latch the event in the GED and pulse its interrupt line;

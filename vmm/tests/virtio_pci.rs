@@ -3,12 +3,17 @@
 //! configuration mechanisms, then drives virtio-blk, virtio-rng and virtio-net
 //! (against a real passt) through the modern transport, sleeping until each
 //! completion's MSI-X interrupt; and it sends FUSE_INIT through virtio-fs to a real
-//! virtiofsd. Skipped, with the reason printed, where /dev/kvm (or for the network
-//! test passt, for the virtio-fs test virtiofsd) is missing.
+//! virtiofsd. A write to a disk whose host file system is full waits for space
+//! (the control socket says so) and completes once there is some. Skipped, with
+//! the reason printed, where /dev/kvm (or for the network test passt, for the
+//! virtio-fs test virtiofsd, for the disk-full test the right to mount) is missing.
 
 use hvbox_vmm::{
     run, DiskConfig, ExitReason, FsConfig, MachineConfig, NetBackend, NetConfig, RunOptions,
 };
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -46,6 +51,16 @@ fn boot_with_filesystems(
     nics: Vec<NetConfig>,
     filesystems: Vec<FsConfig>,
 ) -> Outcome {
+    boot_with(mode, disks, nics, filesystems, None)
+}
+
+fn boot_with(
+    mode: &str,
+    disks: Vec<DiskConfig>,
+    nics: Vec<NetConfig>,
+    filesystems: Vec<FsConfig>,
+    control_socket: Option<PathBuf>,
+) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let src = support::guests_dir(env!("CARGO_MANIFEST_DIR"), "tests/guests");
     let kernel = build(&src, "virtio_pci", Link::PvhElf, dir.path());
@@ -64,6 +79,7 @@ fn boot_with_filesystems(
     };
     let options = RunOptions {
         timeout: Some(Duration::from_secs(120)),
+        control_socket,
         ..Default::default()
     };
     let started = Instant::now();
@@ -138,6 +154,114 @@ fn guest_reads_and_writes_a_disk_through_virtio_blk() {
     assert_eq!(&written[..SECTOR0.len()], SECTOR0);
     // Each request completed with an interrupt the guest's handler counted.
     assert_eq!(out.line("blk irqs "), "2");
+}
+
+/// A tmpfs of a few MiB, unmounted when dropped; None (the test skipped, or failed
+/// where every test must run) without the right to mount.
+struct SmallFs(tempfile::TempDir);
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<SmallFs> {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(SmallFs(dir)),
+            other => {
+                hvbox_test_support::skip(format!("mounting a tmpfs needs root: {other:?}"));
+                None
+            }
+        }
+    }
+
+    /// Writes `name` until the file system is full.
+    fn fill(&self, name: &str) {
+        let mut f = std::fs::File::create(self.0.path().join(name)).unwrap();
+        let chunk = vec![0x11u8; 64 << 10];
+        while matches!(f.write(&chunk), Ok(1..)) {}
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// One line asked of the VMM's control socket.
+fn ask(socket: &Path, request: &str) -> String {
+    let Ok(mut stream) = UnixStream::connect(socket) else {
+        return String::new();
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = writeln!(stream, "{request}");
+    let mut line = String::new();
+    let _ = BufReader::new(stream).read_line(&mut line);
+    line.trim().to_string()
+}
+
+#[test]
+fn a_guest_write_to_a_full_host_disk_waits_for_space_then_completes() {
+    if !kvm_usable() {
+        return;
+    }
+    let Some(fs) = SmallFs::mount("4M") else {
+        return;
+    };
+    // Sparse: sector 1024 is a hole, so writing it needs a new block.
+    let image = fs.0.path().join("disk.raw");
+    let file = std::fs::File::create(&image).unwrap();
+    file.set_len(1 << 20).unwrap();
+    file.write_all_at(SECTOR0, 0).unwrap();
+    fs.fill("filler");
+    let sockets = tempfile::tempdir().unwrap();
+    let control = sockets.path().join("control.sock");
+    let vm = {
+        let (image, control) = (image.clone(), control.clone());
+        std::thread::spawn(move || {
+            boot_with("blk-far", vec![disk(&image)], vec![], vec![], Some(control))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let status = ask(&control, "status");
+        if status.contains("paused") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never paused; last status {status:?}"
+        );
+        assert!(
+            !vm.is_finished(),
+            "the guest ended without waiting for space"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.starts_with(&format!(
+            "running; paused: disk full on {} (",
+            image.display()
+        )),
+        "{status}"
+    );
+    // The guest waits for its write; it has not ended.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!vm.is_finished());
+
+    std::fs::remove_file(fs.0.path().join("filler")).unwrap();
+    let out = vm.join().unwrap();
+    assert_eq!(out.exit, ExitReason::Poweroff, "{}", out.serial);
+    assert_eq!(out.line("blk write status "), "00");
+    let written = std::fs::read(&image).unwrap();
+    let expected: Vec<u8> = (0..SECTOR).map(|i| (i * 7 + 3) as u8).collect();
+    assert_eq!(&written[1024 * SECTOR..1025 * SECTOR], &expected[..]);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use super::box_fetch;
 use super::select::{Need, Selection, Target};
 use super::table::print_table;
+use crate::engine;
 use crate::machine::{MachineState, RunInfo, RunState};
 use crate::spec::SPEC_FILE;
 use anyhow::Result;
@@ -17,6 +18,8 @@ struct Row {
     state: Option<MachineState>,
     hostname: Option<String>,
     box_name: Option<String>,
+    /// What holds the guest's disk I/O (a disk full), as the engine says.
+    paused: Vec<String>,
 }
 
 impl Row {
@@ -34,9 +37,15 @@ impl Row {
             .as_ref()
             .map(|s| s.box_name.clone())
             .or_else(|| spec.map(|s| box_fetch::label(&s.box_source)));
+        let run_state = target.machine.run_state();
+        let paused = match &run_state {
+            RunState::Running(info) => io_paused(info),
+            _ => Vec::new(),
+        };
         Row {
             name: target.name().to_string(),
-            run_state: target.machine.run_state(),
+            run_state,
+            paused,
             orphaned: target.orphaned,
             state,
             hostname,
@@ -66,6 +75,9 @@ impl Row {
         {
             text.push_str(&format!(", mount lost: {}", lost.join(", ")));
         }
+        for paused in &self.paused {
+            text.push_str(&format!(", paused: {paused}"));
+        }
         text
     }
 
@@ -83,6 +95,7 @@ impl Row {
             "pid": info.map(|i| i.vm_pid),
             "mounts": info.map(|i| &i.mounts),
             "lost_mounts": info.map(|i| &i.lost_mounts),
+            "paused": info.map(|_| &self.paused),
         })
     }
 
@@ -96,6 +109,14 @@ impl Row {
             info.map_or("-".into(), |i| format!("127.0.0.1:{}", i.ssh_port)),
         ]
     }
+}
+
+/// Asked of the engine over its control socket; an engine that does not answer
+/// (busy, or ending) holds nothing as far as `status` can tell.
+fn io_paused(info: &RunInfo) -> Vec<String> {
+    engine::of_kind(info.engine)
+        .and_then(|e| e.io_paused(&info.control_socket))
+        .unwrap_or_default()
 }
 
 pub fn run(names: &[String], json: bool) -> Result<ExitCode> {

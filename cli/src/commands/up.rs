@@ -5,10 +5,11 @@
 use super::box_fetch::{self, Resolve};
 use super::select::{for_each, Need, Selection, Target};
 use crate::args::UpArgs;
+use crate::engine;
 use crate::keys;
 use crate::launch;
 use crate::machine::lock::MachineLock;
-use crate::machine::{kernels, state, Machine, MachineState, RunState};
+use crate::machine::{kernels, state, Machine, MachineState, RunInfo, RunState};
 use crate::progress::step;
 use crate::project::Project;
 use crate::provision;
@@ -34,6 +35,31 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A running machine whose disk I/O waits for space (a disk full) retries it now:
+/// the user frees space, then runs `up`.
+fn resume_held_io(info: &RunInfo) -> Result<()> {
+    let engine = engine::of_kind(info.engine)?;
+    let paused = engine.io_paused(&info.control_socket).unwrap_or_default();
+    if paused.is_empty() {
+        return Ok(());
+    }
+    step!(
+        "the guest's disk I/O was paused ({}); retrying it now",
+        paused.join(", ")
+    );
+    engine.resume_io(&info.control_socket)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let still = engine.io_paused(&info.control_socket).unwrap_or_default();
+    if !still.is_empty() {
+        bail!(
+            "the guest's disk I/O is still paused: {}; free space there and run `hvbox up` again",
+            still.join(", ")
+        );
+    }
+    step!("disk I/O resumed");
+    Ok(())
+}
+
 /// `up` of one machine under the machine lock the caller holds (also `reload`'s
 /// second half).
 pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Result<()> {
@@ -46,6 +72,7 @@ pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Re
             "machine is already running (ssh on 127.0.0.1:{})",
             info.ssh_port
         );
+        resume_held_io(&info)?;
         if let Some(from) = disk_growth(machine, spec)? {
             step!(
                 "disk: {} takes effect at the next boot (the disk has {from} now; {} applies it)",

@@ -73,10 +73,38 @@ impl Engine for Builtin {
     fn hard_stop(&self, control_socket: &Path) -> Result<()> {
         control_request(control_socket, "kill")
     }
+
+    /// The VMM answers `status` with `running`, then `; paused: WHAT` per disk.
+    fn io_paused(&self, control_socket: &Path) -> Result<Vec<String>> {
+        let reply = control_reply(control_socket, "status")?;
+        let mut parts = reply.split("; ");
+        match parts.next() {
+            Some("running") => Ok(parts
+                .filter_map(|p| p.strip_prefix("paused: "))
+                .map(str::to_string)
+                .collect()),
+            _ => bail!("the VMM answered `status` with {reply:?}"),
+        }
+    }
+
+    fn resume_io(&self, control_socket: &Path) -> Result<()> {
+        control_request(control_socket, "resume")
+    }
 }
 
 /// One request on the VMM's control socket; its one-line reply must be `ok`.
 fn control_request(socket: &Path, request: &str) -> Result<()> {
+    match control_reply(socket, request) {
+        Ok(reply) if reply == "ok" => Ok(()),
+        // `kill` may end the VMM before its answer is written.
+        Ok(reply) if reply.is_empty() && request == "kill" => Ok(()),
+        Ok(other) => bail!("the VMM refused `{request}`: {other}"),
+        Err(e) => Err(e),
+    }
+}
+
+/// One request on the VMM's control socket and its one-line reply.
+fn control_reply(socket: &Path, request: &str) -> Result<String> {
     let stream = UnixStream::connect(socket).with_context(|| {
         format!(
             "connecting to the VMM's control socket {}",
@@ -90,12 +118,7 @@ fn control_request(socket: &Path, request: &str) -> Result<()> {
     BufReader::new(stream)
         .read_line(&mut reply)
         .with_context(|| format!("reading the VMM's answer to `{request}`"))?;
-    match reply.trim() {
-        "ok" => Ok(()),
-        // `kill` may end the VMM before its answer is written.
-        "" if request == "kill" => Ok(()),
-        other => bail!("the VMM refused `{request}`: {other}"),
-    }
+    Ok(reply.trim().to_string())
 }
 
 #[cfg(test)]
@@ -177,6 +200,19 @@ mod tests {
         let (_dir, path, server) = answering("ok");
         engine.hard_stop(&path).unwrap();
         assert_eq!(server.join().unwrap(), "kill\n");
+        let (_dir, path, server) =
+            answering("running; paused: disk full on /m/disk.raw (0 bytes free)");
+        assert_eq!(
+            engine.io_paused(&path).unwrap(),
+            ["disk full on /m/disk.raw (0 bytes free)"]
+        );
+        assert_eq!(server.join().unwrap(), "status\n");
+        let (_dir, path, server) = answering("running");
+        assert!(engine.io_paused(&path).unwrap().is_empty());
+        server.join().unwrap();
+        let (_dir, path, server) = answering("ok");
+        engine.resume_io(&path).unwrap();
+        assert_eq!(server.join().unwrap(), "resume\n");
         let (_dir, path, server) = answering("error: unknown request");
         let err = engine.request_poweroff(&path).unwrap_err().to_string();
         server.join().unwrap();

@@ -64,6 +64,11 @@ pub trait Engine {
     fn request_poweroff(&self, control_socket: &Path) -> Result<()>;
     /// Stop the VM at once, without the guest's cooperation.
     fn hard_stop(&self, control_socket: &Path) -> Result<()>;
+    /// What holds the guest's disk I/O, e.g. `disk full on PATH (N free)`, one entry
+    /// per disk; empty when nothing does.
+    fn io_paused(&self, control_socket: &Path) -> Result<Vec<String>>;
+    /// Retry the disk I/O held for want of space now.
+    fn resume_io(&self, control_socket: &Path) -> Result<()>;
 }
 
 /// The engine for a spec's choice on this host, and why it was picked.

@@ -130,6 +130,36 @@ impl Engine for Qemu {
     fn hard_stop(&self, control_socket: &Path) -> Result<()> {
         qmp_command(control_socket, "quit")
     }
+
+    /// QEMU stops the guest itself when a write finds no space (`werror=enospc`, its
+    /// default) and marks the disk `nospace` in `query-block`.
+    fn io_paused(&self, control_socket: &Path) -> Result<Vec<String>> {
+        let reply = qmp_query(control_socket, "query-block")?;
+        Ok(disks_without_space(&reply))
+    }
+
+    fn resume_io(&self, control_socket: &Path) -> Result<()> {
+        qmp_command(control_socket, "cont")
+    }
+}
+
+/// `disk full on PATH` for each disk in a `query-block` reply that QEMU marked
+/// `nospace`.
+fn disks_without_space(reply: &str) -> Vec<String> {
+    let Ok(reply) = serde_json::from_str::<serde_json::Value>(reply) else {
+        return Vec::new();
+    };
+    let Some(disks) = reply["return"].as_array() else {
+        return Vec::new();
+    };
+    disks
+        .iter()
+        .filter(|d| d["io-status"] == "nospace")
+        .map(|d| {
+            let file = d["inserted"]["file"].as_str().unwrap_or("a disk");
+            format!("disk full on {file}")
+        })
+        .collect()
 }
 
 /// QEMU sizes guest RAM in steps of 8 KiB, rounding anything between up.
@@ -160,6 +190,11 @@ fn escape(path: &Path) -> String {
 
 /// One command over QMP: greeting, capabilities handshake, then the command.
 fn qmp_command(socket: &Path, command: &str) -> Result<()> {
+    qmp_query(socket, command).map(|_| ())
+}
+
+/// [`qmp_command`], returning QEMU's answer line (empty when `quit` closed the socket).
+fn qmp_query(socket: &Path, command: &str) -> Result<String> {
     let stream = UnixStream::connect(socket)
         .with_context(|| format!("connecting to QEMU's control socket {}", socket.display()))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -176,7 +211,7 @@ fn qmp_command(socket: &Path, command: &str) -> Result<()> {
             if reader.read_line(&mut line)? == 0 {
                 // `quit` closes the socket before answering.
                 if cmd == "quit" {
-                    return Ok(());
+                    return Ok(String::new());
                 }
                 bail!("QEMU closed its control socket during {cmd}");
             }
@@ -188,12 +223,22 @@ fn qmp_command(socket: &Path, command: &str) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(line)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_block_names_the_disks_qemu_found_full() {
+        let reply = r#"{"return": [{"io-status": "nospace", "device": "", "qdev": "/machine/peripheral-anon/device[0]/virtio-backend", "inserted": {"file": "/p/.hvbox/machines/default/disk.raw", "ro": false}}, {"io-status": "ok", "inserted": {"file": "/p/seed.iso"}}]}"#;
+        assert_eq!(
+            disks_without_space(reply),
+            ["disk full on /p/.hvbox/machines/default/disk.raw"]
+        );
+        assert!(disks_without_space(r#"{"return": []}"#).is_empty());
+    }
     use hvbox_vmm::FsConfig;
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! | request        | reply                       |
 //! |----------------|-----------------------------|
-//! | `status`       | `running`                   |
+//! | `status`       | `running`, then `; paused: disk full on PATH (N free)` for each disk whose I/O waits for space |
+//! | `resume`       | `ok`: retry the I/O that waits for space now, not at its next one-second tick |
 //! | `stop [SECS]`  | `ok`: ACPI power button now, hard stop after SECS (default 30, at most a day) |
 //! | `kill`         | `ok`: hard stop now         |
 //!
@@ -19,6 +20,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Status,
+    Resume,
     Stop { grace: Duration },
     Kill,
 }
@@ -33,6 +35,7 @@ pub fn parse(line: &str) -> Result<Request, String> {
     match (words.next(), words.next(), words.next()) {
         (Some("status"), None, _) => Ok(Request::Status),
         (Some("kill"), None, _) => Ok(Request::Kill),
+        (Some("resume"), None, _) => Ok(Request::Resume),
         (Some("stop"), None, _) => Ok(Request::Stop {
             grace: DEFAULT_STOP_GRACE,
         }),
@@ -63,6 +66,7 @@ mod tests {
     fn requests_parse() {
         assert_eq!(parse("status"), Ok(Request::Status));
         assert_eq!(parse(" kill \n"), Ok(Request::Kill));
+        assert_eq!(parse("resume"), Ok(Request::Resume));
         assert_eq!(
             parse("stop"),
             Ok(Request::Stop {

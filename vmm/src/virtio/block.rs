@@ -2,18 +2,23 @@
 //!
 //! Requests are served on the device's own worker thread. Discard and write-zeroes
 //! punch holes in the image, so the host file shrinks when the guest trims.
+//!
+//! Host trouble is not the guest's: a write that finds the host's file system full
+//! waits for space instead of failing ([`queue_loop`]), and a failed flush fails
+//! every later flush, since the host may have dropped the data it was to write.
 
 use crate::memory::GuestMemory;
 use crate::virtio::chain::{self, ChainError, Limits};
 use crate::virtio::config_space;
 use crate::virtio::device::{ActivateError, Activation, VirtioDevice};
-use crate::virtio::worker::{run_single_queue, take_queues, ErrorLog, Worker};
+use crate::virtio::worker::{take_queues, Worker};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::mem::offset_of;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
+use std::sync::Arc;
 use virtio_bindings::virtio_blk::*;
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
@@ -51,6 +56,8 @@ pub struct Disk {
     id: [u8; VIRTIO_BLK_ID_BYTES as usize],
     discard_alignment: u32,
     bounce: Vec<u8>,
+    /// A flush failed: every later one fails too.
+    flush_failed: bool,
 }
 
 /// How one request ended.
@@ -96,6 +103,13 @@ pub enum RequestError {
     GuestMemory(io::Error),
     #[error("disk I/O: {0}")]
     Io(#[from] io::Error),
+    /// The host's file system is full (or the user's quota): the request is held.
+    #[error("disk full: {0}")]
+    DiskFull(io::Error),
+    #[error("flushing to the host's disk failed: {0}")]
+    FlushFailed(io::Error),
+    #[error("an earlier flush failed")]
+    FlushLatched,
 }
 
 impl RequestError {
@@ -103,6 +117,29 @@ impl RequestError {
         match self {
             RequestError::Unsupported(_) | RequestError::BadFlags(_) => VIRTIO_BLK_S_UNSUPP as u8,
             _ => VIRTIO_BLK_S_IOERR as u8,
+        }
+    }
+
+    /// The host's trouble rather than a guest's mistake.
+    pub fn is_host(&self) -> bool {
+        matches!(
+            self,
+            RequestError::Io(_)
+                | RequestError::DiskFull(_)
+                | RequestError::FlushFailed(_)
+                | RequestError::FlushLatched
+        )
+    }
+
+    /// A write's I/O error that means no space: the request waits for some.
+    fn or_disk_full(self) -> RequestError {
+        match self {
+            RequestError::Io(e)
+                if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) =>
+            {
+                RequestError::DiskFull(e)
+            }
+            other => other,
         }
     }
 }
@@ -123,6 +160,7 @@ impl Disk {
             id: disk_id(meta.dev(), meta.ino()),
             discard_alignment: (meta.blksize() >> SECTOR_SHIFT).max(1) as u32,
             bounce: vec![0; BOUNCE_SIZE],
+            flush_failed: false,
         })
     }
 
@@ -133,7 +171,9 @@ impl Disk {
 
     /// Serves the request in `chain` and writes its status byte when the chain has
     /// one. Never fails: a bad request fails alone, with IOERR/UNSUPP in its status
-    /// byte, or with nothing written when it has no usable status byte.
+    /// byte, or with nothing written when it has no usable status byte. A write
+    /// that found the disk full ([`RequestError::DiskFull`]) writes no status: it is
+    /// to be served again, whole, once there is space.
     pub fn serve(&mut self, mem: &GuestMemory, chain: DescriptorChain<&GuestMemory>) -> Completion {
         let layout = match chain::inspect(&chain, LIMITS) {
             Ok(layout) => layout,
@@ -160,6 +200,9 @@ impl Disk {
             return Completion::failed(0, RequestError::NoStatus);
         };
         let result = self.execute(&mut reader, &mut writer);
+        if let Err(e @ RequestError::DiskFull(_)) = result {
+            return Completion::failed(0, e);
+        }
         let code = match &result {
             Ok(()) => VIRTIO_BLK_S_OK as u8,
             Err(e) => e.status(),
@@ -190,20 +233,33 @@ impl Disk {
                 if self.read_only {
                     return Err(RequestError::ReadOnly);
                 }
-                self.write(sector, r)
+                self.write(sector, r).map_err(RequestError::or_disk_full)
             }
-            VIRTIO_BLK_T_FLUSH if !self.read_only => Ok(self.file.sync_data()?),
+            VIRTIO_BLK_T_FLUSH if !self.read_only => self.flush(),
             VIRTIO_BLK_T_FLUSH => Ok(()),
             VIRTIO_BLK_T_GET_ID => {
                 let n = w.available_bytes().min(self.id.len());
                 w.write_all(&self.id[..n])
                     .map_err(RequestError::GuestMemory)
             }
-            VIRTIO_BLK_T_DISCARD | VIRTIO_BLK_T_WRITE_ZEROES if !self.read_only => {
-                self.discard_or_zero(kind, r)
-            }
+            VIRTIO_BLK_T_DISCARD | VIRTIO_BLK_T_WRITE_ZEROES if !self.read_only => self
+                .discard_or_zero(kind, r)
+                .map_err(RequestError::or_disk_full),
             other => Err(RequestError::Unsupported(other)),
         }
+    }
+
+    /// Once fdatasync fails, the kernel may have dropped the dirty pages it could not
+    /// write and will not say so again: a later flush that succeeds would tell the
+    /// guest data is safe that is lost. So the failure latches.
+    fn flush(&mut self) -> Result<(), RequestError> {
+        if self.flush_failed {
+            return Err(RequestError::FlushLatched);
+        }
+        self.file.sync_data().map_err(|e| {
+            self.flush_failed = true;
+            RequestError::FlushFailed(e)
+        })
     }
 
     /// Byte offset of `count` bytes at `sector`, if they are whole sectors on the disk.
@@ -387,6 +443,7 @@ fn disk_id(dev: u64, ino: u64) -> [u8; VIRTIO_BLK_ID_BYTES as usize] {
 pub struct Block {
     /// Here while no worker runs; the worker owns it while the device is active.
     disk: Option<Disk>,
+    health: Arc<DiskHealth>,
     worker: Option<Worker<Disk>>,
     features: u64,
     config: Vec<u8>,
@@ -395,6 +452,7 @@ pub struct Block {
 impl Block {
     pub fn new(path: &Path, read_only: bool) -> io::Result<Block> {
         let disk = Disk::open(path, read_only)?;
+        let health = Arc::new(DiskHealth::new(path)?);
         let mut features = 1 << VIRTIO_F_VERSION_1
             | 1 << VIRTIO_BLK_F_SEG_MAX
             | 1 << VIRTIO_BLK_F_SIZE_MAX
@@ -451,10 +509,17 @@ impl Block {
         config[offset_of!(virtio_blk_config, write_zeroes_may_unmap)] = 1;
         Ok(Block {
             disk: Some(disk),
+            health,
             worker: None,
             features,
             config,
         })
+    }
+
+    /// Whether the guest's I/O to this disk waits for space; shared with the VMM's
+    /// control socket.
+    pub fn health(&self) -> Arc<DiskHealth> {
+        Arc::clone(&self.health)
     }
 
     fn stop_worker(&mut self) {
@@ -496,22 +561,9 @@ impl VirtioDevice for Block {
             .take()
             .ok_or_else(|| io::Error::other("the disk was lost with an earlier worker"))?;
         let (mem, interrupt) = (activation.memory, activation.interrupt);
+        let health = Arc::clone(&self.health);
         let worker = Worker::spawn("virtio-blk", move |stop| {
-            let mut log = ErrorLog::new("virtio-blk");
-            let served = run_single_queue(
-                stop,
-                mem,
-                queue,
-                &*interrupt,
-                &mut log,
-                |mem, chain, log| {
-                    let done = disk.serve(mem, chain);
-                    if let Some(e) = done.error {
-                        log.report(e);
-                    }
-                    done.used
-                },
-            );
+            let served = queue_loop::run(stop, mem, queue, &*interrupt, &mut disk, &health);
             if let Err(e) = served {
                 eprintln!("vmm: virtio-blk: worker stopped: {e}");
             }
@@ -532,7 +584,13 @@ impl Drop for Block {
     }
 }
 
+mod health;
 mod image_lock;
+mod queue_loop;
 
+pub use health::DiskHealth;
+
+#[cfg(test)]
+mod host_trouble_tests;
 #[cfg(test)]
 mod tests;

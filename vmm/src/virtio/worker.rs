@@ -61,8 +61,18 @@ pub fn add_fd(epoll: &Epoll, fd: &impl AsRawFd, token: u64, events: EventSet) ->
 
 /// Waits for events, retrying when a signal interrupts the wait.
 pub fn wait(epoll: &Epoll, events: &mut [EpollEvent]) -> io::Result<usize> {
+    wait_at_most(epoll, events, -1)
+}
+
+/// [`wait`] for at most `timeout_ms` milliseconds (-1: no limit); 0 events when it
+/// passes.
+pub fn wait_at_most(
+    epoll: &Epoll,
+    events: &mut [EpollEvent],
+    timeout_ms: i32,
+) -> io::Result<usize> {
     loop {
-        match epoll.wait(-1, events) {
+        match epoll.wait(timeout_ms, events) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other,
         }
@@ -128,20 +138,40 @@ pub fn drain_queue(
     log: &mut ErrorLog,
     mut serve: impl FnMut(DescriptorChain<&GuestMemory>, &mut ErrorLog) -> u32,
 ) -> bool {
+    let (notify, held) = drain_queue_until(mem, queue, log, |chain, log| Ok(serve(chain, log)));
+    debug_assert!(held.is_none());
+    notify
+}
+
+/// [`drain_queue`] for a device that may have to hold a request: `serve` gives the
+/// chain back (`Err`) to leave it uncompleted, and the queue is then left alone
+/// (notifications stay off) until the caller completes the held chain and drains
+/// again. Returns whether the driver must be interrupted, and the held chain.
+pub fn drain_queue_until<'m>(
+    mem: &'m GuestMemory,
+    queue: &mut Queue,
+    log: &mut ErrorLog,
+    mut serve: impl FnMut(
+        DescriptorChain<&'m GuestMemory>,
+        &mut ErrorLog,
+    ) -> Result<u32, DescriptorChain<&'m GuestMemory>>,
+) -> (bool, Option<DescriptorChain<&'m GuestMemory>>) {
     let mut used_any = false;
     loop {
         if let Err(e) = queue.disable_notification(mem) {
             log.report(format_args!("queue rings unusable: {e}"));
-            return used_any;
+            return (used_any, None);
         }
         let mut popped = 0u32;
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
             popped += 1;
             let head = chain.head_index();
-            let len = serve(chain, log);
-            match queue.add_used(mem, head, len) {
-                Ok(()) => used_any = true,
-                Err(e) => log.report(format_args!("cannot return chain {head}: {e}")),
+            match serve(chain, log) {
+                Ok(len) => complete(mem, queue, head, len, log, &mut used_any),
+                Err(held) => {
+                    let notify = used_any && queue.needs_notification(mem).unwrap_or(true);
+                    return (notify, Some(held));
+                }
             }
         }
         match queue.enable_notification(mem) {
@@ -160,7 +190,25 @@ pub fn drain_queue(
             }
         }
     }
-    used_any && queue.needs_notification(mem).unwrap_or(true)
+    (
+        used_any && queue.needs_notification(mem).unwrap_or(true),
+        None,
+    )
+}
+
+/// Puts chain `head` in the used ring with `len` bytes written.
+pub fn complete(
+    mem: &GuestMemory,
+    queue: &mut Queue,
+    head: u16,
+    len: u32,
+    log: &mut ErrorLog,
+    used_any: &mut bool,
+) {
+    match queue.add_used(mem, head, len) {
+        Ok(()) => *used_any = true,
+        Err(e) => log.report(format_args!("cannot return chain {head}: {e}")),
+    }
 }
 
 /// Tells the driver that queue `index` has used buffers.

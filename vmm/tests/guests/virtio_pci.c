@@ -4,6 +4,8 @@
            check ECAM agrees; for virtio functions also subsystem, BAR 0 (sized
            the way an OS does) and the capability list
      blk   read sector 0 of the virtio-blk disk, then write sector 1
+     blk-far
+           the same, writing sector 1024 (a hole in a sparse image) instead
      rng   read 64 bytes from virtio-rng
      net   send a DHCP DISCOVER through virtio-net and wait for the OFFER
      fs    read virtio-fs's tag, send FUSE_INIT through its request queue and read
@@ -254,7 +256,7 @@ static u8 blk_request(struct vq *q, u32 type, u32 sector, u32 buf) {
     return read8(status);
 }
 
-static void blk(void) {
+static void blk(u32 write_sector) {
     struct vdev d = {0};
     struct vq q;
     int slot = find(TYPE_BLOCK);
@@ -276,7 +278,7 @@ static void blk(void) {
     puthex_bytes(buf, 32);
     putc('\n');
     for (u32 i = 0; i < 512; i++) write8(buf + i, (u8)(i * 7 + 3));
-    status = blk_request(&q, 1, 1, buf);
+    status = blk_request(&q, 1, write_sector, buf);
     puts("blk write status ");
     puthex(status, 2);
     puts("\nblk irqs ");
@@ -513,7 +515,9 @@ void guest_main(u32 start_info) {
     if (streq(mode, "enum"))
         enumerate();
     else if (streq(mode, "blk"))
-        blk();
+        blk(1);
+    else if (streq(mode, "blk-far"))
+        blk(1024);
     else if (streq(mode, "rng"))
         rng();
     else if (streq(mode, "net"))

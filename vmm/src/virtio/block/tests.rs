@@ -1,7 +1,7 @@
 use super::*;
 use crate::virtio::device::ActiveQueue;
 use crate::virtio::test_util::{desc, CountingInterrupt, TestQueue, R, W};
-use crate::virtio::worker::drain_queue;
+use crate::virtio::worker::{drain_queue, ErrorLog};
 use std::sync::Arc;
 use virtio_bindings::virtio_ring::VRING_DESC_F_INDIRECT;
 use virtio_queue::desc::{split::Descriptor, RawDescriptor};
