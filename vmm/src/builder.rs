@@ -50,6 +50,8 @@ pub struct RunOptions {
     pub control_socket: Option<PathBuf>,
     /// Serve the serial console here (see [`crate::console`]).
     pub console_socket: Option<PathBuf>,
+    /// Which threads run under their seccomp allow-list (see [`crate::confine`]).
+    pub seccomp: crate::confine::Seccomp,
 }
 
 /// Boot `config` and run it until the guest powers off, resets, crashes, or the

@@ -496,7 +496,7 @@ impl VirtioDevice for Block {
             .take()
             .ok_or_else(|| io::Error::other("the disk was lost with an earlier worker"))?;
         let (mem, interrupt) = (activation.memory, activation.interrupt);
-        let worker = Worker::spawn("virtio-blk", move |stop| {
+        let worker = Worker::spawn(crate::confine::ThreadKind::VirtioBlk, move |stop| {
             let mut log = ErrorLog::new("virtio-blk");
             let served = run_single_queue(
                 stop,
