@@ -156,9 +156,10 @@ fn install(kind: ThreadKind, filter: &BpfProgram) -> Result<(), ConfineError> {
     })
 }
 
-/// Compiles `kind`'s filter and installs it on the calling thread, whatever the run:
-/// for tests that show a filter at work in a child process.
+/// Compiles `kind`'s filter and installs it, with the SIGSYS report, on the calling
+/// thread, whatever the run: for tests that show a filter at work in a child process.
 pub fn install_now(kind: ThreadKind) -> Result<(), ConfineError> {
+    limit_malloc_arenas();
     sigsys::install_handler().map_err(ConfineError::Handler)?;
     install(kind, &compile(kind)?)
 }
