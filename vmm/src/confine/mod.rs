@@ -97,6 +97,22 @@ pub fn prepare() -> Result<(), ConfineError> {
     }
     limit_malloc_arenas();
     sigsys::install_handler().map_err(ConfineError::Handler)?;
+    // On the calling thread, and so on every thread it starts from now on.
+    let no_clone3 = SeccompFilter::new(
+        rules::no_clone3(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        TargetArch::x86_64,
+    )
+    .and_then(BpfProgram::try_from)
+    .map_err(|e| ConfineError::Build {
+        kind: "clone3",
+        detail: e.to_string(),
+    })?;
+    seccompiler::apply_filter(&no_clone3).map_err(|e| ConfineError::Install {
+        kind: "clone3",
+        detail: e.to_string(),
+    })?;
     let mut filters = BTreeMap::new();
     for kind in ThreadKind::ALL {
         filters.insert(kind, compile(kind)?);

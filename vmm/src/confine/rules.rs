@@ -40,13 +40,22 @@ const COMMON: &[i64] = &[
 ];
 
 /// A thread that starts threads: the new thread's first calls (its robust futex list,
-/// rseq, its name) are made under its parent's list.
-const SPAWNS: &[i64] = &[
-    libc::SYS_clone,
-    libc::SYS_clone3,
-    libc::SYS_set_robust_list,
-    libc::SYS_rseq,
-];
+/// rseq, its name) are made under its parent's list. clone3 passes its flags in
+/// memory, where a filter cannot see them, so [`no_clone3`] makes it fail with ENOSYS
+/// and glibc falls back to clone, allowed only with the flags of a new thread
+/// ([`THREAD_CLONE_FLAGS`]): no thread can fork.
+const SPAWNS: &[i64] = &[libc::SYS_clone3, libc::SYS_set_robust_list, libc::SYS_rseq];
+
+/// What glibc's pthread_create passes to clone.
+pub const THREAD_CLONE_FLAGS: u64 = (libc::CLONE_VM
+    | libc::CLONE_FS
+    | libc::CLONE_FILES
+    | libc::CLONE_SIGHAND
+    | libc::CLONE_THREAD
+    | libc::CLONE_SYSVSEM
+    | libc::CLONE_SETTLS
+    | libc::CLONE_PARENT_SETTID
+    | libc::CLONE_CHILD_CLEARTID) as u64;
 
 /// A device worker's loop: the stop and kick eventfds in an epoll set.
 const EPOLL: &[i64] = &[
@@ -187,6 +196,12 @@ pub fn rules(kind: ThreadKind) -> Rules {
         kind,
         ThreadKind::Vcpu | ThreadKind::Console | ThreadKind::Control | ThreadKind::Main
     ) {
+        let thread = SeccompCondition::new(0, Len::Qword, Op::Eq, THREAD_CLONE_FLAGS)
+            .expect("argument index < 6");
+        rules.insert(
+            libc::SYS_clone,
+            vec![SeccompRule::new(vec![thread]).expect("one condition")],
+        );
         // A new thread names itself (PR_SET_NAME) and installs its own, narrower list
         // (PR_SET_NO_NEW_PRIVS, then seccomp) under its parent's list. Another
         // filter can only take rights away.
@@ -207,6 +222,11 @@ pub fn rules(kind: ThreadKind) -> Rules {
         rules.insert(libc::SYS_ioctl, each);
     }
     rules
+}
+
+/// The calls the process-wide filter [`super::prepare`] installs answers with ENOSYS.
+pub fn no_clone3() -> Rules {
+    Rules::from([(libc::SYS_clone3, Vec::new())])
 }
 
 /// A rule that holds when argument `index` equals `value` (as a 32-bit value: ioctl
@@ -252,12 +272,22 @@ mod tests {
                 assert!(!rules.contains_key(&call), "{kind:?} allows {call}");
             }
         }
-        // No thread opens files or makes sockets once the guest runs.
+        // No thread opens files, makes sockets, execs or forks once the guest runs.
         for kind in ThreadKind::ALL {
             let rules = rules(kind);
-            for call in [libc::SYS_openat, libc::SYS_socket, libc::SYS_execve] {
+            for call in [
+                libc::SYS_openat,
+                libc::SYS_socket,
+                libc::SYS_execve,
+                libc::SYS_fork,
+                libc::SYS_vfork,
+            ] {
                 assert!(!rules.contains_key(&call), "{kind:?} allows {call}");
             }
+            if let Some(clone) = rules.get(&libc::SYS_clone) {
+                assert_eq!(clone.len(), 1, "{kind:?}: clone only for threads");
+            }
         }
+        assert_eq!(THREAD_CLONE_FLAGS, 0x3d0f00);
     }
 }
