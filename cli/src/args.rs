@@ -350,6 +350,10 @@ pub struct VmmRunArgs {
     /// Serve the serial console on this UNIX socket (as `hvbox console` uses it).
     #[arg(long)]
     pub console_socket: Option<PathBuf>,
+    /// Run the VMM's threads without their seccomp allow-lists. For debugging the VMM
+    /// only: a guest that takes over a device then has every syscall of the user.
+    #[arg(long)]
+    pub no_seccomp: bool,
 }
 
 #[cfg(test)]

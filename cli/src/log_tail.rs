@@ -1,7 +1,8 @@
 //! Watching a log for a line while it grows: each look reads only the bytes added
 //! since the last one, not the whole file again (the serial log of a chatty guest is
 //! megabytes), and follows the log across a rotation (`NAME` became `NAME.1`, see
-//! `hvbox_vmm::log_rotation`): the rest of the old file is read, then the new one.
+//! `hvbox_vmm::log_rotation`), by rename or in place: the rest of the old file is
+//! read, then the new one.
 
 use hvbox_vmm::log_rotation::rotated_path;
 use std::fs::File;
@@ -63,7 +64,13 @@ impl LogTail {
             self.id = Some(id);
             self.pos = 0;
         } else if meta.len() < self.pos {
-            // Truncated: what is there now is all new.
+            // Rotated in place (the VMM's serial log: NAME copied to NAME.1, then
+            // emptied), so NAME.1 holds the rest; or truncated. What is there now is
+            // all new.
+            let old = rotated_path(&self.path);
+            if let Ok(m) = std::fs::metadata(&old) {
+                read_range(&old, self.pos, m.len(), &mut out);
+            }
             self.pos = 0;
         }
         let end = meta.len().min(self.pos + MAX_READ);
@@ -149,6 +156,19 @@ mod tests {
         let mut tail = LogTail::new(&path, 0);
         assert_eq!(tail.read_new(), b"0123456789");
         // Fills the file to 20 bytes, rotates, and starts a new one.
+        log.write_all(b"abcdefghij").unwrap();
+        log.write_all(b"NEW").unwrap();
+        assert_eq!(tail.read_new(), b"abcdefghijNEW");
+    }
+
+    #[test]
+    fn a_rotation_in_place_is_followed_without_losing_the_old_files_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serial.log");
+        let mut log = RotatingLog::open_in_place(&path, 20).unwrap();
+        log.write_all(b"0123456789").unwrap();
+        let mut tail = LogTail::new(&path, 0);
+        assert_eq!(tail.read_new(), b"0123456789");
         log.write_all(b"abcdefghij").unwrap();
         log.write_all(b"NEW").unwrap();
         assert_eq!(tail.read_new(), b"abcdefghijNEW");

@@ -307,6 +307,33 @@ fn engine_checks(lab: &Lab, report: &mut Vec<String>) -> Result<(), String> {
                 console.stdout
             ));
         }
+        // The running VMM is confined: every thread under its seccomp list with
+        // NO_NEW_PRIVS (not KVM's own kernel workers, kvm-*), and its log says so.
+        if engine == "builtin" {
+            let machine = format!("{dir}/.hvbox/machines/default");
+            let threads = lab.root(&format!(
+                "pid=$(grep -o '\"vm_pid\": *[0-9]*' {machine}/run.json | grep -o '[0-9]*$')
+for t in /proc/$pid/task/*; do c=$(cat $t/comm); case $c in kvm-*) continue;; esac
+echo \"thread $c $(grep -E '^(Seccomp|NoNewPrivs):' $t/status | tr -s '\t\n' '  ')\"; done
+cat {machine}/vm.log"
+            ));
+            let out = &threads.stdout;
+            let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("thread ")).collect();
+            let confined = |l: &&str| l.ends_with("NoNewPrivs: 1 Seccomp: 2 ");
+            if lines.len() < 3
+                || !lines.iter().all(confined)
+                || !out.contains(
+                    "hvbox: seccomp: each VMM thread runs under the allow-list of its kind",
+                )
+                || !out.contains("hvbox: landlock: file system limited to the machine's own paths")
+            {
+                return Err(format!("builtin: the VMM in L1 is not confined:\n{out}"));
+            }
+            report.push(format!(
+                "the builtin engine's VMM in L1: {} threads, each Seccomp: 2 and NoNewPrivs: 1; landlock on",
+                lines.len()
+            ));
+        }
         // A kernel upgrade boots the new kernel from the disk (the builtin engine
         // extracts its vmlinux anew).
         if engine == "builtin" {

@@ -50,6 +50,8 @@ pub struct RunOptions {
     pub control_socket: Option<PathBuf>,
     /// Serve the serial console here (see [`crate::console`]).
     pub console_socket: Option<PathBuf>,
+    /// Which threads run under their seccomp allow-list (see [`crate::confine`]).
+    pub seccomp: crate::confine::Seccomp,
 }
 
 /// Boot `config` and run it until the guest powers off, resets, crashes, or the
@@ -195,14 +197,14 @@ fn create_platform(
             source,
         })?;
     let serial_log: Box<dyn std::io::Write + Send> = match &config.serial_log {
-        // Bounded however much the guest prints.
+        // Bounded however much the guest prints; rotated in place, as the confined
+        // vCPU thread that writes it may not open or rename files.
         Some(path) => Box::new(
-            crate::log_rotation::RotatingLog::open(path, crate::log_rotation::LOG_LIMIT).map_err(
-                |source| VmmError::SerialLog {
-                    path: path.clone(),
-                    source,
-                },
-            )?,
+            crate::log_rotation::RotatingLog::open_in_place(path, crate::log_rotation::LOG_LIMIT)
+                .map_err(|source| VmmError::SerialLog {
+                path: path.clone(),
+                source,
+            })?,
         ),
         None => Box::new(std::io::stdout()),
     };

@@ -3,6 +3,7 @@
 //!
 //! Output to clients never blocks a vCPU: a client that cannot keep up is dropped.
 
+use crate::confine::ThreadKind;
 use crate::devices::platform::Platform;
 use std::io::{self, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -61,6 +62,7 @@ pub fn serve(path: &Path, clients: Clients, platform: Arc<Mutex<Platform>>) -> i
     std::thread::Builder::new()
         .name("console".into())
         .spawn(move || {
+            crate::confine::enter_or_exit(ThreadKind::Console);
             for stream in listener.incoming().flatten() {
                 if let Err(e) = attach(stream, &clients, &platform) {
                     eprintln!("vmm: console client: {e}");
@@ -80,7 +82,11 @@ fn attach(
     let platform = Arc::clone(platform);
     std::thread::Builder::new()
         .name("console-input".into())
-        .spawn(move || pump_input(stream, &platform))?;
+        .spawn(move || {
+            // Already under the console's list, inherited.
+            crate::confine::name_thread(ThreadKind::Console);
+            pump_input(stream, &platform)
+        })?;
     Ok(())
 }
 

@@ -58,6 +58,8 @@ pub enum VmmError {
     MmioWindowFull(usize),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Confine(#[from] crate::confine::ConfineError),
     /// The guest hit something KVM or the VMM could not handle.
     #[error("{0}")]
     Guest(String),

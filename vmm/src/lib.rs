@@ -10,6 +10,7 @@ pub mod arch;
 pub mod boot;
 pub mod builder;
 pub mod config;
+pub mod confine;
 pub mod console;
 pub mod control;
 pub mod devices;

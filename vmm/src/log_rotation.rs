@@ -7,6 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Size at which a machine log rotates.
@@ -27,6 +28,8 @@ pub struct RotatingLog {
     /// Bytes in the current file.
     size: u64,
     limit: u64,
+    /// `NAME.1`, open from the start when the log rotates in place.
+    in_place: Option<File>,
 }
 
 impl RotatingLog {
@@ -40,7 +43,26 @@ impl RotatingLog {
             file,
             size,
             limit: limit.max(1),
+            in_place: None,
         })
+    }
+
+    /// The same log for a writer that may open and rename nothing once it runs (the
+    /// confined VMM, see `crate::confine`): `NAME.1` is opened now, and a rotation
+    /// copies `NAME` into it and empties `NAME` — the same two files, the file of
+    /// `NAME` kept (readers see it shrink).
+    pub fn open_in_place(path: &Path, limit: u64) -> io::Result<RotatingLog> {
+        let mut log = RotatingLog::open(path, limit)?;
+        log.file = OpenOptions::new().read(true).append(true).open(path)?;
+        log.in_place = Some(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(rotated_path(path))?,
+        );
+        Ok(log)
     }
 
     pub fn path(&self) -> &Path {
@@ -48,6 +70,23 @@ impl RotatingLog {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
+        if let Some(old) = &self.in_place {
+            // pread/pwrite and ftruncate only: no open, rename or stat.
+            old.set_len(0)?;
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut at = 0u64;
+            while at < self.size {
+                let n = self.file.read_at(&mut buf, at)?;
+                if n == 0 {
+                    break;
+                }
+                old.write_all_at(&buf[..n], at)?;
+                at += n as u64;
+            }
+            self.file.set_len(0)?;
+            self.size = 0;
+            return Ok(());
+        }
         std::fs::rename(&self.path, rotated_path(&self.path))?;
         self.file = open_append(&self.path)?;
         self.size = 0;
@@ -142,6 +181,26 @@ mod tests {
         log.write_all(&[b'b'; 250]).unwrap();
         assert_eq!(std::fs::read(rotated_path(&path)).unwrap().len(), 1000);
         assert_eq!(std::fs::read(&path).unwrap(), vec![b'b'; 150]);
+    }
+
+    #[test]
+    fn a_log_rotated_in_place_keeps_the_same_newest_bytes_and_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serial.log");
+        let all = lines(0, 1000);
+        let mut log = RotatingLog::open_in_place(&path, 4000).unwrap();
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let first = inode(&path);
+        for chunk in all.chunks(333) {
+            log.write_all(chunk).unwrap();
+        }
+        let current = std::fs::read(&path).unwrap();
+        let old = std::fs::read(rotated_path(&path)).unwrap();
+        assert_eq!(old.len(), 4000);
+        assert!(current.len() <= 4000);
+        let kept = [old, current].concat();
+        assert!(all.ends_with(&kept));
+        assert_eq!(inode(&path), first, "the log's file is kept");
     }
 
     #[test]

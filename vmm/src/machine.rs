@@ -3,6 +3,7 @@
 //! limit, or the host's stop.
 
 use crate::builder::RunOptions;
+use crate::confine::{Seccomp, ThreadKind};
 use crate::console::Clients;
 use crate::control::Request;
 use crate::devices::platform::Platform;
@@ -70,6 +71,10 @@ impl Machine {
             disks,
             options,
         } = self;
+        // Filters are compiled before any thread that serves the guest starts.
+        if options.seccomp != Seccomp::Off {
+            crate::confine::prepare()?;
+        }
         // Sockets first: once a vCPU runs, nothing may fail without stopping it.
         if let Some(path) = &options.console_socket {
             crate::console::serve(path, console_clients, Arc::clone(&platform))?;
@@ -80,6 +85,12 @@ impl Machine {
         }
 
         let threads = start_vcpus(vcpus, &stop)?;
+        if options.seccomp == Seccomp::WholeProcess {
+            if let Err(e) = crate::confine::enter(ThreadKind::Main) {
+                stop_vcpus(&stop, &threads);
+                return Err(e.into());
+            }
+        }
         let ending = wait_for_end(
             &vm,
             &platform,
@@ -127,7 +138,10 @@ fn start_vcpus(vcpus: Vec<VcpuRunner>, stop: &AtomicBool) -> Result<Vec<JoinHand
     for runner in vcpus {
         let spawned = std::thread::Builder::new()
             .name(format!("vcpu{}", runner.index))
-            .spawn(move || runner.run());
+            .spawn(move || {
+                crate::confine::enter_or_exit(ThreadKind::Vcpu);
+                runner.run()
+            });
         match spawned {
             Ok(thread) => threads.push(thread),
             Err(e) => {

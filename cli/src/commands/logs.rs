@@ -102,7 +102,14 @@ impl Follower {
         let file = self.file.as_mut().expect("opened above");
         let len = file.metadata()?.len();
         if len < self.pos {
-            // Truncated: what is there now is all new.
+            // Rotated in place (NAME copied to NAME.1, then emptied: its rest is
+            // there), or truncated. What is there now is all new.
+            if let Ok(mut old) = File::open(rotated_path(&self.path)) {
+                old.seek(SeekFrom::Start(self.pos))?;
+                let mut rest = Vec::new();
+                old.read_to_end(&mut rest)?;
+                out.write_all(self.sanitizer.push(&rest).as_bytes())?;
+            }
             self.pos = 0;
         }
         let mut copied = false;
@@ -207,5 +214,19 @@ mod tests {
         // A rotation while following: the rest of the old file, then the new one.
         log.write_all(b"3\n").unwrap();
         assert_eq!(pump(&mut f), "3\n");
+    }
+
+    #[test]
+    fn following_goes_on_across_a_rotation_in_place() {
+        use hvbox_vmm::log_rotation::RotatingLog;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serial.log");
+        let mut log = RotatingLog::open_in_place(&path, 12).unwrap();
+        log.write_all(b"line one\n").unwrap();
+        let mut f = Follower::new(path.clone());
+        assert_eq!(pump(&mut f), "line one\n");
+        // "two" fills the file; it is copied to NAME.1 and emptied for "three".
+        log.write_all(b"two\nthree\n").unwrap();
+        assert_eq!(pump(&mut f), "two\nthree\n");
     }
 }

@@ -26,6 +26,7 @@ mod table;
 mod up;
 mod upgrade_kernel;
 mod validate;
+mod vmm_confine;
 mod vmm_run;
 
 use crate::args::{BoxCommand, Cli, Command, VmmCommand};

@@ -8,11 +8,15 @@ use crate::machine::state::new_mac;
 use anyhow::Result;
 use hvbox_vmm::arch::cpuid::CpuidMask;
 use hvbox_vmm::config::check_filesystems;
+use hvbox_vmm::confine::Seccomp;
 use hvbox_vmm::{MacAddr, MachineConfig, NetBackend, NetConfig, RunOptions};
 use std::process::ExitCode;
 use std::time::Duration;
 
 pub fn run(args: &VmmRunArgs) -> Result<ExitCode> {
+    // Before anything else, so every thread inherits it.
+    hvbox_vmm::confine::no_new_privs()
+        .map_err(|e| anyhow::anyhow!("setting PR_SET_NO_NEW_PRIVS: {e}"))?;
     let config = match &args.config {
         Some(config) => MachineConfig::clone(config),
         None => from_flags(args)?,
@@ -25,8 +29,16 @@ pub fn run(args: &VmmRunArgs) -> Result<ExitCode> {
         },
         control_socket: args.control_socket.clone(),
         console_socket: args.console_socket.clone(),
+        seccomp: match args.no_seccomp {
+            true => Seccomp::Off,
+            false => Seccomp::WholeProcess,
+        },
     };
-    let (exit, stats) = hvbox_vmm::build(&config, &options)?.run()?;
+    let machine = hvbox_vmm::build(&config, &options)?;
+    // Everything the guest needs from the host is open now: what follows only takes
+    // rights away, before any thread that serves the guest starts.
+    super::vmm_confine::confine(&config, &options)?;
+    let (exit, stats) = machine.run()?;
     eprintln!("hvbox: VM exited: {exit}");
     if args.stats {
         eprintln!(

@@ -7,6 +7,7 @@
 //! [`Limits::idle_timeout`] is closed, freeing its place.
 
 use super::{parse, Envelope};
+use crate::confine::ThreadKind;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -49,7 +50,10 @@ pub fn serve_with(path: &Path, requests: Sender<Envelope>, limits: Limits) -> io
     let listener = UnixListener::bind(path)?;
     std::thread::Builder::new()
         .name("control".into())
-        .spawn(move || accept_loop(&listener, &requests, limits))?;
+        .spawn(move || {
+            crate::confine::enter_or_exit(ThreadKind::Control);
+            accept_loop(&listener, &requests, limits)
+        })?;
     Ok(())
 }
 
@@ -77,6 +81,8 @@ fn accept_loop(listener: &UnixListener, requests: &Sender<Envelope>, limits: Lim
         let _ = std::thread::Builder::new()
             .name("control-client".into())
             .spawn(move || {
+                // Already under the control thread's list, inherited.
+                crate::confine::name_thread(ThreadKind::Control);
                 serve_client(&stream, &requests, limits);
                 // The place is free before the client sees the connection close, so
                 // a client that waits for the close can take it at once.

@@ -562,7 +562,7 @@ impl VirtioDevice for Block {
             .ok_or_else(|| io::Error::other("the disk was lost with an earlier worker"))?;
         let (mem, interrupt) = (activation.memory, activation.interrupt);
         let health = Arc::clone(&self.health);
-        let worker = Worker::spawn("virtio-blk", move |stop| {
+        let worker = Worker::spawn(crate::confine::ThreadKind::VirtioBlk, move |stop| {
             let served = queue_loop::run(stop, mem, queue, &*interrupt, &mut disk, &health);
             if let Err(e) = served {
                 eprintln!("vmm: virtio-blk: worker stopped: {e}");

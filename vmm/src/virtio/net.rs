@@ -523,9 +523,10 @@ impl VirtioDevice for Net {
             self.link_up.clone(),
         );
         let (rx_kick, tx_kick) = (rx.kick, tx.kick);
-        self.worker = Some(Worker::spawn("virtio-net", move |stop| {
-            worker.run(stop, rx_kick, tx_kick)
-        })?);
+        self.worker = Some(Worker::spawn(
+            crate::confine::ThreadKind::VirtioNet,
+            move |stop| worker.run(stop, rx_kick, tx_kick),
+        )?);
         Ok(())
     }
 

@@ -106,25 +106,28 @@ impl VirtioDevice for Rng {
         self.stop_worker();
         let [queue] = take_queues(activation.queues)?;
         let (mem, interrupt) = (activation.memory, activation.interrupt);
-        self.worker = Some(Worker::spawn("virtio-rng", move |stop| {
-            let mut log = ErrorLog::new("virtio-rng");
-            let served = run_single_queue(
-                stop,
-                mem,
-                queue,
-                &*interrupt,
-                &mut log,
-                |mem, chain, log| {
-                    fill_chain(mem, chain).unwrap_or_else(|e| {
-                        log.report(e);
-                        0
-                    })
-                },
-            );
-            if let Err(e) = served {
-                eprintln!("vmm: virtio-rng: worker stopped: {e}");
-            }
-        })?);
+        self.worker = Some(Worker::spawn(
+            crate::confine::ThreadKind::VirtioRng,
+            move |stop| {
+                let mut log = ErrorLog::new("virtio-rng");
+                let served = run_single_queue(
+                    stop,
+                    mem,
+                    queue,
+                    &*interrupt,
+                    &mut log,
+                    |mem, chain, log| {
+                        fill_chain(mem, chain).unwrap_or_else(|e| {
+                            log.report(e);
+                            0
+                        })
+                    },
+                );
+                if let Err(e) = served {
+                    eprintln!("vmm: virtio-rng: worker stopped: {e}");
+                }
+            },
+        )?);
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! What every device's worker thread shares: starting and stopping the thread, the
 //! loop that drains a queue, and quiet logging of guest mistakes.
 
+use crate::confine::ThreadKind;
 use crate::memory::GuestMemory;
 use crate::virtio::device::{ActivateError, ActiveQueue, VirtioInterrupt};
 use std::io;
@@ -21,15 +22,20 @@ pub struct Worker<T> {
 impl<T: Send + 'static> Worker<T> {
     /// Runs `run` on a new thread; `run` must return once the eventfd it is given
     /// becomes readable.
+    /// The thread is named after `kind` and runs under its seccomp list when the run
+    /// confines its threads.
     pub fn spawn(
-        name: &str,
+        kind: ThreadKind,
         run: impl FnOnce(EventFd) -> T + Send + 'static,
     ) -> io::Result<Worker<T>> {
         let stop = EventFd::new(EFD_NONBLOCK)?;
         let stop_for_thread = stop.try_clone()?;
         let thread = std::thread::Builder::new()
-            .name(name.into())
-            .spawn(move || run(stop_for_thread))?;
+            .name(kind.name().into())
+            .spawn(move || {
+                crate::confine::enter_or_exit(kind);
+                run(stop_for_thread)
+            })?;
         Ok(Worker { stop, thread })
     }
 

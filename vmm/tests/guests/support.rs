@@ -253,7 +253,7 @@ impl Passt {
         };
         let mut passt = Passt { child, socket };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !passt.socket.exists() {
+        while !listening(&passt.socket) {
             if let Ok(Some(status)) = passt.child.try_wait() {
                 panic!("passt exited with {status} before creating its socket");
             }
@@ -298,6 +298,19 @@ pub fn virtiofsd_binary() -> Option<PathBuf> {
 
 /// virtiofsd sharing a folder over a socket in `dir`, or `None` (with the reason
 /// printed) without virtiofsd. Killed when dropped.
+/// Whether a unix socket listens at `path` (the kernel's table lists it with
+/// __SO_ACCEPTCON, 0x10000, among its flags).
+fn listening(path: &Path) -> bool {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    let path = path.to_string_lossy();
+    table.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields.len() >= 8
+            && fields[7] == path
+            && u32::from_str_radix(fields[3], 16).is_ok_and(|flags| flags & 0x10000 != 0)
+    })
+}
+
 pub struct Virtiofsd {
     child: Child,
     pub socket: PathBuf,
@@ -325,7 +338,10 @@ impl Virtiofsd {
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
         let mut virtiofsd = Virtiofsd { child, socket };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !virtiofsd.socket.exists() {
+        // The socket's file appears at bind(2), a moment before listen(2): a connect
+        // in between is refused. Its one connection is for the test, so wait for the
+        // listening state in /proc rather than trying one.
+        while !listening(&virtiofsd.socket) {
             if let Ok(Some(status)) = virtiofsd.child.try_wait() {
                 panic!("virtiofsd exited with {status} before creating its socket");
             }

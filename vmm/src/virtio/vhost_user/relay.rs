@@ -31,7 +31,7 @@ pub struct Relay {
 
 impl Relay {
     pub fn spawn(self) -> io::Result<Worker<()>> {
-        Worker::spawn("vhost-user", move |stop| {
+        Worker::spawn(crate::confine::ThreadKind::VhostUserRelay, move |stop| {
             if let Err(e) = self.run(&stop) {
                 eprintln!("vmm: {}: interrupt relay stopped: {e}", self.name);
             }
