@@ -10,7 +10,7 @@
 
 mod decompress;
 pub(crate) mod qcow2;
-mod tar;
+pub(crate) mod tar;
 
 use std::fmt;
 use std::fs::File;
@@ -282,7 +282,7 @@ fn convert_inner(
     let what = compression.map_or("raw", compression_name);
     let size = match container {
         Container::Raw => copy_sparse(stream, out, what)?,
-        Container::Tar => tar::extract_disk(stream, out)?,
+        Container::Tar => tar::extract_disk(stream, out, tar::MAX_DISK_SIZE)?,
         Container::Qcow2 => {
             // qcow2 needs random access: decompress into a second spool it can read
             // back, while it converts what has arrived.
