@@ -17,6 +17,8 @@ mod error;
 mod fs_probe;
 mod fs_reader;
 mod fstab;
+#[doc(hidden)]
+pub mod fuzzing;
 mod gpt_grow;
 mod gpt_header;
 mod grub;
