@@ -26,6 +26,7 @@ mod grubenv;
 mod guest_fs;
 mod initrd;
 mod kernels;
+mod mbr_bounds;
 mod partitions;
 mod reflink;
 mod sparse;
