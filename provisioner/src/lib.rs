@@ -14,6 +14,7 @@ mod bzimage_version;
 mod clone;
 mod cmdline;
 mod error;
+mod ext4_bounds;
 mod fs_probe;
 mod fs_reader;
 mod fstab;
