@@ -13,6 +13,8 @@ mod digest;
 mod error;
 mod fetch;
 pub mod formats;
+#[doc(hidden)]
+pub mod fuzzing;
 mod lock;
 mod pipeline;
 mod progress;

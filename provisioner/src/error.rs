@@ -120,6 +120,13 @@ pub enum Error {
         source: ext4_view::Ext4Error,
     },
 
+    #[error("cannot open the ext filesystem on {partition} of {path}: {reason}")]
+    DamagedFs {
+        path: PathBuf,
+        partition: String,
+        reason: String,
+    },
+
     #[error("cannot read {guest_path} in the filesystem on {partition} of {path}: {source}")]
     ReadGuestFile {
         path: PathBuf,

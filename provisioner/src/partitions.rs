@@ -56,6 +56,7 @@ pub(crate) fn list(disk: &Path, file: &mut File) -> Result<Vec<Partition>, Error
         }
         None => {}
     }
+    crate::mbr_bounds::check(file).map_err(table_err)?;
     if let Ok(mbr) = mbrman::MBR::read_from(file, SECTOR as u32) {
         if mbr.iter().any(|(_, p)| p.sys == MBR_PROTECTIVE) {
             // A protective MBR without a readable GPT header.

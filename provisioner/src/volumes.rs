@@ -65,13 +65,20 @@ impl Disk {
             };
             disk.looked_at.push(format!("{}: {what}", part.describe()));
             match kind {
-                FsKind::Ext => match Ext4::load(Box::new(reader)) {
-                    Ok(fs) => disk.volumes.push(Volume { part, fs }),
-                    Err(source) => disk.unreadable.push(Error::OpenFs {
+                FsKind::Ext => match crate::ext4_bounds::check(&reader) {
+                    Err(reason) => disk.unreadable.push(Error::DamagedFs {
                         path: path.to_path_buf(),
                         partition: part.describe(),
-                        source,
+                        reason,
                     }),
+                    Ok(()) => match Ext4::load(Box::new(reader)) {
+                        Ok(fs) => disk.volumes.push(Volume { part, fs }),
+                        Err(source) => disk.unreadable.push(Error::OpenFs {
+                            path: path.to_path_buf(),
+                            partition: part.describe(),
+                            source,
+                        }),
+                    },
                 },
                 kind if kind.may_be_root() => disk.foreign.push((part, kind)),
                 // BIOS boot, ESP, swap, empty: nothing for us there.

@@ -10,7 +10,7 @@
 
 mod decompress;
 pub(crate) mod qcow2;
-mod tar;
+pub(crate) mod tar;
 
 use std::fmt;
 use std::fs::File;

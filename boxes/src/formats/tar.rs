@@ -61,3 +61,56 @@ fn tar_error(e: std::io::Error) -> FormatError {
         FormatError::Tar(e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bounds::CapSource;
+    use std::time::{Duration, Instant};
+
+    /// A GNU sparse `disk.raw` of `size` bytes that are all hole: one 512-byte
+    /// header and no data.
+    fn sparse_tar(size: u64) -> Vec<u8> {
+        let mut header = tar::Header::new_gnu();
+        header.set_path(TAR_DISK_NAME).unwrap();
+        header.set_entry_type(tar::EntryType::GNUSparse);
+        header.set_size(0);
+        header.set_mode(0o644);
+        let gnu = header.as_gnu_mut().unwrap();
+        gnu.set_real_size(size);
+        // One map entry: no data, ending at `size`; all before it is hole.
+        gnu.sparse[0].set_offset(size);
+        gnu.sparse[0].set_length(0);
+        header.set_cksum();
+        let mut archive = header.as_bytes().to_vec();
+        archive.resize(512 * 3, 0);
+        archive
+    }
+
+    #[test]
+    fn a_sparse_disk_is_extracted_as_a_hole() {
+        let out = tempfile::tempfile().unwrap();
+        let size = extract_disk(&sparse_tar(1 << 20)[..], &out, &bounds(1 << 30)).unwrap();
+        assert_eq!(size, 1 << 20);
+        assert_eq!(out.metadata().unwrap().len(), 1 << 20);
+    }
+
+    #[test]
+    fn a_sparse_disk_larger_than_the_bound_is_refused_before_copying() {
+        let out = tempfile::tempfile().unwrap();
+        let started = Instant::now();
+        // 1 TiB of holes in a 1.5 KiB archive.
+        let err = extract_disk(&sparse_tar(1 << 40)[..], &out, &bounds(1 << 30)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(
+            err.to_string()
+                .contains("disk.raw in the tarball declares 1099511627776 bytes"),
+            "{err}"
+        );
+        assert_eq!(out.metadata().unwrap().len(), 0);
+    }
+
+    fn bounds(cap: u64) -> Bounds {
+        Bounds::new(cap, CapSource::Global, &std::env::temp_dir())
+    }
+}

@@ -1,6 +1,7 @@
-//! Guest memory and queues built from fuzz input, shared by the targets.
+//! What the targets share: guest memory and queues built from fuzz input, the spec
+//! parser, a scratch folder.
 //!
-//! Memory is two regions with a hole between them (and nothing past the second), so
+//! Guest memory is two regions with a hole between them (and nothing past the second), so
 //! buffers can straddle a hole or run off the end. The input is copied to guest
 //! address 0, where queue 0's rings live; queue 1's rings follow. Everything a driver
 //! controls — descriptors, avail ring, request headers, data — comes from the input.
@@ -44,4 +45,29 @@ pub fn queue(mem: &GuestMemory, input: &[u8], n: usize) -> Queue {
         mem.write_obj(1u16, GuestAddress(avail + 2)).unwrap();
     }
     q
+}
+
+/// hvbox.yaml's parser, compiled from the cli's source: the cli is a binary crate,
+/// and the spec module needs nothing of it but its own files (and the boxes and
+/// cloud-init crates). Its unit tests are the cli's (they reach into the rest of it),
+/// so a test build of this crate leaves it out.
+#[cfg(not(test))]
+#[path = "../../../cli/src/spec/mod.rs"]
+#[allow(dead_code)]
+pub mod spec;
+
+/// A scratch folder for the whole run, for targets that need files.
+pub fn scratch() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+/// Writes to a socket whose peer has gone fail with EPIPE, as in the VMM (Rust's
+/// runtime ignores SIGPIPE there; libFuzzer's `main` does not).
+pub fn ignore_sigpipe() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    });
 }

@@ -24,7 +24,7 @@ use crate::layout::{EBDA_START, HIMEM_START, PAGE_SIZE, PCI_ECAM_SIZE, PCI_ECAM_
 use crate::memory::GuestMemory;
 
 pub use linux::bzimage_version;
-pub use vmlinux::extract_vmlinux;
+pub use vmlinux::{extract_vmlinux, extract_vmlinux_within};
 pub use vmlinux_cache::vmlinux_beside;
 
 /// e820 type of usable RAM.

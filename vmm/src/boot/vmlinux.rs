@@ -33,6 +33,14 @@ const LZMA_MEM_LIMIT_KB: u32 = (MAX_VMLINUX >> 10) as u32;
 /// Extract the uncompressed ELF vmlinux from a bzImage's payload (setup header
 /// payload_offset/payload_length), for PVH boot.
 pub fn extract_vmlinux(bzimage: &[u8]) -> Result<Vec<u8>, BootError> {
+    extract_vmlinux_within(bzimage, MAX_VMLINUX)
+}
+
+/// [`extract_vmlinux`] with a smaller bound on the vmlinux (for fuzzing, where a
+/// 512 MiB decompression per input would only slow the search down).
+#[doc(hidden)]
+pub fn extract_vmlinux_within(bzimage: &[u8], limit: usize) -> Result<Vec<u8>, BootError> {
+    let limit = limit.min(MAX_VMLINUX);
     let bad = |msg: &str| BootError::BadBzImage(msg.to_owned());
     let hdr = setup_header_of(bzimage).ok_or_else(|| bad("no \"HdrS\" setup header"))?;
     if hdr.version < 0x0208 {
@@ -58,7 +66,7 @@ pub fn extract_vmlinux(bzimage: &[u8]) -> Result<Vec<u8>, BootError> {
                 bzimage.len()
             ))
         })?;
-    let vmlinux = decompress(payload, MAX_VMLINUX)?;
+    let vmlinux = decompress(payload, limit)?;
     if !vmlinux.starts_with(ELF_MAGIC) {
         return Err(BootError::NotElf);
     }

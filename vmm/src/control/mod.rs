@@ -12,7 +12,7 @@
 
 mod server;
 
-pub use server::{serve, serve_with, Limits};
+pub use server::{serve, serve_client, serve_with, Limits};
 
 use std::sync::mpsc::Sender;
 use std::time::Duration;

@@ -112,7 +112,10 @@ impl Drop for Slot {
     }
 }
 
-fn serve_client(stream: &UnixStream, requests: &Sender<Envelope>, limits: Limits) {
+/// Serve one connected client until it hangs up, goes silent past the idle timeout
+/// or sends a line that is too long. Public for the fuzz target.
+#[doc(hidden)]
+pub fn serve_client(stream: &UnixStream, requests: &Sender<Envelope>, limits: Limits) {
     let timeouts = [
         stream.set_read_timeout(Some(limits.idle_timeout)),
         stream.set_write_timeout(Some(limits.idle_timeout)),

@@ -97,6 +97,15 @@ impl Connection {
         limit: Duration,
     ) -> Result<Connection, VhostUserError> {
         let stream = UnixStream::connect(socket).map_err(VhostUserError::Connect)?;
+        Connection::over(stream, queues, limit)
+    }
+
+    /// [`Connection::connect`] over a stream already connected to the backend.
+    pub fn over(
+        stream: UnixStream,
+        queues: usize,
+        limit: Duration,
+    ) -> Result<Connection, VhostUserError> {
         let ours = stream.try_clone().map_err(VhostUserError::Connect)?;
         let mut connection = Connection {
             frontend: Frontend::from_stream(stream, queues as u64),
