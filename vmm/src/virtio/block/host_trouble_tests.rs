@@ -4,7 +4,6 @@
 
 use super::*;
 use crate::machine::status_line;
-use crate::virtio::device::ActiveQueue;
 use crate::virtio::test_util::{desc, CountingInterrupt, TestQueue, R, W};
 use std::path::PathBuf;
 use std::process::Command;
@@ -123,16 +122,7 @@ fn a_write_to_a_full_disk_waits_for_space_then_completes() {
     let irq = Arc::new(CountingInterrupt::default());
     let kick = EventFd::new(EFD_NONBLOCK).unwrap();
     block
-        .activate(Activation {
-            memory: t.mem.clone(),
-            queues: vec![ActiveQueue {
-                index: 0,
-                queue: t.queue(),
-                kick: kick.try_clone().unwrap(),
-            }],
-            interrupt: irq.clone(),
-            features: block.features(),
-        })
+        .activate(super::tests::activation(&t, &irq, &kick, block.features()))
         .unwrap();
     fs.fill("filler");
 

@@ -495,7 +495,7 @@ fn a_corrupt_avail_index_does_not_spin() {
         .used));
 }
 
-fn activation(
+pub(super) fn activation(
     t: &TestQueue,
     irq: &Arc<CountingInterrupt>,
     kick: &EventFd,
