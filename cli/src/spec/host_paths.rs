@@ -99,19 +99,9 @@ pub fn outside_project(
                 Action::Script { path, .. } => (path, "a script run in the guest"),
                 Action::File { source, .. } => (source, "copied into the guest"),
             };
-            let kind = step.action.kind();
-            let key = step
-                .key_path
-                .clone()
-                .unwrap_or_else(|| format!("provision[{i}]"));
             let path = resolved(&root.join(path));
             listed.push(HostPath {
-                at: SpecError {
-                    path: spec_path.to_path_buf(),
-                    line: step.path_at.map(|(l, _)| l),
-                    column: step.path_at.map(|(_, c)| c),
-                    message: format!("{key}.{kind}: {}", described(&path, access)),
-                },
+                at: step.at_its_file(i, spec_path, &described(&path, access)),
                 path,
             });
         }

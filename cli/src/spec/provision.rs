@@ -336,6 +336,23 @@ pub(super) fn locate_paths(steps: &mut [ProvisionStep], text: &str, list: &[Step
     }
 }
 
+impl ProvisionStep {
+    /// `message` about the host file of the `index`th step, at its `script:` or
+    /// `file:` value: `machines.web.provision[0].script: message`.
+    pub(super) fn at_its_file(&self, index: usize, spec_path: &Path, message: &str) -> SpecError {
+        let key = self
+            .key_path
+            .clone()
+            .unwrap_or_else(|| format!("provision[{index}]"));
+        SpecError {
+            path: spec_path.to_path_buf(),
+            line: self.path_at.map(|(l, _)| l),
+            column: self.path_at.map(|(_, c)| c),
+            message: format!("{key}.{}: {message}", self.action.kind()),
+        }
+    }
+}
+
 /// Every `script:` and `file:` must exist beside the spec: a missing one is found
 /// by `hvbox validate` and stops `hvbox up` before anything boots.
 pub(super) fn check_local_files(steps: &[ProvisionStep], spec_path: &Path) -> Vec<SpecError> {
@@ -355,20 +372,15 @@ pub(super) fn check_local_files(steps: &[ProvisionStep], spec_path: &Path) -> Ve
             }
             _ => continue,
         };
-        problems.push(SpecError {
-            path: spec_path.to_path_buf(),
-            line: step.path_at.map(|(l, _)| l),
-            column: step.path_at.map(|(_, c)| c),
-            message: format!(
-                "{}.{}: {} {problem} (looked for {})",
-                step.key_path
-                    .clone()
-                    .unwrap_or_else(|| format!("provision[{i}]")),
-                step.action.kind(),
+        problems.push(step.at_its_file(
+            i,
+            spec_path,
+            &format!(
+                "{} {problem} (looked for {})",
                 path.display(),
                 full.display()
             ),
-        });
+        ));
     }
     problems
 }
