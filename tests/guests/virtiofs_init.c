@@ -4,83 +4,10 @@
    what /mnt/from-l1.txt holds, write "L2 saw: " and that to /mnt/from-l2.txt,
    unmount and power off. Every step says on the console how it went.
 
-   No libc: static, freestanding, raw system calls. */
+   No libc: static, freestanding, raw system calls (freestanding.h). */
 
-typedef unsigned long u64;
-typedef long i64;
-
-#define SYS_read 0
-#define SYS_write 1
-#define SYS_open 2
-#define SYS_close 3
-#define SYS_fsync 74
-#define SYS_mkdir 83
-#define SYS_reboot 169
-#define SYS_mount 165
-#define SYS_umount2 166
-#define SYS_finit_module 313
-
-#define O_RDONLY 0
-#define O_WRONLY 1
-#define O_CREAT 0100
-#define O_TRUNC 01000
-#define ENOENT 2
-
-static i64 syscall6(i64 n, i64 a, i64 b, i64 c, i64 d, i64 e) {
-    i64 ret;
-    register i64 r10 __asm__("r10") = d;
-    register i64 r8 __asm__("r8") = e;
-    __asm__ volatile("syscall"
-                     : "=a"(ret)
-                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8)
-                     : "rcx", "r11", "memory");
-    return ret;
-}
-#define sys(n, a, b, c) syscall6(n, (i64)(a), (i64)(b), (i64)(c), 0, 0)
-
-/* gcc may call these for array initializers even in freestanding code. */
-void *memset(void *d, int c, u64 n) {
-    char *p = d;
-    while (n--) *p++ = (char)c;
-    return d;
-}
-void *memcpy(void *d, const void *s, u64 n) {
-    char *p = d;
-    const char *q = s;
-    while (n--) *p++ = *q++;
-    return d;
-}
-
-static int console = -1;
-
-static u64 length(const char *s) {
-    u64 n = 0;
-    while (s[n]) n++;
-    return n;
-}
-
-static void say(const char *s) { sys(SYS_write, console, s, length(s)); }
-
-static void say_number(i64 v) {
-    char buf[24];
-    int n = sizeof buf;
-    int negative = v < 0;
-    u64 u = negative ? (u64)-v : (u64)v;
-    do buf[--n] = (char)('0' + u % 10); while (u /= 10);
-    if (negative) buf[--n] = '-';
-    sys(SYS_write, console, buf + n, sizeof buf - n);
-}
-
-/* Says what failed and with which errno (negative), then powers off. */
-static void check(i64 ret, const char *what) {
-    if (ret >= 0) return;
-    say("l2 virtiofs: ");
-    say(what);
-    say(" failed: ");
-    say_number(ret);
-    say("\n");
-    sys(SYS_reboot, 0xfee1dead, 672274793, 0x4321fedc);
-}
+#define GUEST_NAME "l2 virtiofs"
+#include "freestanding.h"
 
 static void load_modules(void) {
     char path[] = "/mod0.ko";
@@ -122,13 +49,5 @@ int main(void) {
     check(sys(SYS_close, out, 0, 0), "close /mnt/from-l2.txt");
     check(sys(SYS_umount2, "/mnt", 0, 0), "umount /mnt");
     say("l2 virtiofs: wrote from-l2.txt and unmounted\n");
-    sys(SYS_reboot, 0xfee1dead, 672274793, 0x4321fedc);
-    for (;;) {}
+    power_off();
 }
-
-__asm__(".globl _start\n"
-        "_start:\n"
-        "  xor %ebp, %ebp\n"
-        "  and $-16, %rsp\n"
-        "  call main\n"
-        "  ud2\n");

@@ -10,7 +10,9 @@
 //! disk ([`L2_BOX_DEVICE`]) for machines `hvbox up` makes inside L1 (the old-kernel
 //! box of the kernel upgrade test, with the newer kernel's package on the lab disk,
 //! where the host's archive has both). For virtio-fs in L2 the lab disk also holds
-//! the host's virtiofsd and an initramfs whose init mounts a share ([`L2_FS_TAG`]).
+//! the host's virtiofsd and an initramfs whose init mounts a share ([`L2_FS_TAG`]),
+//! and root file systems for L2: one whose init powers off, and one for the crash
+//! check ([`CRASH_ROOT`]).
 
 use crate::kernel_upgrade::upgrade_fixture;
 use crate::{hvbox_bin, test_box, test_cache_dir, TestBox, TestProject};
@@ -59,6 +61,10 @@ pub struct L2Upgrade {
     pub old_version: String,
     pub new_version: String,
 }
+
+/// On the lab disk: a root file system whose init (tests/guests/crash_init.c) writes
+/// and syncs a file, then waits to be killed; booted again, it checks the file.
+pub const CRASH_ROOT: &str = "crash-root.img";
 
 /// The newer kernel's package inside L1.
 pub const L2_UPGRADE_PACKAGE: &str = "/mnt/lab/kernel-upgrade.deb";
@@ -319,7 +325,10 @@ fn make_lab_disk(
     let init = crate::guests::build_static_program("poweroff_init", &root);
     let cpio = crate::cpio::newc(&[("init", 0o755, &std::fs::read(&init).unwrap())]);
     std::fs::write(root.join("poweroff.cpio"), cpio).unwrap();
-    make_poweroff_root(&root.join("root.img"), &init);
+    make_root_fs(&root.join("root.img"), &init, "16M");
+    let crash_init = crate::guests::build_static_program("crash_init", &root);
+    make_root_fs(&root.join(CRASH_ROOT), &crash_init, "32M");
+    std::fs::remove_file(crash_init).unwrap();
     let virtiofs = add_virtiofs_files(&root, bzimage);
     let status = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-d"])
@@ -369,9 +378,9 @@ fn add_virtiofs_files(root: &Path, bzimage: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// A root filesystem whose /sbin/init powers the machine off: for a distro initramfs
+/// A root filesystem of `size` whose /sbin/init is `init`: for a distro initramfs
 /// to find on a virtio disk, mount, and hand over to.
-fn make_poweroff_root(image: &Path, init: &Path) {
+fn make_root_fs(image: &Path, init: &Path, size: &str) {
     let tree = image.with_extension("d");
     for dir in ["sbin", "dev", "proc", "sys", "run", "tmp"] {
         std::fs::create_dir_all(tree.join(dir)).unwrap();
@@ -381,9 +390,13 @@ fn make_poweroff_root(image: &Path, init: &Path) {
         .args(["-q", "-F", "-d"])
         .arg(&tree)
         .arg(image)
-        .arg("16M")
+        .arg(size)
         .status()
         .expect("mkfs.ext4");
-    assert!(status.success(), "making the poweroff root filesystem");
+    assert!(
+        status.success(),
+        "making the root filesystem {}",
+        image.display()
+    );
     std::fs::remove_dir_all(&tree).unwrap();
 }
