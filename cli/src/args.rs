@@ -354,6 +354,12 @@ pub struct VmmRunArgs {
     /// only: a guest that takes over a device then has every syscall of the user.
     #[arg(long)]
     pub no_seccomp: bool,
+    /// Continue the machine saved in this state file (a control socket `save`)
+    /// instead of booting it. The machine must be the one saved: same vCPUs, RAM,
+    /// disks, NICs and shares, on the same CPU, with the same hvbox. A state that does
+    /// not fit is refused (exit status 2, `hvbox: cannot resume: WHY`).
+    #[arg(long, value_name = "FILE")]
+    pub restore: Option<PathBuf>,
 }
 
 #[cfg(test)]

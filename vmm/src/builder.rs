@@ -2,8 +2,9 @@
 //! the KVM VM, ACPI tables, the kernel, devices and vCPUs, all set up and nothing
 //! running. [`build`] returns the [`Machine`]; [`Machine::run`] runs it.
 //!
-//! Keeping the two apart leaves room between them: a machine restored from a snapshot
-//! is built the same way, then has its vCPU and device state loaded before it runs.
+//! Keeping the two apart leaves room between them: a machine restored from a saved
+//! state ([`restore`]) is built the same way, then has its vCPU and VM state loaded
+//! before it runs.
 
 use crate::acpi::{create_acpi_tables, AcpiConfig};
 use crate::arch::cpuid::{self, CpuidMask};
@@ -23,6 +24,7 @@ use crate::layout::{COM1_IRQ, PCI_ECAM_SIZE, PCI_ECAM_START, PCI_MMIO32_SIZE, PC
 use crate::machine::Machine;
 use crate::memory::{create_guest_memory_in, Backing, GuestMemory};
 use crate::pci::{BarAllocator, HostBridge, PciBus, PciConfigIo, PciEcam};
+use crate::snapshot::{self, MachineState, PauseGate, Shape, SnapshotError};
 use crate::stats::RunStats;
 use crate::virtio::block::{Block, DiskHealth};
 use crate::virtio::net::Net;
@@ -34,6 +36,7 @@ use crate::vstate::interrupts::GsiRouter;
 use crate::vstate::vcpu::VcpuRunner;
 use crate::vstate::vm::Vm;
 use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc, Mutex};
@@ -74,21 +77,15 @@ pub fn run_with_stats(
 /// will be bounded and served.
 pub fn build(config: &MachineConfig, options: &RunOptions) -> Result<Machine, VmmError> {
     config.validate()?;
-    let cpus = u8::try_from(config.cpus).expect("validated: 1 to 255");
-    // vhost-user backends map guest RAM themselves.
-    let backing = match config.filesystems.is_empty() {
-        true => Backing::Anonymous,
-        false => Backing::SharedMemfd,
-    };
-    let memory = create_guest_memory_in(config.memory, backing).map_err(|e| VmmError::Memory {
-        size: config.memory,
-        detail: e.to_string(),
+    let memory = create_guest_memory_in(config.memory, backing_for(config)).map_err(|e| {
+        VmmError::Memory {
+            size: config.memory,
+            detail: e.to_string(),
+        }
     })?;
-    let vm = Arc::new(Vm::new(memory)?);
-    let mem = vm.memory();
-    let mmio = Arc::new(MmioBus::new());
-    let (pci, disks) = create_pci_devices(config, mem, &vm, &mmio)?;
-
+    let parts = assemble(config, memory)?;
+    let mem = parts.vm.memory();
+    let cpus = u8::try_from(config.cpus).expect("validated: 1 to 255");
     let rsdp = create_acpi_tables(mem, &AcpiConfig { cpus })?;
     let boot = load_kernel(
         mem,
@@ -99,9 +96,102 @@ pub fn build(config: &MachineConfig, options: &RunOptions) -> Result<Machine, Vm
             rsdp,
         },
     )?;
+    finish(config, options, parts, Some(&boot))
+}
+
+/// The machine saved in `state`, built as [`build`] builds `config` but around guest
+/// memory mapped from the file, with every vCPU's and the VM's state written back:
+/// ready to run on from where it was saved. A state that does not fit this hvbox,
+/// host or machine is refused with the reason before anything runs.
+pub fn restore(
+    config: &MachineConfig,
+    options: &RunOptions,
+    state_file: &File,
+) -> Result<Machine, VmmError> {
+    config.validate()?;
+    let state: MachineState = snapshot::file::read(state_file).map_err(SnapshotError::from)?;
+    state.check_fits(&Shape::of(config), None)?;
+    let file_len = state_file.metadata()?.len();
+    snapshot::memory::check_layout(
+        &state.memory,
+        config.memory,
+        snapshot::file::MEMORY_START,
+        file_len,
+    )
+    .map_err(SnapshotError::from)?;
+    let memory = snapshot::memory::restore(
+        state_file,
+        &state.memory,
+        backing_for(config),
+        config.memory,
+    )
+    .map_err(SnapshotError::from)?;
+    let parts = assemble(config, memory)?;
+    state.vm.apply(&parts.vm.fd).map_err(SnapshotError::from)?;
+    let machine = finish(config, options, parts, None)?;
+    state.check_fits(&machine.shape, Some(&machine.guest_cpuid))?;
+    for (runner, saved) in machine.vcpus.iter().zip(&state.vcpus) {
+        saved
+            .apply(&runner.fd)
+            .map_err(|source| SnapshotError::VcpuState {
+                index: usize::from(runner.index),
+                source,
+            })?;
+    }
+    Ok(machine)
+}
+
+/// vhost-user backends map guest RAM themselves.
+fn backing_for(config: &MachineConfig) -> Backing {
+    match config.filesystems.is_empty() {
+        true => Backing::Anonymous,
+        false => Backing::SharedMemfd,
+    }
+}
+
+/// What a built and a restored machine share: the VM around `memory`, its devices
+/// and platform.
+struct Parts {
+    vm: Arc<Vm>,
+    mmio: Arc<MmioBus>,
+    pci: Arc<Mutex<PciBus>>,
+    disks: Vec<Arc<DiskHealth>>,
+    platform: Arc<Mutex<Platform>>,
+    console_clients: Clients,
+}
+
+fn assemble(config: &MachineConfig, memory: GuestMemory) -> Result<Parts, VmmError> {
+    let vm = Arc::new(Vm::new(memory)?);
+    let mmio = Arc::new(MmioBus::new());
+    let (pci, disks) = create_pci_devices(config, vm.memory(), &vm, &mmio)?;
     let console_clients = Clients::default();
     let platform = create_platform(config, &vm, &pci, &console_clients)?;
+    Ok(Parts {
+        vm,
+        mmio,
+        pci,
+        disks,
+        platform,
+        console_clients,
+    })
+}
 
+/// The vCPUs (with boot registers when `boot` is given) and the machine around them.
+fn finish(
+    config: &MachineConfig,
+    options: &RunOptions,
+    parts: Parts,
+    boot: Option<&BootSetup>,
+) -> Result<Machine, VmmError> {
+    let Parts {
+        vm,
+        mmio,
+        pci,
+        disks,
+        platform,
+        console_clients,
+    } = parts;
+    let cpus = u8::try_from(config.cpus).expect("validated: 1 to 255");
     let supported = vm
         .kvm
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -110,10 +200,23 @@ pub fn build(config: &MachineConfig, options: &RunOptions) -> Result<Machine, Vm
             source,
         })?;
     let stop = Arc::new(AtomicBool::new(false));
+    let gate = Arc::new(PauseGate::default());
     let (events_tx, events) = mpsc::channel();
     let mut vcpus = Vec::with_capacity(usize::from(cpus));
+    let mut guest_cpuid = String::new();
+    let mut msrs = Arc::new(Vec::new());
     for index in 0..cpus {
-        let fd = create_vcpu(config, options, &vm, &supported, (index, cpus), &boot)?;
+        let (fd, cpuid) = create_vcpu(config, options, &vm, &supported, (index, cpus), boot)?;
+        if index == 0 {
+            guest_cpuid = snapshot::cpuid_digest(&cpuid);
+            // Probed before anything is confined: the vCPU threads read them at a save.
+            msrs = Arc::new(snapshot::vcpu::saved_msrs(&vm.kvm, &fd).map_err(|e| {
+                SnapshotError::VcpuState {
+                    index: 0,
+                    source: e,
+                }
+            })?);
+        }
         vcpus.push(VcpuRunner {
             index,
             fd,
@@ -122,6 +225,8 @@ pub fn build(config: &MachineConfig, options: &RunOptions) -> Result<Machine, Vm
             mmio: Arc::clone(&mmio),
             stop: Arc::clone(&stop),
             events: events_tx.clone(),
+            gate: Arc::clone(&gate),
+            msrs: Arc::clone(&msrs),
         });
     }
     Ok(Machine {
@@ -134,19 +239,23 @@ pub fn build(config: &MachineConfig, options: &RunOptions) -> Result<Machine, Vm
         events,
         disks,
         options: options.clone(),
+        gate,
+        shape: Shape::of(config),
+        guest_cpuid,
     })
 }
 
 /// vCPU `index`: its CPUID (topology, masks), MSRs, FPU and LAPIC, and on the boot
-/// vCPU the registers the boot protocol enters the kernel with.
+/// vCPU the registers the boot protocol enters the kernel with (none for a restored
+/// machine, whose registers come from its state). Also the CPUID it was given.
 fn create_vcpu(
     config: &MachineConfig,
     options: &RunOptions,
     vm: &Vm,
     supported: &CpuId,
     (index, cpus): (u8, u8),
-    boot: &BootSetup,
-) -> Result<kvm_ioctls::VcpuFd, VmmError> {
+    boot: Option<&BootSetup>,
+) -> Result<(kvm_ioctls::VcpuFd, CpuId), VmmError> {
     let kvm = |what: &'static str| move |source| VmmError::Kvm { what, source };
     let mut cpuid = supported.clone();
     let fd = vm
@@ -159,25 +268,25 @@ fn create_vcpu(
     };
     cpuid::configure(&mut cpuid, index, cpus, mask);
     fd.set_cpuid2(&cpuid).map_err(kvm("KVM_SET_CPUID2"))?;
-    let mode = match boot.protocol {
-        BootProtocol::LinuxBoot64 => EntryMode::Long64 {
-            boot_params: boot.boot_info.0,
-        },
-        BootProtocol::Pvh => EntryMode::Protected32 {
-            start_info: boot.boot_info.0,
-        },
-    };
     let setup = || -> Result<(), regs::RegsError> {
         regs::setup_msrs(&fd)?;
         regs::setup_fpu(&fd)?;
         regs::setup_lapic(&fd)?;
-        if index == 0 {
+        if let (0, Some(boot)) = (index, boot) {
+            let mode = match boot.protocol {
+                BootProtocol::LinuxBoot64 => EntryMode::Long64 {
+                    boot_params: boot.boot_info.0,
+                },
+                BootProtocol::Pvh => EntryMode::Protected32 {
+                    start_info: boot.boot_info.0,
+                },
+            };
             regs::setup_boot_vcpu(&fd, vm.memory(), boot.entry, mode)?;
         }
         Ok(())
     };
     setup().map_err(|source| VmmError::Vcpu { index, source })?;
-    Ok(fd)
+    Ok((fd, cpuid))
 }
 
 /// The port-I/O devices: COM1 (to the serial log and console clients), the i8042

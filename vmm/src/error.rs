@@ -60,6 +60,8 @@ pub enum VmmError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Confine(#[from] crate::confine::ConfineError),
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     /// The guest hit something KVM or the VMM could not handle.
     #[error("{0}")]
     Guest(String),

@@ -15,10 +15,13 @@ pub enum ExitReason {
     /// The host stopped the VM without the guest's cooperation (control socket
     /// `kill`, or a `stop` whose grace period ran out).
     HardStop,
+    /// The machine's state was saved (control socket `save stop`): it continues
+    /// from that state, not from its disk.
+    Saved,
 }
 
 impl ExitReason {
-    /// Documented exit codes: 0 poweroff, 3 reboot, 4 crash, 5 timeout, 6 hard stop
+    /// Documented exit codes: 0 poweroff or state saved, 3 reboot, 4 crash, 5 timeout, 6 hard stop
     /// (1 is a host error, 2 bad arguments).
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -27,6 +30,7 @@ impl ExitReason {
             ExitReason::Crash(_) => 4,
             ExitReason::Timeout => 5,
             ExitReason::HardStop => 6,
+            ExitReason::Saved => 0,
         }
     }
 }
@@ -39,6 +43,7 @@ impl fmt::Display for ExitReason {
             ExitReason::Crash(detail) => write!(f, "guest crash: {detail}"),
             ExitReason::Timeout => f.write_str("timeout"),
             ExitReason::HardStop => f.write_str("stopped by the host"),
+            ExitReason::Saved => f.write_str("state saved"),
         }
     }
 }

@@ -21,11 +21,12 @@ pub mod log_rotation;
 pub mod machine;
 pub mod memory;
 pub mod pci;
+pub mod snapshot;
 pub mod stats;
 pub mod virtio;
 pub mod vstate;
 
-pub use builder::{build, run, run_with_stats, RunOptions};
+pub use builder::{build, restore, run, run_with_stats, RunOptions};
 pub use config::{DiskConfig, FsConfig, MacAddr, MachineConfig, NetBackend, NetConfig};
 pub use error::VmmError;
 pub use exit::ExitReason;

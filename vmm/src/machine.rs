@@ -5,13 +5,15 @@
 use crate::builder::RunOptions;
 use crate::confine::{Seccomp, ThreadKind};
 use crate::console::Clients;
-use crate::control::Request;
+use crate::control::{AfterSave, Request, StateFile};
 use crate::devices::platform::Platform;
 use crate::error::VmmError;
 use crate::exit::ExitReason;
 use crate::layout::ACPI_GED_IRQ;
 use crate::memory::GuestMemory;
 use crate::pci::PciBus;
+use crate::snapshot::save::Running;
+use crate::snapshot::{PauseGate, Shape};
 use crate::stats::RunStats;
 use crate::virtio::block::DiskHealth;
 use crate::vstate::vcpu::{VcpuRunner, VmEvent};
@@ -37,12 +39,19 @@ pub struct Machine {
     /// Each disk's health: `status` tells of a disk full, `resume` retries.
     pub(crate) disks: Vec<Arc<DiskHealth>>,
     pub(crate) options: RunOptions,
+    /// Parks the vCPUs for a save.
+    pub(crate) gate: Arc<PauseGate>,
+    /// What a saved state of this machine must match.
+    pub(crate) shape: Shape,
+    pub(crate) guest_cpuid: String,
 }
 
 enum Ending {
     Event(VmEvent),
     Timeout,
     HardStop,
+    /// Saved on request (`save stop`).
+    Saved,
 }
 
 impl Machine {
@@ -70,6 +79,9 @@ impl Machine {
             events,
             disks,
             options,
+            gate,
+            shape,
+            guest_cpuid,
         } = self;
         // Filters are compiled before any thread that serves the guest starts.
         if options.seccomp != Seccomp::Off {
@@ -91,8 +103,18 @@ impl Machine {
                 return Err(e.into());
             }
         }
+        let vcpu_count = threads.len();
+        let kick = || kick_all(&threads);
+        let running = Running {
+            vm: &vm,
+            gate: &gate,
+            vcpu_count,
+            kick: &kick,
+            shape: &shape,
+            guest_cpuid: &guest_cpuid,
+        };
         let ending = wait_for_end(
-            &vm,
+            &running,
             &platform,
             &events,
             &control_rx,
@@ -100,6 +122,8 @@ impl Machine {
             options.timeout,
         );
         stop_vcpus(&stop, &threads);
+        // Parked vCPUs (a save that ends the VM) see the stop once let go.
+        gate.release();
         let stats = crate::stats::measure(vm.memory());
         if !threads.iter().all(|t| t.is_finished()) {
             return Err(VmmError::Guest(
@@ -122,6 +146,7 @@ impl Machine {
         let exit = match ending {
             Ending::Timeout => ExitReason::Timeout,
             Ending::HardStop => ExitReason::HardStop,
+            Ending::Saved => ExitReason::Saved,
             Ending::Event(VmEvent::Poweroff) => ExitReason::Poweroff,
             Ending::Event(VmEvent::Reboot) => ExitReason::Reboot,
             Ending::Event(VmEvent::Crash(detail)) => ExitReason::Crash(detail),
@@ -156,13 +181,14 @@ fn start_vcpus(vcpus: Vec<VcpuRunner>, stop: &AtomicBool) -> Result<Vec<JoinHand
 /// Wait for a vCPU's report, the time limit or a hard stop, answering control
 /// requests meanwhile.
 fn wait_for_end(
-    vm: &Vm,
+    running: &Running,
     platform: &Mutex<Platform>,
     events: &mpsc::Receiver<VmEvent>,
     control: &mpsc::Receiver<crate::control::Envelope>,
     disks: &[Arc<DiskHealth>],
     timeout: Option<Duration>,
 ) -> Ending {
+    let vm = running.vm;
     let started = Instant::now();
     let mut hard_stop_at = None;
     loop {
@@ -201,6 +227,28 @@ fn wait_for_end(
                     hard_stop_at = Some(now);
                     "ok".to_string()
                 }
+                Request::Save { then, to } => {
+                    let Some(StateFile(file)) = to else {
+                        let _ = reply.send("error: save needs a file".into());
+                        continue;
+                    };
+                    let saved = crate::snapshot::save::save(running, &file);
+                    match (saved, then) {
+                        (Ok(_), AfterSave::Stop) => {
+                            eprintln!("vmm: state saved; exiting");
+                            let _ = reply.send("ok".into());
+                            return Ending::Saved;
+                        }
+                        (Ok(_), AfterSave::Continue) => {
+                            running.gate.release();
+                            "ok".to_string()
+                        }
+                        (Err(e), _) => {
+                            running.gate.release();
+                            format!("error: saving the machine: {e}")
+                        }
+                    }
+                }
             };
             let _ = reply.send(answer);
         }
@@ -228,6 +276,16 @@ fn press_power_button(vm: &Vm, platform: &Mutex<Platform>) {
         .press_power_button();
     let _ = vm.fd.set_irq_line(ACPI_GED_IRQ, true);
     let _ = vm.fd.set_irq_line(ACPI_GED_IRQ, false);
+}
+
+/// Interrupt every vCPU thread's KVM_RUN once.
+fn kick_all(threads: &[JoinHandle<()>]) {
+    for thread in threads.iter().filter(|t| !t.is_finished()) {
+        // SAFETY: the pthread handle belongs to a thread we own and have not joined.
+        unsafe {
+            libc::pthread_kill(thread.as_pthread_t(), kick_signal());
+        }
+    }
 }
 
 /// Stop every vCPU: set the flag, then interrupt KVM_RUN until each thread is out

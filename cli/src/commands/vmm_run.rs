@@ -34,7 +34,24 @@ pub fn run(args: &VmmRunArgs) -> Result<ExitCode> {
             false => Seccomp::WholeProcess,
         },
     };
-    let machine = hvbox_vmm::build(&config, &options)?;
+    let machine = match &args.restore {
+        None => hvbox_vmm::build(&config, &options)?,
+        Some(path) => {
+            let restored = std::fs::File::open(path)
+                .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))
+                .and_then(|file| Ok(hvbox_vmm::restore(&config, &options, &file)?));
+            match restored {
+                Ok(machine) => {
+                    eprintln!("hvbox: continuing the machine saved in {}", path.display());
+                    machine
+                }
+                Err(e) => {
+                    eprintln!("hvbox: cannot resume: {e:#}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+    };
     // Everything the guest needs from the host is open now: what follows only takes
     // rights away, before any thread that serves the guest starts.
     super::vmm_confine::confine(&config, &options)?;

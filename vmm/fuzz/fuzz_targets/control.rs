@@ -37,7 +37,10 @@ fuzz_target!(|input: &[u8]| {
             for (request, reply) in main_loop {
                 let _ = reply.send(match request {
                     Request::Status => "running".to_string(),
-                    Request::Stop { .. } | Request::Kill | Request::Resume => "ok".to_string(),
+                    Request::Stop { .. }
+                    | Request::Kill
+                    | Request::Resume
+                    | Request::Save { .. } => "ok".to_string(),
                 });
             }
         });

@@ -95,10 +95,12 @@ const NET: &[i64] = &[
 /// SCM_RIGHTS), and the watchdog that shuts a hung one down.
 const VHOST_USER: &[i64] = &[libc::SYS_sendmsg, libc::SYS_recvmsg, libc::SYS_shutdown];
 
-/// The socket servers: accept, read a line, answer, time out idle clients.
+/// The socket servers: accept, read a line (with a descriptor, for `save`), answer,
+/// time out idle clients.
 const SERVER: &[i64] = &[
     libc::SYS_accept4,
     libc::SYS_recvfrom,
+    libc::SYS_recvmsg,
     libc::SYS_sendto,
     libc::SYS_setsockopt,
 ];
@@ -122,6 +124,20 @@ pub const KVM_IRQ_LINE: u64 = kvm_iow(0x61, size_of::<kb::kvm_irq_level>());
 pub const KVM_SET_GSI_ROUTING: u64 = kvm_iow(0x6a, size_of::<kb::kvm_irq_routing>());
 pub const KVM_IRQFD: u64 = kvm_iow(0x76, size_of::<kb::kvm_irqfd>());
 pub const KVM_IOEVENTFD: u64 = kvm_iow(0x79, size_of::<kb::kvm_ioeventfd>());
+const fn kvm_iowr(nr: u64, size: usize) -> u64 {
+    (3 << 30) | ((size as u64) << 16) | (0xAE << 8) | nr
+}
+// What a save reads of each vCPU (on its own thread) and of the VM (on the main one).
+pub const KVM_GET_MSRS: u64 = kvm_iowr(0x88, size_of::<kb::kvm_msrs>());
+pub const KVM_GET_MP_STATE: u64 = kvm_ior(0x98, size_of::<kb::kvm_mp_state>());
+pub const KVM_GET_XSAVE: u64 = kvm_ior(0xa4, size_of::<kb::kvm_xsave>());
+pub const KVM_GET_XCRS: u64 = kvm_ior(0xa6, size_of::<kb::kvm_xcrs>());
+pub const KVM_GET_DEBUGREGS: u64 = kvm_ior(0xa1, size_of::<kb::kvm_debugregs>());
+pub const KVM_GET_LAPIC: u64 = kvm_ior(0x8e, size_of::<kb::kvm_lapic_state>());
+pub const KVM_GET_VCPU_EVENTS: u64 = kvm_ior(0x9f, size_of::<kb::kvm_vcpu_events>());
+pub const KVM_GET_IRQCHIP: u64 = kvm_iowr(0x62, size_of::<kb::kvm_irqchip>());
+pub const KVM_GET_PIT2: u64 = kvm_ior(0x9f, size_of::<kb::kvm_pit_state2>());
+pub const KVM_GET_CLOCK: u64 = kvm_ior(0x7c, size_of::<kb::kvm_clock_data>());
 
 /// A vCPU runs the guest, reads its registers for a fault report, and, when the guest
 /// programs a device, routes its interrupts and doorbells, starts its worker and
@@ -135,19 +151,36 @@ const VCPU_IOCTLS: &[u64] = &[
     KVM_IRQFD,
     KVM_SET_GSI_ROUTING,
     KVM_IRQ_LINE,
+    KVM_GET_MSRS,
+    KVM_GET_MP_STATE,
+    KVM_GET_XSAVE,
+    KVM_GET_XCRS,
+    KVM_GET_DEBUGREGS,
+    KVM_GET_LAPIC,
+    KVM_GET_VCPU_EVENTS,
 ];
 
 /// The main thread once the machine runs: the power button (an IRQ line), kicking
 /// vCPUs out of KVM_RUN, stopping devices (a vhost-user backend's queues, doorbells),
-/// the run's memory figures, and removing its sockets.
+/// the run's memory figures, removing its sockets, and a save: the VM's in-kernel
+/// devices read, the state written into the file the client sent (descriptors from
+/// the client are closed here too).
 const MAIN: &[i64] = &[
     libc::SYS_tgkill,
     libc::SYS_mincore,
     libc::SYS_getrusage,
     libc::SYS_unlink,
     libc::SYS_unlinkat,
+    libc::SYS_pwrite64,
+    libc::SYS_ftruncate,
 ];
-const MAIN_IOCTLS: &[u64] = &[KVM_IRQ_LINE, KVM_IOEVENTFD];
+const MAIN_IOCTLS: &[u64] = &[
+    KVM_IRQ_LINE,
+    KVM_IOEVENTFD,
+    KVM_GET_IRQCHIP,
+    KVM_GET_PIT2,
+    KVM_GET_CLOCK,
+];
 
 /// The allow-list of `kind`.
 pub fn rules(kind: ThreadKind) -> Rules {
@@ -258,6 +291,16 @@ mod tests {
         assert_eq!(KVM_SET_GSI_ROUTING, 0x4008_ae6a);
         assert_eq!(KVM_IRQFD, 0x4020_ae76);
         assert_eq!(KVM_IOEVENTFD, 0x4040_ae79);
+        assert_eq!(KVM_GET_MSRS, 0xc008_ae88);
+        assert_eq!(KVM_GET_MP_STATE, 0x8004_ae98);
+        assert_eq!(KVM_GET_XSAVE, 0x9000_aea4);
+        assert_eq!(KVM_GET_XCRS, 0x8188_aea6);
+        assert_eq!(KVM_GET_DEBUGREGS, 0x8080_aea1);
+        assert_eq!(KVM_GET_LAPIC, 0x8400_ae8e);
+        assert_eq!(KVM_GET_VCPU_EVENTS, 0x8040_ae9f);
+        assert_eq!(KVM_GET_IRQCHIP, 0xc208_ae62);
+        assert_eq!(KVM_GET_PIT2, 0x8070_ae9f);
+        assert_eq!(KVM_GET_CLOCK, 0x8030_ae7c);
     }
 
     #[test]

@@ -6,7 +6,11 @@
 //! | `resume`       | `ok`: retry the I/O that waits for space now, not at its next one-second tick |
 //! | `stop [SECS]`  | `ok`: ACPI power button now, hard stop after SECS (default 30, at most a day) |
 //! | `kill`         | `ok`: hard stop now         |
+//! | `save stop`    | `ok`: the machine's whole state is in the file sent with the request; the VMM then exits (status 0) |
+//! | `save continue`| `ok`: the same, and the guest runs on (a live snapshot) |
 //!
+//! `save` comes with the descriptor of the file to write, open for writing, in the
+//! same message (SCM_RIGHTS): the VMM opens no files once the guest runs.
 //! A request the VMM cannot take is answered `error: WHY`. How the socket is served,
 //! and the bounds that keep clients from exhausting the VMM, are in [`server`].
 
@@ -14,16 +18,43 @@ mod server;
 
 pub use server::{serve, serve_client, serve_with, Limits};
 
+use std::fs::File;
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Status,
     Resume,
-    Stop { grace: Duration },
+    Stop {
+        grace: Duration,
+    },
     Kill,
+    /// Write the machine's state into `to` (attached by the server from the
+    /// descriptor that came with the line), then stop or go on.
+    Save {
+        then: AfterSave,
+        to: Option<StateFile>,
+    },
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterSave {
+    Stop,
+    Continue,
+}
+
+/// The file a `save` writes, as the client sent it.
+#[derive(Debug, Clone)]
+pub struct StateFile(pub Arc<File>);
+
+impl PartialEq for StateFile {
+    fn eq(&self, other: &StateFile) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+impl Eq for StateFile {}
 
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(30);
 /// The longest grace `stop` takes. Longer than any shutdown needs, and far below
@@ -40,6 +71,13 @@ pub fn parse(line: &str) -> Result<Request, String> {
             grace: DEFAULT_STOP_GRACE,
         }),
         (Some("stop"), Some(secs), None) => parse_grace(secs).map(|grace| Request::Stop { grace }),
+        (Some("save"), Some(then @ ("stop" | "continue")), None) => Ok(Request::Save {
+            then: match then {
+                "stop" => AfterSave::Stop,
+                _ => AfterSave::Continue,
+            },
+            to: None,
+        }),
         _ => Err(format!("unknown request {:?}", line.trim())),
     }
 }
@@ -67,6 +105,15 @@ mod tests {
         assert_eq!(parse("status"), Ok(Request::Status));
         assert_eq!(parse(" kill \n"), Ok(Request::Kill));
         assert_eq!(parse("resume"), Ok(Request::Resume));
+        assert_eq!(
+            parse("save continue"),
+            Ok(Request::Save {
+                then: AfterSave::Continue,
+                to: None
+            })
+        );
+        assert!(parse("save").is_err());
+        assert!(parse("save later").is_err());
         assert_eq!(
             parse("stop"),
             Ok(Request::Stop {

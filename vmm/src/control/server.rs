@@ -6,7 +6,7 @@
 //! (others are told so and closed), and a client that says nothing for
 //! [`Limits::idle_timeout`] is closed, freeing its place.
 
-use super::{parse, Envelope};
+use super::{parse, Envelope, Request, StateFile};
 use crate::confine::ThreadKind;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -15,9 +15,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::time::Duration;
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 /// How long a client waits for the VMM's main loop to answer (it looks every 50 ms).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a `save` may take to answer: writing memory runs at disk speed.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -123,11 +126,14 @@ pub fn serve_client(stream: &UnixStream, requests: &Sender<Envelope>, limits: Li
     if timeouts.iter().any(Result::is_err) {
         return;
     }
-    let mut reader = BufReader::new(stream);
+    let mut reader = BufReader::new(FdReader {
+        stream,
+        received: None,
+    });
     let mut writer = stream;
     loop {
         let reply = match read_line(&mut reader, limits.max_line) {
-            Ok(Some(line)) => answer(&line, requests),
+            Ok(Some(line)) => answer(&line, reader.get_mut().received.take(), requests),
             // End of stream, or silent past the idle timeout.
             Ok(None) | Err(LineError::Unreadable) => return,
             Err(LineError::TooLong) => {
@@ -147,19 +153,51 @@ pub fn serve_client(stream: &UnixStream, requests: &Sender<Envelope>, limits: Li
     }
 }
 
-/// The reply to one request line; None once the VMM's main loop has gone.
-fn answer(line: &str, requests: &Sender<Envelope>) -> Option<String> {
-    match parse(line) {
-        Ok(request) => {
-            let (tx, rx) = mpsc::channel();
-            requests.send((request, tx)).ok()?;
-            Some(
-                rx.recv_timeout(ANSWER_TIMEOUT)
-                    .unwrap_or_else(|_| "error: the VMM did not answer".into()),
-            )
+/// Reads the stream with recvmsg, keeping the last file descriptor a message
+/// carried (a `save`'s state file); others are closed as they arrive.
+struct FdReader<'a> {
+    stream: &'a UnixStream,
+    received: Option<std::fs::File>,
+}
+
+impl Read for FdReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let (n, file) = self.stream.recv_with_fd(buf).map_err(io::Error::from)?;
+        if file.is_some() {
+            self.received = file;
         }
-        Err(e) => Some(format!("error: {e}")),
+        Ok(n)
     }
+}
+
+/// The reply to one request line (with the descriptor that came with it); None once
+/// the VMM's main loop has gone.
+fn answer(line: &str, file: Option<std::fs::File>, requests: &Sender<Envelope>) -> Option<String> {
+    let request = match parse(line) {
+        Ok(Request::Save { then, .. }) => match file {
+            Some(file) => Request::Save {
+                then,
+                to: Some(StateFile(Arc::new(file))),
+            },
+            None => return Some(
+                "error: save needs the state file's descriptor in the same message (SCM_RIGHTS)"
+                    .into(),
+            ),
+        },
+        Ok(request) => request,
+        Err(e) => return Some(format!("error: {e}")),
+    };
+    // Saving writes all of guest memory: seconds per GiB, not the usual instant.
+    let timeout = match request {
+        Request::Save { .. } => SAVE_TIMEOUT,
+        _ => ANSWER_TIMEOUT,
+    };
+    let (tx, rx) = mpsc::channel();
+    requests.send((request, tx)).ok()?;
+    Some(
+        rx.recv_timeout(timeout)
+            .unwrap_or_else(|_| "error: the VMM did not answer".into()),
+    )
 }
 
 #[derive(Debug)]

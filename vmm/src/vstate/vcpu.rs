@@ -4,6 +4,7 @@
 use crate::arch::regs;
 use crate::devices::mmio_bus::MmioBus;
 use crate::devices::platform::{Platform, PlatformEvent};
+use crate::snapshot::{PauseGate, VcpuState};
 use crate::vstate::vm::Vm;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +38,10 @@ pub struct VcpuRunner {
     pub mmio: Arc<MmioBus>,
     pub stop: Arc<AtomicBool>,
     pub events: Sender<VmEvent>,
+    /// Where this vCPU parks with its state while the machine is saved.
+    pub gate: Arc<PauseGate>,
+    /// The MSRs a save reads (see [`crate::snapshot::vcpu::saved_msrs`]).
+    pub msrs: Arc<Vec<u32>>,
 }
 
 impl VcpuRunner {
@@ -44,11 +49,31 @@ impl VcpuRunner {
     /// KVM_RUN with a signal).
     pub fn run(mut self) {
         while !self.stop.load(Ordering::Acquire) {
+            if self.gate.requested() {
+                let state = self.capture();
+                self.gate.park(self.index, state, &self.stop);
+                continue;
+            }
             if let Some(event) = self.step() {
                 let _ = self.events.send(event);
                 return;
             }
         }
+    }
+
+    /// This vCPU's whole state, for a save. An I/O or MMIO exit just handled is
+    /// completed first (a KVM_RUN that returns at once): until then the value an IN
+    /// read is not in its register.
+    fn capture(&mut self) -> Result<VcpuState, String> {
+        self.fd.set_kvm_immediate_exit(1);
+        let completed = self.fd.run().map(|_| ());
+        self.fd.set_kvm_immediate_exit(0);
+        match completed {
+            Ok(()) => {}
+            Err(e) if e.errno() == libc::EINTR => {}
+            Err(e) => return Err(format!("completing the last exit: {e}")),
+        }
+        VcpuState::capture(&self.fd, &self.msrs).map_err(|e| e.to_string())
     }
 
     fn step(&mut self) -> Option<VmEvent> {

@@ -1,0 +1,269 @@
+//! `hvbox vmm run` saving a running machine and a new VMM process continuing it: a
+//! guest that counts on its serial port goes on counting from where it was saved,
+//! with its registers and memory back; a damaged or mismatched state is refused.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+
+#[path = "../../vmm/tests/guests/support.rs"]
+mod support;
+
+const MEMORY: &str = "64M";
+
+struct Vmm {
+    child: Child,
+    serial: PathBuf,
+    control: PathBuf,
+    log: PathBuf,
+}
+
+/// The counting guest in `dir`, run `name`, with `extra` flags (e.g. `--restore`).
+fn start(dir: &Path, name: &str, memory: &str, extra: &[&str]) -> Vmm {
+    let src = support::guests_dir(env!("CARGO_MANIFEST_DIR"), "../vmm/tests/guests");
+    let kernel = dir.join("counter.elf");
+    if !kernel.exists() {
+        support::build(&src, "counter", support::Link::PvhElf, dir);
+    }
+    let vmm = Vmm {
+        child: Command::new(env!("CARGO_BIN_EXE_hvbox"))
+            .args([
+                "vmm",
+                "run",
+                "--timeout",
+                "60",
+                "--memory",
+                memory,
+                "--kernel",
+            ])
+            .arg(&kernel)
+            .arg("--serial-log")
+            .arg(dir.join(format!("{name}.serial")))
+            .arg("--control-socket")
+            .arg(dir.join(format!("{name}.sock")))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(File::create(dir.join(format!("{name}.log"))).unwrap())
+            .spawn()
+            .unwrap(),
+        serial: dir.join(format!("{name}.serial")),
+        control: dir.join(format!("{name}.sock")),
+        log: dir.join(format!("{name}.log")),
+    };
+    vmm
+}
+
+impl Vmm {
+    fn serial(&self) -> String {
+        std::fs::read_to_string(&self.serial).unwrap_or_default()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the guest has printed tick `n`.
+    fn wait_for_tick(&mut self, n: u32) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while last_tick(&self.serial()).unwrap_or(0) < n {
+            let ended = self.child.try_wait().unwrap();
+            assert!(
+                ended.is_none() && Instant::now() < deadline,
+                "no tick {n} (VMM ended: {ended:?}); serial:\n{}\nlog:\n{}",
+                self.serial(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `save stop|continue` with `state` sent along; the VMM's answer.
+    fn save(&self, then: &str, state: &File) -> String {
+        let stream = UnixStream::connect(&self.control).unwrap();
+        use std::os::fd::AsRawFd;
+        stream
+            .send_with_fd(format!("save {then}\n").as_bytes(), state.as_raw_fd())
+            .unwrap();
+        let mut reply = String::new();
+        BufReader::new(&stream).read_line(&mut reply).unwrap();
+        reply.trim().to_string()
+    }
+
+    fn kill(mut self) -> String {
+        let mut stream = UnixStream::connect(&self.control).unwrap();
+        writeln!(stream, "kill").unwrap();
+        assert_eq!(self.child.wait().unwrap().code(), Some(6), "{}", self.log());
+        self.serial()
+    }
+}
+
+/// The counts printed, in order.
+fn ticks(serial: &str) -> Vec<u32> {
+    serial
+        .lines()
+        .filter_map(|l| l.strip_prefix("tick "))
+        .filter_map(|n| u32::from_str_radix(n.trim(), 16).ok())
+        .collect()
+}
+
+fn last_tick(serial: &str) -> Option<u32> {
+    ticks(serial).last().copied()
+}
+
+/// A new state file in `dir`.
+fn state_file(dir: &Path, name: &str) -> (PathBuf, File) {
+    let path = dir.join(name);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .unwrap();
+    (path, file)
+}
+
+/// `hvbox vmm run --restore` of `state`, expected to be refused; its message.
+fn refused(dir: &Path, memory: &str, state: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_hvbox"))
+        .args([
+            "vmm",
+            "run",
+            "--timeout",
+            "10",
+            "--memory",
+            memory,
+            "--kernel",
+        ])
+        .arg(dir.join("counter.elf"))
+        .arg("--serial-log")
+        .arg(dir.join("refused.serial"))
+        .arg("--restore")
+        .arg(state)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    stderr
+}
+
+#[test]
+fn a_saved_guest_counts_on_in_a_new_vmm_and_a_damaged_state_is_refused() {
+    if !support::kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let mut first = start(dir, "first", MEMORY, &[]);
+    first.wait_for_tick(3);
+
+    // A live save: the guest goes on counting.
+    let (live_path, live) = state_file(dir, "live.state");
+    assert_eq!(first.save("continue", &live), "ok", "{}", first.log());
+    let at_live_save = last_tick(&first.serial()).unwrap();
+    first.wait_for_tick(at_live_save + 3);
+
+    // Then a save that ends the VMM.
+    let (path, state) = state_file(dir, "machine.state");
+    assert_eq!(first.save("stop", &state), "ok", "{}", first.log());
+    let status = first.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{}", first.log());
+    assert!(
+        first.log().contains("vmm: state saved; exiting"),
+        "{}",
+        first.log()
+    );
+    let before = first.serial();
+    let saved_at = last_tick(&before).unwrap();
+    // 64 MiB of RAM, of which the guest touched a few pages: the file is sparse.
+    let allocated = std::os::unix::fs::MetadataExt::blocks(&state.metadata().unwrap()) * 512;
+    assert!(
+        allocated < 4 << 20,
+        "{allocated} bytes on disk for the state"
+    );
+
+    let mut second = start(
+        dir,
+        "second",
+        MEMORY,
+        &["--restore", path.to_str().unwrap()],
+    );
+    second.wait_for_tick(saved_at + 5);
+    assert!(
+        second.log().contains("continuing the machine saved in"),
+        "{}",
+        second.log()
+    );
+    let after = second.kill();
+    // One count across both runs: no restart from 1, no tick lost or repeated (a
+    // line cut by the save is finished by the second run).
+    let joined = ticks(&format!("{before}{after}"));
+    let expected: Vec<u32> = (1..=*joined.last().unwrap()).collect();
+    assert_eq!(
+        joined, expected,
+        "first run:\n{before}\nsecond run:\n{after}"
+    );
+    assert!(!after.contains("lost count"), "{after}");
+
+    // The live save continues from where it was taken, whatever came after it.
+    let mut third = start(
+        dir,
+        "third",
+        MEMORY,
+        &["--restore", live_path.to_str().unwrap()],
+    );
+    third.wait_for_tick(at_live_save + 3);
+    let from_live = ticks(&third.kill());
+    assert!(
+        from_live
+            .first()
+            .is_some_and(|&t| t >= at_live_save && t <= at_live_save + 2),
+        "the live state went on from {at_live_save}, then printed {from_live:?}"
+    );
+
+    // A state for another machine, and damaged ones, are refused with the reason.
+    let other = refused(dir, "128M", &path);
+    assert!(
+        other.contains("hvbox: cannot resume: the machine has 128 MiB of RAM, the state 64 MiB"),
+        "{other}"
+    );
+    let len = state.metadata().unwrap().len();
+    let flip = |at: u64| {
+        let copy = dir.join(format!("flipped-{at}.state"));
+        std::process::Command::new("cp")
+            .args(["--sparse=always"])
+            .arg(&path)
+            .arg(&copy)
+            .status()
+            .unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&copy)
+            .unwrap();
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, at).unwrap();
+        file.write_all_at(&[byte[0] ^ 1], at).unwrap();
+        copy
+    };
+    let description = refused(dir, MEMORY, &flip(len - 10));
+    assert!(
+        description.contains("the state's description is damaged"),
+        "{description}"
+    );
+    // The guest's program is at 1 MiB: a page with data.
+    let memory = refused(dir, MEMORY, &flip(4096 + 0x10_0000 + 0x40));
+    assert!(
+        memory.contains("guest memory in the state file is damaged"),
+        "{memory}"
+    );
+    let header = refused(dir, MEMORY, &flip(20));
+    assert!(header.contains("header is damaged"), "{header}");
+    state.set_len(len / 2).unwrap();
+    let short = refused(dir, MEMORY, &path);
+    assert!(short.contains("hvbox: cannot resume:"), "{short}");
+}
