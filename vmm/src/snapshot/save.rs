@@ -22,8 +22,16 @@ pub struct Running<'a> {
 }
 
 /// Write the machine's state into `to` (truncated first); the vCPUs are parked
-/// when this returns, whether it succeeded or not. Returns the file's length.
+/// when this returns, whether it succeeded or not (the caller releases them).
+/// Returns the file's length.
 pub fn save(machine: &Running, to: &File) -> Result<u64, SnapshotError> {
+    // A guest's own guests (nested SVM/VMX state) are not saved: refused, not lost.
+    if machine.shape.nested_virtualization {
+        return Err(SnapshotError::Mismatch(
+            "a machine with nested virtualization cannot be saved (its guests' state would be lost)"
+                .into(),
+        ));
+    }
     let vcpus = machine
         .gate
         .pause(machine.vcpu_count, machine.kick, PAUSE_LIMIT)
