@@ -21,6 +21,7 @@ pub mod log_rotation;
 pub mod machine;
 pub mod memory;
 pub mod pci;
+pub mod snapshot;
 pub mod stats;
 pub mod virtio;
 pub mod vstate;

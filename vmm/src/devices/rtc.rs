@@ -23,6 +23,14 @@ const STATUS_B: u8 = 0x02;
 /// Status D: the battery (and so the time) is valid.
 const STATUS_D_VALID: u8 = 0x80;
 
+/// What a snapshot keeps of the clock: the selected register and the CMOS RAM.
+/// Not the time: a restored clock reads the host's, as it always does.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RtcState {
+    pub index: u8,
+    pub ram: Vec<u8>,
+}
+
 #[derive(Debug)]
 pub struct Rtc {
     index: u8,
@@ -90,6 +98,24 @@ fn bcd(v: u32) -> u8 {
 }
 
 impl Rtc {
+    pub fn save(&self) -> RtcState {
+        RtcState {
+            index: self.index,
+            ram: self.ram.to_vec(),
+        }
+    }
+
+    pub fn restore(&mut self, state: &RtcState) -> Result<(), String> {
+        if state.index > 0x7f {
+            return Err(format!("CMOS register {:#x} does not exist", state.index));
+        }
+        let ram = <[u8; 128]>::try_from(state.ram.as_slice())
+            .map_err(|_| format!("{} bytes of CMOS RAM saved, not 128", state.ram.len()))?;
+        self.index = state.index;
+        self.ram = ram;
+        Ok(())
+    }
+
     pub fn pio_read(&mut self, port: u16, data: &mut [u8]) {
         let Some(first) = data.first_mut() else {
             return;
