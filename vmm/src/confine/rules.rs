@@ -138,9 +138,11 @@ const VCPU_IOCTLS: &[u64] = &[
 ];
 
 /// The main thread once the machine runs: the power button (an IRQ line), kicking
-/// vCPUs out of KVM_RUN, stopping devices (a vhost-user backend's queues, doorbells),
-/// the run's memory figures, and removing its sockets.
+/// vCPUs out of KVM_RUN, stopping devices (a vhost-user backend's queues, doorbells)
+/// and starting their workers again after a live snapshot (each worker's stop
+/// eventfd), the run's memory figures, and removing its sockets.
 const MAIN: &[i64] = &[
+    libc::SYS_eventfd2,
     libc::SYS_tgkill,
     libc::SYS_mincore,
     libc::SYS_getrusage,

@@ -196,4 +196,39 @@ mod tests {
         rtc.pio_read(0x71, &mut b);
         assert_eq!(b[0], 0x5a);
     }
+
+    #[test]
+    fn cmos_ram_and_index_survive_a_restore_and_the_time_is_the_hosts() {
+        let mut rtc = Rtc::default();
+        rtc.pio_write(0x70, &[0x40]);
+        rtc.pio_write(0x71, &[0x5a]);
+        rtc.pio_write(0x70, &[REG_YEAR]);
+        let saved: RtcState =
+            serde_json::from_str(&serde_json::to_string(&rtc.save()).unwrap()).unwrap();
+        let mut restored = Rtc::default();
+        restored.restore(&saved).unwrap();
+        let mut b = [0u8];
+        restored.pio_read(0x71, &mut b);
+        assert_eq!(b[0], bcd(DateTime::now().year % 100));
+        restored.pio_write(0x70, &[0x40]);
+        restored.pio_read(0x71, &mut b);
+        assert_eq!(b[0], 0x5a);
+
+        let short = RtcState {
+            index: 0,
+            ram: vec![0; 127],
+        };
+        assert_eq!(
+            restored.restore(&short).unwrap_err(),
+            "127 bytes of CMOS RAM saved, not 128"
+        );
+        let bad_index = RtcState {
+            index: 0x80,
+            ram: vec![0; 128],
+        };
+        assert_eq!(
+            restored.restore(&bad_index).unwrap_err(),
+            "CMOS register 0x80 does not exist"
+        );
+    }
 }

@@ -125,3 +125,84 @@ impl SerialPort {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
+
+    /// Output the test can read back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    const DATA: u8 = 0;
+    const IER: u8 = 1;
+    const LCR: u8 = 3;
+    const SCRATCH: u8 = 7;
+
+    fn read(port: &mut SerialPort, offset: u8) -> u8 {
+        let mut b = [0];
+        port.pio_read(offset, &mut b);
+        b[0]
+    }
+
+    #[test]
+    fn registers_and_unread_input_survive_a_restore() {
+        let mut port = SerialPort::new(
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+            Box::new(Captured::default()),
+        );
+        port.pio_write(LCR, &[0x03]);
+        port.pio_write(SCRATCH, &[0x5a]);
+        // Interrupt when input is there to read.
+        port.pio_write(IER, &[0x01]);
+        assert_eq!(port.enqueue_input(b"ls"), 2);
+        let saved: SerialPortState =
+            serde_json::from_str(&serde_json::to_string(&port.save()).unwrap()).unwrap();
+
+        let irq = EventFd::new(EFD_NONBLOCK).unwrap();
+        let out = Captured::default();
+        let mut restored = SerialPort::new(irq.try_clone().unwrap(), Box::new(out.clone()));
+        restored.restore(&saved).unwrap();
+        // The input waiting to be read raises the interrupt again.
+        assert_eq!(irq.read().unwrap(), 1);
+        assert_eq!(read(&mut restored, LCR), 0x03);
+        assert_eq!(read(&mut restored, SCRATCH), 0x5a);
+        assert_eq!(
+            [read(&mut restored, DATA), read(&mut restored, DATA)],
+            *b"ls"
+        );
+        // Output goes where this machine's goes.
+        restored.pio_write(DATA, b"x");
+        assert_eq!(*out.0.lock().unwrap(), b"x");
+        assert_eq!(restored.save().in_buffer, b"");
+    }
+
+    #[test]
+    fn more_input_than_the_fifo_holds_is_refused() {
+        let mut port = SerialPort::new(
+            EventFd::new(EFD_NONBLOCK).unwrap(),
+            Box::new(Captured::default()),
+        );
+        let mut state = port.save();
+        state.in_buffer = vec![b'a'; 65];
+        assert_eq!(
+            port.restore(&state).unwrap_err(),
+            "serial port: 65 input bytes saved, its FIFO holds 64"
+        );
+        // Still a working port.
+        port.pio_write(SCRATCH, &[7]);
+        assert_eq!(read(&mut port, SCRATCH), 7);
+    }
+}

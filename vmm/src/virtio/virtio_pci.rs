@@ -619,4 +619,6 @@ impl Drop for VirtioPciFunction {
 }
 
 #[cfg(test)]
+mod snapshot_tests;
+#[cfg(test)]
 mod tests;
