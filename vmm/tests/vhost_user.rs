@@ -248,3 +248,26 @@ fn a_missing_backend_and_private_memory_are_refused() {
         Err(VhostUserError::NotShared(0))
     ));
 }
+
+#[test]
+fn a_snapshot_refuses_a_shared_folder() {
+    use hvbox_vmm::virtio::VirtioDevice;
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let Some(virtiofsd) = Virtiofsd::start(dir.path(), &shared) else {
+        return;
+    };
+    let fs = hvbox_vmm::virtio::vhost_user::Fs::new(
+        &hvbox_vmm::FsConfig {
+            tag: "work".into(),
+            socket: virtiofsd.socket.clone(),
+        },
+        &memory(),
+    )
+    .unwrap();
+    assert_eq!(
+        fs.save_state().unwrap_err(),
+        "shared folders cannot be saved yet"
+    );
+}

@@ -108,6 +108,12 @@ fn each_function(
     Ok(())
 }
 
+/// Whether every device can be saved (virtio-fs cannot yet): ask before stopping
+/// the vCPUs, so a refused save disturbs nothing. [`save`] asks again.
+pub fn check_savable(bus: &PciBus) -> Result<(), SaveError> {
+    each_function(bus, |_, f| f.check_savable())
+}
+
 /// Stops every device worker with what the driver queued served (vCPUs stopped
 /// first). Devices already paused stay so.
 pub fn pause(bus: &PciBus) -> Result<(), SaveError> {
@@ -123,7 +129,7 @@ pub fn resume(bus: &PciBus) -> Result<(), SaveError> {
 /// until [`resume`]. A machine with a device that cannot be saved (virtio-fs) is
 /// refused before anything pauses; on any other error the devices run again.
 pub fn save(bus: &PciBus, platform: &Platform) -> Result<DevicesState, SaveError> {
-    each_function(bus, |_, f| f.check_savable())?;
+    check_savable(bus)?;
     let mut pci = Vec::new();
     let saved = pause(bus).and_then(|()| {
         each_function(bus, |slot, f| {

@@ -186,7 +186,7 @@ impl VirtioDevice for Fs {
     fn save_state(&self) -> Result<crate::virtio::DeviceState, String> {
         // The queues could be handed to a new virtiofsd, but not the inodes and open
         // files the guest holds in the old one.
-        Err("shared folders (virtio-fs) cannot be saved yet".into())
+        Err("shared folders cannot be saved yet".into())
     }
 }
 

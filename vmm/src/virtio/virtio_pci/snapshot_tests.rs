@@ -527,3 +527,45 @@ fn a_machine_that_was_never_set_up_round_trips() {
     rig.set_up(0);
     assert_eq!(rig.read(0, DEVICE_STATUS, 1), 0xb);
 }
+
+/// A device that cannot be saved, posing as virtio-fs (whose real one needs a
+/// virtiofsd to be built).
+struct Unsaveable;
+
+impl VirtioDevice for Unsaveable {
+    fn device_type(&self) -> u16 {
+        VIRTIO_TYPE_FS
+    }
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[64]
+    }
+    fn features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+    }
+    fn read_config(&self, _: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+    fn write_config(&mut self, _: u64, _: &[u8]) {}
+    fn activate(&mut self, _: Activation) -> Result<(), crate::virtio::ActivateError> {
+        Ok(())
+    }
+    fn reset(&mut self) {}
+}
+
+#[test]
+fn a_machine_with_a_device_that_cannot_be_saved_is_refused_and_keeps_running() {
+    let t = TestQueue::new().another_sized(0x8000, 64);
+    let rig = rig(t.mem, vec![Box::new(Rng::new()), Box::new(Unsaveable)]);
+    rig.set_up(0);
+    rig.set_up_queue(0, 0, &t);
+    rig.driver_ok(0);
+    let refused = devices::save(&rig.bus.lock().unwrap(), &rig.platform).unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "virtio-fs at PCI 00:02.0: this device cannot be saved yet"
+    );
+    // Nothing was paused: the entropy device still answers.
+    t.add_chain(&[desc(0x10000, 16, W)]);
+    rig.kick(0, 0);
+    wait_used(&t, 1);
+}
