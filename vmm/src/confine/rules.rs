@@ -138,11 +138,16 @@ const VCPU_IOCTLS: &[u64] = &[
 ];
 
 /// The main thread once the machine runs: the power button (an IRQ line), kicking
-/// vCPUs out of KVM_RUN, stopping devices (a vhost-user backend's queues, doorbells)
-/// and starting their workers again after a live snapshot (each worker's stop
-/// eventfd), the run's memory figures, and removing its sockets.
+/// vCPUs out of KVM_RUN, stopping devices (a vhost-user backend's queues, doorbells),
+/// a snapshot's device state (virtiofsd's through a pipe, waited on with poll) and
+/// starting the workers again after a live one (each worker's stop eventfd), the
+/// run's memory figures, and removing its sockets.
 const MAIN: &[i64] = &[
     libc::SYS_eventfd2,
+    libc::SYS_pipe2,
+    libc::SYS_read,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
     libc::SYS_tgkill,
     libc::SYS_mincore,
     libc::SYS_getrusage,

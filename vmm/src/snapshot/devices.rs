@@ -1,7 +1,7 @@
 //! The devices' part of a snapshot: every PCI function (the host bridge, each
-//! virtio-pci function with its queues and its device's own state) and the
-//! platform devices (COM1, the CMOS clock, the ACPI GED latch, the PCI
-//! configuration address).
+//! virtio-pci function with its queues and its device's own state, virtiofsd's
+//! included) and the platform devices (COM1, the CMOS clock, the ACPI GED latch,
+//! the PCI configuration address).
 //!
 //! Saving needs the vCPUs stopped first. [`save`] pauses every device worker (what
 //! the driver queued is served, chains taken but not served go back), so the
@@ -108,8 +108,9 @@ fn each_function(
     Ok(())
 }
 
-/// Whether every device can be saved (virtio-fs cannot yet): ask before stopping
-/// the vCPUs, so a refused save disturbs nothing. [`save`] asks again.
+/// Whether every device can be saved (a virtio-fs device needs a virtiofsd that can
+/// hand over its state): ask before stopping the vCPUs, so a refused save disturbs
+/// nothing. [`save`] asks again.
 pub fn check_savable(bus: &PciBus) -> Result<(), SaveError> {
     each_function(bus, |_, f| f.check_savable())
 }
@@ -126,8 +127,8 @@ pub fn resume(bus: &PciBus) -> Result<(), SaveError> {
 }
 
 /// Pauses the devices (see [`pause`]) and returns their state; they stay paused
-/// until [`resume`]. A machine with a device that cannot be saved (virtio-fs) is
-/// refused before anything pauses; on any other error the devices run again.
+/// until [`resume`]. A machine with a device that cannot be saved is refused
+/// before anything pauses; on any other error the devices run again.
 pub fn save(bus: &PciBus, platform: &Platform) -> Result<DevicesState, SaveError> {
     check_savable(bus)?;
     let mut pci = Vec::new();

@@ -57,6 +57,7 @@ pub enum DeviceState {
     Block(super::block::BlockState),
     Net(super::net::NetState),
     Rng,
+    Fs(super::vhost_user::fs::FsState),
 }
 
 /// The queues a paused device gives back, as its worker left them: (index, queue).
@@ -79,7 +80,13 @@ pub trait VirtioDevice: Send {
     /// to the state before activation, so the driver can set the device up again.
     fn reset(&mut self);
 
-    /// The device's own state for a snapshot; `Err` says why it cannot be saved.
+    /// Whether a snapshot can hold this device, asked before anything pauses.
+    fn can_save(&self) -> Result<(), String> {
+        self.save_state().map(drop)
+    }
+
+    /// The device's own state for a snapshot (once paused); `Err` says why it
+    /// cannot be saved.
     fn save_state(&self) -> Result<DeviceState, String> {
         Err("this device cannot be saved yet".into())
     }

@@ -529,7 +529,7 @@ impl PciFunction for VirtioPciFunction {
     }
 
     fn check_savable(&self) -> Result<(), String> {
-        self.device.save_state().map(|_| ())
+        self.device.can_save()
     }
 
     fn pause(&mut self) -> Result<(), String> {
