@@ -138,6 +138,14 @@ pub fn restore(
                 source,
             })?;
     }
+    // Last: restored devices start serving at once, and an interrupt they raise must
+    // land in the LAPICs as restored, not be overwritten by them.
+    snapshot::devices::restore(
+        &mut machine.pci.lock().expect("PCI bus lock"),
+        &mut machine.platform.lock().expect("platform lock"),
+        &state.devices,
+    )
+    .map_err(|e| SnapshotError::Devices(e.to_string()))?;
     Ok(machine)
 }
 

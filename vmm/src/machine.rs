@@ -110,6 +110,8 @@ impl Machine {
             gate: &gate,
             vcpu_count,
             kick: &kick,
+            pci: &pci,
+            platform: &platform,
             shape: &shape,
             guest_cpuid: &guest_cpuid,
         };
@@ -240,11 +242,15 @@ fn wait_for_end(
                             return Ending::Saved;
                         }
                         (Ok(_), AfterSave::Continue) => {
-                            running.gate.release();
-                            "ok".to_string()
+                            match crate::snapshot::save::resume(running) {
+                                Ok(()) => "ok".to_string(),
+                                Err(e) => {
+                                    format!("error: saved, but the machine did not go on: {e}")
+                                }
+                            }
                         }
                         (Err(e), _) => {
-                            running.gate.release();
+                            let _ = crate::snapshot::save::resume(running);
                             format!("error: saving the machine: {e}")
                         }
                     }

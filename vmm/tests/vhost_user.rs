@@ -139,7 +139,7 @@ fn virtiofsd_answers_fuse_init_through_rings_in_shared_memory() {
         0,
         "{features:#x}"
     );
-    // virtiofsd offers all three; nothing else is taken.
+    // virtiofsd offers all four; nothing else is taken.
     assert_eq!(backend.protocol_features(), WANTED_PROTOCOL_FEATURES);
     backend.set_mem_table(&mem).unwrap();
 
@@ -247,4 +247,222 @@ fn a_missing_backend_and_private_memory_are_refused() {
         backend.set_mem_table(&private),
         Err(VhostUserError::NotShared(0))
     ));
+}
+
+/// Puts request `i` (descriptors 2i and 2i+1, `request` at REQUEST + i * 0x1000 and a
+/// reply buffer of 256 bytes after it) in avail slot `i`, and makes the avail index
+/// `i + 1`. Returns the reply's guest address.
+fn queue_request(mem: &GuestMemory, i: u16, request: &[u8]) -> u64 {
+    let at = REQUEST + u64::from(i) * 0x1000;
+    let reply = at + 0x800;
+    mem.write_slice(request, GuestAddress(at)).unwrap();
+    mem.write_slice(&[0xaa; 256], GuestAddress(reply)).unwrap();
+    let d = u64::from(i) * 2;
+    write_desc(
+        mem,
+        d,
+        at,
+        request.len() as u32,
+        VRING_DESC_F_NEXT,
+        d as u16 + 1,
+    );
+    write_desc(mem, d + 1, reply, 256, VRING_DESC_F_WRITE, 0);
+    mem.write_obj(d as u16, GuestAddress(AVAIL + 4 + 2 * u64::from(i)))
+        .unwrap();
+    mem.write_obj(i + 1, GuestAddress(AVAIL + 2)).unwrap();
+    reply
+}
+
+/// A FUSE request: the in-header for `opcode` on `nodeid`, then `body`.
+fn fuse(opcode: u32, unique: u64, nodeid: u64, body: &[u8]) -> Vec<u8> {
+    let len = 40 + body.len() as u32;
+    let mut r = Vec::new();
+    r.extend_from_slice(&len.to_le_bytes());
+    r.extend_from_slice(&opcode.to_le_bytes());
+    r.extend_from_slice(&unique.to_le_bytes());
+    r.extend_from_slice(&nodeid.to_le_bytes());
+    r.extend_from_slice(&[0u8; 16]);
+    r.extend_from_slice(body);
+    r
+}
+
+#[test]
+fn a_new_virtiofsd_takes_over_the_queue_and_the_inodes_of_the_old_one() {
+    const FUSE_LOOKUP: u32 = 1;
+    const FUSE_GETATTR: u32 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("hello"), b"twelve bytes").unwrap();
+    let Some(old) = Virtiofsd::start(dir.path(), &shared) else {
+        return;
+    };
+    let mem = memory();
+    let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+    let call = EventFd::new(EFD_NONBLOCK).unwrap();
+    let mut backend = Connection::connect(&old.socket, 2, LIMIT).unwrap();
+    backend.set_mem_table(&mem).unwrap();
+    queue_fuse_init(&mem, 1);
+    backend
+        .start(1 << VIRTIO_F_VERSION_1, &[ring(&mem, &kick, &call)])
+        .unwrap();
+    kick.write(1).unwrap();
+    wait_for_call(&call);
+    let reply = queue_request(&mem, 1, &fuse(FUSE_LOOKUP, 2, 1, b"hello\0"));
+    kick.write(1).unwrap();
+    wait_for_call(&call);
+    assert_eq!(mem.read_obj::<i32>(GuestAddress(reply + 4)).unwrap(), 0);
+    let nodeid: u64 = mem.read_obj(GuestAddress(reply + 16)).unwrap();
+
+    assert_eq!(backend.suspend(&[REQUEST_QUEUE]).unwrap(), vec![2]);
+    let state = backend.save_state().unwrap();
+    drop(backend);
+    drop(old);
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let Some(new) = Virtiofsd::start(dir2.path(), &shared) else {
+        return;
+    };
+    let mut backend = Connection::connect(&new.socket, 2, LIMIT).unwrap();
+    backend.set_mem_table(&mem).unwrap();
+    backend.load_state(&state).unwrap();
+    let mut r = ring(&mem, &kick, &call);
+    r.base = 2;
+    backend.start(1 << VIRTIO_F_VERSION_1, &[r]).unwrap();
+    let reply = queue_request(&mem, 2, &fuse(FUSE_GETATTR, 3, nodeid, &[0u8; 16]));
+    kick.write(1).unwrap();
+    wait_for_call(&call);
+    assert_eq!(mem.read_obj::<u16>(GuestAddress(USED + 2)).unwrap(), 3);
+    assert_eq!(mem.read_obj::<i32>(GuestAddress(reply + 4)).unwrap(), 0);
+    // fuse_attr_out: valid (8), valid_nsec (4), dummy (4), then fuse_attr: ino, size.
+    let size: u64 = mem.read_obj(GuestAddress(reply + 16 + 16 + 8)).unwrap();
+    assert_eq!(size, 12);
+}
+
+/// Counts the interrupts a device raises.
+#[derive(Default)]
+struct Interrupts(std::sync::atomic::AtomicUsize);
+
+impl hvbox_vmm::virtio::VirtioInterrupt for Interrupts {
+    fn notify_queue(&self, _: u16) -> std::io::Result<()> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+    fn notify_config(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Interrupts {
+    fn wait_for(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.0.load(std::sync::atomic::Ordering::SeqCst) < n {
+            assert!(
+                Instant::now() < deadline,
+                "no interrupt {n} from the device"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+#[test]
+fn a_shared_folder_device_continues_on_the_same_and_on_a_new_virtiofsd() {
+    use hvbox_vmm::virtio::vhost_user::Fs;
+    use hvbox_vmm::virtio::{Activation, ActiveQueue, DeviceState, VirtioDevice};
+    use std::sync::Arc;
+    use virtio_queue::{Queue, QueueT};
+    const FUSE_LOOKUP: u32 = 1;
+    const FUSE_GETATTR: u32 = 3;
+
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("hello"), b"twelve bytes").unwrap();
+    let Some(old) = Virtiofsd::start(dir.path(), &shared) else {
+        return;
+    };
+    let config = |socket: &std::path::Path| hvbox_vmm::FsConfig {
+        tag: "work".into(),
+        socket: socket.to_path_buf(),
+    };
+    let mem = memory();
+    let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+    let irq = Arc::new(Interrupts::default());
+    let activation = |queue: Queue| Activation {
+        memory: mem.clone(),
+        queues: vec![ActiveQueue {
+            index: REQUEST_QUEUE as u16,
+            queue,
+            kick: kick.try_clone().unwrap(),
+        }],
+        interrupt: irq.clone(),
+        features: 1 << VIRTIO_F_VERSION_1,
+    };
+    let mut queue = Queue::new(1024).unwrap();
+    queue.set_size(QSIZE);
+    queue.set_desc_table_address(Some(DESC as u32), Some(0));
+    queue.set_avail_ring_address(Some(AVAIL as u32), Some(0));
+    queue.set_used_ring_address(Some(USED as u32), Some(0));
+    queue.set_ready(true);
+
+    let mut fs = Fs::new(&config(&old.socket), &mem).unwrap();
+    queue_fuse_init(&mem, 1);
+    fs.activate(activation(queue)).unwrap();
+    kick.write(1).unwrap();
+    irq.wait_for(1);
+    let reply = queue_request(&mem, 1, &fuse(FUSE_LOOKUP, 2, 1, b"hello\0"));
+    kick.write(1).unwrap();
+    irq.wait_for(2);
+    assert_eq!(mem.read_obj::<i32>(GuestAddress(reply + 4)).unwrap(), 0);
+    let nodeid: u64 = mem.read_obj(GuestAddress(reply + 16)).unwrap();
+    let getattr = |i: u16, n: usize| {
+        let reply = queue_request(
+            &mem,
+            i,
+            &fuse(FUSE_GETATTR, 10 + u64::from(i), nodeid, &[0; 16]),
+        );
+        kick.write(1).unwrap();
+        irq.wait_for(n);
+        assert_eq!(mem.read_obj::<i32>(GuestAddress(reply + 4)).unwrap(), 0);
+        // fuse_attr_out: valid, valid_nsec, dummy (16 bytes), then fuse_attr: ino, size.
+        let size: u64 = mem.read_obj(GuestAddress(reply + 16 + 16 + 8)).unwrap();
+        assert_eq!(size, 12);
+    };
+
+    // A live snapshot: paused, saved, and on again with the same virtiofsd.
+    let (index, queue) = fs.pause().unwrap().pop().unwrap();
+    assert_eq!((index, queue.next_avail(), queue.next_used()), (1, 2, 2));
+    fs.save_state().unwrap();
+    fs.activate(activation(queue)).unwrap();
+    getattr(2, 3);
+
+    // Suspended: the VMM and its virtiofsd go, new ones take over.
+    let (_, queue) = fs.pause().unwrap().pop().unwrap();
+    let state = fs.save_state().unwrap();
+    let DeviceState::Fs(saved) = &state else {
+        panic!("{state:?}");
+    };
+    assert_eq!(saved.tag, "work");
+    assert!(saved.backend.as_ref().is_some_and(|b| !b.is_empty()));
+    let state: DeviceState = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+    drop(fs);
+    drop(old);
+    let dir2 = tempfile::tempdir().unwrap();
+    let Some(new) = Virtiofsd::start(dir2.path(), &shared) else {
+        return;
+    };
+    let mut fs = Fs::new(&config(&new.socket), &mem).unwrap();
+    let mut other = state.clone();
+    if let DeviceState::Fs(s) = &mut other {
+        s.tag = "other".into();
+    }
+    assert_eq!(
+        fs.restore_state(&other).unwrap_err(),
+        "the shared folder was tagged \"other\" when saved, \"work\" now"
+    );
+    fs.restore_state(&state).unwrap();
+    fs.activate(activation(queue)).unwrap();
+    // The inode the guest looked up in the old virtiofsd is known to the new one.
+    getattr(3, 4);
 }

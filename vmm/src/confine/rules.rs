@@ -163,9 +163,16 @@ const VCPU_IOCTLS: &[u64] = &[
 /// The main thread once the machine runs: the power button (an IRQ line), kicking
 /// vCPUs out of KVM_RUN, stopping devices (a vhost-user backend's queues, doorbells),
 /// the run's memory figures, removing its sockets, and a save: the VM's in-kernel
-/// devices read, the state written into the file the client sent (descriptors from
-/// the client are closed here too).
+/// devices read, a snapshot's device state (virtiofsd's through a pipe, waited on
+/// with poll), the state written into the file the client sent (descriptors from the
+/// client are closed here too), and the workers started again after a live one (each
+/// worker's stop eventfd).
 const MAIN: &[i64] = &[
+    libc::SYS_eventfd2,
+    libc::SYS_pipe2,
+    libc::SYS_read,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
     libc::SYS_tgkill,
     libc::SYS_mincore,
     libc::SYS_getrusage,

@@ -82,6 +82,19 @@ impl AcpiPmDevice {
         (value & SLP_EN != 0 && slp_typ == SLP_TYP_S5).then_some(PowerEvent::Poweroff)
     }
 
+    /// Events latched and not yet read by the guest (a snapshot keeps them).
+    pub fn latched_events(&self) -> u32 {
+        self.ged_events
+    }
+
+    pub fn restore_latched_events(&mut self, events: u32) -> Result<(), String> {
+        if events & !GED_POWER_BUTTON != 0 {
+            return Err(format!("GED events {events:#x} include unknown ones"));
+        }
+        self.ged_events = events;
+        Ok(())
+    }
+
     /// Latch a power-button event in the GED register (the caller then raises layout::ACPI_GED_IRQ); a read of the GED register returns and clears the latched events.
     ///
     /// The IRQ is level-triggered in the MADT and DSDT: the caller may pulse it (assert,

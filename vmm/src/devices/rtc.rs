@@ -23,6 +23,14 @@ const STATUS_B: u8 = 0x02;
 /// Status D: the battery (and so the time) is valid.
 const STATUS_D_VALID: u8 = 0x80;
 
+/// What a snapshot keeps of the clock: the selected register and the CMOS RAM.
+/// Not the time: a restored clock reads the host's, as it always does.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RtcState {
+    pub index: u8,
+    pub ram: Vec<u8>,
+}
+
 #[derive(Debug)]
 pub struct Rtc {
     index: u8,
@@ -90,6 +98,24 @@ fn bcd(v: u32) -> u8 {
 }
 
 impl Rtc {
+    pub fn save(&self) -> RtcState {
+        RtcState {
+            index: self.index,
+            ram: self.ram.to_vec(),
+        }
+    }
+
+    pub fn restore(&mut self, state: &RtcState) -> Result<(), String> {
+        if state.index > 0x7f {
+            return Err(format!("CMOS register {:#x} does not exist", state.index));
+        }
+        let ram = <[u8; 128]>::try_from(state.ram.as_slice())
+            .map_err(|_| format!("{} bytes of CMOS RAM saved, not 128", state.ram.len()))?;
+        self.index = state.index;
+        self.ram = ram;
+        Ok(())
+    }
+
     pub fn pio_read(&mut self, port: u16, data: &mut [u8]) {
         let Some(first) = data.first_mut() else {
             return;
@@ -169,5 +195,40 @@ mod tests {
         rtc.pio_write(0x71, &[0x5a]);
         rtc.pio_read(0x71, &mut b);
         assert_eq!(b[0], 0x5a);
+    }
+
+    #[test]
+    fn cmos_ram_and_index_survive_a_restore_and_the_time_is_the_hosts() {
+        let mut rtc = Rtc::default();
+        rtc.pio_write(0x70, &[0x40]);
+        rtc.pio_write(0x71, &[0x5a]);
+        rtc.pio_write(0x70, &[REG_YEAR]);
+        let saved: RtcState =
+            serde_json::from_str(&serde_json::to_string(&rtc.save()).unwrap()).unwrap();
+        let mut restored = Rtc::default();
+        restored.restore(&saved).unwrap();
+        let mut b = [0u8];
+        restored.pio_read(0x71, &mut b);
+        assert_eq!(b[0], bcd(DateTime::now().year % 100));
+        restored.pio_write(0x70, &[0x40]);
+        restored.pio_read(0x71, &mut b);
+        assert_eq!(b[0], 0x5a);
+
+        let short = RtcState {
+            index: 0,
+            ram: vec![0; 127],
+        };
+        assert_eq!(
+            restored.restore(&short).unwrap_err(),
+            "127 bytes of CMOS RAM saved, not 128"
+        );
+        let bad_index = RtcState {
+            index: 0x80,
+            ram: vec![0; 128],
+        };
+        assert_eq!(
+            restored.restore(&bad_index).unwrap_err(),
+            "CMOS register 0x80 does not exist"
+        );
     }
 }

@@ -84,6 +84,24 @@ impl PciBus {
         self.remap(addr.device, &function, &mut *locked);
     }
 
+    /// Every function on the bus, by slot.
+    pub fn functions(&self) -> impl Iterator<Item = (u8, &SharedFunction)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, f)| Some((slot as u8, f.as_ref()?)))
+    }
+
+    /// Route the BARs of the function in `slot` where its config space says, as
+    /// after a guest write to it (a restored function's BARs).
+    pub fn refresh_bars(&mut self, slot: u8) {
+        let Some(function) = self.slots.get(usize::from(slot)).cloned().flatten() else {
+            return;
+        };
+        let mut locked = function.lock().expect("PCI function lock");
+        self.remap(slot, &function, &mut *locked);
+    }
+
     /// Take every function off the bus and its BARs off the MMIO bus, dropping
     /// them (devices stop their workers): the end of a run.
     pub fn detach_all(&mut self) {

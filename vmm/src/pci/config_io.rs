@@ -22,6 +22,21 @@ impl PciConfigIo {
         PciConfigIo { bus, address: 0 }
     }
 
+    /// CONFIG_ADDRESS, for a snapshot.
+    pub fn address(&self) -> u32 {
+        self.address
+    }
+
+    pub fn restore_address(&mut self, address: u32) -> Result<(), String> {
+        if address & !WRITABLE != 0 {
+            return Err(format!(
+                "PCI CONFIG_ADDRESS {address:#x} has reserved bits set"
+            ));
+        }
+        self.address = address;
+        Ok(())
+    }
+
     /// Whether `port` belongs to this mechanism (0xCF8..0xCFF).
     pub fn claims(port: u16) -> bool {
         (PCI_CONFIG_ADDRESS_PORT..PCI_CONFIG_DATA_PORT + DATA_PORTS).contains(&port)

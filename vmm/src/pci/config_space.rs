@@ -188,6 +188,34 @@ impl ConfigSpace {
         self.bytes[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
     }
 
+    /// The bytes as the guest sees them, for a snapshot.
+    pub fn save(&self) -> Vec<u8> {
+        self.bytes.to_vec()
+    }
+
+    /// Takes on saved bytes. Every bit the guest cannot write (identity, BAR types,
+    /// the capability list) must be what this function has, or the snapshot is of
+    /// another device: the error names the first offset that differs.
+    pub fn restore(&mut self, saved: &[u8]) -> Result<(), String> {
+        if saved.len() != CONFIG_SPACE_SIZE {
+            return Err(format!(
+                "configuration space of {} bytes, not {CONFIG_SPACE_SIZE}",
+                saved.len()
+            ));
+        }
+        let differs = (0..CONFIG_SPACE_SIZE)
+            .find(|&at| (saved[at] ^ self.bytes[at]) & !self.writable[at] != 0);
+        if let Some(at) = differs {
+            return Err(format!(
+                "configuration space differs at {at:#04x} ({:#04x} saved, {:#04x} here): \
+                 another kind of device",
+                saved[at], self.bytes[at]
+            ));
+        }
+        self.bytes.copy_from_slice(saved);
+        Ok(())
+    }
+
     /// The address BAR `index` holds now (whatever the command register says).
     pub fn bar_address(&self, index: usize) -> Option<u64> {
         self.bars[index]?;

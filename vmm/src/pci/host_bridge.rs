@@ -4,6 +4,7 @@
 
 use super::config_space::{ConfigSpace, Identity};
 use super::PciFunction;
+use crate::snapshot::devices::FunctionState;
 
 /// Red Hat's PCI vendor ID, and the ID QEMU's generic PCIe host bridge uses (a
 /// bridge no OS driver binds to, and none needs).
@@ -44,5 +45,26 @@ impl PciFunction for HostBridge {
 
     fn config_write(&mut self, offset: u64, data: &[u8]) {
         self.config.write(offset, data);
+    }
+
+    fn name(&self) -> &'static str {
+        "host bridge"
+    }
+
+    fn check_savable(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn save(&self) -> Result<FunctionState, String> {
+        Ok(FunctionState::HostBridge {
+            config_space: self.config.save(),
+        })
+    }
+
+    fn restore(&mut self, state: &FunctionState) -> Result<(), String> {
+        match state {
+            FunctionState::HostBridge { config_space } => self.config.restore(config_space),
+            other => Err(format!("{} saved here", other.name())),
+        }
     }
 }

@@ -23,6 +23,8 @@ pub use config_space::{BarMapping, ConfigSpace, Identity};
 pub use ecam::PciEcam;
 pub use host_bridge::HostBridge;
 
+use crate::snapshot::devices::FunctionState;
+
 /// One PCI function as the bus sees it: a configuration space and, behind its
 /// BARs, registers.
 pub trait PciFunction: Send {
@@ -44,4 +46,38 @@ pub trait PciFunction: Send {
     /// The bus now routes BAR `bar` from `addr` (`None`: the BAR no longer decodes),
     /// so a function with doorbells registered in KVM can move them.
     fn bar_mapped(&mut self, _bar: u8, _addr: Option<u64>) {}
+
+    /// What the function is, for messages ("host bridge", "virtio-blk").
+    fn name(&self) -> &'static str {
+        "PCI function"
+    }
+
+    /// Whether a snapshot can hold this function; asked before anything pauses, so
+    /// a refused save leaves the machine running as it was.
+    fn check_savable(&self) -> Result<(), String> {
+        Err("cannot be saved".into())
+    }
+
+    /// Stop whatever serves the guest (device workers) with every request taken
+    /// completed, for a snapshot; the vCPUs are already stopped.
+    fn pause(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Serve again after [`PciFunction::pause`].
+    fn resume(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// The function's state, once paused.
+    fn save(&self) -> Result<FunctionState, String> {
+        Err("cannot be saved".into())
+    }
+
+    /// Takes on a saved state, checked against this function (freshly built for the
+    /// same machine); a running device starts serving. `Err` names what differs;
+    /// the function is then unusable.
+    fn restore(&mut self, _state: &FunctionState) -> Result<(), String> {
+        Err("cannot be restored".into())
+    }
 }

@@ -1,16 +1,19 @@
 //! A running machine's whole state in one file, and the machine continued from it in
 //! a new VMM process: suspend and resume, and live snapshots.
 //!
-//! Saving: the main thread parks every vCPU ([`pause`]; each reads its own registers,
-//! LAPIC, MSRs and events), reads the in-kernel irqchip, PIT and clock ([`vm_state`]),
-//! writes guest memory sparsely ([`memory`]) and then the rest as JSON with its digests
-//! ([`file`]). Restoring: [`crate::builder::restore`] builds the same machine around
-//! memory mapped from the file, and writes the state back before any vCPU runs.
+//! Saving ([`save`]): the main thread parks every vCPU ([`pause`]), settles and reads
+//! the devices ([`devices`]), has each vCPU read its own registers, LAPIC, MSRs and
+//! events ([`vcpu`]), reads the in-kernel irqchip, PIT and clock ([`vm_state`]),
+//! writes guest memory sparsely ([`memory`]) and then the rest as JSON with its
+//! digests ([`file`]). Restoring: [`crate::builder::restore`] builds the same machine
+//! around memory mapped from the file, writes the VM's and vCPUs' state back, then
+//! the devices' (which start serving at once), before any vCPU runs.
 //!
 //! What must match for a state to be taken: this hvbox's version, the host CPU, the
 //! CPUID KVM offers the guest, and the machine's shape (vCPUs, RAM, disks, NICs,
 //! shares). Anything else is refused with the reason; the caller boots cold instead.
 
+pub mod devices;
 pub mod file;
 pub mod memory;
 pub mod pause;
@@ -39,6 +42,7 @@ pub struct MachineState {
     pub shape: Shape,
     pub vcpus: Vec<VcpuState>,
     pub vm: VmState,
+    pub devices: devices::DevicesState,
     pub memory: MemoryImage,
 }
 
@@ -56,6 +60,8 @@ pub enum SnapshotError {
     Vcpu(String),
     #[error(transparent)]
     Vm(#[from] vm_state::VmStateError),
+    #[error("{0}")]
+    Devices(String),
     #[error("vCPU {index}: {source}")]
     VcpuState {
         index: usize,

@@ -1,13 +1,16 @@
-//! A save, on the main thread of a running machine: every vCPU parked, the VM's
-//! in-kernel devices read, memory and state written. The caller lets the vCPUs go
-//! on ([`PauseGate::release`]) or ends the VM.
+//! A save, on the main thread of a running machine: every vCPU parked, the devices
+//! settled and read, then the vCPUs', the VM's in-kernel devices' and memory's state
+//! written. The caller then ends the VM, or lets it go on with [`resume`].
 
-use super::{file, memory, MachineState, PauseGate, Shape, SnapshotError, VmState};
+use super::{devices, file, memory, MachineState, PauseGate, Shape, SnapshotError, VmState};
+use crate::devices::platform::Platform;
+use crate::pci::PciBus;
 use crate::vstate::vm::Vm;
 use std::fs::File;
+use std::sync::Mutex;
 use std::time::Duration;
 
-/// How long the vCPUs get to leave KVM_RUN and read their state.
+/// How long the vCPUs get to leave KVM_RUN, and to read their state.
 const PAUSE_LIMIT: Duration = Duration::from_secs(5);
 
 /// What a save needs of the running machine.
@@ -17,13 +20,15 @@ pub struct Running<'a> {
     pub vcpu_count: usize,
     /// Interrupts every vCPU's KVM_RUN.
     pub kick: &'a dyn Fn(),
+    pub pci: &'a Mutex<PciBus>,
+    pub platform: &'a Mutex<Platform>,
     pub shape: &'a Shape,
     pub guest_cpuid: &'a str,
 }
 
-/// Write the machine's state into `to` (truncated first); the vCPUs are parked
-/// when this returns, whether it succeeded or not (the caller releases them).
-/// Returns the file's length.
+/// Write the machine's state into `to` (truncated first). Returns the file's
+/// length. The vCPUs are parked and the devices paused when this returns, whether
+/// it succeeded or not, unless it refused before stopping anything.
 pub fn save(machine: &Running, to: &File) -> Result<u64, SnapshotError> {
     // A guest's own guests (nested SVM/VMX state) are not saved: refused, not lost.
     if machine.shape.nested_virtualization {
@@ -32,9 +37,22 @@ pub fn save(machine: &Running, to: &File) -> Result<u64, SnapshotError> {
                 .into(),
         ));
     }
-    let vcpus = machine
+    devices::check_savable(&machine.pci.lock().expect("PCI bus lock"))
+        .map_err(|e| SnapshotError::Devices(e.to_string()))?;
+    machine
         .gate
         .pause(machine.vcpu_count, machine.kick, PAUSE_LIMIT)
+        .map_err(SnapshotError::Vcpu)?;
+    // Devices settle before the vCPUs are read: a request they complete now raises
+    // its interrupt in a LAPIC, which the vCPU state must then hold.
+    let devices = {
+        let pci = machine.pci.lock().expect("PCI bus lock");
+        let platform = machine.platform.lock().expect("platform lock");
+        devices::save(&pci, &platform).map_err(|e| SnapshotError::Devices(e.to_string()))?
+    };
+    let vcpus = machine
+        .gate
+        .capture(machine.vcpu_count, PAUSE_LIMIT)
         .map_err(SnapshotError::Vcpu)?;
     let vm = VmState::capture(&machine.vm.fd)?;
     to.set_len(0)
@@ -51,7 +69,15 @@ pub fn save(machine: &Running, to: &File) -> Result<u64, SnapshotError> {
         shape: machine.shape.clone(),
         vcpus,
         vm,
+        devices,
         memory: image,
     };
     Ok(file::finish(to, memory_end, &state)?)
+}
+
+/// After a save (done or failed): the devices and vCPUs go on where they stood.
+pub fn resume(machine: &Running) -> Result<(), SnapshotError> {
+    let resumed = devices::resume(&machine.pci.lock().expect("PCI bus lock"));
+    machine.gate.release();
+    resumed.map_err(|e| SnapshotError::Devices(e.to_string()))
 }

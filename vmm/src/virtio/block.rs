@@ -10,8 +10,11 @@
 use crate::memory::GuestMemory;
 use crate::virtio::chain::{self, ChainError, Limits};
 use crate::virtio::config_space;
-use crate::virtio::device::{ActivateError, Activation, VirtioDevice};
+use crate::virtio::device::{
+    ActivateError, Activation, ActiveQueue, DeviceState, PausedQueues, VirtioDevice,
+};
 use crate::virtio::worker::{take_queues, Worker};
+use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::mem::offset_of;
@@ -439,12 +442,20 @@ fn disk_id(dev: u64, ino: u64) -> [u8; VIRTIO_BLK_ID_BYTES as usize] {
     text.as_bytes().try_into().expect("20 bytes")
 }
 
+/// What the guest saw of a disk: the features offered and the configuration space
+/// (capacity, limits). A restored machine must find the same disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockState {
+    pub features: u64,
+    pub config: Vec<u8>,
+}
+
 /// The virtio-blk device: one request queue over one [`Disk`].
 pub struct Block {
     /// Here while no worker runs; the worker owns it while the device is active.
     disk: Option<Disk>,
     health: Arc<DiskHealth>,
-    worker: Option<Worker<Disk>>,
+    worker: Option<Worker<(Disk, ActiveQueue)>>,
     features: u64,
     config: Vec<u8>,
 }
@@ -525,7 +536,7 @@ impl Block {
     fn stop_worker(&mut self) {
         if let Some(worker) = self.worker.take() {
             match worker.stop() {
-                Some(disk) => self.disk = Some(disk),
+                Some((disk, _)) => self.disk = Some(disk),
                 None => eprintln!("vmm: virtio-blk: the worker thread panicked; disk lost"),
             }
         }
@@ -555,7 +566,7 @@ impl VirtioDevice for Block {
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
         self.stop_worker();
-        let [queue] = take_queues(activation.queues)?;
+        let [mut queue] = take_queues(activation.queues)?;
         let mut disk = self
             .disk
             .take()
@@ -563,11 +574,11 @@ impl VirtioDevice for Block {
         let (mem, interrupt) = (activation.memory, activation.interrupt);
         let health = Arc::clone(&self.health);
         let worker = Worker::spawn(crate::confine::ThreadKind::VirtioBlk, move |stop| {
-            let served = queue_loop::run(stop, mem, queue, &*interrupt, &mut disk, &health);
+            let served = queue_loop::run(stop, mem, &mut queue, &*interrupt, &mut disk, &health);
             if let Err(e) = served {
                 eprintln!("vmm: virtio-blk: worker stopped: {e}");
             }
-            disk
+            (disk, queue)
         })?;
         self.worker = Some(worker);
         Ok(())
@@ -575,6 +586,49 @@ impl VirtioDevice for Block {
 
     fn reset(&mut self) {
         self.stop_worker();
+    }
+
+    fn save_state(&self) -> Result<DeviceState, String> {
+        Ok(DeviceState::Block(BlockState {
+            features: self.features,
+            config: self.config.clone(),
+        }))
+    }
+
+    fn restore_state(&mut self, state: &DeviceState) -> Result<(), String> {
+        let DeviceState::Block(saved) = state else {
+            return Err("the saved device is not a disk".into());
+        };
+        if saved.features != self.features {
+            return Err(format!(
+                "the disk offered features {:#x} when saved, {:#x} now (read-only changed?)",
+                saved.features, self.features
+            ));
+        }
+        if saved.config != self.config {
+            let sectors = |c: &[u8]| {
+                c.get(..8)
+                    .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+                    .unwrap_or(0)
+            };
+            return Err(format!(
+                "the disk's configuration differs: {} sectors when saved, {} now",
+                sectors(&saved.config),
+                sectors(&self.config)
+            ));
+        }
+        Ok(())
+    }
+
+    fn pause(&mut self) -> Result<PausedQueues, String> {
+        let Some(worker) = self.worker.take() else {
+            return Ok(Vec::new());
+        };
+        let (disk, active) = worker
+            .pause()
+            .ok_or("the worker thread panicked; disk lost")?;
+        self.disk = Some(disk);
+        Ok(vec![(active.index, active.queue)])
     }
 }
 

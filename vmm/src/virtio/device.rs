@@ -7,6 +7,7 @@
 //! worker waits on those.
 
 use crate::memory::GuestMemory;
+use serde::{Deserialize, Serialize};
 use std::io;
 use std::sync::Arc;
 use virtio_queue::Queue;
@@ -47,6 +48,21 @@ pub enum ActivateError {
     Io(#[from] io::Error),
 }
 
+/// A device's own state in a snapshot, beyond what the transport keeps (feature
+/// negotiation, queues, interrupts). Restoring checks it against the device built
+/// for the same machine: it says which device this was, and what the guest saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum DeviceState {
+    Block(super::block::BlockState),
+    Net(super::net::NetState),
+    Rng,
+    Fs(super::vhost_user::fs::FsState),
+}
+
+/// The queues a paused device gives back, as its worker left them: (index, queue).
+pub type PausedQueues = Vec<(u16, Queue)>;
+
 pub trait VirtioDevice: Send {
     /// Virtio device ID (1 net, 2 block, 4 entropy).
     fn device_type(&self) -> u16;
@@ -63,4 +79,30 @@ pub trait VirtioDevice: Send {
     /// Stop serving (the driver wrote 0 to device_status): stop the worker and return
     /// to the state before activation, so the driver can set the device up again.
     fn reset(&mut self);
+
+    /// Whether a snapshot can hold this device, asked before anything pauses.
+    fn can_save(&self) -> Result<(), String> {
+        self.save_state().map(drop)
+    }
+
+    /// The device's own state for a snapshot (once paused); `Err` says why it
+    /// cannot be saved.
+    fn save_state(&self) -> Result<DeviceState, String> {
+        Err("this device cannot be saved yet".into())
+    }
+
+    /// Takes on a saved state, checked against this device (freshly built for the
+    /// same machine, not activated); `Err` names what differs.
+    fn restore_state(&mut self, _state: &DeviceState) -> Result<(), String> {
+        Err("this device cannot be restored".into())
+    }
+
+    /// Stops serving for a snapshot, the vCPUs already stopped: every chain taken
+    /// from the queues is served (used ring updated) or given back (next_avail moved
+    /// back), and the queues are returned as the worker left them. The device is
+    /// then as before activation: [`VirtioDevice::activate`] with these queues
+    /// continues where it stopped. An inactive device returns no queues.
+    fn pause(&mut self) -> Result<PausedQueues, String> {
+        Err("this device cannot be paused".into())
+    }
 }

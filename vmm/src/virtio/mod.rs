@@ -18,7 +18,9 @@ pub mod worker;
 mod test_util;
 
 pub use block::Block;
-pub use device::{ActivateError, Activation, ActiveQueue, VirtioDevice, VirtioInterrupt};
+pub use device::{
+    ActivateError, Activation, ActiveQueue, DeviceState, VirtioDevice, VirtioInterrupt,
+};
 pub use net::{Net, NetBackend};
 pub use rng::Rng;
 pub use virtio_pci::VirtioPciFunction;

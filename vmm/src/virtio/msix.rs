@@ -7,6 +7,7 @@
 //! function) is unmasked.
 
 use crate::vstate::interrupts::{GsiRouter, MsiMessage};
+use serde::{Deserialize, Serialize};
 use std::io;
 use std::sync::Arc;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -42,6 +43,15 @@ pub fn capability_body(vectors: u16, bar: u8, table_offset: u32, pba_offset: u32
 /// The guest may write only the enable and function-mask bits (high byte of message
 /// control); offsets as from the capability's start.
 pub const CONTROL_WRITABLE: [u8; 2] = [0, 0xc0];
+
+/// The table and pending bits of a snapshot (enable and function mask are in
+/// the configuration space's message control).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MsixState {
+    /// Per vector: address low, address high, data, vector control.
+    pub table: Vec<[u32; ENTRY_DWORDS]>,
+    pub pending: Vec<u64>,
+}
 
 struct Vector {
     gsi: u32,
@@ -216,6 +226,56 @@ impl Msix {
             }
         }
         Ok(())
+    }
+
+    pub fn save(&self) -> MsixState {
+        MsixState {
+            table: self.table.clone(),
+            pending: self.pending.clone(),
+        }
+    }
+
+    /// Takes on a saved table and pending bits, routes every programmed vector's GSI
+    /// in KVM again, then applies message `control` (which delivers what is pending
+    /// and unmasked, as an unmask would).
+    pub fn restore(&mut self, state: &MsixState, control: u16) -> Result<(), String> {
+        if state.table.len() != self.table.len() || state.pending.len() != self.pending.len() {
+            return Err(format!(
+                "{} MSI-X vectors saved, the device has {}",
+                state.table.len(),
+                self.table.len()
+            ));
+        }
+        if let Some(v) = state
+            .table
+            .iter()
+            .position(|e| e[VECTOR_CONTROL] & !VECTOR_MASKED != 0)
+        {
+            return Err(format!(
+                "MSI-X vector {v}: reserved vector control bits set"
+            ));
+        }
+        let count = self.table.len();
+        let beyond = |(q, bits): (usize, &u64)| {
+            let valid = count.saturating_sub(q * 64).min(64);
+            valid < 64 && bits >> valid != 0
+        };
+        if state.pending.iter().enumerate().any(beyond) {
+            return Err("MSI-X pending bits set for vectors the device does not have".into());
+        }
+        self.table.clone_from(&state.table);
+        self.pending.clone_from(&state.pending);
+        for entry in 0..count {
+            let message = self.message(entry);
+            // An entry the guest never programmed has no route, as at boot.
+            if message != MsiMessage::default() {
+                self.router
+                    .set_msi(self.vectors[entry].gsi, message)
+                    .map_err(|e| format!("routing MSI-X vector {entry}: {e}"))?;
+            }
+        }
+        self.set_control(control)
+            .map_err(|e| format!("delivering pending MSI-X vectors: {e}"))
     }
 
     /// How many times `vector`'s irqfd fired since the last call (tests only: the

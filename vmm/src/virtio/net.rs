@@ -7,10 +7,14 @@
 
 use crate::memory::GuestMemory;
 use crate::virtio::chain::{self, ChainError, Limits, Segment};
-use crate::virtio::device::{ActivateError, Activation, VirtioDevice, VirtioInterrupt};
-use crate::virtio::worker::{
-    add_fd, clear_kick, epoll_with_stop, notify, take_queues, wait, ErrorLog, Worker, TOKEN_STOP,
+use crate::virtio::device::{
+    ActivateError, Activation, DeviceState, PausedQueues, VirtioDevice, VirtioInterrupt,
 };
+use crate::virtio::worker::{
+    add_fd, clear_kick, epoll_with_stop, halt_reason, notify, take_queues, wait, ErrorLog, Halt,
+    Worker, TOKEN_STOP,
+};
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,6 +66,8 @@ pub enum FrameError {
 #[derive(Debug)]
 struct RxChain {
     head: u16,
+    /// The available ring position it was taken from.
+    avail_at: u16,
     segments: Vec<Segment>,
     room: usize,
 }
@@ -105,6 +111,7 @@ fn rx_chain(
     }
     Ok(RxChain {
         head: layout.head,
+        avail_at: 0,
         room: layout.writable_bytes as usize,
         segments: layout.segments,
     })
@@ -176,6 +183,42 @@ impl NetWorker {
 
     pub fn into_backend(self) -> Backend {
         self.backend
+    }
+
+    /// The backend and the receive and transmit queues.
+    pub fn into_parts(self) -> (Backend, Queue, Queue) {
+        (self.backend, self.rx, self.tx)
+    }
+
+    /// The end of a pause for a snapshot: frames the driver queued are sent (their
+    /// chains used), and receive chains taken but not filled go back to the
+    /// available ring, so the queue indices account for every chain.
+    pub fn finish_for_pause(&mut self) {
+        self.process_tx();
+        let Some(first) = self.rx_chains.front().map(|c| c.avail_at) else {
+            return;
+        };
+        let taken = self.rx_chains.len() as u16;
+        let in_a_row = self
+            .rx_chains
+            .iter()
+            .enumerate()
+            .all(|(i, c)| c.avail_at == first.wrapping_add(i as u16));
+        if in_a_row && first.wrapping_add(taken) == self.rx.next_avail() {
+            self.rx.set_next_avail(first);
+        } else {
+            // An unusable chain was returned between them (a driver mistake): these
+            // cannot be put back without it, so they are returned empty instead.
+            let mut used = false;
+            for chain in std::mem::take(&mut self.rx_chains) {
+                self.add_used(true, chain.head, 0, &mut used);
+            }
+            if used {
+                notify(&*self.interrupt, RX_QUEUE, &mut self.log);
+            }
+        }
+        self.rx_chains.clear();
+        self.rx_room = 0;
     }
 
     /// A frame waits for the driver to add receive buffers.
@@ -264,10 +307,11 @@ impl NetWorker {
     /// The next usable receive chain; unusable ones go back to the driver empty.
     fn next_rx_chain(&mut self, used: &mut bool) -> Option<RxChain> {
         loop {
+            let avail_at = self.rx.next_avail();
             let chain = self.rx.pop_descriptor_chain(&self.mem)?;
             let head = chain.head_index();
             match rx_chain(&self.mem, &chain) {
-                Ok(chain) => return Some(chain),
+                Ok(chain) => return Some(RxChain { avail_at, ..chain }),
                 Err(e) => {
                     self.log.report(e);
                     self.add_used(true, head, 0, used);
@@ -369,12 +413,12 @@ impl NetWorker {
         events
     }
 
-    /// Serves the queues until `stop`; gives the backend back.
-    pub fn run(mut self, stop: EventFd, rx_kick: EventFd, tx_kick: EventFd) -> Backend {
+    /// Serves the queues until `stop`; gives itself back (the backend, the queues).
+    pub fn run(mut self, stop: EventFd, rx_kick: EventFd, tx_kick: EventFd) -> NetWorker {
         if let Err(e) = self.event_loop(&stop, &rx_kick, &tx_kick) {
             eprintln!("vmm: virtio-net: worker stopped: {e}");
         }
-        self.backend
+        self
     }
 
     fn event_loop(
@@ -395,7 +439,12 @@ impl NetWorker {
             let n = wait(&epoll, &mut events)?;
             for ev in &events[..n] {
                 match ev.data() {
-                    TOKEN_STOP => return Ok(()),
+                    TOKEN_STOP => {
+                        if halt_reason(stop) == Halt::AfterDraining {
+                            self.finish_for_pause();
+                        }
+                        return Ok(());
+                    }
                     TOKEN_RX_KICK => {
                         clear_kick(rx_kick);
                         self.process_rx();
@@ -440,13 +489,23 @@ impl NetWorker {
     }
 }
 
+/// What the guest saw of a NIC: its MAC and whether the link was up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetState {
+    pub mac: [u8; 6],
+    pub link_up: bool,
+}
+
 /// The virtio-net device.
 pub struct Net {
     mac: [u8; 6],
     link_up: Arc<AtomicBool>,
     /// Here while no worker runs; the worker owns it while the device is active.
     backend: Option<Backend>,
-    worker: Option<Worker<Backend>>,
+    worker: Option<Worker<NetWorker>>,
+    /// The link was down when saved and is up on this backend: the driver is told
+    /// once the device runs.
+    link_changed: bool,
 }
 
 impl Net {
@@ -461,13 +520,14 @@ impl Net {
             link_up: Arc::new(AtomicBool::new(true)),
             backend: Some(backend),
             worker: None,
+            link_changed: false,
         }
     }
 
     fn stop_worker(&mut self) {
         if let Some(worker) = self.worker.take() {
             match worker.stop() {
-                Some(backend) => self.backend = Some(backend),
+                Some(worker) => self.backend = Some(worker.into_backend()),
                 None => eprintln!("vmm: virtio-net: the worker thread panicked; backend lost"),
             }
         }
@@ -522,6 +582,10 @@ impl VirtioDevice for Net {
             activation.interrupt,
             self.link_up.clone(),
         );
+        if std::mem::take(&mut self.link_changed) {
+            // Cannot fail but for an unknown queue; the link state is in config space.
+            let _ = worker.interrupt.notify_config();
+        }
         let (rx_kick, tx_kick) = (rx.kick, tx.kick);
         self.worker = Some(Worker::spawn(
             crate::confine::ThreadKind::VirtioNet,
@@ -532,6 +596,48 @@ impl VirtioDevice for Net {
 
     fn reset(&mut self) {
         self.stop_worker();
+    }
+
+    fn save_state(&self) -> Result<DeviceState, String> {
+        Ok(DeviceState::Net(NetState {
+            mac: self.mac,
+            link_up: self.link_up.load(Ordering::SeqCst),
+        }))
+    }
+
+    fn restore_state(&mut self, state: &DeviceState) -> Result<(), String> {
+        let DeviceState::Net(saved) = state else {
+            return Err("the saved device is not a network interface".into());
+        };
+        if saved.mac != self.mac {
+            let mac = |m: &[u8; 6]| {
+                m.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(":")
+            };
+            return Err(format!(
+                "the network interface had MAC {} when saved, {} now",
+                mac(&saved.mac),
+                mac(&self.mac)
+            ));
+        }
+        // The link is whatever the new backend's is; a driver that last saw it down
+        // must hear that it is up.
+        self.link_changed = !saved.link_up && self.link_up.load(Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn pause(&mut self) -> Result<PausedQueues, String> {
+        let Some(worker) = self.worker.take() else {
+            return Ok(Vec::new());
+        };
+        let worker = worker
+            .pause()
+            .ok_or("the worker thread panicked; backend lost")?;
+        let (backend, rx, tx) = worker.into_parts();
+        self.backend = Some(backend);
+        Ok(vec![(RX_QUEUE, rx), (TX_QUEUE, tx)])
     }
 }
 

@@ -6,6 +6,7 @@
 //! (start the device, reset it).
 
 use super::pci_interrupt::{PciInterrupt, NO_VECTOR};
+use serde::{Deserialize, Serialize};
 
 pub const DEVICE_FEATURE_SELECT: u64 = 0x00;
 pub const DEVICE_FEATURE: u64 = 0x04;
@@ -69,7 +70,7 @@ pub enum Effect {
 }
 
 /// One queue as the driver sets it up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueSetup {
     pub max_size: u16,
     pub size: u16,
@@ -90,6 +91,17 @@ impl QueueSetup {
             device: 0,
         }
     }
+}
+
+/// The driver's side of the common configuration, for a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommonState {
+    pub device_feature_select: u32,
+    pub driver_feature_select: u32,
+    pub driver_features: u64,
+    pub status: u8,
+    pub queue_select: u16,
+    pub queues: Vec<QueueSetup>,
 }
 
 pub struct CommonConfig {
@@ -142,6 +154,73 @@ impl CommonConfig {
             self.offered,
             &self.queues.iter().map(|q| q.max_size).collect::<Vec<_>>(),
         );
+    }
+
+    pub fn save(&self) -> CommonState {
+        CommonState {
+            device_feature_select: self.device_feature_select,
+            driver_feature_select: self.driver_feature_select,
+            driver_features: self.driver_features,
+            status: self.status,
+            queue_select: self.queue_select,
+            queues: self.queues.clone(),
+        }
+    }
+
+    /// Takes on a saved state that this device could have reached: the same queues,
+    /// features it offers, sizes the driver could have set.
+    pub fn restore(&mut self, state: &CommonState) -> Result<(), String> {
+        if state.queues.len() != self.queues.len() {
+            return Err(format!(
+                "{} queues saved, the device has {}",
+                state.queues.len(),
+                self.queues.len()
+            ));
+        }
+        for (index, (saved, here)) in state.queues.iter().zip(&self.queues).enumerate() {
+            if saved.max_size != here.max_size {
+                return Err(format!(
+                    "queue {index} had at most {} entries when saved, {} here",
+                    saved.max_size, here.max_size
+                ));
+            }
+            // Enabled or not, a size the driver could not have set is not ours.
+            if saved.size > saved.max_size || !saved.size.is_power_of_two() {
+                return Err(format!(
+                    "queue {index}: size {} (at most {}, a power of two)",
+                    saved.size, saved.max_size
+                ));
+            }
+        }
+        if state.driver_features & !self.offered != 0 {
+            return Err(format!(
+                "the driver accepted features {:#x}, the device offers {:#x}",
+                state.driver_features, self.offered
+            ));
+        }
+        const KNOWN: u8 = STATUS_ACKNOWLEDGE
+            | STATUS_DRIVER
+            | STATUS_DRIVER_OK
+            | STATUS_FEATURES_OK
+            | STATUS_NEEDS_RESET
+            | STATUS_FAILED;
+        if state.status & !KNOWN != 0 {
+            return Err(format!(
+                "device status {:#x} has undefined bits",
+                state.status
+            ));
+        }
+        if state.status & STATUS_FEATURES_OK != 0 && state.driver_features & VIRTIO_F_VERSION_1 == 0
+        {
+            return Err("features accepted without VIRTIO_F_VERSION_1".into());
+        }
+        self.device_feature_select = state.device_feature_select;
+        self.driver_feature_select = state.driver_feature_select;
+        self.driver_features = state.driver_features;
+        self.status = state.status;
+        self.queue_select = state.queue_select;
+        self.queues.clone_from(&state.queues);
+        Ok(())
     }
 
     pub fn read(&self, offset: u64, data: &mut [u8], irq: &PciInterrupt) {

@@ -4,6 +4,7 @@
 
 use super::device::VirtioInterrupt;
 use super::msix::Msix;
+use serde::{Deserialize, Serialize};
 use std::io;
 use std::sync::atomic::{AtomicU16, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -14,6 +15,15 @@ pub const NO_VECTOR: u16 = 0xffff;
 /// ISR status bits.
 pub const ISR_QUEUE: u8 = 1;
 pub const ISR_CONFIG: u8 = 2;
+
+/// The interrupt side of a snapshot: the vectors the driver chose and the ISR byte.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterruptState {
+    pub isr: u8,
+    pub config_generation: u8,
+    pub config_vector: u16,
+    pub queue_vectors: Vec<u16>,
+}
 
 pub struct PciInterrupt {
     msix: Mutex<Msix>,
@@ -87,6 +97,50 @@ impl PciInterrupt {
         for v in &self.queue_vectors {
             v.store(NO_VECTOR, Ordering::Release);
         }
+    }
+
+    pub fn save(&self) -> InterruptState {
+        InterruptState {
+            isr: self.isr.load(Ordering::Acquire),
+            config_generation: self.config_generation(),
+            config_vector: self.config_vector(),
+            queue_vectors: (0..self.queue_vectors.len())
+                .map(|q| self.queue_vector(q as u16))
+                .collect(),
+        }
+    }
+
+    /// Takes on saved vectors, each one the table has (or none).
+    pub fn restore(&self, state: &InterruptState) -> Result<(), String> {
+        if state.queue_vectors.len() != self.queue_vectors.len() {
+            return Err(format!(
+                "{} queue vectors saved, the device has {} queues",
+                state.queue_vectors.len(),
+                self.queue_vectors.len()
+            ));
+        }
+        if state.isr & !(ISR_QUEUE | ISR_CONFIG) != 0 {
+            return Err(format!("ISR status {:#x} has undefined bits", state.isr));
+        }
+        let vectors = std::iter::once(("configuration", state.config_vector))
+            .chain(state.queue_vectors.iter().map(|&v| ("queue", v)));
+        for (what, vector) in vectors {
+            if vector != NO_VECTOR && self.valid(vector) == NO_VECTOR {
+                return Err(format!(
+                    "{what} MSI-X vector {vector} is past the table's {} vectors",
+                    self.msix().count()
+                ));
+            }
+        }
+        self.isr.store(state.isr, Ordering::Release);
+        self.config_generation
+            .store(state.config_generation, Ordering::Release);
+        self.config_vector
+            .store(state.config_vector, Ordering::Release);
+        for (slot, &vector) in self.queue_vectors.iter().zip(&state.queue_vectors) {
+            slot.store(vector, Ordering::Release);
+        }
+        Ok(())
     }
 
     fn raise(&self, isr: u8, vector: u16) -> io::Result<()> {

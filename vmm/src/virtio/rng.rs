@@ -2,7 +2,9 @@
 
 use crate::memory::GuestMemory;
 use crate::virtio::chain::{self, ChainError, Limits};
-use crate::virtio::device::{ActivateError, Activation, VirtioDevice};
+use crate::virtio::device::{
+    ActivateError, Activation, ActiveQueue, DeviceState, PausedQueues, VirtioDevice,
+};
 use crate::virtio::worker::{run_single_queue, take_queues, ErrorLog, Worker};
 use std::io::{self, Write};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
@@ -66,7 +68,8 @@ fn getrandom(mut buf: &mut [u8]) -> io::Result<()> {
 
 /// The virtio entropy device.
 pub struct Rng {
-    worker: Option<Worker<()>>,
+    /// Gives its queue back when it stops.
+    worker: Option<Worker<ActiveQueue>>,
 }
 
 impl Rng {
@@ -104,7 +107,7 @@ impl VirtioDevice for Rng {
 
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError> {
         self.stop_worker();
-        let [queue] = take_queues(activation.queues)?;
+        let [mut queue] = take_queues(activation.queues)?;
         let (mem, interrupt) = (activation.memory, activation.interrupt);
         self.worker = Some(Worker::spawn(
             crate::confine::ThreadKind::VirtioRng,
@@ -113,7 +116,7 @@ impl VirtioDevice for Rng {
                 let served = run_single_queue(
                     stop,
                     mem,
-                    queue,
+                    &mut queue,
                     &*interrupt,
                     &mut log,
                     |mem, chain, log| {
@@ -126,6 +129,7 @@ impl VirtioDevice for Rng {
                 if let Err(e) = served {
                     eprintln!("vmm: virtio-rng: worker stopped: {e}");
                 }
+                queue
             },
         )?);
         Ok(())
@@ -133,6 +137,25 @@ impl VirtioDevice for Rng {
 
     fn reset(&mut self) {
         self.stop_worker();
+    }
+
+    fn save_state(&self) -> Result<DeviceState, String> {
+        Ok(DeviceState::Rng)
+    }
+
+    fn restore_state(&mut self, state: &DeviceState) -> Result<(), String> {
+        match state {
+            DeviceState::Rng => Ok(()),
+            _ => Err("the saved device is not an entropy device".into()),
+        }
+    }
+
+    fn pause(&mut self) -> Result<PausedQueues, String> {
+        let Some(worker) = self.worker.take() else {
+            return Ok(Vec::new());
+        };
+        let active = worker.pause().ok_or("the worker thread panicked")?;
+        Ok(vec![(active.index, active.queue)])
     }
 }
 

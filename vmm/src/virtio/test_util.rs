@@ -29,6 +29,7 @@ pub struct TestQueue {
     pub mem: &'static GuestMemory,
     mock: MockSplitQueue<'static, GuestMemory>,
     next_desc: Cell<u16>,
+    size: u16,
     /// The device side, for tests that pop chains themselves.
     device: RefCell<Queue>,
 }
@@ -36,21 +37,27 @@ pub struct TestQueue {
 impl TestQueue {
     pub fn new() -> TestQueue {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
-        TestQueue::at(Box::leak(Box::new(mem)), 0)
+        TestQueue::at(Box::leak(Box::new(mem)), 0, QUEUE_SIZE)
     }
 
     /// Another queue in the same memory, its rings at `base` (below 0x10000).
     pub fn another(&self, base: u64) -> TestQueue {
-        TestQueue::at(self.mem, base)
+        TestQueue::at(self.mem, base, QUEUE_SIZE)
     }
 
-    fn at(mem: &'static GuestMemory, base: u64) -> TestQueue {
-        let mock = MockSplitQueue::create(mem, GuestAddress(base), QUEUE_SIZE);
+    /// Another queue of `size` entries in the same memory, its rings at `base`.
+    pub fn another_sized(&self, base: u64, size: u16) -> TestQueue {
+        TestQueue::at(self.mem, base, size)
+    }
+
+    fn at(mem: &'static GuestMemory, base: u64, size: u16) -> TestQueue {
+        let mock = MockSplitQueue::create(mem, GuestAddress(base), size);
         let device = RefCell::new(mock.create_queue().unwrap());
         TestQueue {
             mem,
             mock,
             next_desc: Cell::new(0),
+            size,
             device,
         }
     }
@@ -72,7 +79,7 @@ impl TestQueue {
     /// Makes `descs` one chain (linked in order) and offers it.
     pub fn add_chain(&self, descs: &[RawDescriptor]) -> u16 {
         let mut first = self.next_desc.get();
-        if usize::from(first) + descs.len() > usize::from(QUEUE_SIZE) {
+        if usize::from(first) + descs.len() > usize::from(self.size) {
             first = 0;
         }
         let linked: Vec<RawDescriptor> = descs
@@ -99,6 +106,20 @@ impl TestQueue {
     pub fn add_raw(&self, descs: &[RawDescriptor], offset: u16) {
         self.mock.add_desc_chains(descs, offset).unwrap();
         self.next_desc.set(offset + descs.len() as u16);
+    }
+
+    /// Where the descriptor table, available and used rings are, as a driver tells
+    /// the device.
+    pub fn rings(&self) -> (u64, u64, u64) {
+        (
+            self.mock.desc_table_addr().0,
+            self.mock.avail_addr().0,
+            self.mock.used_addr().0,
+        )
+    }
+
+    pub fn size(&self) -> u16 {
+        self.size
     }
 
     pub fn used_idx(&self) -> u16 {

@@ -16,14 +16,18 @@
 //! Doorbell writes never reach this code while the BAR is where KVM has the
 //! ioeventfds; the write handler here serves only writes KVM did not catch.
 
-use super::device::{Activation, ActiveQueue, VirtioDevice, VirtioInterrupt};
-use super::msix::{self, Msix};
-use super::pci_common::{CommonConfig, Effect, COMMON_CONFIG_LEN};
-use super::pci_interrupt::PciInterrupt;
+use super::device::{
+    Activation, ActiveQueue, DeviceState, PausedQueues, VirtioDevice, VirtioInterrupt,
+};
+use super::msix::{self, Msix, MsixState};
+use super::pci_common::{CommonConfig, CommonState, Effect, COMMON_CONFIG_LEN, STATUS_DRIVER_OK};
+use super::pci_interrupt::{InterruptState, PciInterrupt};
 use crate::memory::GuestMemory;
 use crate::pci::config_space::{ConfigSpace, Identity};
 use crate::pci::PciFunction;
+use crate::snapshot::devices::FunctionState;
 use crate::vstate::interrupts::{GsiRouter, VmInterrupts};
+use serde::{Deserialize, Serialize};
 use std::io;
 use std::sync::Arc;
 use virtio_queue::{Queue, QueueT};
@@ -39,6 +43,7 @@ const REVISION: u8 = 1;
 /// Virtio device types with a PCI class of their own.
 const VIRTIO_TYPE_NET: u16 = 1;
 const VIRTIO_TYPE_BLOCK: u16 = 2;
+const VIRTIO_TYPE_RNG: u16 = 4;
 const VIRTIO_TYPE_FS: u16 = 26;
 const CLASS_ETHERNET: u32 = 0x02_00_00;
 const CLASS_STORAGE_OTHER: u32 = 0x01_80_00;
@@ -84,6 +89,43 @@ pub enum VirtioPciError {
     Doorbell { device_type: u16, source: io::Error },
 }
 
+/// A virtio-pci function in a snapshot: the PCI side (configuration space, MSI-X),
+/// the virtio side (common configuration, vectors), where each queue stood, and
+/// the device's own state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtioPciState {
+    pub device_type: u16,
+    pub config_space: Vec<u8>,
+    pub msix: MsixState,
+    pub interrupt: InterruptState,
+    pub common: CommonState,
+    /// The device was serving its queues (the driver's DRIVER_OK was accepted).
+    pub activated: bool,
+    /// Where each queue the device served stood when it paused.
+    pub positions: Vec<QueuePosition>,
+    pub device: DeviceState,
+}
+
+/// A served queue's indices: the next available entry the device takes and the
+/// next used entry it fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuePosition {
+    pub index: u16,
+    pub next_avail: u16,
+    pub next_used: u16,
+}
+
+/// The name of virtio device type `device_type`, for messages.
+pub fn device_name(device_type: u16) -> &'static str {
+    match device_type {
+        VIRTIO_TYPE_NET => "virtio-net",
+        VIRTIO_TYPE_BLOCK => "virtio-blk",
+        VIRTIO_TYPE_RNG => "virtio-rng",
+        VIRTIO_TYPE_FS => "virtio-fs",
+        _ => "virtio device",
+    }
+}
+
 pub struct VirtioPciFunction {
     config: ConfigSpace,
     device: Box<dyn VirtioDevice>,
@@ -98,6 +140,8 @@ pub struct VirtioPciFunction {
     msix_capability: usize,
     pci_cfg_capability: usize,
     activated: bool,
+    /// Paused for a snapshot: the queues the device gave back.
+    paused: Option<PausedQueues>,
 }
 
 impl VirtioPciFunction {
@@ -146,6 +190,7 @@ impl VirtioPciFunction {
             msix_capability: layout.msix_capability,
             pci_cfg_capability: layout.pci_cfg_capability,
             activated: false,
+            paused: None,
         })
     }
 
@@ -208,6 +253,7 @@ impl VirtioPciFunction {
 
     /// DRIVER_OK: hand the enabled queues to the device.
     fn activate(&mut self) {
+        self.paused = None;
         match self.build_activation() {
             Ok(activation) => match self.device.activate(activation) {
                 Ok(()) => self.activated = true,
@@ -269,12 +315,46 @@ impl VirtioPciFunction {
 
     /// device_status = 0: stop the device and forget the driver's setup.
     fn reset(&mut self) {
+        self.paused = None;
         if self.activated {
             self.device.reset();
             self.activated = false;
         }
         self.common.reset();
         self.interrupt.reset();
+    }
+
+    /// Starts the device as the driver set it up, its queues at `positions` (one per
+    /// enabled queue): a resume after a pause, or a restored snapshot.
+    fn start_at(&mut self, positions: &[QueuePosition]) -> Result<(), String> {
+        let mut activation = self.build_activation()?;
+        let enabled: Vec<u16> = activation.queues.iter().map(|q| q.index).collect();
+        let saved: Vec<u16> = positions.iter().map(|p| p.index).collect();
+        if enabled != saved {
+            return Err(format!(
+                "positions saved for queues {saved:?}, but the driver enabled {enabled:?}"
+            ));
+        }
+        for (active, at) in activation.queues.iter_mut().zip(positions) {
+            let queue = &mut active.queue;
+            // Never more chains in flight than the ring holds.
+            if at.next_avail.wrapping_sub(at.next_used) > queue.size() {
+                return Err(format!(
+                    "queue {}: next available {} and next used {} are more than its {} entries apart",
+                    at.index,
+                    at.next_avail,
+                    at.next_used,
+                    queue.size()
+                ));
+            }
+            queue.set_next_avail(at.next_avail);
+            queue.set_next_used(at.next_used);
+        }
+        self.device
+            .activate(activation)
+            .map_err(|e| format!("starting the device: {e}"))?;
+        self.activated = true;
+        Ok(())
     }
 
     /// Move the doorbells' ioeventfds to where BAR 0 now is.
@@ -443,6 +523,91 @@ impl PciFunction for VirtioPciFunction {
             self.move_doorbells(addr);
         }
     }
+
+    fn name(&self) -> &'static str {
+        device_name(self.device.device_type())
+    }
+
+    fn check_savable(&self) -> Result<(), String> {
+        self.device.can_save()
+    }
+
+    fn pause(&mut self) -> Result<(), String> {
+        if self.activated && self.paused.is_none() {
+            let queues = self.device.pause()?;
+            self.activated = false;
+            self.paused = Some(queues);
+        }
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<(), String> {
+        match self.paused.take() {
+            Some(queues) => self.start_at(&positions(&queues)),
+            None => Ok(()),
+        }
+    }
+
+    fn save(&self) -> Result<FunctionState, String> {
+        let positions = match &self.paused {
+            Some(queues) => positions(queues),
+            None if self.activated => return Err("the device is running: pause it first".into()),
+            None => Vec::new(),
+        };
+        Ok(FunctionState::Virtio(Box::new(VirtioPciState {
+            device_type: self.device.device_type(),
+            config_space: self.config.save(),
+            msix: self.interrupt.msix().save(),
+            interrupt: self.interrupt.save(),
+            common: self.common.save(),
+            activated: self.paused.is_some(),
+            positions,
+            device: self.device.save_state()?,
+        })))
+    }
+
+    fn restore(&mut self, state: &FunctionState) -> Result<(), String> {
+        let FunctionState::Virtio(state) = state else {
+            return Err(format!("{} saved here", state.name()));
+        };
+        let here = self.device.device_type();
+        if state.device_type != here {
+            return Err(format!("{} saved here", device_name(state.device_type)));
+        }
+        if self.activated || self.paused.is_some() {
+            return Err("the device already runs".into());
+        }
+        self.device.restore_state(&state.device)?;
+        self.config.restore(&state.config_space)?;
+        let control = self
+            .config
+            .u16_at(self.msix_capability + msix::CONTROL_OFFSET);
+        self.interrupt.msix().restore(&state.msix, control)?;
+        self.interrupt.restore(&state.interrupt)?;
+        self.common.restore(&state.common)?;
+        match state.activated {
+            true if self.common.status() & STATUS_DRIVER_OK == 0 => {
+                Err("saved as running, but without DRIVER_OK".into())
+            }
+            true => self.start_at(&state.positions),
+            false if !state.positions.is_empty() => {
+                Err("queue positions saved for a device that was not running".into())
+            }
+            false => Ok(()),
+        }
+    }
+}
+
+/// Where each of a paused device's queues stands.
+fn positions(queues: &PausedQueues) -> Vec<QueuePosition> {
+    queues
+        .iter()
+        .map(|(index, queue)| QueuePosition {
+            index: *index,
+            next_avail: queue.next_avail(),
+            next_used: queue.next_used(),
+        })
+        .collect()
 }
 
 impl Drop for VirtioPciFunction {
@@ -453,5 +618,7 @@ impl Drop for VirtioPciFunction {
     }
 }
 
+#[cfg(test)]
+mod snapshot_tests;
 #[cfg(test)]
 mod tests;

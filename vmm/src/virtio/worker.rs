@@ -41,9 +41,37 @@ impl<T: Send + 'static> Worker<T> {
 
     /// Stops the thread and returns what it owned; `None` if it panicked.
     pub fn stop(self) -> Option<T> {
-        // Writing 1 to a fresh eventfd cannot fail.
-        let _ = self.stop.write(1);
+        self.end(Halt::Now)
+    }
+
+    /// Stops the thread once it has served what the driver queued (see [`Halt`]).
+    pub fn pause(self) -> Option<T> {
+        self.end(Halt::AfterDraining)
+    }
+
+    fn end(self, how: Halt) -> Option<T> {
+        // Writing to a fresh eventfd cannot fail.
+        let _ = self.stop.write(how as u64);
         self.thread.join().ok()
+    }
+}
+
+/// Why a worker's stop eventfd fired; the value written to it says which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Halt {
+    /// The driver reset the device: leave the rings alone.
+    Now = 1,
+    /// A pause for a snapshot (the vCPUs are already stopped): first serve every
+    /// chain the driver made available, so the used ring and the queue indices are
+    /// final, then give back anything taken but not served.
+    AfterDraining = 2,
+}
+
+/// What the stop eventfd asks (read once it is readable).
+pub fn halt_reason(stop: &EventFd) -> Halt {
+    match stop.read() {
+        Ok(v) if v == Halt::AfterDraining as u64 => Halt::AfterDraining,
+        _ => Halt::Now,
     }
 }
 
@@ -225,11 +253,11 @@ pub fn notify(interrupt: &dyn VirtioInterrupt, index: u16, log: &mut ErrorLog) {
 }
 
 /// The whole life of a one-queue device's worker: serve the queue whenever the
-/// driver kicks it, until `stop`.
+/// driver kicks it, until `stop` (after a last round when it is a pause).
 pub fn run_single_queue(
     stop: EventFd,
     mem: GuestMemory,
-    mut active: ActiveQueue,
+    active: &mut ActiveQueue,
     interrupt: &dyn VirtioInterrupt,
     log: &mut ErrorLog,
     mut serve: impl FnMut(&GuestMemory, DescriptorChain<&GuestMemory>, &mut ErrorLog) -> u32,
@@ -248,7 +276,16 @@ pub fn run_single_queue(
         let n = wait(&epoll, &mut events)?;
         for ev in &events[..n] {
             match ev.data() {
-                TOKEN_STOP => return Ok(()),
+                TOKEN_STOP => {
+                    if halt_reason(&stop) == Halt::AfterDraining
+                        && drain_queue(&mem, &mut active.queue, log, |chain, log| {
+                            serve(&mem, chain, log)
+                        })
+                    {
+                        notify(interrupt, active.index, log);
+                    }
+                    return Ok(());
+                }
                 _ => clear_kick(&active.kick),
             }
         }

@@ -50,8 +50,13 @@ impl VcpuRunner {
     pub fn run(mut self) {
         while !self.stop.load(Ordering::Acquire) {
             if self.gate.requested() {
-                let state = self.capture();
-                self.gate.park(self.index, state, &self.stop);
+                let completed = self.complete_last_exit();
+                let (fd, msrs) = (&self.fd, &self.msrs);
+                let capture = || {
+                    completed?;
+                    VcpuState::capture(fd, msrs).map_err(|e| e.to_string())
+                };
+                self.gate.park(self.index, capture, &self.stop);
                 continue;
             }
             if let Some(event) = self.step() {
@@ -61,19 +66,18 @@ impl VcpuRunner {
         }
     }
 
-    /// This vCPU's whole state, for a save. An I/O or MMIO exit just handled is
-    /// completed first (a KVM_RUN that returns at once): until then the value an IN
-    /// read is not in its register.
-    fn capture(&mut self) -> Result<VcpuState, String> {
+    /// Before a save reads this vCPU: an I/O or MMIO exit just handled is completed
+    /// (a KVM_RUN that returns at once), as until then the value an IN read is not
+    /// in its register.
+    fn complete_last_exit(&mut self) -> Result<(), String> {
         self.fd.set_kvm_immediate_exit(1);
         let completed = self.fd.run().map(|_| ());
         self.fd.set_kvm_immediate_exit(0);
         match completed {
-            Ok(()) => {}
-            Err(e) if e.errno() == libc::EINTR => {}
-            Err(e) => return Err(format!("completing the last exit: {e}")),
+            Ok(()) => Ok(()),
+            Err(e) if e.errno() == libc::EINTR => Ok(()),
+            Err(e) => Err(format!("completing the last exit: {e}")),
         }
-        VcpuState::capture(&self.fd, &self.msrs).map_err(|e| e.to_string())
     }
 
     fn step(&mut self) -> Option<VmEvent> {

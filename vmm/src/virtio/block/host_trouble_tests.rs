@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use virtio_queue::QueueT;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 const OK: u8 = VIRTIO_BLK_S_OK as u8;
@@ -190,6 +191,42 @@ fn a_write_to_a_full_disk_waits_for_space_then_completes() {
     block.reset();
     assert_eq!(health.paused(), None);
     assert_eq!(t.used_idx(), 3);
+}
+
+#[test]
+fn a_pause_puts_a_held_write_back_in_the_available_ring() {
+    let Some(fs) = SmallFs::new("8M") else {
+        return;
+    };
+    let image = fs.path("disk.raw");
+    File::create(&image).unwrap().set_len(32 << 20).unwrap();
+    let mut block = Block::new(&image, false).unwrap();
+    let health = block.health();
+    let t = TestQueue::new();
+    let irq = Arc::new(CountingInterrupt::default());
+    let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+    block
+        .activate(super::tests::activation(&t, &irq, &kick, block.features()))
+        .unwrap();
+    fs.fill("filler");
+    let status = request(&t, 0x10000, VIRTIO_BLK_T_OUT, 4096, &[0x5a; 4096], R);
+    kick.write(1).unwrap();
+    wait_until("the disk to be reported full", || health.paused().is_some());
+
+    // Paused for a snapshot: the held write is neither done nor lost, but back
+    // in the ring for whoever runs the queue next.
+    let mut queues = block.pause().unwrap();
+    assert_eq!(health.paused(), None);
+    let (index, queue) = queues.pop().unwrap();
+    assert_eq!((index, queue.next_avail(), queue.next_used()), (0, 0, 0));
+    assert_eq!(t.read(status, 1)[0], UNTOUCHED);
+
+    std::fs::remove_file(fs.path("filler")).unwrap();
+    let mut again = super::tests::activation(&t, &irq, &kick, block.features());
+    again.queues[0].queue = queue;
+    block.activate(again).unwrap();
+    irq.wait_for("the write after the pause", || t.used_idx() == 1);
+    assert_eq!(t.read(status, 1)[0], OK);
 }
 
 /// A loop device over a file on a tiny tmpfs: the guest's writes land in the host's

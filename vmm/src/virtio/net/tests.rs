@@ -706,3 +706,47 @@ impl RawPacket {
         }
     }
 }
+
+#[test]
+fn a_pause_puts_receive_buffers_taken_but_not_filled_back() {
+    let mut r = rig(true);
+    // A frame bigger than the one buffer there is: the worker takes it and waits.
+    r.passt.write_all(&prefixed(&frame(3000, 1))).unwrap();
+    r.rx.add_chain(&[desc(0x20000, 2048, W)]);
+    r.worker.process_rx();
+    assert!(r.worker.rx_blocked());
+    assert_eq!(r.rx.used_idx(), 0);
+    r.worker.finish_for_pause();
+    let (_, rx, _) = r.worker.into_parts();
+    assert_eq!((rx.next_avail(), rx.next_used()), (0, 0));
+}
+
+#[test]
+fn a_pause_returns_receive_buffers_it_cannot_put_back_empty() {
+    let mut r = rig(true);
+    r.passt.write_all(&prefixed(&frame(5000, 2))).unwrap();
+    let first = r.rx.add_chain(&[desc(0x20000, 2048, W)]);
+    // Unusable, and returned at once: the buffers around it cannot go back.
+    r.rx.add_chain(&[desc(0x30000, 2048, R)]);
+    let third = r.rx.add_chain(&[desc(0x40000, 2048, W)]);
+    r.worker.process_rx();
+    assert_eq!(r.rx.used_idx(), 1);
+    r.worker.finish_for_pause();
+    assert_eq!(r.rx.used_idx(), 3);
+    assert_eq!(r.rx.used(1), (first.into(), 0));
+    assert_eq!(r.rx.used(2), (third.into(), 0));
+    let (_, rx, _) = r.worker.into_parts();
+    assert_eq!((rx.next_avail(), rx.next_used()), (3, 3));
+}
+
+#[test]
+fn a_pause_sends_what_the_driver_queued() {
+    let mut r = rig(true);
+    r.tx.write(0x10000, &[0; 12]);
+    r.tx.write(0x10000 + 12, &frame(70, 3));
+    r.tx.add_chain(&[desc(0x10000, 82, R)]);
+    r.worker.finish_for_pause();
+    assert_eq!(read_prefixed(&mut r.passt), frame(70, 3));
+    assert_eq!(r.tx.used_idx(), 1);
+    assert_eq!(r.irq.queue_count(TX_QUEUE), 1);
+}

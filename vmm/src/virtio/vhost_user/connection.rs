@@ -10,15 +10,18 @@
 //! the device, [`Connection::stop`].
 
 use super::deadline;
+use super::transfer;
 use crate::memory::GuestMemory;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use vhost::vhost_user::message::{
-    VhostUserHeaderFlag, VhostUserProtocolFeatures, VhostUserVirtioFeatures,
+    VhostTransferStateDirection, VhostTransferStatePhase, VhostUserHeaderFlag,
+    VhostUserProtocolFeatures, VhostUserVirtioFeatures,
 };
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
@@ -33,10 +36,16 @@ pub const REPLY_LIMIT: Duration = Duration::from_secs(5);
 /// Protocol features used when the backend offers them: acknowledgements of every
 /// request (errors are seen where they happen), the queue count (checked), and a
 /// device reset that clears the backend's session state.
+/// DEVICE_STATE lets a snapshot take the backend's own state (the guest's open files
+/// and inodes) along, to give it to a new backend.
 pub const WANTED_PROTOCOL_FEATURES: VhostUserProtocolFeatures =
     VhostUserProtocolFeatures::REPLY_ACK
         .union(VhostUserProtocolFeatures::MQ)
-        .union(VhostUserProtocolFeatures::RESET_DEVICE);
+        .union(VhostUserProtocolFeatures::RESET_DEVICE)
+        .union(VhostUserProtocolFeatures::DEVICE_STATE);
+
+/// The most backend state a snapshot carries.
+pub const MAX_BACKEND_STATE: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VhostUserError {
@@ -57,6 +66,13 @@ pub enum VhostUserError {
     NotShared(u64),
     #[error("the connection to the backend was lost earlier")]
     Lost,
+    #[error("the backend cannot hand over its state (no DEVICE_STATE protocol feature)")]
+    NoDeviceState,
+    #[error("{what} the backend's state: {source}")]
+    StateTransfer {
+        what: &'static str,
+        source: io::Error,
+    },
 }
 
 /// One queue as the backend needs it. Ring addresses are in the VMM's own address
@@ -218,10 +234,84 @@ impl Connection {
     /// (GET_VRING_BASE, which returns how far the backend got in each), then reset
     /// the backend's device state where it offers that. Returns the rings' bases.
     pub fn stop(&mut self, indices: &[usize]) -> Result<Vec<u32>, VhostUserError> {
-        let protocol_bit = self.features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
         let reset = self
             .protocol
             .contains(VhostUserProtocolFeatures::RESET_DEVICE);
+        self.stop_rings(indices, reset)
+    }
+
+    /// [`Connection::stop`] keeping the backend's device state: a pause for a
+    /// snapshot, after which the rings start again or the state is saved.
+    pub fn suspend(&mut self, indices: &[usize]) -> Result<Vec<u32>, VhostUserError> {
+        self.stop_rings(indices, false)
+    }
+
+    /// The backend's internal state, its rings stopped ([`Connection::suspend`]):
+    /// SET_DEVICE_STATE_FD (save), the state read from the pipe until the backend
+    /// closes it, then CHECK_DEVICE_STATE.
+    pub fn save_state(&mut self) -> Result<Vec<u8>, VhostUserError> {
+        self.need_device_state()?;
+        let (ours, theirs) = pipe("saving")?;
+        let limit = self.limit;
+        self.exchange("saving the backend's state", |f| {
+            let given = request(
+                "SET_DEVICE_STATE_FD",
+                f.set_device_state_fd(
+                    VhostTransferStateDirection::SAVE,
+                    VhostTransferStatePhase::STOPPED,
+                    theirs,
+                ),
+            )?;
+            // The backend may hand back a pipe of its own to read instead.
+            let source = given.map_or(ours, OwnedFd::from);
+            let state = transfer::read_all(source, MAX_BACKEND_STATE, limit).map_err(|source| {
+                VhostUserError::StateTransfer {
+                    what: "reading",
+                    source,
+                }
+            })?;
+            request("CHECK_DEVICE_STATE", f.check_device_state())?;
+            Ok(state)
+        })
+    }
+
+    /// Gives a new backend (rings not started yet) the state another one saved.
+    pub fn load_state(&mut self, state: &[u8]) -> Result<(), VhostUserError> {
+        self.need_device_state()?;
+        let (theirs, ours) = pipe("loading")?;
+        let limit = self.limit;
+        self.exchange("loading the backend's state", |f| {
+            let given = request(
+                "SET_DEVICE_STATE_FD",
+                f.set_device_state_fd(
+                    VhostTransferStateDirection::LOAD,
+                    VhostTransferStatePhase::STOPPED,
+                    theirs,
+                ),
+            )?;
+            let sink = given.map_or(ours, OwnedFd::from);
+            transfer::write_all(sink, state, limit).map_err(|source| {
+                VhostUserError::StateTransfer {
+                    what: "writing",
+                    source,
+                }
+            })?;
+            request("CHECK_DEVICE_STATE", f.check_device_state())
+        })
+    }
+
+    fn need_device_state(&self) -> Result<(), VhostUserError> {
+        match self
+            .protocol
+            .contains(VhostUserProtocolFeatures::DEVICE_STATE)
+        {
+            true => Ok(()),
+            false => Err(VhostUserError::NoDeviceState),
+        }
+    }
+
+    fn stop_rings(&mut self, indices: &[usize], reset: bool) -> Result<Vec<u32>, VhostUserError> {
+        let protocol_bit = self.features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
         self.exchange("stopping the queues", |f| {
             if protocol_bit != 0 {
                 for &index in indices {
@@ -266,6 +356,11 @@ impl Connection {
         }
         result
     }
+}
+
+/// A pipe: (read end, write end), both close-on-exec.
+fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd), VhostUserError> {
+    transfer::pipe().map_err(|source| VhostUserError::StateTransfer { what, source })
 }
 
 fn request<T>(what: &'static str, result: vhost::Result<T>) -> Result<T, VhostUserError> {

@@ -6,6 +6,7 @@ pub mod connection;
 mod deadline;
 pub mod fs;
 mod relay;
+mod transfer;
 
 pub use connection::{Connection, Ring, VhostUserError};
 pub use fs::Fs;
