@@ -1,6 +1,8 @@
 //! `hvbox vmm run` saving a running machine and a new VMM process continuing it: a
 //! guest that counts on its serial port goes on counting from where it was saved,
-//! with its registers and memory back; a damaged or mismatched state is refused.
+//! with its registers and memory back; one in the middle of its disk I/O goes on
+//! with its virtio-blk device and MSI-X interrupts; a damaged or mismatched state is
+//! refused.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -21,32 +23,42 @@ struct Vmm {
     serial: PathBuf,
     control: PathBuf,
     log: PathBuf,
+    ticks: fn(&str) -> Vec<u32>,
 }
 
 /// The counting guest in `dir`, run `name`, with `extra` flags (e.g. `--restore`).
 fn start(dir: &Path, name: &str, memory: &str, extra: &[&str]) -> Vmm {
+    let kernel = guest(dir, "counter");
+    let mut args = vec![
+        "--memory".to_string(),
+        memory.into(),
+        "--kernel".into(),
+        kernel,
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    start_with(dir, name, &args, ticks)
+}
+
+/// The tiny guest NAME built into `dir` (once), as a path argument.
+fn guest(dir: &Path, name: &str) -> String {
     let src = support::guests_dir(env!("CARGO_MANIFEST_DIR"), "../vmm/tests/guests");
-    let kernel = dir.join("counter.elf");
+    let kernel = dir.join(format!("{name}.elf"));
     if !kernel.exists() {
-        support::build(&src, "counter", support::Link::PvhElf, dir);
+        support::build(&src, name, support::Link::PvhElf, dir);
     }
-    let vmm = Vmm {
+    kernel.to_string_lossy().into_owned()
+}
+
+/// `hvbox vmm run ARGS` as run `name` in `dir`, its guest's progress read by `ticks`.
+fn start_with(dir: &Path, name: &str, args: &[String], ticks: fn(&str) -> Vec<u32>) -> Vmm {
+    Vmm {
         child: Command::new(env!("CARGO_BIN_EXE_hvbox"))
-            .args([
-                "vmm",
-                "run",
-                "--timeout",
-                "60",
-                "--memory",
-                memory,
-                "--kernel",
-            ])
-            .arg(&kernel)
+            .args(["vmm", "run", "--timeout", "60"])
+            .args(args)
             .arg("--serial-log")
             .arg(dir.join(format!("{name}.serial")))
             .arg("--control-socket")
             .arg(dir.join(format!("{name}.sock")))
-            .args(extra)
             .stdout(Stdio::null())
             .stderr(File::create(dir.join(format!("{name}.log"))).unwrap())
             .spawn()
@@ -54,8 +66,8 @@ fn start(dir: &Path, name: &str, memory: &str, extra: &[&str]) -> Vmm {
         serial: dir.join(format!("{name}.serial")),
         control: dir.join(format!("{name}.sock")),
         log: dir.join(format!("{name}.log")),
-    };
-    vmm
+        ticks,
+    }
 }
 
 impl Vmm {
@@ -70,7 +82,7 @@ impl Vmm {
     /// Waits until the guest has printed tick `n`.
     fn wait_for_tick(&mut self, n: u32) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while last_tick(&self.serial()).unwrap_or(0) < n {
+        while (self.ticks)(&self.serial()).last().copied().unwrap_or(0) < n {
             let ended = self.child.try_wait().unwrap();
             assert!(
                 ended.is_none() && Instant::now() < deadline,
@@ -113,6 +125,25 @@ fn ticks(serial: &str) -> Vec<u32> {
 
 fn last_tick(serial: &str) -> Option<u32> {
     ticks(serial).last().copied()
+}
+
+/// The requests the virtio-blk guest reports, with the queue's interrupt count after
+/// each: "blk request N ok irqs M".
+fn blk_requests(serial: &str) -> Vec<(u32, bool, u32)> {
+    serial
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.strip_prefix("blk request ")?.split(' ');
+            let n = words.next()?.parse().ok()?;
+            let ok = words.next()? == "ok";
+            let irqs = words.nth(1)?.parse().ok()?;
+            Some((n, ok, irqs))
+        })
+        .collect()
+}
+
+fn blk_ticks(serial: &str) -> Vec<u32> {
+    blk_requests(serial).iter().map(|r| r.0).collect()
 }
 
 /// A new state file in `dir`.
@@ -266,4 +297,54 @@ fn a_saved_guest_counts_on_in_a_new_vmm_and_a_damaged_state_is_refused() {
     state.set_len(len / 2).unwrap();
     let short = refused(dir, MEMORY, &path);
     assert!(short.contains("hvbox: cannot resume:"), "{short}");
+}
+
+#[test]
+fn a_guest_saved_amid_its_disk_io_goes_on_with_its_disk_and_interrupts() {
+    if !support::kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let disk = dir.join("disk.raw");
+    File::create(&disk).unwrap().set_len(1 << 20).unwrap();
+    let args = |extra: &[&str]| {
+        let mut args: Vec<String> = ["--memory", MEMORY, "--cmdline", "blk-loop", "--disk"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.push(disk.to_string_lossy().into_owned());
+        args.push("--kernel".into());
+        args.push(guest(dir, "virtio_pci"));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let mut first = start_with(dir, "blk-first", &args(&[]), blk_ticks);
+    first.wait_for_tick(5);
+    let (path, state) = state_file(dir, "blk.state");
+    assert_eq!(first.save("stop", &state), "ok", "{}", first.log());
+    assert_eq!(
+        first.child.wait().unwrap().code(),
+        Some(0),
+        "{}",
+        first.log()
+    );
+    let before = first.serial();
+    let saved_at = blk_ticks(&before).last().copied().unwrap();
+
+    let restore = args(&["--restore", path.to_str().unwrap()]);
+    let mut second = start_with(dir, "blk-second", &restore, blk_ticks);
+    second.wait_for_tick(saved_at + 5);
+    let after = second.kill();
+    // Each request written and read back, one after the other across both runs, each
+    // completion signalled by its own MSI-X interrupt (two requests per line).
+    let requests = blk_requests(&format!("{before}{after}"));
+    for (i, &(n, ok, irqs)) in requests.iter().enumerate() {
+        assert!(
+            n as usize == i + 1 && ok && irqs == 2 * n,
+            "request {} of the runs: {:?}\nfirst run:\n{before}\nsecond run:\n{after}",
+            i + 1,
+            (n, ok, irqs)
+        );
+    }
 }

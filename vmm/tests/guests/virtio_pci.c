@@ -6,6 +6,9 @@
      blk   read sector 0 of the virtio-blk disk, then write sector 1
      blk-far
            the same, writing sector 1024 (a hole in a sparse image) instead
+     blk-loop
+           forever: write a sector and read it back, one request at a time, saying
+           for each whether it came back and how many interrupts the queue had
      rng   read 64 bytes from virtio-rng
      net   send a DHCP DISCOVER through virtio-net and wait for the OFFER
      fs    read virtio-fs's tag, send FUSE_INIT through its request queue and read
@@ -256,17 +259,23 @@ static u8 blk_request(struct vq *q, u32 type, u32 sector, u32 buf) {
     return read8(status);
 }
 
+/* Set up the virtio-blk device with its request queue on MSI-X vector 1. */
+static int blk_open(struct vdev *d, struct vq *q) {
+    int slot = find(TYPE_BLOCK);
+    if (slot < 0 || (vdev_open(d, slot), !vdev_negotiate(d, 0))) {
+        puts("blk: no usable device\n");
+        return 0;
+    }
+    vdev_msix(d, 2);
+    vq_init(d, q, 0, 0x300000, 1);
+    write8(d->common + DEVICE_STATUS, STATUS_ACK | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+    return 1;
+}
+
 static void blk(u32 write_sector) {
     struct vdev d = {0};
     struct vq q;
-    int slot = find(TYPE_BLOCK);
-    if (slot < 0 || (vdev_open(&d, slot), !vdev_negotiate(&d, 0))) {
-        puts("blk: no usable device\n");
-        return;
-    }
-    vdev_msix(&d, 2);
-    vq_init(&d, &q, 0, 0x300000, 1);
-    write8(d.common + DEVICE_STATUS, STATUS_ACK | STATUS_DRIVER | STATUS_FEATURES_OK | STATUS_DRIVER_OK);
+    if (!blk_open(&d, &q)) return;
     puts("blk capacity ");
     puthex(read32(d.device), 8);
     putc('\n');
@@ -284,6 +293,29 @@ static void blk(u32 write_sector) {
     puts("\nblk irqs ");
     putdec(irq_counts[1]);
     putc('\n');
+}
+
+/* Forever: write request N's number into a sector, read it back, say whether it
+   came back and how many interrupts the queue has had (one per request). */
+static void blk_loop(void) {
+    struct vdev d = {0};
+    struct vq q;
+    if (!blk_open(&d, &q)) return;
+    u32 buf = 0x310000;
+    for (u32 n = 1;; n++) {
+        u32 sector = 8 + n % 64;
+        write32(buf, n);
+        u8 wrote = blk_request(&q, 1, sector, buf);
+        write32(buf, 0);
+        u8 read = blk_request(&q, 0, sector, buf);
+        puts("blk request ");
+        putdec(n);
+        puts(wrote == 0 && read == 0 && read32(buf) == n ? " ok" : " FAILED");
+        puts(" irqs ");
+        putdec(irq_counts[1]);
+        putc('\n');
+        for (volatile u32 delay = 0; delay < 20000; delay++) {}
+    }
 }
 
 static void rng(void) {
@@ -518,6 +550,8 @@ void guest_main(u32 start_info) {
         blk(1);
     else if (streq(mode, "blk-far"))
         blk(1024);
+    else if (streq(mode, "blk-loop"))
+        blk_loop();
     else if (streq(mode, "rng"))
         rng();
     else if (streq(mode, "net"))
