@@ -83,7 +83,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Power machines off (ACPI), hard-stopping them after a timeout.
+    /// Power machines off (ACPI), hard-stopping them after a timeout; a suspended
+    /// machine's saved state is discarded.
     Halt {
         /// Machines to halt (default: all, and orphaned machine folders).
         #[arg(value_name = "NAME")]
@@ -92,6 +93,15 @@ pub enum Command {
         #[arg(long, default_value_t = 90)]
         timeout: u64,
     },
+    /// Save running machines' whole state (memory, devices) into their folders and
+    /// stop them; `up` or `resume` continues them where they were.
+    Suspend {
+        /// Machines to suspend (default: all).
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Continue suspended machines (as `up` does); returns once ssh answers.
+    Resume(UpArgs),
     /// Stop machines and delete their state (disk, keys, logs); the box cache stays.
     Destroy {
         /// Machines to destroy (default: all, and orphaned machine folders).
@@ -157,6 +167,9 @@ pub struct UpArgs {
     /// Do not run the provision steps, even if they never completed.
     #[arg(long)]
     pub no_provision: bool,
+    /// Boot a suspended machine fresh, discarding its saved state.
+    #[arg(long)]
+    pub cold: bool,
 }
 
 #[derive(Debug, Args)]

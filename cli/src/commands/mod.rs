@@ -22,6 +22,7 @@ mod select;
 mod ssh;
 mod ssh_config;
 mod status;
+mod suspend;
 mod table;
 mod up;
 mod upgrade_kernel;
@@ -63,6 +64,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { names, json } => status::run(&names, json),
         Command::Halt { names, timeout } => halt::run(&names, timeout),
         Command::Destroy { names } => destroy::run(&names),
+        Command::Suspend { names } => suspend::run(&names),
+        Command::Resume(args) => up::resume(&args),
         Command::Reload(args) => reload::run(&args),
         Command::SshConfig { names } => ssh_config::run(&names),
         Command::UpgradeKernel(args) => upgrade_kernel::run(&args),

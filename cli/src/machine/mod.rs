@@ -5,6 +5,7 @@ pub mod lock;
 pub mod private;
 pub mod runtime;
 pub mod state;
+pub mod suspended;
 
 pub use runtime::{RunInfo, RunState};
 pub use state::MachineState;
