@@ -38,7 +38,7 @@ fn suspend(target: &Target, info: &RunInfo) -> Result<()> {
     // QEMU cannot migrate a vhost-user-fs device: its state lives in virtiofsd.
     if info.engine == EngineKind::Qemu && !info.mounts.is_empty() {
         bail!(
-            "{} runs on the qemu engine with shared folders (`mounts:`), and QEMU cannot save the state of a shared folder's device (vhost-user-fs); use `hvbox halt`, or remove `mounts:` from hvbox.yaml and {} before suspending",
+            "{} runs on the qemu engine with shared folders, and QEMU cannot save the state of a shared folder's device (vhost-user-fs); use `hvbox halt`, or set `mounts: []` in hvbox.yaml (without the key the project folder is mounted) and {} before suspending",
             target.subject(),
             target.hint("reload")
         );

@@ -66,6 +66,13 @@ pub fn resume(args: &UpArgs) -> Result<ExitCode> {
 /// the user frees space, then runs `up`.
 fn resume_held_io(info: &RunInfo) -> Result<()> {
     let engine = engine::of_kind(info.engine)?;
+    // An engine that does not answer (busy, or ending) left nothing paused to see.
+    if engine
+        .continue_if_paused(&info.control_socket)
+        .unwrap_or(false)
+    {
+        step!("the guest was paused by a suspend that did not finish; it continues now");
+    }
     let paused = engine.io_paused(&info.control_socket).unwrap_or_default();
     if paused.is_empty() {
         return Ok(());

@@ -91,6 +91,11 @@ pub trait Engine {
         state: &Path,
         vm_alive: &dyn Fn() -> bool,
     ) -> Result<()>;
+    /// Continue a guest left paused by a suspend that was cut short (its `hvbox
+    /// suspend` killed); true when it was paused.
+    fn continue_if_paused(&self, _control_socket: &Path) -> Result<bool> {
+        Ok(false)
+    }
     /// The engine program's version where a saved state needs the same one to load
     /// (QEMU's); `None` where hvbox's own version decides.
     fn state_version(&self) -> Option<String> {

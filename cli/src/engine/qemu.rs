@@ -164,6 +164,10 @@ impl Engine for Qemu {
         super::qemu_state::save(control_socket, dest)
     }
 
+    fn continue_if_paused(&self, control_socket: &Path) -> Result<bool> {
+        super::qemu_state::continue_if_paused(control_socket)
+    }
+
     fn finish_restore(
         &self,
         control_socket: &Path,

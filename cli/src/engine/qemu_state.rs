@@ -69,6 +69,21 @@ fn write_state(qmp: &mut Qmp, dest: &File) -> Result<()> {
     }
 }
 
+/// A guest `save` paused and nobody continued (its caller was killed): QEMU is
+/// `paused` mid-save or `postmigrate` after it.
+pub fn continue_if_paused(socket: &Path) -> Result<bool> {
+    let mut qmp = Qmp::connect(socket, Duration::from_secs(10))?;
+    let status = qmp.execute("query-status", None)?;
+    match status["status"].as_str() {
+        Some("paused" | "postmigrate") => {
+            let _ = qmp.execute("migrate_cancel", None);
+            qmp.execute("cont", None)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
 /// Feed `state` to a QEMU started with `-incoming defer`, then continue the guest.
 pub fn load(socket: &Path, state: &Path, vm_alive: &dyn Fn() -> bool) -> Result<()> {
     let mut qmp = connect_when_listening(socket, vm_alive)?;
@@ -249,6 +264,15 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let first = Vm::start(dir.path(), "first", false);
+        assert_eq!(first.status(), "running");
+        // A save whose caller was killed after `stop` leaves the guest paused; the
+        // next `up` continues it.
+        assert!(!continue_if_paused(&first.socket).unwrap());
+        Qmp::connect(&first.socket, Duration::from_secs(10))
+            .unwrap()
+            .execute("stop", None)
+            .unwrap();
+        assert!(continue_if_paused(&first.socket).unwrap());
         assert_eq!(first.status(), "running");
         let state = dir.path().join("vm.state");
         save(&first.socket, &File::create(&state).unwrap()).unwrap();
