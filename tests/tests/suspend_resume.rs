@@ -2,7 +2,8 @@
 //! background process and a web server survive `suspend` + `up`, the guest's clock
 //! and uptime carry on, nothing of the suspended machine keeps running; a damaged
 //! state is refused and the machine boots cold; `up --cold` and `halt` discard a state.
-//! No shared folders: QEMU cannot save a vhost-user-fs device.
+//! A live snapshot, restored, brings a file back as it was. No shared folders: QEMU
+//! cannot save a vhost-user-fs device.
 
 use hvbox_tests::crash::{processes_of, run_facts};
 use hvbox_tests::{require_tools, test_box, HttpServer, TestProject};
@@ -170,6 +171,38 @@ fn a_suspended_machine_continues_where_it_was() {
         "suspend/resume on qemu (TCG, 768M guest): cold up {cold_secs:.1} s; suspend {suspend_secs:.1} s, state {:.1} MiB; resume up (to ssh and clock) {resume_secs:.1} s",
         state_bytes as f64 / (1 << 20) as f64
     );
+
+    // Snapshots: `--live` saves the running machine with its state and leaves it up;
+    // restoring it brings back the file as it was, and the machine suspended.
+    guest(&project, "echo before > snap.txt && sync");
+    let out = project.ok(&["snapshot", "save", "first", "--live"]);
+    assert!(out.contains("snapshot `first` saved"), "{out}");
+    assert_eq!(state(&project), "running");
+    guest(&project, "echo after > snap.txt && sync");
+    let refused = project.hvbox(&["snapshot", "restore", "first"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("is running"),
+        "{stderr}"
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&project.ok(&["snapshot", "list", "--json"])).unwrap();
+    assert_eq!(list[0]["name"], "first", "{list}");
+    assert_eq!(list[0]["with_state"], true, "{list}");
+    assert!(list[0]["on_disk"].as_u64().unwrap() > 1 << 20, "{list}");
+    let out = project.ok(&["snapshot", "restore", "first", "--force"]);
+    assert!(out.contains("the machine is suspended as it was"), "{out}");
+    assert_eq!(state(&project), "suspended");
+    let out = project.ok(&["up"]);
+    assert!(out.contains("resuming on qemu"), "{out}");
+    assert_eq!(guest(&project, "cat snap.txt"), "before");
+    assert_eq!(
+        guest(&project, &format!("kill -0 {ticker} && echo alive")),
+        "alive"
+    );
+    let out = project.ok(&["snapshot", "delete", "first"]);
+    assert!(out.contains("snapshot `first` deleted"), "{out}");
+    assert!(!dir.join("snapshots/first").exists());
 
     // A state cut short: refused with QEMU's reason, and the machine boots cold.
     project.ok(&["suspend"]);

@@ -91,6 +91,17 @@ pub trait Engine {
         state: &Path,
         vm_alive: &dyn Fn() -> bool,
     ) -> Result<()>;
+    /// Pause the guest, write its whole state into `dest`, run `while_paused` (which
+    /// copies the disk that matches the state), and continue the guest whatever
+    /// happened.
+    fn save_paused(
+        &self,
+        _control_socket: &Path,
+        _dest: &File,
+        _while_paused: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        bail!("the {} engine cannot yet save a machine and keep it running (its VMM continues the guest before the disk could be copied); suspend the machine, save the snapshot, and `hvbox up`", self.kind())
+    }
     /// Continue a guest left paused by a suspend that was cut short (its `hvbox
     /// suspend` killed); true when it was paused.
     fn continue_if_paused(&self, _control_socket: &Path) -> Result<bool> {

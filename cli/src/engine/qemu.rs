@@ -164,6 +164,15 @@ impl Engine for Qemu {
         super::qemu_state::save(control_socket, dest)
     }
 
+    fn save_paused(
+        &self,
+        control_socket: &Path,
+        dest: &File,
+        while_paused: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        super::qemu_state::save_paused(control_socket, dest, while_paused)
+    }
+
     fn continue_if_paused(&self, control_socket: &Path) -> Result<bool> {
         super::qemu_state::continue_if_paused(control_socket)
     }

@@ -41,6 +41,24 @@ pub fn save(socket: &Path, dest: &File) -> Result<()> {
     }
 }
 
+/// Pause the guest, write its state into `dest`, run `while_paused`, continue.
+/// QEMU hands its disks back to the guest at `cont` after a completed migration.
+pub fn save_paused(
+    socket: &Path,
+    dest: &File,
+    while_paused: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
+    let mut qmp = Qmp::connect(socket, Duration::from_secs(10))?;
+    let running = qmp.execute("query-status", None)?["running"] == true;
+    qmp.execute("stop", None)?;
+    let result = write_state(&mut qmp, dest).and_then(|()| while_paused());
+    if running {
+        qmp.execute("cont", None)
+            .context("continuing the guest after saving it")?;
+    }
+    result
+}
+
 fn write_state(qmp: &mut Qmp, dest: &File) -> Result<()> {
     qmp.execute(
         "migrate-set-parameters",
@@ -255,6 +273,26 @@ mod tests {
         load(&second.socket, &state, &|| crate::process::pid_alive(pid)).unwrap();
         assert_eq!(second.status(), "running");
         assert!(second.alive());
+
+        // A live snapshot: paused while the state is written and the disk copied,
+        // then running on in the same process. (QEMU serves one QMP client at a
+        // time: the copy cannot ask it anything.)
+        let live = File::create(dir.path().join("live.state")).unwrap();
+        let mut copied = false;
+        save_paused(&second.socket, &live, &mut || {
+            copied = true;
+            Ok(())
+        })
+        .unwrap();
+        assert!(copied);
+        assert_eq!(second.status(), "running");
+        assert!(live.metadata().unwrap().len() > 4096);
+        // A copy that fails fails the save, and the guest still runs on.
+        let err = save_paused(&second.socket, &live, &mut || anyhow::bail!("disk full"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "disk full");
+        assert_eq!(second.status(), "running");
     }
 
     #[test]

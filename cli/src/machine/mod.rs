@@ -4,6 +4,7 @@ pub mod kernels;
 pub mod lock;
 pub mod private;
 pub mod runtime;
+pub mod snapshots;
 pub mod state;
 pub mod suspended;
 
