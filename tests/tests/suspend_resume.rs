@@ -118,6 +118,10 @@ fn a_suspended_machine_continues_where_it_was() {
     assert!(table.contains("suspended"), "{table}");
     let state_file = dir.join("state/vm.state");
     let state_bytes = std::fs::metadata(&state_file).expect("state file").len();
+    let status: serde_json::Value =
+        serde_json::from_str(&project.ok(&["status", "--json"])).unwrap();
+    assert_eq!(status[0]["saved_state"]["bytes"], state_bytes, "{status}");
+    assert_eq!(status[0]["saved_state"]["engine"], "qemu", "{status}");
     assert_eq!(machine_processes(&dir, &runtime), Vec::<String>::new());
     // Long enough for a clock left alone to be visibly behind.
     std::thread::sleep(Duration::from_secs(10));
