@@ -83,7 +83,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Power machines off (ACPI), hard-stopping them after a timeout.
+    /// Power machines off (ACPI), hard-stopping them after a timeout; a suspended
+    /// machine's saved state is discarded.
     Halt {
         /// Machines to halt (default: all, and orphaned machine folders).
         #[arg(value_name = "NAME")]
@@ -92,6 +93,18 @@ pub enum Command {
         #[arg(long, default_value_t = 90)]
         timeout: u64,
     },
+    /// Save running machines' whole state (memory, devices) into their folders and
+    /// stop them; `up` or `resume` continues them where they were.
+    Suspend {
+        /// Machines to suspend (default: all).
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+    },
+    /// Continue suspended machines (as `up` does); returns once ssh answers.
+    Resume(UpArgs),
+    /// Keep a machine's disk and state under a name, and go back to it.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Stop machines and delete their state (disk, keys, logs); the box cache stays.
     Destroy {
         /// Machines to destroy (default: all, and orphaned machine folders).
@@ -157,6 +170,46 @@ pub struct UpArgs {
     /// Do not run the provision steps, even if they never completed.
     #[arg(long)]
     pub no_provision: bool,
+    /// Boot a suspended machine fresh, discarding its saved state.
+    #[arg(long)]
+    pub cold: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Save a stopped or suspended machine's disk, seed and state (with `--live`, a
+    /// running machine's, paused while its state and disk are copied).
+    Save {
+        name: String,
+        /// The machine (required when the project has several).
+        #[arg(long)]
+        machine: Option<String>,
+        /// Save a running machine with its running state, and leave it running.
+        #[arg(long)]
+        live: bool,
+    },
+    /// Put a snapshot back: the machine is then stopped, or suspended as it was.
+    Restore {
+        name: String,
+        #[arg(long)]
+        machine: Option<String>,
+        /// Stop a running machine at once to restore over it.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List a machine's snapshots with the space each takes on disk.
+    List {
+        #[arg(long)]
+        machine: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a snapshot.
+    Delete {
+        name: String,
+        #[arg(long)]
+        machine: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -34,11 +34,11 @@ const KERNEL_PANIC: &str = "Kernel panic - not syncing";
 
 /// What is checked before anything is created or started.
 pub struct Preflight {
-    engine: Box<dyn Engine>,
-    reason: String,
+    pub(crate) engine: Box<dyn Engine>,
+    pub(crate) reason: String,
     extra_disks: Vec<DiskConfig>,
     /// The host folders the guest sees, and the virtiofsd that serves them.
-    mounts: Vec<Mount>,
+    pub(crate) mounts: Vec<Mount>,
     virtiofsd: Option<PathBuf>,
 }
 
@@ -82,6 +82,12 @@ pub fn boot(
     checked: Preflight,
     timeout: Duration,
 ) -> Result<Booted> {
+    // A cold boot moves the disk past any saved state: continuing it later would
+    // corrupt the disk.
+    if machine.is_suspended() {
+        step!("discarding the machine's saved state (from `hvbox suspend`): it boots fresh");
+        machine.discard_state()?;
+    }
     let state = machine.load_state()?;
     let selection = match &state.pinned_kernel {
         Some(v) => KernelSelection::Version(v.clone()),
@@ -101,7 +107,7 @@ pub fn boot(
     announce_kernel(&state, &record);
 
     let mounts = checked.mounts.clone();
-    let info = start(machine, spec, &state, checked, &boot, cmdline)?;
+    let info = start(machine, spec, &state, &checked, &boot, cmdline)?;
     step!(
         "waiting for ssh on 127.0.0.1:{} (serial log: {})",
         info.info.ssh_port,
@@ -160,20 +166,27 @@ fn announce_kernel(state: &MachineState, record: &KernelRecord) {
 }
 
 /// A running boot: the supervisor's processes and where this boot's logs start.
-struct Started {
-    info: RunInfo,
-    serial_start: u64,
-    vm_log_start: u64,
+pub(crate) struct Started {
+    pub info: RunInfo,
+    pub serial_start: u64,
+    pub vm_log_start: u64,
 }
 
-fn start(
+/// A run's runtime folder, sockets, ssh port and file-system daemons, made ready
+/// before the machine's configuration names them.
+pub(crate) struct RunFiles {
+    runtime_dir: PathBuf,
+    pub passt_socket: PathBuf,
+    files: VmFiles,
+    ssh_port: u16,
+    pub daemons: Vec<FsDaemon>,
+}
+
+pub(crate) fn prepare_run(
     machine: &Machine,
-    spec: &Spec,
     state: &MachineState,
-    checked: Preflight,
-    boot: &BootFiles,
-    cmdline: String,
-) -> Result<Started> {
+    checked: &Preflight,
+) -> Result<RunFiles> {
     let runtime_dir = prepare_runtime_dir(&machine.runtime_dir(&state.instance_id))?;
     // passt gets a folder of its own (see hand_to_passt_when_root).
     let passt_dir = runtime_dir.join("net");
@@ -182,12 +195,29 @@ fn start(
         .create(&passt_dir)
         .with_context(|| format!("creating {}", passt_dir.display()))?;
     hand_to_passt_when_root(&passt_dir)?;
-    let passt_socket = passt_dir.join("passt.sock");
-    let control_socket = runtime_dir.join("control.sock");
-    let console_socket = runtime_dir.join("console.sock");
-    let ssh_port = free_local_port()?;
-    let daemons = fs_daemons(machine, &checked, &runtime_dir)?;
+    let files = VmFiles {
+        config: machine.file(VM_CONFIG_FILE),
+        control_socket: runtime_dir.join("control.sock"),
+        console_socket: runtime_dir.join("console.sock"),
+    };
+    Ok(RunFiles {
+        passt_socket: passt_dir.join("passt.sock"),
+        files,
+        ssh_port: free_local_port()?,
+        daemons: fs_daemons(machine, checked, &runtime_dir)?,
+        runtime_dir,
+    })
+}
 
+fn start(
+    machine: &Machine,
+    spec: &Spec,
+    state: &MachineState,
+    checked: &Preflight,
+    boot: &BootFiles,
+    cmdline: String,
+) -> Result<Started> {
+    let run = prepare_run(machine, state, checked)?;
     let config = MachineConfig {
         cpus: spec.cpus.0,
         memory: spec.memory.bytes(),
@@ -210,10 +240,11 @@ fn start(
         nested_virtualization: spec.nested_virtualization,
         nics: vec![NetConfig {
             mac: state.mac,
-            backend: NetBackend::Passt(passt_socket.clone()),
+            backend: NetBackend::Passt(run.passt_socket.clone()),
         }],
         // Each mount's virtio-fs device, with the tag the guest's fstab names.
-        filesystems: daemons
+        filesystems: run
+            .daemons
             .iter()
             .enumerate()
             .map(|(i, d)| FsConfig {
@@ -226,30 +257,39 @@ fn start(
     config
         .validate()
         .with_context(|| format!("machine `{}`", machine.name))?;
-    let files = VmFiles {
-        config: machine.file(VM_CONFIG_FILE),
-        control_socket,
-        console_socket,
-    };
+    step!("booting on {}", checked.reason);
+    spawn(machine, spec, checked, run, config, None)
+}
+
+/// Start the supervisor with passt, the daemons and the engine running `config`
+/// (from the saved state at `restore`, if given), and wait for its run file.
+pub(crate) fn spawn(
+    machine: &Machine,
+    spec: &Spec,
+    checked: &Preflight,
+    run: RunFiles,
+    config: MachineConfig,
+    restore: Option<&Path>,
+) -> Result<Started> {
     let plan = LaunchPlan {
         engine: checked.engine.kind(),
-        vm_command: checked.engine.vm_command(&config, &files)?,
-        passt_command: passt_command(&passt_socket, ssh_port, &spec.ports),
-        passt_socket,
-        control_socket: files.control_socket,
-        console_socket: files.console_socket,
-        runtime_dir: runtime_dir.clone(),
-        ssh_port,
-        filesystems: daemons,
+        vm_command: checked.engine.vm_command(&config, &run.files, restore)?,
+        passt_command: passt_command(&run.passt_socket, run.ssh_port, &spec.ports),
+        passt_socket: run.passt_socket,
+        control_socket: run.files.control_socket,
+        console_socket: run.files.console_socket,
+        runtime_dir: run.runtime_dir,
+        ssh_port: run.ssh_port,
+        filesystems: run.daemons,
         serial_pipe: checked
             .engine
             .serial_through_pipe()
             .then(|| machine.serial_log()),
+        config: Some(config),
     };
     // Everything up to here (disk, seed, keys, boot files) is the owner's alone,
     // also in machines an older hvbox made.
     crate::machine::private::tighten(&machine.dir)?;
-    step!("booting on {}", checked.reason);
     // Only this boot's output explains a failure of this boot.
     let serial_start = std::fs::metadata(machine.serial_log()).map_or(0, |m| m.len());
     let vm_log_start = std::fs::metadata(machine.file("vm.log")).map_or(0, |m| m.len());

@@ -18,6 +18,7 @@ mod process;
 mod progress;
 mod project;
 mod provision;
+mod resume;
 mod seed;
 mod spec;
 mod ssh;

@@ -45,6 +45,9 @@ pub struct LaunchPlan {
     /// rotates its own.
     #[serde(default)]
     pub serial_pipe: Option<PathBuf>,
+    /// The machine as the engine runs it, kept for `hvbox suspend` to record.
+    #[serde(default)]
+    pub config: Option<hvbox_vmm::MachineConfig>,
 }
 
 /// Where a VM with a [`LaunchPlan::serial_pipe`] finds the pipe to its serial log.

@@ -29,6 +29,15 @@ fn destroy(machine: &Machine) -> Result<()> {
     if let Some(state) = state {
         let _ = std::fs::remove_dir_all(machine.runtime_dir(&state.instance_id));
     }
+    let snapshots = crate::machine::snapshots::list(machine).unwrap_or_default();
+    if !snapshots.is_empty() {
+        let bytes: u64 = snapshots.iter().map(|(_, b)| b).sum();
+        step!(
+            "deleting its {} snapshot(s) ({} on disk)",
+            snapshots.len(),
+            crate::spec::Size::from_bytes(bytes)
+        );
+    }
     if machine.dir.exists() {
         std::fs::remove_dir_all(&machine.dir)
             .with_context(|| format!("removing {}", machine.dir.display()))?;

@@ -24,6 +24,10 @@ pub fn run(names: &[String], timeout: u64) -> Result<ExitCode> {
                 stop(machine, &info, Duration::from_secs(timeout))?;
                 step!("machine stopped");
             }
+            RunState::Suspended => {
+                machine.discard_state()?;
+                step!("machine was suspended: its saved state is discarded; it is stopped");
+            }
             other => step!("machine is {}", other.label()),
         }
         Ok(())

@@ -19,9 +19,11 @@ mod logs;
 mod provision;
 mod reload;
 mod select;
+mod snapshot;
 mod ssh;
 mod ssh_config;
 mod status;
+mod suspend;
 mod table;
 mod up;
 mod upgrade_kernel;
@@ -29,7 +31,7 @@ mod validate;
 mod vmm_confine;
 mod vmm_run;
 
-use crate::args::{BoxCommand, Cli, Command, VmmCommand};
+use crate::args::{BoxCommand, Cli, Command, SnapshotCommand, VmmCommand};
 use anyhow::Result;
 use std::process::ExitCode;
 
@@ -63,6 +65,24 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { names, json } => status::run(&names, json),
         Command::Halt { names, timeout } => halt::run(&names, timeout),
         Command::Destroy { names } => destroy::run(&names),
+        Command::Suspend { names } => suspend::run(&names),
+        Command::Resume(args) => up::resume(&args),
+        Command::Snapshot(SnapshotCommand::Save {
+            name,
+            machine,
+            live,
+        }) => snapshot::save(machine.as_deref(), &name, live),
+        Command::Snapshot(SnapshotCommand::Restore {
+            name,
+            machine,
+            force,
+        }) => snapshot::restore(machine.as_deref(), &name, force),
+        Command::Snapshot(SnapshotCommand::List { machine, json }) => {
+            snapshot::list(machine.as_deref(), json)
+        }
+        Command::Snapshot(SnapshotCommand::Delete { name, machine }) => {
+            snapshot::delete(machine.as_deref(), &name)
+        }
         Command::Reload(args) => reload::run(&args),
         Command::SshConfig { names } => ssh_config::run(&names),
         Command::UpgradeKernel(args) => upgrade_kernel::run(&args),

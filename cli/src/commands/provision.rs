@@ -25,6 +25,11 @@ pub fn run(names: &[String]) -> Result<ExitCode> {
                 target.subject(),
                 target.hint("up")
             ),
+            RunState::Suspended => bail!(
+                "{} is suspended; {} continues it and runs the provision steps unless they completed before",
+                target.subject(),
+                target.hint("up")
+            ),
             RunState::Stopped => bail!(
                 "{} is stopped; {} starts it (and runs the provision steps unless they completed before; `--provision` runs them anyway)",
                 target.subject(),

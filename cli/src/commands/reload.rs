@@ -23,10 +23,18 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
     for_each(&targets, |target| {
         // One lock over both halves, so no other command slips in between.
         let _lock = MachineLock::acquire(&target.machine, "reload", true)?;
-        if let RunState::Running(info) = target.machine.run_state() {
-            step!("asking the guest to power off");
-            halt::stop(&target.machine, &info, HALT_GRACE)?;
-            step!("machine stopped");
+        match target.machine.run_state() {
+            RunState::Running(info) => {
+                step!("asking the guest to power off");
+                halt::stop(&target.machine, &info, HALT_GRACE)?;
+                step!("machine stopped");
+            }
+            // A reload boots the disk's boot files afresh, which a resume would not.
+            RunState::Suspended => {
+                step!("discarding the saved state: reload boots the machine fresh");
+                target.machine.discard_state()?;
+            }
+            _ => {}
         }
         up::start(&selection, target, args)
     })?;

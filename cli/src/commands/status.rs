@@ -5,6 +5,7 @@ use super::box_fetch;
 use super::select::{Need, Selection, Target};
 use super::table::print_table;
 use crate::engine;
+use crate::machine::suspended::Suspended;
 use crate::machine::{MachineState, RunInfo, RunState};
 use crate::spec::SPEC_FILE;
 use anyhow::Result;
@@ -20,6 +21,8 @@ struct Row {
     box_name: Option<String>,
     /// What holds the guest's disk I/O (a disk full), as the engine says.
     paused: Vec<String>,
+    /// The saved state of a suspended machine.
+    suspended: Option<Suspended>,
 }
 
 impl Row {
@@ -42,10 +45,15 @@ impl Row {
             RunState::Running(info) => io_paused(info),
             _ => Vec::new(),
         };
+        let suspended = match &run_state {
+            RunState::Suspended => target.machine.suspended().ok().flatten(),
+            _ => None,
+        };
         Row {
             name: target.name().to_string(),
             run_state,
             paused,
+            suspended,
             orphaned: target.orphaned,
             state,
             hostname,
@@ -96,6 +104,11 @@ impl Row {
             "mounts": info.map(|i| &i.mounts),
             "lost_mounts": info.map(|i| &i.lost_mounts),
             "paused": info.map(|_| &self.paused),
+            "saved_state": self.suspended.as_ref().map(|s| serde_json::json!({
+                "engine": s.engine,
+                "bytes": s.state_bytes,
+                "saved_unix": s.saved_unix,
+            })),
         })
     }
 

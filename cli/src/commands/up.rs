@@ -13,6 +13,7 @@ use crate::machine::{kernels, state, Machine, MachineState, RunInfo, RunState};
 use crate::progress::step;
 use crate::project::Project;
 use crate::provision;
+use crate::resume::{self, Resumed};
 use crate::spec::{first_boot, ProjectSpec, Size, Spec};
 use crate::ssh;
 use anyhow::{bail, Context, Result};
@@ -35,10 +36,43 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `hvbox resume [NAME…]`: `up` for the suspended machines among those named; the
+/// others are left as they are, with a line saying why.
+pub fn resume(args: &UpArgs) -> Result<ExitCode> {
+    let selection = Selection::load(Need::Settings)?;
+    let targets = selection.many(&args.names, false)?;
+    for_each(&targets, |target| {
+        let _lock = MachineLock::acquire(&target.machine, "resume", true)?;
+        match target.machine.run_state() {
+            RunState::Suspended => start(&selection, target, args),
+            RunState::Running(_) => {
+                step!("machine is already running");
+                Ok(())
+            }
+            other => {
+                step!(
+                    "machine is {}, not suspended; {} starts it",
+                    other.label(),
+                    target.hint("up")
+                );
+                Ok(())
+            }
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// A running machine whose disk I/O waits for space (a disk full) retries it now:
 /// the user frees space, then runs `up`.
 fn resume_held_io(info: &RunInfo) -> Result<()> {
     let engine = engine::of_kind(info.engine)?;
+    // An engine that does not answer (busy, or ending) left nothing paused to see.
+    if engine
+        .continue_if_paused(&info.control_socket)
+        .unwrap_or(false)
+    {
+        step!("the guest was paused by a suspend that did not finish; it continues now");
+    }
     let paused = engine.io_paused(&info.control_socket).unwrap_or_default();
     if paused.is_empty() {
         return Ok(());
@@ -83,7 +117,32 @@ pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Re
         provision::after_up(project, machine, spec, info.ssh_port, when)?;
         return Ok(());
     }
-    let checked = launch::preflight(project, spec)?;
+    let mut checked = launch::preflight(project, spec)?;
+    if let Some(record) = machine.suspended()? {
+        if args.cold {
+            step!("discarding the saved state (--cold): the machine boots fresh");
+            machine.discard_state()?;
+        } else {
+            match resume::resume(
+                machine,
+                spec,
+                &checked,
+                record,
+                Duration::from_secs(args.timeout),
+            )? {
+                Resumed::Running(info) => {
+                    provision::after_up(project, machine, spec, info.ssh_port, when)?;
+                    step!("machine is up: {} opens a shell", target.hint("ssh"));
+                    return Ok(());
+                }
+                Resumed::Refused(why) => {
+                    step!("cannot resume the saved state: {why}; it is discarded and the machine boots cold");
+                    // The engine's checks are made again for the cold boot.
+                    checked = launch::preflight(project, spec)?;
+                }
+            }
+        }
+    }
     let progress = if args.quiet {
         Progress::Quiet
     } else {

@@ -5,10 +5,13 @@ use super::{Engine, EngineKind, VmFiles};
 use crate::machine::write_atomic;
 use anyhow::{bail, Context, Result};
 use hvbox_vmm::MachineConfig;
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 /// How long the VMM itself waits after the power button before stopping the guest
 /// hard. `hvbox halt` keeps its own, shorter timeout and sends `kill` when it
@@ -48,12 +51,17 @@ impl Engine for Builtin {
     /// The VMM reads the machine from `files.config`, written here as the JSON of
     /// [`MachineConfig`] itself: what `launch` built is what the VMM runs. Only the
     /// run's sockets are flags.
-    fn vm_command(&self, config: &MachineConfig, files: &VmFiles) -> Result<Vec<String>> {
+    fn vm_command(
+        &self,
+        config: &MachineConfig,
+        files: &VmFiles,
+        restore: Option<&Path>,
+    ) -> Result<Vec<String>> {
         let mut json = serde_json::to_string_pretty(config)?;
         json.push('\n');
         write_atomic(&files.config, json.as_bytes())?;
         let path = |p: &Path| p.to_string_lossy().into_owned();
-        Ok(vec![
+        let mut argv = vec![
             path(&self.exe),
             "vmm".into(),
             "run".into(),
@@ -63,7 +71,11 @@ impl Engine for Builtin {
             path(&files.control_socket),
             "--console-socket".into(),
             path(&files.console_socket),
-        ])
+        ];
+        if let Some(state) = restore {
+            argv.extend(["--restore".into(), path(state)]);
+        }
+        Ok(argv)
     }
 
     fn request_poweroff(&self, control_socket: &Path) -> Result<()> {
@@ -90,6 +102,70 @@ impl Engine for Builtin {
     fn resume_io(&self, control_socket: &Path) -> Result<()> {
         control_request(control_socket, "resume")
     }
+
+    /// `save stop` with the file's descriptor in the same message: the VMM writes
+    /// the state into it, answers, and exits.
+    fn suspend(&self, control_socket: &Path, dest: &File) -> Result<()> {
+        let reply = send_with_file(control_socket, "save stop", dest, SAVE_LIMIT)?;
+        match reply.as_str() {
+            "ok" => Ok(()),
+            "" => bail!("the VMM ended without answering `save stop`"),
+            other => bail!(
+                "the VMM could not save the machine: {}",
+                other.strip_prefix("error: ").unwrap_or(other)
+            ),
+        }
+    }
+
+    /// The VMM loads the state itself (`--restore`) before it serves its control
+    /// socket, and refuses a state it cannot continue by exiting: the first answer
+    /// to `status` means the guest runs.
+    fn finish_restore(
+        &self,
+        control_socket: &Path,
+        _state: &Path,
+        vm_alive: &dyn Fn() -> bool,
+    ) -> Result<()> {
+        let deadline = Instant::now() + SAVE_LIMIT;
+        loop {
+            match control_reply(control_socket, "status") {
+                Ok(reply) if reply.starts_with("running") => return Ok(()),
+                _ if !vm_alive() => bail!("the VMM refused the saved state and ended"),
+                _ if Instant::now() > deadline => bail!(
+                    "the VMM did not answer within {} s of starting from the saved state",
+                    SAVE_LIMIT.as_secs()
+                ),
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+/// Saving and loading take seconds per GiB of guest memory; this only bounds a VMM
+/// that stopped making progress.
+const SAVE_LIMIT: Duration = Duration::from_secs(600);
+
+/// `request` and `file`'s descriptor in one message (SCM_RIGHTS); the one-line reply.
+fn send_with_file(socket: &Path, request: &str, file: &File, limit: Duration) -> Result<String> {
+    let stream = UnixStream::connect(socket).with_context(|| {
+        format!(
+            "connecting to the VMM's control socket {}",
+            socket.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(limit))?;
+    let line = format!("{request}\n");
+    let sent = stream
+        .send_with_fd(line.as_bytes(), file.as_raw_fd())
+        .map_err(|e| anyhow::anyhow!("sending `{request}` to the VMM: {e}"))?;
+    if sent != line.len() {
+        bail!("sending `{request}` to the VMM: only {sent} bytes went");
+    }
+    let mut reply = String::new();
+    BufReader::new(stream)
+        .read_line(&mut reply)
+        .with_context(|| format!("reading the VMM's answer to `{request}`"))?;
+    Ok(reply.trim().to_string())
 }
 
 /// One request on the VMM's control socket; its one-line reply must be `ok`.
@@ -140,7 +216,7 @@ mod tests {
             ..super::super::sample_config()
         };
         let files = super::super::sample_files(dir.path());
-        let args = engine.vm_command(&config, &files).unwrap();
+        let args = engine.vm_command(&config, &files, None).unwrap();
         let config_path = dir.path().join("vm.json");
         assert_eq!(
             args,
@@ -217,5 +293,67 @@ mod tests {
         let err = engine.request_poweroff(&path).unwrap_err().to_string();
         server.join().unwrap();
         assert!(err.contains("the VMM refused"), "{err}");
+    }
+
+    /// A stand-in VMM that takes `save stop` with one descriptor, writes into it and
+    /// answers `reply`.
+    fn saving(
+        reply: &'static str,
+    ) -> (
+        tempfile::TempDir,
+        PathBuf,
+        std::thread::JoinHandle<(String, bool)>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 64];
+            let (len, file) = stream.recv_with_fd(&mut buf).unwrap();
+            let line = String::from_utf8_lossy(&buf[..len]).into_owned();
+            let got = file.is_some();
+            if let Some(mut file) = file {
+                file.write_all(b"the state").unwrap();
+            }
+            writeln!(&stream, "{reply}").unwrap();
+            (line, got)
+        });
+        (dir, path, server)
+    }
+
+    #[test]
+    fn suspend_hands_the_vmm_the_state_file_with_save_stop() {
+        let engine = Builtin {
+            exe: "/usr/bin/hvbox".into(),
+        };
+        let out = tempfile::NamedTempFile::new().unwrap();
+        let (_dir, path, server) = saving("ok");
+        engine.suspend(&path, out.as_file()).unwrap();
+        assert_eq!(server.join().unwrap(), ("save stop\n".to_string(), true));
+        assert_eq!(std::fs::read(out.path()).unwrap(), b"the state");
+
+        let (_dir, path, server) = saving("error: no space left on device");
+        let err = engine
+            .suspend(&path, out.as_file())
+            .unwrap_err()
+            .to_string();
+        server.join().unwrap();
+        assert_eq!(
+            err,
+            "the VMM could not save the machine: no space left on device"
+        );
+
+        // A resume runs the same machine with its state file.
+        let dir = tempfile::tempdir().unwrap();
+        let files = super::super::sample_files(dir.path());
+        let args = engine
+            .vm_command(
+                &super::super::sample_config(),
+                &files,
+                Some(Path::new("/m/state/vm.state")),
+            )
+            .unwrap();
+        assert_eq!(args[args.len() - 2..], ["--restore", "/m/state/vm.state"]);
     }
 }

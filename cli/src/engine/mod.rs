@@ -7,6 +7,8 @@
 mod builtin;
 mod host;
 mod qemu;
+mod qemu_state;
+mod qmp;
 
 pub use host::HostVirt;
 
@@ -15,6 +17,7 @@ use anyhow::{bail, Result};
 use hvbox_vmm::MachineConfig;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// Which engine runs a machine; recorded in its launch plan and run file.
@@ -52,8 +55,15 @@ pub trait Engine {
     }
     /// Program and arguments that run `config` until it powers off, with its control
     /// socket and its serial console served on UNIX sockets; an error when this
-    /// engine cannot run `config` exactly.
-    fn vm_command(&self, config: &MachineConfig, files: &VmFiles) -> Result<Vec<String>>;
+    /// engine cannot run `config` exactly. With `restore`, the VM continues from
+    /// that state file (written by [`Engine::suspend`] for the same `config`)
+    /// instead of booting; [`Engine::finish_restore`] then lets it run.
+    fn vm_command(
+        &self,
+        config: &MachineConfig,
+        files: &VmFiles,
+        restore: Option<&Path>,
+    ) -> Result<Vec<String>>;
     /// Whether the command writes the serial log to the supervisor's pipe at
     /// [`crate::supervisor::SERIAL_FD`] (which rotates it) rather than rotating the
     /// file itself.
@@ -69,6 +79,39 @@ pub trait Engine {
     fn io_paused(&self, control_socket: &Path) -> Result<Vec<String>>;
     /// Retry the disk I/O held for want of space now.
     fn resume_io(&self, control_socket: &Path) -> Result<()>;
+    /// Pause the guest, write its whole state into `dest` and end the VM. On an
+    /// error the guest runs on as before.
+    fn suspend(&self, control_socket: &Path, dest: &File) -> Result<()>;
+    /// Once a VM started with `restore` runs: load `state` where the engine needs
+    /// telling, and return when the guest runs again. An error carries the engine's
+    /// reason; `vm_alive` says whether the VM process still runs.
+    fn finish_restore(
+        &self,
+        control_socket: &Path,
+        state: &Path,
+        vm_alive: &dyn Fn() -> bool,
+    ) -> Result<()>;
+    /// Pause the guest, write its whole state into `dest`, run `while_paused` (which
+    /// copies the disk that matches the state), and continue the guest whatever
+    /// happened.
+    fn save_paused(
+        &self,
+        _control_socket: &Path,
+        _dest: &File,
+        _while_paused: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        bail!("the {} engine cannot yet save a machine and keep it running (its VMM continues the guest before the disk could be copied); suspend the machine, save the snapshot, and `hvbox up`", self.kind())
+    }
+    /// Continue a guest left paused by a suspend that was cut short (its `hvbox
+    /// suspend` killed); true when it was paused.
+    fn continue_if_paused(&self, _control_socket: &Path) -> Result<bool> {
+        Ok(false)
+    }
+    /// The engine program's version where a saved state needs the same one to load
+    /// (QEMU's); `None` where hvbox's own version decides.
+    fn state_version(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The engine for a spec's choice on this host, and why it was picked.
@@ -121,7 +164,7 @@ pub fn of_kind(kind: EngineKind) -> Result<Box<dyn Engine>> {
 
 /// A machine as `launch` describes it: root disk, read-only seed, one NIC on passt.
 #[cfg(test)]
-fn sample_config() -> MachineConfig {
+pub(crate) fn sample_config() -> MachineConfig {
     use hvbox_vmm::{DiskConfig, NetBackend, NetConfig};
     MachineConfig {
         cpus: 2,

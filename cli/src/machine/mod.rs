@@ -4,7 +4,9 @@ pub mod kernels;
 pub mod lock;
 pub mod private;
 pub mod runtime;
+pub mod snapshots;
 pub mod state;
+pub mod suspended;
 
 pub use runtime::{RunInfo, RunState};
 pub use state::MachineState;

@@ -59,6 +59,8 @@ impl RunInfo {
 pub enum RunState {
     NotCreated,
     Stopped,
+    /// Stopped with its state saved (`hvbox suspend`): `up` continues it.
+    Suspended,
     Running(RunInfo),
 }
 
@@ -67,6 +69,7 @@ impl RunState {
         match self {
             RunState::NotCreated => "not created",
             RunState::Stopped => "stopped",
+            RunState::Suspended => "suspended",
             RunState::Running(_) => "running",
         }
     }
@@ -78,6 +81,7 @@ pub(super) fn run_state(machine: &Machine) -> RunState {
     }
     match RunInfo::load(machine) {
         Ok(info) if supervisor_alive(machine) => RunState::Running(info),
+        _ if machine.is_suspended() => RunState::Suspended,
         // A supervisor that was killed leaves run.json behind (and its pids may since
         // belong to other programs): the machine is stopped.
         _ => RunState::Stopped,

@@ -1,0 +1,95 @@
+//! `hvbox suspend [NAME…]`: save each running machine's whole state into its folder
+//! and stop its processes; `up` (or `resume`) continues it where it was.
+
+use super::select::{for_each, Need, Selection, Target};
+use crate::engine::{self, EngineKind};
+use crate::machine::lock::MachineLock;
+use crate::machine::suspended::Suspended;
+use crate::machine::{Machine, RunInfo, RunState};
+use crate::process::{signal, wait_gone};
+use crate::progress::step;
+use crate::supervisor::{LaunchPlan, LAUNCH_FILE};
+use anyhow::{bail, Context, Result};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+pub fn run(names: &[String]) -> Result<ExitCode> {
+    let selection = Selection::load(Need::Names)?;
+    let targets = selection.many(names, false)?;
+    for_each(&targets, |target| {
+        let _lock = MachineLock::acquire(&target.machine, "suspend", false)?;
+        match target.machine.run_state() {
+            RunState::Running(info) => suspend(target, &info),
+            RunState::Suspended => {
+                step!("machine is already suspended");
+                Ok(())
+            }
+            other => {
+                step!("machine is {}; nothing to suspend", other.label());
+                Ok(())
+            }
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn suspend(target: &Target, info: &RunInfo) -> Result<()> {
+    let machine = &target.machine;
+    // QEMU cannot migrate a vhost-user-fs device: its state lives in virtiofsd.
+    if info.engine == EngineKind::Qemu && !info.mounts.is_empty() {
+        bail!(
+            "{} runs on the qemu engine with shared folders, and QEMU cannot save the state of a shared folder's device (vhost-user-fs); use `hvbox halt`, or set `mounts: []` in hvbox.yaml (without the key the project folder is mounted) and {} before suspending",
+            target.subject(),
+            target.hint("reload")
+        );
+    }
+    let plan: LaunchPlan = serde_json::from_str(
+        &std::fs::read_to_string(machine.file(LAUNCH_FILE)).context("reading the launch plan")?,
+    )?;
+    let Some(config) = plan.config else {
+        bail!("{} was started by an older hvbox, which did not record what a suspend needs; `hvbox halt` it, or `hvbox reload` and suspend then", target.subject());
+    };
+    let engine = engine::of_kind(info.engine)?;
+    let record = Suspended::new(info.engine, engine.state_version(), config);
+    step!(
+        "saving the machine's state ({} of guest memory at most) into {}",
+        crate::spec::Size::from_bytes(record.config.memory),
+        machine.saved_state().display()
+    );
+    let started = Instant::now();
+    let (tmp, file) = machine.new_state_file()?;
+    if let Err(e) = engine.suspend(&info.control_socket, &file) {
+        drop(file);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.context("the machine was not suspended and runs on"));
+    }
+    machine.keep_state(&tmp, file, record)?;
+    wait_for_end(machine, info)?;
+    let kept = machine
+        .suspended()?
+        .context("the saved state's record is gone")?;
+    step!(
+        "machine suspended in {:.1} s: {} saved",
+        started.elapsed().as_secs_f64(),
+        crate::spec::Size::from_bytes(kept.state_bytes)
+    );
+    Ok(())
+}
+
+/// The engine ends after the save; the supervisor then stops passt and virtiofsd.
+fn wait_for_end(machine: &Machine, info: &RunInfo) -> Result<()> {
+    if wait_gone(info.supervisor_pid, Duration::from_secs(30)) {
+        return Ok(());
+    }
+    eprintln!("hvbox: the engine did not end after saving; stopping it");
+    if crate::machine::runtime::supervisor_alive(machine) {
+        signal(info.supervisor_pid, libc::SIGKILL)?;
+    }
+    if !wait_gone(info.supervisor_pid, Duration::from_secs(10)) {
+        bail!(
+            "the machine's supervisor (pid {}) is still running",
+            info.supervisor_pid
+        );
+    }
+    Ok(())
+}
