@@ -11,8 +11,8 @@
 //! box of the kernel upgrade test, with the newer kernel's package on the lab disk,
 //! where the host's archive has both). For virtio-fs in L2 the lab disk also holds
 //! the host's virtiofsd and an initramfs whose init mounts a share ([`L2_FS_TAG`]),
-//! and root file systems for L2: one whose init powers off, and one for the crash
-//! check ([`CRASH_ROOT`]).
+//! and root file systems for L2: one whose init powers off, one for the crash check
+//! ([`CRASH_ROOT`]) and one for the suspend check ([`COUNTER_ROOT`]).
 
 use crate::kernel_upgrade::upgrade_fixture;
 use crate::{hvbox_bin, test_box, test_cache_dir, TestBox, TestProject};
@@ -65,6 +65,9 @@ pub struct L2Upgrade {
 /// On the lab disk: a root file system whose init (tests/guests/crash_init.c) writes
 /// and syncs a file, then waits to be killed; booted again, it checks the file.
 pub const CRASH_ROOT: &str = "crash-root.img";
+/// On the lab disk: a root file system whose init (tests/guests/counter_init.c)
+/// counts on the console, reading the disk and sleeping between ticks.
+pub const COUNTER_ROOT: &str = "counter-root.img";
 
 /// The newer kernel's package inside L1.
 pub const L2_UPGRADE_PACKAGE: &str = "/mnt/lab/kernel-upgrade.deb";
@@ -326,9 +329,14 @@ fn make_lab_disk(
     let cpio = crate::cpio::newc(&[("init", 0o755, &std::fs::read(&init).unwrap())]);
     std::fs::write(root.join("poweroff.cpio"), cpio).unwrap();
     make_root_fs(&root.join("root.img"), &init, "16M");
-    let crash_init = crate::guests::build_static_program("crash_init", &root);
-    make_root_fs(&root.join(CRASH_ROOT), &crash_init, "32M");
-    std::fs::remove_file(crash_init).unwrap();
+    for (image, program, size) in [
+        (CRASH_ROOT, "crash_init", "32M"),
+        (COUNTER_ROOT, "counter_init", "16M"),
+    ] {
+        let init = crate::guests::build_static_program(program, &root);
+        make_root_fs(&root.join(image), &init, size);
+        std::fs::remove_file(init).unwrap();
+    }
     let virtiofs = add_virtiofs_files(&root, bzimage);
     let status = Command::new("mkfs.ext4")
         .args(["-q", "-F", "-d"])

@@ -3,7 +3,9 @@
 //!
 //! One L1 for the whole file, so every check lives in this one test.
 
-use hvbox_tests::lab::{Lab, CRASH_ROOT, L2_BOX_DEVICE, L2_FS_TAG, L2_UPGRADE_PACKAGE, LAB_MOUNT};
+use hvbox_tests::lab::{
+    Lab, COUNTER_ROOT, CRASH_ROOT, L2_BOX_DEVICE, L2_FS_TAG, L2_UPGRADE_PACKAGE, LAB_MOUNT,
+};
 use std::time::Duration;
 
 const RUN_INIT: &str = "Run /init as init process";
@@ -148,6 +150,7 @@ fn checks(lab: &Lab) -> Result<Vec<String>, String> {
     ));
 
     let crash = crash_check(lab, &mut report);
+    let suspend = suspend_check(lab, &mut report);
     let virtio_fs = virtio_fs_check(lab, &mut report);
 
     // hvbox's engines run even after a failed boot above: they boot differently.
@@ -160,6 +163,7 @@ fn checks(lab: &Lab) -> Result<Vec<String>, String> {
     let failures: Vec<String> = first_failure
         .into_iter()
         .chain(crash.err())
+        .chain(suspend.err())
         .chain(virtio_fs.err())
         .chain(engines.err())
         .collect();
@@ -224,6 +228,106 @@ echo '--- second boot'; cat /tmp/l2-crash-2.log",
     report.push(
         "L2 on hvbox's VMM killed with SIGKILL after fsync: e2fsck clean, the synced 1 MiB intact at the next boot".into(),
     );
+    Ok(())
+}
+
+/// Suspend and resume on the builtin engine with Debian's kernel: L2's init
+/// (tests/guests/counter_init.c) counts, reading its virtio-blk disk and sleeping on
+/// its timer between ticks, with passt behind its NIC and two vCPUs. L1 has the VMM
+/// save the machine (`save stop`, the state file's descriptor sent along) and a new
+/// VMM process continue it: the count goes on where it stopped, each tick still
+/// reading the disk.
+fn suspend_check(lab: &Lab, report: &mut Vec<String>) -> Result<(), String> {
+    let run = |n: u32, extra: &str| {
+        format!(
+            "{LAB_MOUNT}/hvbox vmm run --kernel {LAB_MOUNT}/vmlinux --initrd {LAB_MOUNT}/initrd.img --disk {LAB_MOUNT}/{COUNTER_ROOT},ro --net passt:/tmp/l2-count-passt.sock --mac 52:54:00:12:34:56 --cmdline 'console=ttyS0 root=/dev/vda ro panic=-1' --cpus 2 --memory 512M --serial-log /tmp/l2-count-{n}.log --control-socket /tmp/l2-count-{n}.sock --timeout 400 {extra} 2>/tmp/l2-count-vmm-{n}.log &
+vmm=$!
+for i in $(seq 1 3000); do [ -S /tmp/l2-count-{n}.sock ] && break; kill -0 $vmm 2>/dev/null || break; sleep 0.1; done"
+        )
+    };
+    // Waits for tick $want in log N, or for the VMM to end.
+    let wait_tick = |n: u32| {
+        format!(
+            "for i in $(seq 1 3000); do grep -q \"l2 tick $want:\" /tmp/l2-count-{n}.log 2>/dev/null && break; kill -0 $vmm 2>/dev/null || break; sleep 0.1; done"
+        )
+    };
+    let script = format!(
+        "rm -f /tmp/l2-count-* && passt --socket /tmp/l2-count-passt.sock --pid /tmp/l2-count-passt.pid >/dev/null 2>&1
+{}
+want=3; {}
+start=$(date +%s%N)
+python3 -c 'import os, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+fd = os.open(sys.argv[2], os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+socket.send_fds(s, [b\"save stop\\n\"], [fd])
+print(\"save:\", s.makefile().readline().strip())' /tmp/l2-count-1.sock /tmp/l2-count.state
+wait $vmm; echo first_exit=$?; echo save_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+echo state_bytes=$(du -B1 /tmp/l2-count.state | cut -f1)
+last=$(grep -o 'l2 tick [0-9]*' /tmp/l2-count-1.log | tail -1 | grep -o '[0-9]*$')
+start=$(date +%s%N)
+{}
+want=$((last + 1)); {}
+echo resume_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+want=$((last + 5)); {}
+kill -KILL $vmm; kill $(cat /tmp/l2-count-passt.pid)
+echo '--- first run'; cat /tmp/l2-count-1.log
+echo '--- second run'; cat /tmp/l2-count-2.log
+echo '--- VMM'; cat /tmp/l2-count-vmm-1.log /tmp/l2-count-vmm-2.log",
+        run(1, ""),
+        wait_tick(1),
+        run(2, "--restore /tmp/l2-count.state"),
+        wait_tick(2),
+        wait_tick(2)
+    );
+    let out = lab.root(&script);
+    let out_text = out.stdout.replace("\r\n", "\n");
+    let section = |name: &str| {
+        out_text
+            .split_once(&format!("--- {name}\n"))
+            .map(|(_, rest)| rest.split("\n--- ").next().unwrap_or(""))
+            .unwrap_or("")
+            .to_string()
+    };
+    let ticks = |log: &str| -> Vec<u64> {
+        log.lines()
+            .filter_map(|l| l.split("l2 tick ").nth(1)?.split(':').next()?.parse().ok())
+            .collect()
+    };
+    let (first, second) = (ticks(&section("first run")), ticks(&section("second run")));
+    let joined: Vec<u64> = first.iter().chain(&second).copied().collect();
+    let consecutive = !joined.is_empty() && joined.windows(2).all(|w| w[1] == w[0] + 1);
+    let problem = if !out_text.contains("save: ok") {
+        Some("the VMM did not answer `save stop` with ok")
+    } else if field(&out_text, "first_exit") != Some("0") {
+        Some("the saved VMM did not exit 0")
+    } else if second.len() < 5 {
+        Some("the continued machine did not count on (5 ticks)")
+    } else if !consecutive || first.first() != Some(&1) {
+        Some("the count did not go on where it stopped")
+    } else if !section("second run").contains("read 4096 bytes from /dev/vda") {
+        Some("the continued machine's disk reads did not complete")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        return Err(format!(
+            "suspend in L2: {problem}:\n{out_text}{}",
+            out.stderr
+        ));
+    }
+    let ms = |name: &str| {
+        field(&out_text, name)
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or("?".into(), |ms| format!("{:.1} s", ms / 1000.0))
+    };
+    let state_mib = field(&out_text, "state_bytes")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or("?".into(), |b| format!("{} MiB", b >> 20));
+    report.push(format!(
+        "L2 Debian kernel on hvbox's VMM saved mid-count (save {}, state {state_mib} on disk for 512 MiB of RAM) and continued in a new VMM (to its next tick {}): count, disk reads and timer went on",
+        ms("save_ms"),
+        ms("resume_ms")
+    ));
     Ok(())
 }
 
