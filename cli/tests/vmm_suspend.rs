@@ -115,10 +115,11 @@ impl Vmm {
 }
 
 /// The counts printed, in order.
+/// The counts printed on whole lines, in order (a save may cut the last line).
 fn ticks(serial: &str) -> Vec<u32> {
     serial
-        .lines()
-        .filter_map(|l| l.strip_prefix("tick "))
+        .split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n')?.strip_prefix("tick "))
         .filter_map(|n| u32::from_str_radix(n.trim(), 16).ok())
         .collect()
 }
@@ -193,10 +194,13 @@ fn a_saved_guest_counts_on_in_a_new_vmm_and_a_damaged_state_is_refused() {
     first.wait_for_tick(3);
 
     // A live save: the guest goes on counting.
+    // The guest runs meanwhile: the save falls between the ticks seen before the
+    // request and those seen after its answer.
     let (live_path, live) = state_file(dir, "live.state");
+    let live_from = last_tick(&first.serial()).unwrap();
     assert_eq!(first.save("continue", &live), "ok", "{}", first.log());
-    let at_live_save = last_tick(&first.serial()).unwrap();
-    first.wait_for_tick(at_live_save + 3);
+    let live_to = last_tick(&first.serial()).unwrap();
+    first.wait_for_tick(live_to + 3);
 
     // Then a save that ends the VMM.
     let (path, state) = state_file(dir, "machine.state");
@@ -229,16 +233,7 @@ fn a_saved_guest_counts_on_in_a_new_vmm_and_a_damaged_state_is_refused() {
         "{}",
         second.log()
     );
-    let after = second.kill();
-    // One count across both runs: no restart from 1, no tick lost or repeated (a
-    // line cut by the save is finished by the second run).
-    let joined = ticks(&format!("{before}{after}"));
-    let expected: Vec<u32> = (1..=*joined.last().unwrap()).collect();
-    assert_eq!(
-        joined, expected,
-        "first run:\n{before}\nsecond run:\n{after}"
-    );
-    assert!(!after.contains("lost count"), "{after}");
+    assert_counts_on(&before, &second.kill());
 
     // The live save continues from where it was taken, whatever came after it.
     let mut third = start(
@@ -247,14 +242,17 @@ fn a_saved_guest_counts_on_in_a_new_vmm_and_a_damaged_state_is_refused() {
         MEMORY,
         &["--restore", live_path.to_str().unwrap()],
     );
-    third.wait_for_tick(at_live_save + 3);
+    third.wait_for_tick(live_to + 4);
     let from_live = ticks(&third.kill());
+    // Its next whole line: the tick after the save's, or the one after that when the
+    // save cut a line.
+    let next = from_live[0];
     assert!(
-        from_live
-            .first()
-            .is_some_and(|&t| t >= at_live_save && t <= at_live_save + 2),
-        "the live state went on from {at_live_save}, then printed {from_live:?}"
+        next > live_from && next <= live_to + 2,
+        "saved between ticks {live_from} and {live_to}, then printed {from_live:?}"
     );
+    let expected: Vec<u32> = (next..next + from_live.len() as u32).collect();
+    assert_eq!(from_live, expected);
 
     // A state for another machine, and damaged ones, are refused with the reason.
     let other = refused(dir, "128M", &path);
@@ -347,4 +345,66 @@ fn a_guest_saved_amid_its_disk_io_goes_on_with_its_disk_and_interrupts() {
             (n, ok, irqs)
         );
     }
+}
+
+/// `save pause` holds the guest while its disks would be copied, `continue` lets it
+/// go: the count stands still between them and goes on after; a second `continue`
+/// is refused; the state continues in a new VMM from where the pause was.
+#[test]
+fn a_paused_save_holds_the_guest_until_continue() {
+    if !support::kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let mut vmm = start(dir, "held", MEMORY, &[]);
+    vmm.wait_for_tick(3);
+    let (path, state) = state_file(dir, "held.state");
+    assert_eq!(vmm.save("pause", &state), "ok", "{}", vmm.log());
+    let held = vmm.serial();
+    let at_pause = last_tick(&held).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(vmm.serial(), held, "the guest ran while held");
+    assert_eq!(
+        vmm.save("pause", &state),
+        "error: the machine is paused by a save; send continue first"
+    );
+    assert_eq!(request(&vmm.control, "continue"), "ok");
+    vmm.wait_for_tick(at_pause + 3);
+    assert_eq!(
+        request(&vmm.control, "continue"),
+        "error: the machine is not paused by a save"
+    );
+    vmm.kill();
+
+    let mut restored = start(
+        dir,
+        "held-restored",
+        MEMORY,
+        &["--restore", path.to_str().unwrap()],
+    );
+    restored.wait_for_tick(at_pause + 2);
+    assert_counts_on(&held, &restored.kill());
+}
+
+/// What a VMM printed up to a save, then what the VMM continuing that state printed:
+/// one count from 1, none lost or repeated (a line cut by the save is finished by
+/// the second).
+fn assert_counts_on(before: &str, after: &str) {
+    let joined = ticks(&format!("{before}{after}"));
+    let expected: Vec<u32> = (1..=*joined.last().unwrap()).collect();
+    assert_eq!(
+        joined, expected,
+        "before the save:\n{before}\nafter:\n{after}"
+    );
+    assert!(!after.contains("lost count"), "{after}");
+}
+
+/// One request line and its answer.
+fn request(control: &Path, line: &str) -> String {
+    let mut stream = UnixStream::connect(control).unwrap();
+    writeln!(stream, "{line}").unwrap();
+    let mut reply = String::new();
+    BufReader::new(&stream).read_line(&mut reply).unwrap();
+    reply.trim().to_string()
 }

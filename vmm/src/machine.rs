@@ -193,6 +193,8 @@ fn wait_for_end(
     let vm = running.vm;
     let started = Instant::now();
     let mut hard_stop_at = None;
+    // Paused by `save pause`, until `continue`.
+    let mut held = false;
     loop {
         match events.recv_timeout(Duration::from_millis(50)) {
             Ok(event) => return Ending::Event(event),
@@ -229,36 +231,60 @@ fn wait_for_end(
                     hard_stop_at = Some(now);
                     "ok".to_string()
                 }
-                Request::Save { then, to } => {
-                    let Some(StateFile(file)) = to else {
-                        let _ = reply.send("error: save needs a file".into());
-                        continue;
-                    };
-                    let saved = crate::snapshot::save::save(running, &file);
-                    match (saved, then) {
-                        (Ok(_), AfterSave::Stop) => {
-                            eprintln!("vmm: state saved; exiting");
-                            let _ = reply.send("ok".into());
-                            return Ending::Saved;
-                        }
-                        (Ok(_), AfterSave::Continue) => {
-                            match crate::snapshot::save::resume(running) {
-                                Ok(()) => "ok".to_string(),
-                                Err(e) => {
-                                    format!("error: saved, but the machine did not go on: {e}")
-                                }
-                            }
-                        }
-                        (Err(e), _) => {
-                            let _ = crate::snapshot::save::resume(running);
-                            format!("error: saving the machine: {e}")
-                        }
+                Request::Save { then, to } => match answer_save(running, then, to, &mut held) {
+                    Some(answer) => answer,
+                    None => {
+                        let _ = reply.send("ok".into());
+                        return Ending::Saved;
+                    }
+                },
+                Request::Continue if held => {
+                    held = false;
+                    match crate::snapshot::save::resume(running) {
+                        Ok(()) => "ok".to_string(),
+                        Err(e) => format!("error: the machine did not go on: {e}"),
                     }
                 }
+                Request::Continue => "error: the machine is not paused by a save".to_string(),
             };
             let _ = reply.send(answer);
         }
     }
+}
+
+/// The answer to a `save`; None when the VMM is to end (`save stop` done). `held`
+/// says whether a `save pause` holds the guest.
+fn answer_save(
+    running: &Running,
+    then: AfterSave,
+    to: Option<StateFile>,
+    held: &mut bool,
+) -> Option<String> {
+    let Some(StateFile(file)) = to else {
+        return Some("error: save needs a file".into());
+    };
+    if *held {
+        return Some("error: the machine is paused by a save; send continue first".into());
+    }
+    let saved = crate::snapshot::save::save(running, &file);
+    Some(match (saved, then) {
+        (Ok(_), AfterSave::Stop) => {
+            eprintln!("vmm: state saved; exiting");
+            return None;
+        }
+        (Ok(_), AfterSave::Pause) => {
+            *held = true;
+            "ok".to_string()
+        }
+        (Ok(_), AfterSave::Continue) => match crate::snapshot::save::resume(running) {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("error: saved, but the machine did not go on: {e}"),
+        },
+        (Err(e), _) => {
+            let _ = crate::snapshot::save::resume(running);
+            format!("error: saving the machine: {e}")
+        }
+    })
 }
 
 /// `running`, and each disk whose I/O waits for space: `running; paused: disk full

@@ -71,7 +71,9 @@ fn resume_held_io(info: &RunInfo) -> Result<()> {
         .continue_if_paused(&info.control_socket)
         .unwrap_or(false)
     {
-        step!("the guest was paused by a suspend that did not finish; it continues now");
+        step!(
+            "the guest was paused by a suspend or snapshot that did not finish; it continues now"
+        );
     }
     let paused = engine.io_paused(&info.control_socket).unwrap_or_default();
     if paused.is_empty() {

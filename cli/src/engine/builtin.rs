@@ -117,6 +117,34 @@ impl Engine for Builtin {
         }
     }
 
+    /// `save pause` with the file's descriptor: the VMM writes the state and holds
+    /// the guest (vCPUs parked, devices paused) while `while_paused` copies the disk;
+    /// then `continue`, whatever happened.
+    fn save_paused(
+        &self,
+        control_socket: &Path,
+        dest: &File,
+        while_paused: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        let reply = send_with_file(control_socket, "save pause", dest, SAVE_LIMIT)?;
+        if reply != "ok" {
+            bail!(
+                "the VMM could not save the machine: {}",
+                reply.strip_prefix("error: ").unwrap_or(&reply)
+            );
+        }
+        let copied = while_paused();
+        let continued = control_request(control_socket, "continue");
+        copied.and(continued)
+    }
+
+    /// A `save pause` whose `hvbox` was killed before its `continue` leaves the guest
+    /// held: `continue` lets it go (the VMM says when nothing holds it).
+    fn continue_if_paused(&self, control_socket: &Path) -> Result<bool> {
+        let reply = control_reply(control_socket, "continue")?;
+        Ok(reply == "ok")
+    }
+
     /// The VMM loads the state itself (`--restore`) before it serves its control
     /// socket, and refuses a state it cannot continue by exiting: the first answer
     /// to `status` means the guest runs.

@@ -40,7 +40,8 @@ fuzz_target!(|input: &[u8]| {
                     Request::Stop { .. }
                     | Request::Kill
                     | Request::Resume
-                    | Request::Save { .. } => "ok".to_string(),
+                    | Request::Save { .. }
+                    | Request::Continue => "ok".to_string(),
                 });
             }
         });

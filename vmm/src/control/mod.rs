@@ -8,6 +8,8 @@
 //! | `kill`         | `ok`: hard stop now         |
 //! | `save stop`    | `ok`: the machine's whole state is in the file sent with the request; the VMM then exits (status 0) |
 //! | `save continue`| `ok`: the same, and the guest runs on (a live snapshot) |
+//! | `save pause`   | `ok`: the same, and the guest stays paused until `continue` (while its disks are copied) |
+//! | `continue`     | `ok`: a guest paused by `save pause` runs on; `error: …` when none is |
 //!
 //! `save` comes with the descriptor of the file to write, open for writing, in the
 //! same message (SCM_RIGHTS): the VMM opens no files once the guest runs.
@@ -32,17 +34,21 @@ pub enum Request {
     },
     Kill,
     /// Write the machine's state into `to` (attached by the server from the
-    /// descriptor that came with the line), then stop or go on.
+    /// descriptor that came with the line), then stop, go on, or hold the guest.
     Save {
         then: AfterSave,
         to: Option<StateFile>,
     },
+    /// Let a guest held by `save pause` run on.
+    Continue,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterSave {
     Stop,
     Continue,
+    /// Stay paused until a `continue` request.
+    Pause,
 }
 
 /// The file a `save` writes, as the client sent it.
@@ -66,14 +72,16 @@ pub fn parse(line: &str) -> Result<Request, String> {
     match (words.next(), words.next(), words.next()) {
         (Some("status"), None, _) => Ok(Request::Status),
         (Some("kill"), None, _) => Ok(Request::Kill),
+        (Some("continue"), None, _) => Ok(Request::Continue),
         (Some("resume"), None, _) => Ok(Request::Resume),
         (Some("stop"), None, _) => Ok(Request::Stop {
             grace: DEFAULT_STOP_GRACE,
         }),
         (Some("stop"), Some(secs), None) => parse_grace(secs).map(|grace| Request::Stop { grace }),
-        (Some("save"), Some(then @ ("stop" | "continue")), None) => Ok(Request::Save {
+        (Some("save"), Some(then @ ("stop" | "continue" | "pause")), None) => Ok(Request::Save {
             then: match then {
                 "stop" => AfterSave::Stop,
+                "pause" => AfterSave::Pause,
                 _ => AfterSave::Continue,
             },
             to: None,
@@ -113,6 +121,7 @@ mod tests {
             })
         );
         assert!(parse("save").is_err());
+        assert_eq!(parse("continue"), Ok(Request::Continue));
         assert!(parse("save later").is_err());
         assert_eq!(
             parse("stop"),
