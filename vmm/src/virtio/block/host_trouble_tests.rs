@@ -109,23 +109,54 @@ fn wait_until(what: &str, done: impl Fn() -> bool) {
     }
 }
 
+/// An active disk whose image is sparse and larger than its file system, which is
+/// full: writes into holes need blocks it does not have.
+struct FullDisk {
+    image: std::path::PathBuf,
+    block: Block,
+    health: Arc<DiskHealth>,
+    t: TestQueue,
+    irq: Arc<CountingInterrupt>,
+    kick: EventFd,
+}
+
+impl FullDisk {
+    fn on(fs: &SmallFs) -> FullDisk {
+        let image = fs.path("disk.raw");
+        File::create(&image).unwrap().set_len(32 << 20).unwrap();
+        let mut block = Block::new(&image, false).unwrap();
+        let health = block.health();
+        let t = TestQueue::new();
+        let irq = Arc::new(CountingInterrupt::default());
+        let kick = EventFd::new(EFD_NONBLOCK).unwrap();
+        block
+            .activate(super::tests::activation(&t, &irq, &kick, block.features()))
+            .unwrap();
+        fs.fill("filler");
+        FullDisk {
+            image,
+            block,
+            health,
+            t,
+            irq,
+            kick,
+        }
+    }
+}
+
 #[test]
 fn a_write_to_a_full_disk_waits_for_space_then_completes() {
     let Some(fs) = SmallFs::new("8M") else {
         return;
     };
-    let image = fs.path("disk.raw");
-    // Sparse and larger than the file system: writes into holes need new blocks.
-    File::create(&image).unwrap().set_len(32 << 20).unwrap();
-    let mut block = Block::new(&image, false).unwrap();
-    let health = block.health();
-    let t = TestQueue::new();
-    let irq = Arc::new(CountingInterrupt::default());
-    let kick = EventFd::new(EFD_NONBLOCK).unwrap();
-    block
-        .activate(super::tests::activation(&t, &irq, &kick, block.features()))
-        .unwrap();
-    fs.fill("filler");
+    let FullDisk {
+        image,
+        mut block,
+        health,
+        t,
+        irq,
+        kick,
+    } = FullDisk::on(&fs);
 
     let data = vec![0x5au8; 256 << 10];
     let write_status = request(&t, 0x10000, VIRTIO_BLK_T_OUT, 4096, &data, R);
@@ -198,17 +229,14 @@ fn a_pause_puts_a_held_write_back_in_the_available_ring() {
     let Some(fs) = SmallFs::new("8M") else {
         return;
     };
-    let image = fs.path("disk.raw");
-    File::create(&image).unwrap().set_len(32 << 20).unwrap();
-    let mut block = Block::new(&image, false).unwrap();
-    let health = block.health();
-    let t = TestQueue::new();
-    let irq = Arc::new(CountingInterrupt::default());
-    let kick = EventFd::new(EFD_NONBLOCK).unwrap();
-    block
-        .activate(super::tests::activation(&t, &irq, &kick, block.features()))
-        .unwrap();
-    fs.fill("filler");
+    let FullDisk {
+        mut block,
+        health,
+        t,
+        irq,
+        image: _,
+        kick,
+    } = FullDisk::on(&fs);
     let status = request(&t, 0x10000, VIRTIO_BLK_T_OUT, 4096, &[0x5a; 4096], R);
     kick.write(1).unwrap();
     wait_until("the disk to be reported full", || health.paused().is_some());
