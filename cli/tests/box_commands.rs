@@ -245,11 +245,22 @@ fn catalog_files_lock_list_add_remove_prune() {
     let out = env.ok(&["box", "prune", "--dry-run"]);
     assert!(out.contains("would remove extra"), "{out}");
     assert_eq!(env.list().len(), 2);
+    // A machine's snapshot (a whole disk copy) is counted, not pruned.
+    let snapshot = env
+        .project()
+        .join(".hvbox/machines/default/snapshots/before-upgrade");
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::write(snapshot.join("disk.raw"), vec![7u8; 3 << 20]).unwrap();
     let out = env.ok(&["box", "prune"]);
     assert!(
         out.contains("removed extra") && out.contains("1 unused entry"),
         "{out}"
     );
+    assert!(
+        out.contains("machines' snapshots hold 3 MiB more in 1 snapshot (not pruned"),
+        "{out}"
+    );
+    assert!(snapshot.join("disk.raw").exists());
     let list = env.list();
     assert_eq!(list.len(), 1);
     assert_eq!(list[0]["name"], "team-base");

@@ -1,7 +1,8 @@
 //! `hvbox box prune`: delete cache entries no project uses, and abandoned partial
-//! downloads.
+//! downloads; say what machines' snapshots hold besides.
 
 use super::box_list::{short_digest, usage};
+use crate::machine::snapshots;
 use anyhow::Result;
 use hvbox_boxes::{format_bytes, Store};
 use std::process::ExitCode;
@@ -47,5 +48,19 @@ pub fn run(dry_run: bool) -> Result<ExitCode> {
         if count == 1 { "entry" } else { "entries" },
         format_bytes(freed)
     );
+    // Snapshots are whole copies of machine disks, often the larger share of the
+    // space: say what they hold, as prune leaves them alone.
+    let (snapshots, bytes) = store
+        .projects()
+        .iter()
+        .map(|root| snapshots::kept_in_project(root))
+        .fold((0, 0), |(n, b), (m, c)| (n + m, b + c));
+    if snapshots > 0 {
+        println!(
+            "machines' snapshots hold {} more in {snapshots} snapshot{} (not pruned: `hvbox snapshot list` and `hvbox snapshot delete NAME` in their projects)",
+            format_bytes(bytes),
+            if snapshots == 1 { "" } else { "s" }
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

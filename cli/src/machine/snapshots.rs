@@ -130,6 +130,24 @@ pub fn load(dir: &Path) -> Result<Snapshot> {
 
 /// Bytes the files under `dir` take on disk (blocks, so holes and shared reflinked
 /// extents count as the file system reports them).
+/// How many snapshots the machines of the project at `root` keep, and what they
+/// take on disk (for `box prune`, which does not touch them).
+pub fn kept_in_project(root: &Path) -> (usize, u64) {
+    let machines = root.join(crate::project::STATE_DIR).join("machines");
+    let mut found = (0, 0);
+    for machine in std::fs::read_dir(machines).into_iter().flatten().flatten() {
+        let dir = machine.path().join(SNAPSHOTS_DIR);
+        for snapshot in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            // Folders being made or deleted start with a dot.
+            if !snapshot.file_name().to_string_lossy().starts_with('.') {
+                found.0 += 1;
+                found.1 += allocated(&snapshot.path());
+            }
+        }
+    }
+    found
+}
+
 pub fn allocated(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::read_dir(dir)
