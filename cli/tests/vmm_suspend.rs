@@ -408,3 +408,33 @@ fn request(control: &Path, line: &str) -> String {
     BufReader::new(&stream).read_line(&mut reply).unwrap();
     reply.trim().to_string()
 }
+
+/// A save that cannot be written (a full disk) is answered with the error, and the
+/// guest runs on as if nothing had been asked.
+#[test]
+fn a_save_to_a_full_disk_fails_and_the_guest_runs_on() {
+    if !support::kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut vmm = start(dir.path(), "full", MEMORY, &[]);
+    vmm.wait_for_tick(2);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    for then in ["stop", "continue", "pause"] {
+        let reply = vmm.save(then, &full);
+        assert!(
+            reply.starts_with("error: saving the machine: writing"),
+            "save {then}: {reply}"
+        );
+        let before = last_tick(&vmm.serial()).unwrap();
+        vmm.wait_for_tick(before + 2);
+    }
+    assert_eq!(
+        request(&vmm.control, "continue"),
+        "error: the machine is not paused by a save"
+    );
+    vmm.kill();
+}
