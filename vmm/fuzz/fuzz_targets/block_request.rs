@@ -8,7 +8,8 @@
 //! and was caught here within a few thousand runs.
 //!
 //! Checks: nothing panics; the disk file never changes size; and for requests in
-//! the usual layout, what the guest reads back matches a model of the disk.
+//! the usual layout, what the guest reads back matches a model of the disk, and a
+//! request type the device does not know is refused (UNSUPP).
 #![no_main]
 
 use hvbox_vmm::memory::GuestMemory;
@@ -30,6 +31,8 @@ const USED: u64 = 0x200;
 const HEADER: u64 = 0x1000;
 const STATUS: u64 = 0x2000;
 const DATA: u64 = 0x10000;
+/// VIRTIO_BLK_S_UNSUPP: the status of a request type the device does not serve.
+const UNSUPP: u8 = 2;
 const MEM_A: usize = 0x40000;
 /// A second region after a hole, so buffers can straddle it.
 const MEM_B: (u64, usize) = (0x50000, 0x1000);
@@ -123,6 +126,23 @@ impl Kind {
             Kind::Other(n) => n,
         }
     }
+
+    /// The request the device sees: it knows a request by its type code alone, so
+    /// `Other(1)` is a write, and must be laid out and modelled as one.
+    fn as_served(self) -> Kind {
+        const KNOWN: [Kind; 6] = [
+            Kind::In,
+            Kind::Out,
+            Kind::Flush,
+            Kind::GetId,
+            Kind::Discard,
+            Kind::WriteZeroes,
+        ];
+        KNOWN
+            .into_iter()
+            .find(|known| known.code() == self.code())
+            .unwrap_or(self)
+    }
 }
 
 impl Sector {
@@ -172,14 +192,15 @@ fuzz_target!(|req: Request| {
     let mem =
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_A), (GuestAddress(MEM_B.0), MEM_B.1)])
             .unwrap();
+    let kind = req.kind.as_served();
     let sector = req.sector.value();
     let mut header = [0u8; 16];
-    header[..4].copy_from_slice(&req.kind.code().to_le_bytes());
+    header[..4].copy_from_slice(&kind.code().to_le_bytes());
     header[8..].copy_from_slice(&sector.to_le_bytes());
     mem.write_slice(&header, GuestAddress(HEADER)).unwrap();
 
     let data_len = u32::from(req.data_sectors % 16) * 512;
-    let data_len = match req.kind {
+    let data_len = match kind {
         Kind::Discard | Kind::WriteZeroes => {
             for (i, s) in req.segments.iter().take(40).enumerate() {
                 let count = match s.sectors {
@@ -198,7 +219,7 @@ fuzz_target!(|req: Request| {
         Kind::GetId => 20,
         _ => data_len,
     };
-    if req.kind == Kind::Out {
+    if kind == Kind::Out {
         let fill: Vec<u8> = (0..data_len).map(|i| (i as u8) ^ (sector as u8)).collect();
         mem.write_slice(&fill, GuestAddress(DATA)).unwrap();
     }
@@ -207,7 +228,7 @@ fuzz_target!(|req: Request| {
     if req.chain.is_empty() {
         const NEXT: u16 = 1;
         const WRITE: u16 = 2;
-        let data_flags = match req.kind {
+        let data_flags = match kind {
             Kind::In | Kind::GetId => WRITE,
             _ => 0,
         };
@@ -281,12 +302,16 @@ fuzz_target!(|req: Request| {
         use std::os::unix::fs::FileExt;
         file.as_file().read_exact_at(&mut disks.model, 0).unwrap();
     }
+    if let (true, Kind::Other(code)) = (usual, kind) {
+        // Anything else would be a request type the model knows nothing of.
+        assert_eq!(status, UNSUPP, "request type {code} was not refused");
+    }
     if !usual || status != 0 {
         return;
     }
     // Only called for reads and writes that succeeded, whose sectors are on the disk.
     let range = || (sector * 512) as usize..(sector * 512) as usize + data_len as usize;
-    match req.kind {
+    match kind {
         Kind::In => {
             let mut got = vec![0u8; data_len as usize];
             mem.read_slice(&mut got, GuestAddress(DATA)).unwrap();
