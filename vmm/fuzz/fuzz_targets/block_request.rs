@@ -7,9 +7,11 @@
 //! an out-of-range check loosened by 8 sectors went unnoticed for 90 s that way,
 //! and was caught here within a few thousand runs.
 //!
-//! Checks: nothing panics; the disk file never changes size; and for requests in
-//! the usual layout, what the guest reads back matches a model of the disk, and a
-//! request type the device does not know is refused (UNSUPP).
+//! Checks: nothing panics; the disk file never changes size; after every request
+//! the whole file matches a model of the disk (the read-only one stays zeros, and
+//! the partial sector past the end is never written); and for requests in the
+//! usual layout, what the guest reads back matches the model, and a request type
+//! the device does not know is refused (UNSUPP).
 #![no_main]
 
 use hvbox_vmm::memory::GuestMemory;
@@ -17,6 +19,7 @@ use hvbox_vmm::virtio::block::Disk;
 use hvbox_vmm::virtio::worker::{drain_queue, ErrorLog};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
+use std::os::unix::fs::FileExt;
 use std::sync::{Mutex, OnceLock};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -299,24 +302,22 @@ fuzz_target!(|req: Request| {
     let status: u8 = mem.read_obj(GuestAddress(STATUS)).unwrap();
     if !usual && !req.read_only {
         // Some other chain may have written anything anywhere: take the disk as it is.
-        use std::os::unix::fs::FileExt;
         file.as_file().read_exact_at(&mut disks.model, 0).unwrap();
     }
     if let (true, Kind::Other(code)) = (usual, kind) {
         // Anything else would be a request type the model knows nothing of.
         assert_eq!(status, UNSUPP, "request type {code} was not refused");
     }
-    if !usual || status != 0 {
-        return;
-    }
     // Only called for reads and writes that succeeded, whose sectors are on the disk.
     let range = || (sector * 512) as usize..(sector * 512) as usize + data_len as usize;
     match kind {
+        _ if !usual || status != 0 => {}
         Kind::In => {
             let mut got = vec![0u8; data_len as usize];
             mem.read_slice(&mut got, GuestAddress(DATA)).unwrap();
-            if !req.read_only {
-                assert_eq!(got, disks.model[range()], "read back what was written");
+            match req.read_only {
+                true => assert!(got.iter().all(|&b| b == 0), "read-only disk read data"),
+                false => assert_eq!(got, disks.model[range()], "read back what was written"),
             }
         }
         Kind::Out => {
@@ -339,4 +340,26 @@ fuzz_target!(|req: Request| {
         }
         _ => {}
     }
+    // The whole file, after every request (a failed one changes nothing): a write
+    // the model missed shows at once, not only if a later read covers its sectors
+    // (an unknown type code that was a write went 5 minutes unseen that way).
+    let mut on_disk = vec![0u8; FILE_LEN as usize];
+    file.as_file().read_exact_at(&mut on_disk, 0).unwrap();
+    // Nothing writes the read-only disk: it stays as created, all zeros.
+    static ZEROS: [u8; SECTORS as usize * 512] = [0; SECTORS as usize * 512];
+    let expected: &[u8] = if req.read_only { &ZEROS } else { &disks.model };
+    let wrong: Vec<usize> = (on_disk.chunks(512).zip(expected.chunks(512)))
+        .enumerate()
+        .filter(|(_, (got, model))| got != model)
+        .map(|(s, _)| s)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "after a {kind:?} request (status {status}) the disk's sectors {wrong:?} are not what the model holds"
+    );
+    let tail = &on_disk[SECTORS as usize * 512..];
+    assert!(
+        tail.iter().all(|&b| b == 0),
+        "the partial sector was written"
+    );
 });
