@@ -7,8 +7,11 @@
 //! an out-of-range check loosened by 8 sectors went unnoticed for 90 s that way,
 //! and was caught here within a few thousand runs.
 //!
-//! Checks: nothing panics; the disk file never changes size; and for requests in
-//! the usual layout, what the guest reads back matches a model of the disk.
+//! Checks: nothing panics; the disk file never changes size; after every request
+//! the whole file matches a model of the disk (the read-only one stays zeros, and
+//! the partial sector past the end is never written); and for requests in the
+//! usual layout, what the guest reads back matches the model, and a request type
+//! the device does not know is refused (UNSUPP).
 #![no_main]
 
 use hvbox_vmm::memory::GuestMemory;
@@ -16,6 +19,7 @@ use hvbox_vmm::virtio::block::Disk;
 use hvbox_vmm::virtio::worker::{drain_queue, ErrorLog};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
+use std::os::unix::fs::FileExt;
 use std::sync::{Mutex, OnceLock};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -30,6 +34,8 @@ const USED: u64 = 0x200;
 const HEADER: u64 = 0x1000;
 const STATUS: u64 = 0x2000;
 const DATA: u64 = 0x10000;
+/// VIRTIO_BLK_S_UNSUPP: the status of a request type the device does not serve.
+const UNSUPP: u8 = 2;
 const MEM_A: usize = 0x40000;
 /// A second region after a hole, so buffers can straddle it.
 const MEM_B: (u64, usize) = (0x50000, 0x1000);
@@ -123,6 +129,23 @@ impl Kind {
             Kind::Other(n) => n,
         }
     }
+
+    /// The request the device sees: it knows a request by its type code alone, so
+    /// `Other(1)` is a write, and must be laid out and modelled as one.
+    fn as_served(self) -> Kind {
+        const KNOWN: [Kind; 6] = [
+            Kind::In,
+            Kind::Out,
+            Kind::Flush,
+            Kind::GetId,
+            Kind::Discard,
+            Kind::WriteZeroes,
+        ];
+        KNOWN
+            .into_iter()
+            .find(|known| known.code() == self.code())
+            .unwrap_or(self)
+    }
 }
 
 impl Sector {
@@ -172,14 +195,15 @@ fuzz_target!(|req: Request| {
     let mem =
         GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_A), (GuestAddress(MEM_B.0), MEM_B.1)])
             .unwrap();
+    let kind = req.kind.as_served();
     let sector = req.sector.value();
     let mut header = [0u8; 16];
-    header[..4].copy_from_slice(&req.kind.code().to_le_bytes());
+    header[..4].copy_from_slice(&kind.code().to_le_bytes());
     header[8..].copy_from_slice(&sector.to_le_bytes());
     mem.write_slice(&header, GuestAddress(HEADER)).unwrap();
 
     let data_len = u32::from(req.data_sectors % 16) * 512;
-    let data_len = match req.kind {
+    let data_len = match kind {
         Kind::Discard | Kind::WriteZeroes => {
             for (i, s) in req.segments.iter().take(40).enumerate() {
                 let count = match s.sectors {
@@ -198,7 +222,7 @@ fuzz_target!(|req: Request| {
         Kind::GetId => 20,
         _ => data_len,
     };
-    if req.kind == Kind::Out {
+    if kind == Kind::Out {
         let fill: Vec<u8> = (0..data_len).map(|i| (i as u8) ^ (sector as u8)).collect();
         mem.write_slice(&fill, GuestAddress(DATA)).unwrap();
     }
@@ -207,7 +231,7 @@ fuzz_target!(|req: Request| {
     if req.chain.is_empty() {
         const NEXT: u16 = 1;
         const WRITE: u16 = 2;
-        let data_flags = match req.kind {
+        let data_flags = match kind {
             Kind::In | Kind::GetId => WRITE,
             _ => 0,
         };
@@ -278,20 +302,22 @@ fuzz_target!(|req: Request| {
     let status: u8 = mem.read_obj(GuestAddress(STATUS)).unwrap();
     if !usual && !req.read_only {
         // Some other chain may have written anything anywhere: take the disk as it is.
-        use std::os::unix::fs::FileExt;
         file.as_file().read_exact_at(&mut disks.model, 0).unwrap();
     }
-    if !usual || status != 0 {
-        return;
+    if let (true, Kind::Other(code)) = (usual, kind) {
+        // Anything else would be a request type the model knows nothing of.
+        assert_eq!(status, UNSUPP, "request type {code} was not refused");
     }
     // Only called for reads and writes that succeeded, whose sectors are on the disk.
     let range = || (sector * 512) as usize..(sector * 512) as usize + data_len as usize;
-    match req.kind {
+    match kind {
+        _ if !usual || status != 0 => {}
         Kind::In => {
             let mut got = vec![0u8; data_len as usize];
             mem.read_slice(&mut got, GuestAddress(DATA)).unwrap();
-            if !req.read_only {
-                assert_eq!(got, disks.model[range()], "read back what was written");
+            match req.read_only {
+                true => assert!(got.iter().all(|&b| b == 0), "read-only disk read data"),
+                false => assert_eq!(got, disks.model[range()], "read back what was written"),
             }
         }
         Kind::Out => {
@@ -314,4 +340,26 @@ fuzz_target!(|req: Request| {
         }
         _ => {}
     }
+    // The whole file, after every request (a failed one changes nothing): a write
+    // the model missed shows at once, not only if a later read covers its sectors
+    // (an unknown type code that was a write went 5 minutes unseen that way).
+    let mut on_disk = vec![0u8; FILE_LEN as usize];
+    file.as_file().read_exact_at(&mut on_disk, 0).unwrap();
+    // Nothing writes the read-only disk: it stays as created, all zeros.
+    static ZEROS: [u8; SECTORS as usize * 512] = [0; SECTORS as usize * 512];
+    let expected: &[u8] = if req.read_only { &ZEROS } else { &disks.model };
+    let wrong: Vec<usize> = (on_disk.chunks(512).zip(expected.chunks(512)))
+        .enumerate()
+        .filter(|(_, (got, model))| got != model)
+        .map(|(s, _)| s)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "after a {kind:?} request (status {status}) the disk's sectors {wrong:?} are not what the model holds"
+    );
+    let tail = &on_disk[SECTORS as usize * 512..];
+    assert!(
+        tail.iter().all(|&b| b == 0),
+        "the partial sector was written"
+    );
 });
