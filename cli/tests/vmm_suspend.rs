@@ -318,7 +318,12 @@ fn a_guest_saved_amid_its_disk_io_goes_on_with_its_disk_and_interrupts() {
         args
     };
     let mut first = start_with(dir, "blk-first", &args(&[]), blk_ticks);
-    first.wait_for_tick(5);
+    first.wait_for_tick(3);
+    // A live save restarts the device workers: the disk goes on serving.
+    let (_, live) = state_file(dir, "blk-live.state");
+    assert_eq!(first.save("continue", &live), "ok", "{}", first.log());
+    let at = blk_ticks(&first.serial()).last().copied().unwrap();
+    first.wait_for_tick(at + 3);
     let (path, state) = state_file(dir, "blk.state");
     assert_eq!(first.save("stop", &state), "ok", "{}", first.log());
     assert_eq!(
@@ -333,6 +338,10 @@ fn a_guest_saved_amid_its_disk_io_goes_on_with_its_disk_and_interrupts() {
     let restore = args(&["--restore", path.to_str().unwrap()]);
     let mut second = start_with(dir, "blk-second", &restore, blk_ticks);
     second.wait_for_tick(saved_at + 5);
+    // The restored machine's device workers run under their filters too.
+    for (thread, seccomp) in seccomp_modes(second.child.id()) {
+        assert_eq!(seccomp, "2", "thread {thread} of the restored VMM");
+    }
     let after = second.kill();
     // Each request written and read back, one after the other across both runs, each
     // completion signalled by its own MSI-X interrupt (two requests per line).
@@ -398,6 +407,22 @@ fn assert_counts_on(before: &str, after: &str) {
         "before the save:\n{before}\nafter:\n{after}"
     );
     assert!(!after.contains("lost count"), "{after}");
+}
+
+/// Each thread of process `pid` with its seccomp mode (/proc status), but KVM's own
+/// kernel workers (`kvm-*`), which run no user code.
+fn seccomp_modes(pid: u32) -> Vec<(String, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| {
+            let task = task.unwrap().path();
+            let comm = std::fs::read_to_string(task.join("comm")).ok()?;
+            let status = std::fs::read_to_string(task.join("status")).ok()?;
+            let mode = status.lines().find_map(|l| l.strip_prefix("Seccomp:"))?;
+            let comm = comm.trim().to_string();
+            (!comm.starts_with("kvm")).then(|| (comm, mode.trim().to_string()))
+        })
+        .collect()
 }
 
 /// One request line and its answer.

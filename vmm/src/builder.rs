@@ -138,6 +138,11 @@ pub fn restore(
                 source,
             })?;
     }
+    // Restored devices start their workers now: the filters they install as they
+    // start must exist already, or they would run unconfined.
+    if options.seccomp != crate::confine::Seccomp::Off {
+        crate::confine::prepare()?;
+    }
     // Last: restored devices start serving at once, and an interrupt they raise must
     // land in the LAPICs as restored, not be overwritten by them.
     snapshot::devices::restore(

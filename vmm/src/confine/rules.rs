@@ -236,6 +236,11 @@ pub fn rules(kind: ThreadKind) -> Rules {
             allow(SPAWNS);
             allow(VHOST_USER);
             allow(MAIN);
+            // After a live save it starts the device workers again, and a thread
+            // keeps its parent's list under its own: the workers' calls are here too.
+            allow(EPOLL);
+            allow(BLOCK);
+            allow(NET);
             MAIN_IOCTLS
         }
     };
