@@ -401,6 +401,56 @@ echo '--- virtiofsd'; cat /tmp/l2-virtiofsd.log"
     Ok(())
 }
 
+/// `hvbox suspend` then `hvbox up` of the builtin engine's machine in L1 (run by
+/// `hv`, a shell prefix): a ticker process started over ssh survives with its pid,
+/// its file grows again, `status` said `suspended` in between. The figure for the
+/// report, or what failed.
+fn suspend_through_hvbox(lab: &Lab, hv: &str) -> Result<String, String> {
+    let started = lab.root(&format!(
+        "{hv} ssh -- \"setsid sh -c 'while :; do date +%s >> /tmp/ticks; sleep 1; done' </dev/null >/dev/null 2>&1 & echo ticker=\\$!\""
+    ));
+    let pid = field(&started.stdout, "ticker")
+        .map(str::to_string)
+        .ok_or_else(|| {
+            format!(
+                "builtin: starting a ticker over ssh:\n{}{}",
+                started.stdout, started.stderr
+            )
+        })?;
+    let run = lab.root(&format!(
+        "sleep 3; {hv} suspend; echo suspend_rc=$?; {hv} status --json | tr -d ' \\n'; echo
+start=$(date +%s%N); {hv} up --quiet --timeout 900; echo up_rc=$?; echo resume_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+{hv} ssh -- 'kill -0 {pid} && echo alive=yes; echo before=$(wc -l < /tmp/ticks); sleep 4; echo after=$(wc -l < /tmp/ticks)'"
+    ));
+    let out = &run.stdout;
+    let count = |name: &str| field(out, name).and_then(|v| v.parse::<u64>().ok());
+    let problem = if field(out, "suspend_rc") != Some("0") {
+        Some("`hvbox suspend` failed")
+    } else if !out.contains("\"state\":\"suspended\"") {
+        Some("`status --json` did not say suspended")
+    } else if field(out, "up_rc") != Some("0") {
+        Some("`hvbox up` did not resume the machine")
+    } else if field(out, "alive") != Some("yes") {
+        Some("the ticker process did not survive")
+    } else if !matches!((count("before"), count("after")), (Some(b), Some(a)) if a > b) {
+        Some("the ticker's file did not grow after the resume")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        return Err(format!(
+            "builtin: suspend and resume in L1: {problem}:\n{out}{}",
+            run.stderr
+        ));
+    }
+    let secs = field(out, "resume_ms")
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or("?".into(), |ms| format!("{:.1} s", ms / 1000.0));
+    Ok(format!(
+        "hvbox suspend + up on the builtin engine in L1: resumed to ssh in {secs}, the ticker process alive and writing"
+    ))
+}
+
 /// hvbox itself in L1: `hvbox up` of the Debian test box on the builtin engine (the
 /// whole path: boot files from the disk, PVH, virtio disks and seed, passt, cloud-init,
 /// ssh with the pinned key), its console, an ACPI halt, and the same machine on the
@@ -423,7 +473,9 @@ fn engine_checks(lab: &Lab, report: &mut Vec<String>) -> Result<(), String> {
         let dir = format!("/root/l2-{engine}");
         // Machines mount their project folder by default: hvbox in L1 takes the
         // virtiofsd the lab disk carries.
-        let hv = format!("cd {dir} && HVBOX_VIRTIOFSD={LAB_MOUNT}/virtiofsd {hvbox}");
+        // Suspend on the builtin engine is still experimental (see
+        // `engine::check_saving_running`): the lab is where it is proven.
+        let hv = format!("cd {dir} && HVBOX_VIRTIOFSD={LAB_MOUNT}/virtiofsd HVBOX_EXPERIMENTAL_BUILTIN_SUSPEND=1 {hvbox}");
         let spec = format!(
             "box:\n  disk:\n    url: {url}\n    digest: \"{}\"\nengine: {engine}\ncpus: 2\nmemory: 1G\nhostname: l2-{engine}\nssh:\n  user: tester\n",
             lab.l2_box_digest
@@ -503,6 +555,11 @@ cat {machine}/vm.log"
                 "the builtin engine's VMM in L1: {} threads, each Seccomp: 2 and NoNewPrivs: 1; landlock on",
                 lines.len()
             ));
+        }
+        // Suspend and resume through hvbox itself: a process started over ssh is the
+        // same process after `suspend` + `up`, still writing its file.
+        if engine == "builtin" {
+            report.push(suspend_through_hvbox(lab, &hv)?);
         }
         // A kernel upgrade boots the new kernel from the disk (the builtin engine
         // extracts its vmlinux anew).

@@ -31,6 +31,7 @@ pub fn save(machine_name: Option<&str>, name: &str, live: bool) -> Result<ExitCo
             target.subject()
         ),
         RunState::Running(info) => {
+            engine::check_saving_running(info.engine)?;
             let engine = engine::of_kind(info.engine)?;
             let record = crate::machine::suspended::Suspended::new(
                 info.engine,

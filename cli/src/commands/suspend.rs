@@ -35,6 +35,7 @@ pub fn run(names: &[String]) -> Result<ExitCode> {
 
 fn suspend(target: &Target, info: &RunInfo) -> Result<()> {
     let machine = &target.machine;
+    engine::check_saving_running(info.engine)?;
     // QEMU cannot migrate a vhost-user-fs device: its state lives in virtiofsd.
     if info.engine == EngineKind::Qemu && !info.mounts.is_empty() {
         bail!(

@@ -114,6 +114,22 @@ pub trait Engine {
     }
 }
 
+/// Whether a running machine of `kind` may be saved (`suspend`, `snapshot save
+/// --live`). On the builtin engine it waits behind HVBOX_EXPERIMENTAL_BUILTIN_SUSPEND=1:
+/// in the nested lab a Debian machine it resumed ran (its console answered) but its
+/// network did not come back, and ssh never answered. The VMM's own save and restore
+/// is tested on its own; what stands between it and a reachable machine is not yet.
+pub fn check_saving_running(kind: EngineKind) -> Result<()> {
+    let experimental =
+        std::env::var_os("HVBOX_EXPERIMENTAL_BUILTIN_SUSPEND").is_some_and(|v| v == "1");
+    if kind == EngineKind::Builtin && !experimental {
+        bail!(
+            "saving a running machine on the builtin engine is held back for now: a resumed machine's network did not come back in testing. `hvbox halt` it instead, or set HVBOX_EXPERIMENTAL_BUILTIN_SUSPEND=1 to try it anyway"
+        );
+    }
+    Ok(())
+}
+
 /// The engine for a spec's choice on this host, and why it was picked.
 pub fn select(choice: EngineChoice, host: &HostVirt) -> Result<(Box<dyn Engine>, String)> {
     match choice {
@@ -218,6 +234,21 @@ mod tests {
                 has_group: false,
             },
         )
+    }
+
+    #[test]
+    fn saving_a_running_builtin_machine_waits_behind_its_switch() {
+        assert!(check_saving_running(EngineKind::Qemu).is_ok());
+        if std::env::var_os("HVBOX_EXPERIMENTAL_BUILTIN_SUSPEND").is_none() {
+            let err = check_saving_running(EngineKind::Builtin)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("HVBOX_EXPERIMENTAL_BUILTIN_SUSPEND=1"),
+                "{err}"
+            );
+            assert!(err.contains("`hvbox halt`"), "{err}");
+        }
     }
 
     #[test]
