@@ -327,6 +327,22 @@ fn frame(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_add(seed)).collect()
 }
 
+/// The driver's side of a NIC: set up, receive queue `rx`, transmit queue `tx`,
+/// DRIVER_OK.
+fn nic_driven(rig: &Rig, rx: &TestQueue, tx: &TestQueue) {
+    rig.set_up(0);
+    rig.set_up_queue(0, 0, rx);
+    rig.set_up_queue(0, 1, tx);
+    rig.driver_ok(0);
+}
+
+/// passt sends `frame` to the guest (length-prefixed, as on its stream socket).
+fn from_passt(passt: &mut UnixStream, frame: &[u8]) {
+    let mut prefixed = (frame.len() as u32).to_be_bytes().to_vec();
+    prefixed.extend_from_slice(frame);
+    passt.write_all(&prefixed).unwrap();
+}
+
 /// One frame from the guest to passt and one back, on receive buffer `rx_used`.
 fn frames_both_ways(rig: &Rig, rx: &TestQueue, tx: &TestQueue, passt: &mut UnixStream, n: u16) {
     let out = frame(90, n as u8);
@@ -345,9 +361,7 @@ fn frames_both_ways(rig: &Rig, rx: &TestQueue, tx: &TestQueue, passt: &mut UnixS
     rx.add_chain(&[desc(0x20000, 2048, W)]);
     rig.kick(0, 0);
     let back = frame(80, 100 + n as u8);
-    let mut prefixed = (back.len() as u32).to_be_bytes().to_vec();
-    prefixed.extend_from_slice(&back);
-    passt.write_all(&prefixed).unwrap();
+    from_passt(passt, &back);
     wait_used(rx, n);
     assert_eq!(rx.read(0x20000 + 12, 80), back);
     assert_eq!(rig.fired(0, 0), 1, "receive interrupt");
@@ -360,10 +374,7 @@ fn a_restored_nic_moves_frames_both_ways_over_a_new_backend() {
     let (devices, mut passt) = nic();
     let state = {
         let rig = rig(rx.mem, devices);
-        rig.set_up(0);
-        rig.set_up_queue(0, 0, &rx);
-        rig.set_up_queue(0, 1, &tx);
-        rig.driver_ok(0);
+        nic_driven(&rig, &rx, &tx);
         frames_both_ways(&rig, &rx, &tx, &mut passt, 1);
         through_json(&rig.save())
     };
@@ -578,10 +589,7 @@ fn a_restored_nic_receives_into_buffers_posted_before_the_save() {
     let (devices, _passt) = nic();
     let state = {
         let rig = rig(rx.mem, devices);
-        rig.set_up(0);
-        rig.set_up_queue(0, 0, &rx);
-        rig.set_up_queue(0, 1, &tx);
-        rig.driver_ok(0);
+        nic_driven(&rig, &rx, &tx);
         rx.add_chain(&[desc(0x20000, 2048, W)]);
         rig.kick(0, 0);
         // The worker has seen the buffer (it waits for a frame to put in it).
@@ -592,9 +600,7 @@ fn a_restored_nic_receives_into_buffers_posted_before_the_save() {
     let mut rig = rig(rx.mem, devices);
     rig.restore(&state).unwrap();
     let back = frame(80, 7);
-    let mut prefixed = (back.len() as u32).to_be_bytes().to_vec();
-    prefixed.extend_from_slice(&back);
-    passt.write_all(&prefixed).unwrap();
+    from_passt(&mut passt, &back);
     wait_used(&rx, 1);
     assert_eq!(rx.read(0x20000 + 12, 80), back);
     assert_eq!(rig.fired(0, 0), 1, "receive interrupt");
