@@ -138,6 +138,9 @@ pub enum Command {
     /// Manage boxes.
     #[command(subcommand, name = "box")]
     Box(BoxCommand),
+    /// Write the machines as objects for another platform.
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Low-level access to hvbox's embedded VMM.
     #[command(subcommand)]
     Vmm(VmmCommand),
@@ -229,6 +232,34 @@ pub struct UpgradeKernelArgs {
     /// Seconds the new kernel gets to reach ssh before hvbox rolls back.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// KubeVirt objects (VirtualMachine, DataVolume, Secret, Service) for
+    /// `kubectl apply -f`; prints how to reach each machine with virtctl.
+    ///
+    /// The root disk is imported from the box's URL and checked against its pinned
+    /// digest (a CDI DataVolume), or with --registry comes from a containerDisk image
+    /// and the kernel from a kernel image, both written by `hvbox box export`.
+    Kubevirt(ExportKubevirtArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportKubevirtArgs {
+    /// Machines to export (default: all, in the spec's order).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// A folder to write one file per object into, or `-` for stdout.
+    #[arg(short, long, value_name = "DIR|-", default_value = "-")]
+    pub output: PathBuf,
+    /// The namespace of the objects (default: kubectl's current one).
+    #[arg(short, long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Image name prefix (registry.example.com/team): the root disk becomes a
+    /// containerDisk and the kernel boots from a kernel image, both under it.
+    #[arg(long, value_name = "PREFIX")]
+    pub registry: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

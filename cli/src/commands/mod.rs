@@ -10,6 +10,7 @@ mod box_update;
 mod console;
 mod copy;
 mod destroy;
+mod export_kubevirt;
 mod generate;
 mod halt;
 mod init;
@@ -31,7 +32,7 @@ mod validate;
 mod vmm_confine;
 mod vmm_run;
 
-use crate::args::{BoxCommand, Cli, Command, SnapshotCommand, VmmCommand};
+use crate::args::{BoxCommand, Cli, Command, ExportCommand, SnapshotCommand, VmmCommand};
 use anyhow::Result;
 use std::process::ExitCode;
 
@@ -93,6 +94,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Box(BoxCommand::Remove(args)) => box_remove::run(&args),
         Command::Box(BoxCommand::Prune { dry_run }) => box_prune::run(dry_run),
         Command::Box(BoxCommand::Update { quiet }) => box_update::run(quiet),
+        Command::Export(ExportCommand::Kubevirt(args)) => export_kubevirt::run(&args),
         Command::Vmm(VmmCommand::Run(args)) => vmm_run::run(&args),
         Command::Completions { shell } => generate::completions(shell),
         Command::Man => generate::man(),
