@@ -282,6 +282,10 @@ pub enum BoxCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Write a cached box as OCI image archives (for `skopeo copy oci-archive:FILE
+    /// docker://…`): its disk as a KubeVirt containerDisk, its kernel and initrd
+    /// for KubeVirt's kernelBoot. The same box gives the same image digest.
+    Export(BoxExportArgs),
     /// Resolve this project's boxes again (newest versions the spec allows),
     /// download them and rewrite hvbox.lock.
     Update {
@@ -313,6 +317,20 @@ pub struct BoxAddArgs {
     /// No download progress bars.
     #[arg(long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("images").required(true).multiple(true).args(["oci", "kernel_oci"]))]
+pub struct BoxExportArgs {
+    /// A box name, NAME@VERSION, or a digest (or its start, as `box list` shows it).
+    pub what: String,
+    /// Write the disk as a containerDisk image (/disk/disk.img, owned by uid 107).
+    #[arg(long, value_name = "FILE.tar")]
+    pub oci: Option<PathBuf>,
+    /// Write the kernel and initrd the disk boots by default, as hvbox boots them
+    /// (/boot/vmlinuz, /boot/initrd.img).
+    #[arg(long, value_name = "FILE.tar")]
+    pub kernel_oci: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

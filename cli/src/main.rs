@@ -16,6 +16,7 @@ mod log_pipe;
 mod log_tail;
 mod machine;
 mod mount_check;
+mod oci;
 mod process;
 mod progress;
 mod project;

@@ -482,6 +482,14 @@ fn several_machines_boot_their_kernel_from_an_image() {
         headless["spec"],
         json!({"clusterIP": "None", "selector": {"hvbox/project": "shop"}})
     );
+    // How to make and push the images the objects name.
+    for want in [
+        format!("hvbox box export {} --oci disk.img.tar --kernel-oci disk.img-kernel.tar", &digest[..23]),
+        format!("skopeo copy oci-archive:disk.img.tar docker://registry.example/team/disk.img:sha512-{}", &hex[..16]),
+        format!("skopeo copy oci-archive:disk.img-kernel.tar docker://registry.example/team/disk.img-kernel:sha512-{}", &hex[..16]),
+    ] {
+        assert!(stderr.contains(&want), "{want}\nin:\n{stderr}");
+    }
     assert!(
         stderr.contains("upgrade-kernel: the kernel comes from its image"),
         "{stderr}"

@@ -63,6 +63,12 @@ pub fn run(args: &ExportKubevirtArgs) -> Result<ExitCode> {
         let name = object_name(&project_label, target.name());
         placed.push(place(project, spec, target, got, &name, args, &mut notes)?);
     }
+    let mut to_push: Vec<Images> = Vec::new();
+    for images in placed.iter().filter_map(|p| p.images.clone()) {
+        if !to_push.contains(&images) {
+            to_push.push(images);
+        }
+    }
     for ((target, spec), place) in targets.iter().zip(&specs).zip(placed) {
         let (machine, state) = identity_of(project, spec, target, place.got)?;
         // The same seed the local machine has (its mounts' boot script included:
@@ -101,7 +107,7 @@ pub fn run(args: &ExportKubevirtArgs) -> Result<ExitCode> {
         write_dir(&args.output, &objects)?;
     }
     notes.print();
-    print_access(&access, args.namespace.as_deref(), to_stdout)?;
+    print_access(&access, &to_push, args.namespace.as_deref(), to_stdout)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -170,6 +176,8 @@ fn identity_of(
 /// Where a machine's disks and kernel come from on the cluster.
 struct Placement<'a> {
     got: &'a ProjectBox,
+    /// With --registry: the images to push, as `hvbox box export` writes them.
+    images: Option<Images>,
     name: String,
     root: RootDisk,
     boot: Boot,
@@ -196,10 +204,17 @@ fn place<'a>(
         .with_context(|| format!("reading {}", disk.path.display()))?
         .len();
     let artifact = &got.artifacts.disk;
+    let mut pushed = None;
     let (root, boot) = match &args.registry {
         Some(prefix) => {
             let (disk_image, kernel_image) =
                 images::names(prefix, &got.artifacts.name, &artifact.digest);
+            pushed = Some(Images {
+                box_name: got.artifacts.name.clone(),
+                digest: artifact.digest.to_string(),
+                disk: disk_image.clone(),
+                kernel: kernel_image.clone(),
+            });
             let boot = kernel_boot(spec, &disk.path, kernel_image)?;
             if spec.disk.is_some_and(|d| d.bytes() > box_size) {
                 notes.add(format!(
@@ -224,6 +239,7 @@ fn place<'a>(
     say_what_stays_behind(project, spec, &who, &boot, notes);
     Ok(Placement {
         got,
+        images: pushed,
         name: name.to_string(),
         root,
         boot,
@@ -414,6 +430,15 @@ fn write_dir(dir: &Path, objects: &[Manifest]) -> Result<()> {
     Ok(())
 }
 
+/// A box's images under --registry.
+#[derive(Clone, PartialEq)]
+struct Images {
+    box_name: String,
+    digest: String,
+    disk: String,
+    kernel: String,
+}
+
 struct Access {
     vm: String,
     machine: Machine,
@@ -423,8 +448,22 @@ struct Access {
 
 /// The pinned host key and the virtctl commands that use it, on stdout unless the
 /// objects are there.
-fn print_access(all: &[Access], namespace: Option<&str>, to_stderr: bool) -> Result<()> {
+fn print_access(
+    all: &[Access],
+    push: &[Images],
+    namespace: Option<&str>,
+    to_stderr: bool,
+) -> Result<()> {
     let mut text = String::new();
+    for i in push {
+        let file = images::repository(&i.box_name);
+        // The digest's start names the box in the cache as `box list` shows it.
+        let short = &i.digest[..i.digest.len().min(23)];
+        text.push_str(&format!(
+            "images of box {} (push them before `kubectl apply`):\n  hvbox box export {short} --oci {file}.tar --kernel-oci {file}-kernel.tar\n  skopeo copy oci-archive:{file}.tar docker://{}\n  skopeo copy oci-archive:{file}-kernel.tar docker://{}\n",
+            i.box_name, i.disk, i.kernel
+        ));
+    }
     for a in all {
         let host_public = keys::public_of(
             &std::fs::read_to_string(a.machine.host_key())

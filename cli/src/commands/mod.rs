@@ -2,6 +2,7 @@
 
 mod box_add;
 mod box_build;
+mod box_export;
 mod box_fetch;
 mod box_list;
 mod box_prune;
@@ -91,6 +92,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Box(BoxCommand::Build(args)) => box_build::run(args),
         Command::Box(BoxCommand::List { json }) => box_list::run(json),
         Command::Box(BoxCommand::Add(args)) => box_add::run(&args),
+        Command::Box(BoxCommand::Export(args)) => box_export::run(&args),
         Command::Box(BoxCommand::Remove(args)) => box_remove::run(&args),
         Command::Box(BoxCommand::Prune { dry_run }) => box_prune::run(dry_run),
         Command::Box(BoxCommand::Update { quiet }) => box_update::run(quiet),

@@ -23,6 +23,15 @@ pub fn names(prefix: &str, name: &str, digest: &Digest) -> (String, String) {
     )
 }
 
+/// The images' tag: the box's digest, shortened.
+pub fn tag(digest: &Digest) -> String {
+    format!(
+        "{}-{}",
+        digest.algorithm,
+        &digest.hex[..16.min(digest.hex.len())]
+    )
+}
+
 /// A registry checks prefixes when the image is pushed; this one only what would
 /// make the names unusable in the objects.
 pub fn check_prefix(prefix: &str) -> Result<(), String> {
@@ -36,7 +45,7 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
 }
 
 /// A repository name component: lowercase letters, digits and separators.
-fn repository(name: &str) -> String {
+pub fn repository(name: &str) -> String {
     let mut out = String::new();
     for c in name.chars() {
         let c = c.to_ascii_lowercase();
