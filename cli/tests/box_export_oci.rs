@@ -124,6 +124,9 @@ fn a_box_exports_as_images_skopeo_reads() {
         kernel_tar.to_str().unwrap(),
     ]);
     assert!(said.contains("(containerDisk, image sha256:"), "{said}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&disk_tar).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644);
 
     // skopeo reads both, and sees the image the archive's index names.
     for (archive, want_files) in [

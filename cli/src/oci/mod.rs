@@ -90,6 +90,9 @@ pub fn write_archive(path: &Path, layer: &Layer, tag: &str) -> Result<String> {
     let mut buffered = out.into_inner().context("finishing the archive")?;
     buffered.flush()?;
     drop(buffered);
+    // An image is no secret (tempfile made it 0600): readable as a copied file is.
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path)
         .map_err(|e| e.error)
