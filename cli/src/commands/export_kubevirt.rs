@@ -112,13 +112,9 @@ pub fn run(args: &ExportKubevirtArgs) -> Result<ExitCode> {
 }
 
 /// A Kubernetes name for the machine: the project's for the only, unnamed machine,
-/// `PROJECT-MACHINE` otherwise (both are hostnames, so valid names).
+/// `PROJECT-MACHINE` otherwise.
 fn object_name(project: &str, machine: &str) -> String {
-    if machine == DEFAULT_MACHINE {
-        project.to_string()
-    } else {
-        format!("{project}-{machine}")
-    }
+    kubevirt::object_name(project, (machine != DEFAULT_MACHINE).then_some(machine))
 }
 
 fn check_dns_label(value: &str, what: &str) -> Result<()> {

@@ -22,6 +22,38 @@ pub struct Target<'a> {
     pub project: &'a str,
 }
 
+/// A name for an object of the project (`machine`: of one of its machines) that
+/// Kubernetes takes for a VirtualMachine and a Service alike: a DNS-1035 label,
+/// at most 63 characters starting with a letter. The project's part gives way.
+pub fn object_name(project: &str, machine: Option<&str>) -> String {
+    let base = if project.starts_with(|c: char| c.is_ascii_lowercase()) {
+        project.to_string()
+    } else {
+        format!("hvbox-{project}")
+    };
+    let suffix = machine.map(|m| format!("-{m}")).unwrap_or_default();
+    let room = 63 - suffix.len();
+    let base: String = base.chars().take(room).collect();
+    format!("{}{suffix}", base.trim_end_matches('-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::object_name;
+
+    #[test]
+    fn object_names_are_dns_labels() {
+        assert_eq!(object_name("shop", None), "shop");
+        assert_eq!(object_name("shop", Some("web")), "shop-web");
+        assert_eq!(object_name("2024-app", Some("db")), "hvbox-2024-app-db");
+        let long = "a".repeat(40) + "-" + &"b".repeat(22);
+        let name = object_name(&long, Some(&"m".repeat(32)));
+        assert_eq!(name, format!("{}-{}", "a".repeat(30), "m".repeat(32)));
+        assert_eq!(name.len(), 63);
+        assert_eq!(object_name(&long, None), long);
+    }
+}
+
 /// One machine, as the cluster gets it.
 pub struct VmInput {
     /// The object name: the project's, or `PROJECT-MACHINE` for a named machine.

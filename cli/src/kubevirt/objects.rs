@@ -20,7 +20,8 @@ const SEED_VOLUME: &str = "cloud-init";
 /// Every object for `machines`, machine by machine (DataVolumes, Secret,
 /// VirtualMachine, Service), then the headless Service when there are several.
 pub fn manifests(target: &Target, machines: &[VmInput]) -> Vec<Manifest> {
-    let subdomain = (machines.len() > 1).then_some(target.project);
+    let headless = super::object_name(target.project, None);
+    let subdomain = (machines.len() > 1).then_some(headless.as_str());
     let mut out = Vec::new();
     for vm in machines {
         if let RootDisk::Import {
