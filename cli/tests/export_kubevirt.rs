@@ -377,6 +377,11 @@ fn the_secret_carries_the_local_seed_documents() {
     }
     let up = setup.hvbox(&["up"]);
     assert!(!up.status.success());
+    assert!(
+        text(&up.stderr).contains("disk.raw"),
+        "up stopped elsewhere than at the missing disk:\n{}",
+        text(&up.stderr)
+    );
     let seed = machine.join("seed.iso");
     assert!(seed.is_file(), "up wrote no seed:\n{}", text(&up.stderr));
     let from_seed = |name: &str| {
