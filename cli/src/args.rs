@@ -138,6 +138,9 @@ pub enum Command {
     /// Manage boxes.
     #[command(subcommand, name = "box")]
     Box(BoxCommand),
+    /// Write the machines as objects for another platform.
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Low-level access to hvbox's embedded VMM.
     #[command(subcommand)]
     Vmm(VmmCommand),
@@ -232,6 +235,34 @@ pub struct UpgradeKernelArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// KubeVirt objects (VirtualMachine, DataVolume, Secret, Service) for
+    /// `kubectl apply -f`; prints how to reach each machine with virtctl.
+    ///
+    /// The root disk is imported from the box's URL and checked against its pinned
+    /// digest (a CDI DataVolume), or with --registry comes from a containerDisk image
+    /// and the kernel from a kernel image, both written by `hvbox box export`.
+    Kubevirt(ExportKubevirtArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportKubevirtArgs {
+    /// Machines to export (default: all, in the spec's order).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// A folder to write one file per object into, or `-` for stdout.
+    #[arg(short, long, value_name = "DIR|-", default_value = "-")]
+    pub output: PathBuf,
+    /// The namespace of the objects (default: kubectl's current one).
+    #[arg(short, long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// Image name prefix (registry.example.com/team): the root disk becomes a
+    /// containerDisk and the kernel boots from a kernel image, both under it.
+    #[arg(long, value_name = "PREFIX")]
+    pub registry: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum BoxCommand {
     /// Build a Debian box from Debian's packages with mmdebstrap (needs root).
     Build(BoxBuildArgs),
@@ -251,6 +282,10 @@ pub enum BoxCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Write a cached box as OCI image archives (for `skopeo copy oci-archive:FILE
+    /// docker://…`): its disk as a KubeVirt containerDisk, its kernel and initrd
+    /// for KubeVirt's kernelBoot. The same box gives the same image digest.
+    Export(BoxExportArgs),
     /// Resolve this project's boxes again (newest versions the spec allows),
     /// download them and rewrite hvbox.lock.
     Update {
@@ -282,6 +317,20 @@ pub struct BoxAddArgs {
     /// No download progress bars.
     #[arg(long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("images").required(true).multiple(true).args(["oci", "kernel_oci"]))]
+pub struct BoxExportArgs {
+    /// A box name, NAME@VERSION, or a digest (or its start, as `box list` shows it).
+    pub what: String,
+    /// Write the disk as a containerDisk image (/disk/disk.img, owned by uid 107).
+    #[arg(long, value_name = "FILE.tar")]
+    pub oci: Option<PathBuf>,
+    /// Write the kernel and initrd the disk boots by default, as hvbox boots them
+    /// (/boot/vmlinuz, /boot/initrd.img).
+    #[arg(long, value_name = "FILE.tar")]
+    pub kernel_oci: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

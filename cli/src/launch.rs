@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Appended to the guest's own command line: the engines' first serial port.
-const CONSOLE_ARG: &str = "console=ttyS0";
+pub(crate) const CONSOLE_ARG: &str = "console=ttyS0";
 /// The machine configuration an engine that reads one from a file gets, in the
 /// machine folder (see [`hvbox_vmm::MachineConfig`] for its format).
 const VM_CONFIG_FILE: &str = "vm.json";

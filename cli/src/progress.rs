@@ -1,9 +1,27 @@
 //! The `==> ` lines commands print as they go. When a command works through several
 //! machines, each line names the machine it is about (`==> web: booting …`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 static MACHINE: Mutex<Option<String>> = Mutex::new(None);
+
+/// Set while a command writes its own output to stdout (`export kubevirt -o -`).
+static TO_STDERR: AtomicBool = AtomicBool::new(false);
+
+/// Send the progress lines that follow to stderr, keeping stdout for the output.
+pub fn to_stderr() {
+    TO_STDERR.store(true, Ordering::Relaxed);
+}
+
+/// Print one progress line where they go.
+pub fn emit(line: String) {
+    if TO_STDERR.load(Ordering::Relaxed) {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
 
 /// Name `machine` in the lines that follow (`None`: name none).
 pub fn set_machine(machine: Option<&str>) {
@@ -21,7 +39,7 @@ pub fn line(message: std::fmt::Arguments) -> String {
 /// Print a progress line: `step!("booting on {engine}")`.
 macro_rules! step {
     ($($arg:tt)*) => {
-        println!("{}", $crate::progress::line(format_args!($($arg)*)))
+        $crate::progress::emit($crate::progress::line(format_args!($($arg)*)))
     };
 }
 pub(crate) use step;

@@ -2,6 +2,7 @@
 
 mod box_add;
 mod box_build;
+mod box_export;
 mod box_fetch;
 mod box_list;
 mod box_prune;
@@ -10,6 +11,7 @@ mod box_update;
 mod console;
 mod copy;
 mod destroy;
+mod export_kubevirt;
 mod generate;
 mod halt;
 mod init;
@@ -31,7 +33,7 @@ mod validate;
 mod vmm_confine;
 mod vmm_run;
 
-use crate::args::{BoxCommand, Cli, Command, SnapshotCommand, VmmCommand};
+use crate::args::{BoxCommand, Cli, Command, ExportCommand, SnapshotCommand, VmmCommand};
 use anyhow::Result;
 use std::process::ExitCode;
 
@@ -90,9 +92,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Box(BoxCommand::Build(args)) => box_build::run(args),
         Command::Box(BoxCommand::List { json }) => box_list::run(json),
         Command::Box(BoxCommand::Add(args)) => box_add::run(&args),
+        Command::Box(BoxCommand::Export(args)) => box_export::run(&args),
         Command::Box(BoxCommand::Remove(args)) => box_remove::run(&args),
         Command::Box(BoxCommand::Prune { dry_run }) => box_prune::run(dry_run),
         Command::Box(BoxCommand::Update { quiet }) => box_update::run(quiet),
+        Command::Export(ExportCommand::Kubevirt(args)) => export_kubevirt::run(&args),
         Command::Vmm(VmmCommand::Run(args)) => vmm_run::run(&args),
         Command::Completions { shell } => generate::completions(shell),
         Command::Man => generate::man(),

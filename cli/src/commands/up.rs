@@ -6,16 +6,14 @@ use super::box_fetch::{self, Resolve};
 use super::select::{for_each, Need, Selection, Target};
 use crate::args::UpArgs;
 use crate::engine;
-use crate::keys;
 use crate::launch;
 use crate::machine::lock::MachineLock;
-use crate::machine::{kernels, state, Machine, MachineState, RunInfo, RunState};
+use crate::machine::{Machine, RunInfo, RunState};
 use crate::progress::step;
 use crate::project::Project;
 use crate::provision;
 use crate::resume::{self, Resumed};
-use crate::spec::{first_boot, ProjectSpec, Size, Spec};
-use crate::ssh;
+use crate::spec::{ProjectSpec, Size, Spec};
 use anyhow::{bail, Context, Result};
 use hvbox_boxes::{BoxArtifacts, Progress, Store};
 use hvbox_provisioner::clone_disk;
@@ -217,39 +215,8 @@ fn populate(
     let size = spec.disk.map(|s| s.bytes());
     clone_disk(disk_blob, &machine.disk(), size).context("cloning the box disk")?;
 
-    let hostname = spec
-        .hostname
-        .as_ref()
-        .map(|h| h.0.clone())
-        .unwrap_or_else(|| project.default_hostname());
-    let user = spec
-        .ssh
-        .user
-        .as_ref()
-        .map(|u| u.0.clone())
-        .unwrap_or_else(|| first_boot::DEFAULT_USER.to_string());
-    let state = MachineState {
-        instance_id: state::new_instance_id()?,
-        mac: state::new_mac()?,
-        hostname: hostname.clone(),
-        user: user.clone(),
-        box_name: artifacts.name.clone(),
-        box_disk_digest: artifacts.disk.digest.to_string(),
-        created_unix: kernels::now_unix(),
-        kernels: Vec::new(),
-        pinned_kernel: None,
-        provisioned_unix: None,
-    };
-
-    let login = keys::generate_ed25519(&format!("hvbox@{hostname}"))?;
-    keys::write_private(&machine.ssh_key(), &login.private_openssh)?;
-    std::fs::write(machine.file("id_ed25519.pub"), &login.public_openssh)?;
-    let host_key = keys::generate_ed25519(&format!("root@{hostname}"))?;
-    keys::write_private(&machine.host_key(), &host_key.private_openssh)?;
-    std::fs::write(
-        machine.known_hosts(),
-        ssh::known_hosts_line(&state, &host_key.public_openssh),
-    )?;
+    let state = crate::identity::new_state(project, spec, artifacts)?;
+    crate::identity::write_keys(machine, &state)?;
 
     crate::seed::write_new(project, spec, machine, &state)?;
     // state.json last: its presence marks a finished machine.
