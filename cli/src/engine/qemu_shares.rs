@@ -141,3 +141,120 @@ pub fn plug(socket: &Path, shares: &[(usize, FsConfig)]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Against a real QEMU (no guest: its firmware finds nothing to boot and idles) and
+/// a real virtiofsd.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+
+    struct Killed(Child);
+
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn tools_here() -> bool {
+        for (tool, package) in [
+            ("qemu-system-x86_64", "qemu-system-x86"),
+            ("virtiofsd", "virtiofsd"),
+        ] {
+            let found = Command::new(tool)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !found {
+                hvbox_test_support::skip(&format!("no {tool} ({package})"));
+                return false;
+            }
+        }
+        true
+    }
+
+    fn wait_for(path: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !path.exists() {
+            assert!(Instant::now() < deadline, "{} never came", path.display());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn a_share_plugs_into_its_empty_root_port_and_blocks_a_save_while_in() {
+        if !tools_here() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        let fs_socket = dir.path().join("fs0.sock");
+        let virtiofsd = Killed(
+            Command::new("virtiofsd")
+                .arg("--socket-path")
+                .arg(&fs_socket)
+                .arg("--shared-dir")
+                .arg(&shared)
+                .args(["--sandbox", "none", "--log-level", "warn"])
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_for(&fs_socket);
+        // As a restored machine starts: the share's port, empty.
+        let control = dir.path().join("qmp.sock");
+        let qemu = Killed(
+            Command::new("qemu-system-x86_64")
+                .args(["-nodefaults", "-no-user-config", "-display", "none"])
+                .args(["-sandbox", super::super::qemu::SANDBOX])
+                .args(["-object", "memory-backend-memfd,id=mem,size=64M,share=on"])
+                .args(["-machine", "q35,memory-backend=mem", "-accel", "tcg"])
+                .args(["-m", "64M", "-device", &root_port(0)])
+                .arg("-qmp")
+                .arg(format!("unix:{},server=on,wait=off", control.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_for(&control);
+        let present = || {
+            let mut qmp = Qmp::connect(&control, Duration::from_secs(10)).unwrap();
+            peripherals(&mut qmp).unwrap()
+        };
+        assert!(!present().contains(&"fs0".to_string()));
+
+        let share = FsConfig {
+            tag: "hvbox0".into(),
+            socket: fs_socket.clone(),
+        };
+        plug(&control, &[(0, share.clone())]).unwrap();
+        assert!(present().contains(&"fs0".to_string()));
+        // The port holds one device: a second is refused, and its chardev taken back.
+        let err = plug(&control, &[(0, share)]).unwrap_err();
+        assert!(format!("{err:#}").contains("chr-fs0"), "{err:#}");
+
+        // With the device in, QEMU refuses to save the machine.
+        let null = std::fs::File::options()
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        let err = super::super::qemu_state::save(&control, &null).unwrap_err();
+        assert!(format!("{err:#}").contains("vhost-user-fs"), "{err:#}");
+
+        // No guest answers the unplug request: the wait ends, the device still in,
+        // its chardev still busy.
+        let started = Instant::now();
+        let stuck = unplug(&control, 1, Duration::from_secs(2)).unwrap();
+        assert_eq!(stuck, vec![0]);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(present().contains(&"fs0".to_string()));
+        let err = remove_chardevs(&control, &[0]).unwrap_err();
+        assert!(format!("{err:#}").contains("busy"), "{err:#}");
+        drop(qemu);
+        drop(virtiofsd);
+    }
+}
