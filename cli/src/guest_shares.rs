@@ -67,7 +67,9 @@ impl<'a> GuestShares<'a> {
         self.unmount()?;
         let control = &self.info.control_socket;
         let runtime = &self.info.runtime_dir;
-        share_requests::mark_unplugged(runtime, &self.all())?;
+        if let Err(e) = share_requests::mark_unplugged(runtime, &self.all()) {
+            return Err(with_undo(e, self.mount()));
+        }
         let stuck = match self
             .engine
             .unplug_shares(control, self.fs.len(), UNPLUG_WAIT)

@@ -109,7 +109,7 @@ fn a_suspended_machine_continues_where_it_was() {
     // Started outside the share (`cd /`): a process in it would hold the mount.
     let ticker = guest(
         &project,
-        "cd / && nohup sh -c 'while :; do date +%s >> /tmp/ticks; sleep 1; done' >/dev/null 2>&1 </dev/null & echo $!",
+        "cd /; nohup sh -c 'while :; do date +%s >> /tmp/ticks; sleep 1; done' >/dev/null 2>&1 </dev/null & echo $!",
     );
     guest(
         &project,

@@ -168,7 +168,7 @@ mod tests {
                 .output()
                 .is_ok_and(|o| o.status.success());
             if !found {
-                hvbox_test_support::skip(&format!("no {tool} ({package})"));
+                hvbox_test_support::skip(format!("no {tool} ({package})"));
                 return false;
             }
         }
