@@ -86,3 +86,58 @@ pub fn answer_restart(runtime_dir: &Path, result: &Result<()>) -> Result<()> {
     write_atomic(&runtime_dir.join(RESTARTED), text.as_bytes())
         .context("answering hvbox's request for virtiofsd")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both sides of the files, the supervisor's in a thread as its loop would run.
+    #[test]
+    fn a_restart_is_asked_for_answered_and_the_unplugged_mark_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = dir.path().to_path_buf();
+        mark_unplugged(&runtime, &[0, 2]).unwrap();
+        assert!(is_unplugged(&runtime, 2) && !is_unplugged(&runtime, 1));
+        assert_eq!(take_restart(&runtime), None);
+        let supervisor = {
+            let runtime = runtime.clone();
+            std::thread::spawn(move || loop {
+                if let Some(list) = take_restart(&runtime) {
+                    answer_restart(&runtime, &Ok(())).unwrap();
+                    return list;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            })
+        };
+        restart(&runtime, std::process::id(), &[0, 2]).unwrap();
+        assert_eq!(supervisor.join().unwrap(), vec![0, 2]);
+        assert!(!is_unplugged(&runtime, 0), "the mark outlived the restart");
+        assert!(!runtime.join(RESTART).exists() && !runtime.join(RESTARTED).exists());
+
+        // A failed restart comes back as the supervisor's reason.
+        let failing = {
+            let runtime = runtime.clone();
+            std::thread::spawn(move || loop {
+                if take_restart(&runtime).is_some() {
+                    let e = Err(anyhow::anyhow!("virtiofsd for /p -> /g exited"));
+                    answer_restart(&runtime, &e).unwrap();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            })
+        };
+        let err = restart(&runtime, std::process::id(), &[1]).unwrap_err();
+        failing.join().unwrap();
+        assert_eq!(err.to_string(), "virtiofsd for /p -> /g exited");
+    }
+
+    #[test]
+    fn a_supervisor_gone_ends_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let err = restart(dir.path(), pid, &[0]).unwrap_err();
+        assert_eq!(err.to_string(), "the machine's supervisor ended");
+    }
+}
