@@ -48,18 +48,34 @@ impl Daemons {
             .collect()
     }
 
-    /// The mounts whose virtiofsd ended since the last call, each with how.
-    pub fn newly_lost(&mut self) -> Vec<(String, ExitStatus)> {
+    /// The mounts whose virtiofsd ended since the last call, each with its index
+    /// and how.
+    pub fn newly_lost(&mut self) -> Vec<(usize, String, ExitStatus)> {
         let mut lost = Vec::new();
-        for (fs, slot) in &mut self.fs {
+        for (i, (fs, slot)) in self.fs.iter_mut().enumerate() {
             if let Some(child) = slot {
                 if let Ok(Some(status)) = child.try_wait() {
-                    lost.push((fs.describe(), status));
+                    lost.push((i, fs.describe(), status));
                     *slot = None;
                 }
             }
         }
         lost
+    }
+
+    /// A fresh virtiofsd for each of `indexes`, listening; one still running (its
+    /// connection closed a moment ago) is stopped first.
+    pub fn restart(&mut self, indexes: &[usize]) -> Result<()> {
+        for &i in indexes {
+            let Some((fs, slot)) = self.fs.get_mut(i) else {
+                anyhow::bail!("this machine has no share number {i}");
+            };
+            if let Some(mut old) = slot.take() {
+                stop_child(&mut old);
+            }
+            *slot = Some(start_virtiofsd(fs)?);
+        }
+        Ok(())
     }
 
     pub fn stop(&mut self) {

@@ -2,6 +2,7 @@
 //! state file, with new passt and virtiofsd processes; then ssh, and the guest's
 //! clock set to the host's (it stood still while the machine was suspended).
 
+use crate::guest_shares::GuestShares;
 use crate::launch::{self, Preflight};
 use crate::machine::suspended::Suspended;
 use crate::machine::{Machine, MachineState, RunInfo};
@@ -60,6 +61,7 @@ pub fn resume(
         ago(record.saved_unix)
     );
     let started_at = Instant::now();
+    let config_fs = config.filesystems.clone();
     let started = launch::spawn(machine, spec, checked, run, config, Some(&saved))?;
     let info = started.info;
     let vm_pid = info.vm_pid;
@@ -78,6 +80,13 @@ pub fn resume(
         started_at.elapsed().as_secs_f64(),
         info.ssh_port
     );
+    // Saved without its shares' devices (see `GuestShares`): they go back in now,
+    // onto the empty root ports the machine was saved with.
+    let shares = GuestShares::new(machine, &info, checked.engine.as_ref(), config_fs)?;
+    let plugged = match shares.needed() {
+        true => shares.plug(&(0..checked.mounts.len()).collect::<Vec<_>>()),
+        false => Ok(()),
+    };
     wait_for_ssh(machine, &state, &info, timeout)?;
     step!(
         "ssh answers {:.1} s after the resume began",
@@ -86,6 +95,16 @@ pub fn resume(
     match set_guest_clock(machine, &state, info.ssh_port) {
         Ok(()) => step!("guest clock set to the host's time"),
         Err(e) => eprintln!("hvbox: warning: could not set the guest's clock to the host's time ({e:#}); it is behind by the time the machine was suspended"),
+    }
+    if shares.needed() {
+        plugged
+            .and_then(|()| shares.mount())
+            .context("the machine is resumed, but its shared folders are not back; `hvbox reload` mounts them again")?;
+        crate::mount_check::verify(machine, &state, info.ssh_port, &checked.mounts)?;
+        step!(
+            "shared folders mounted again {:.1} s after the resume began",
+            started_at.elapsed().as_secs_f64()
+        );
     }
     Ok(Resumed::Running(info))
 }

@@ -11,6 +11,7 @@ use crate::engine::EngineKind;
 use crate::machine::runtime::MountPoint;
 use crate::machine::{private, write_atomic, Machine, RunInfo};
 use crate::process::{pid_alive, signal};
+use crate::share_requests;
 use crate::virtiofs::FsDaemon;
 use anyhow::{Context, Result};
 use hvbox_vmm::ExitReason;
@@ -198,10 +199,23 @@ fn wait_for_vm(
             return Ok(status);
         }
         let lost = daemons.newly_lost();
-        if !lost.is_empty() {
-            for (mount, status) in lost {
+        let restart = share_requests::take_restart(&info.runtime_dir);
+        if !lost.is_empty() || restart.is_some() {
+            for (i, mount, status) in lost {
+                // `hvbox suspend` or `snapshot save --live` unplugged its share.
+                if share_requests::is_unplugged(&info.runtime_dir, i) {
+                    eprintln!("supervisor: virtiofsd for {mount} ended ({status}): its share is unplugged while the machine is saved");
+                    continue;
+                }
                 eprintln!("supervisor: virtiofsd for {mount} exited ({status}): the guest's mount of it fails from now on; `hvbox reload` starts it again");
                 info.lost_mounts.push(mount);
+            }
+            if let Some(indexes) = restart {
+                let result = daemons.restart(&indexes);
+                if let Err(e) = &result {
+                    eprintln!("supervisor: starting virtiofsd again: {e:#}");
+                }
+                share_requests::answer_restart(&info.runtime_dir, &result)?;
             }
             info.virtiofsd_pids = daemons.virtiofsd_pids();
             info.save(machine)?;

@@ -2,11 +2,13 @@
 //! background process and a web server survive `suspend` + `up`, the guest's clock
 //! and uptime carry on, nothing of the suspended machine keeps running; a damaged
 //! state is refused and the machine boots cold; `up --cold` and `halt` discard a state.
-//! A live snapshot, restored, brings a file back as it was. No shared folders: QEMU
-//! cannot save a vhost-user-fs device.
+//! A live snapshot, restored, brings a file back as it was. The project folder stays
+//! mounted (virtio-fs): its device is unplugged for each save and plugged back, the
+//! guest's mount comes back, and a share in use makes the save refuse, naming the
+//! process, with the machine running on and the share mounted.
 
 use hvbox_tests::crash::{processes_of, run_facts};
-use hvbox_tests::{require_tools, test_box, HttpServer, TestProject};
+use hvbox_tests::{processes_mentioning, require_tools, test_box, HttpServer, TestProject};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
@@ -82,23 +84,32 @@ fn timed(project: &TestProject, args: &[&str]) -> (String, f64) {
 
 #[test]
 fn a_suspended_machine_continues_where_it_was() {
-    require_tools(&["qemu-system-x86_64", "passt", "ssh", "mmdebstrap"]);
+    require_tools(&[
+        "qemu-system-x86_64",
+        "passt",
+        "ssh",
+        "virtiofsd",
+        "mmdebstrap",
+    ]);
     let test_box = test_box();
     let server = HttpServer::serve(test_box.dir.clone());
     let port = free_port();
     let spec = format!(
-        "box:\n  disk:\n    url: {}\n    digest: \"{}\"\nengine: qemu\ncpus: 1\nmemory: 768M\nmounts: []\nssh:\n  user: tester\nports:\n  - {{host: {port}, guest: 8000}}\n",
+        "box:\n  disk:\n    url: {}\n    digest: \"{}\"\nengine: qemu\ncpus: 1\nmemory: 768M\nssh:\n  user: tester\nports:\n  - {{host: {port}, guest: 8000}}\n",
         server.url("disk.raw"),
         test_box.digest
     );
     let project = TestProject::new(&spec);
     let dir = project.path().join(".hvbox/machines/default");
+    // `hvbox ssh` starts in the guest's mount of the project folder.
+    let share = std::fs::canonicalize(project.path()).unwrap();
 
     let (up, cold_secs) = timed(&project, &["up"]);
     assert!(up.contains("machine is up"), "{up}");
+    // Started outside the share (`cd /`): a process in it would hold the mount.
     let ticker = guest(
         &project,
-        "nohup sh -c 'while :; do date +%s >> /tmp/ticks; sleep 1; done' >/dev/null 2>&1 </dev/null & echo $!",
+        "cd /; nohup sh -c 'while :; do date +%s >> /tmp/ticks; sleep 1; done' >/dev/null 2>&1 </dev/null & echo $!",
     );
     guest(
         &project,
@@ -110,8 +121,49 @@ fn a_suspended_machine_continues_where_it_was() {
     let ticks_before: usize = guest(&project, "wc -l < /tmp/ticks").parse().unwrap();
     let runtime = run_facts(&dir).runtime_dir;
 
+    // A process working in the share: the save is refused, naming it, and the
+    // machine runs on with the share mounted.
+    let holder = guest(
+        &project,
+        "nohup sleep 600 >/dev/null 2>&1 </dev/null & echo $!",
+    );
+    let refused = project.hvbox(&["suspend"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the shared folder {}", share.display()))
+            && stderr.contains("is in use in the guest")
+            && stderr.contains(&format!(
+                "pid {holder} (sleep): working directory {}",
+                share.display()
+            ))
+            && stderr.contains("runs on with its shared folders mounted"),
+        "{stderr}"
+    );
+    assert_eq!(state(&project), "running");
+    assert!(!dir.join("state/vm.state").exists());
+    assert_eq!(
+        guest(
+            &project,
+            "findmnt -rn -o FSTYPE -M \"$PWD\"; cat hvbox.yaml | head -1"
+        ),
+        "virtiofs\nbox:"
+    );
+    guest(&project, &format!("kill {holder}"));
+
+    // Written in the guest's mount before the suspend: on the host at once.
+    guest(&project, "echo written-before > from-guest.txt");
+    assert_eq!(
+        std::fs::read_to_string(share.join("from-guest.txt")).unwrap(),
+        "written-before\n"
+    );
+
     // Suspend: the state in the machine folder, nothing of the machine running.
     let (out, suspend_secs) = timed(&project, &["suspend"]);
+    assert!(
+        out.contains("unmounting the shared folders in the guest"),
+        "{out}"
+    );
     assert!(out.contains("machine suspended in"), "{out}");
     assert_eq!(state(&project), "suspended");
     let table = project.ok(&["status"]);
@@ -129,6 +181,18 @@ fn a_suspended_machine_continues_where_it_was() {
     let (out, resume_secs) = timed(&project, &["up"]);
     assert!(out.contains("resuming on qemu"), "{out}");
     assert!(out.contains("guest clock set to the host's time"), "{out}");
+    assert!(out.contains("shared folders mounted again"), "{out}");
+    // The share is back: what either side writes, the other sees.
+    std::fs::write(share.join("from-host.txt"), "written-after\n").unwrap();
+    assert_eq!(
+        guest(&project, "cat from-host.txt from-guest.txt"),
+        "written-after\nwritten-before"
+    );
+    guest(&project, "echo guest-after > guest-after.txt");
+    assert_eq!(
+        std::fs::read_to_string(share.join("guest-after.txt")).unwrap(),
+        "guest-after\n"
+    );
     assert!(!out.contains("booting on"), "a resume booted:\n{out}");
     assert_eq!(state(&project), "running");
     assert!(!state_file.exists(), "the spent state was kept");
@@ -171,18 +235,29 @@ fn a_suspended_machine_continues_where_it_was() {
         (1, 1),
         "{running:#?}"
     );
+    let virtiofsd = processes_mentioning("virtiofsd")
+        .into_iter()
+        .filter(|p| p.contains(&runtime.to_string_lossy().into_owned()))
+        .count();
+    assert!(virtiofsd >= 1, "no virtiofsd serves the share");
+    let status = project.ok(&["status"]);
+    assert!(!status.contains("mount lost"), "{status}");
     eprintln!(
-        "suspend/resume on qemu (TCG, 768M guest): cold up {cold_secs:.1} s; suspend {suspend_secs:.1} s, state {:.1} MiB; resume up (to ssh and clock) {resume_secs:.1} s",
+        "suspend/resume on qemu (TCG, 768M guest, project folder shared): cold up {cold_secs:.1} s; suspend {suspend_secs:.1} s, state {:.1} MiB; resume up (to ssh and clock) {resume_secs:.1} s",
         state_bytes as f64 / (1 << 20) as f64
     );
 
     // Snapshots: `--live` saves the running machine with its state and leaves it up;
     // restoring it brings back the file as it was, and the machine suspended.
-    guest(&project, "echo before > snap.txt && sync");
+    // (In the home folder: the share is the host's, not in the snapshot.)
+    guest(&project, "echo before > ~/snap.txt && sync");
     let out = project.ok(&["snapshot", "save", "first", "--live"]);
     assert!(out.contains("snapshot `first` saved"), "{out}");
     assert_eq!(state(&project), "running");
-    guest(&project, "echo after > snap.txt && sync");
+    // The share came back after the live save.
+    std::fs::write(share.join("after-live.txt"), "still shared\n").unwrap();
+    assert_eq!(guest(&project, "cat after-live.txt"), "still shared");
+    guest(&project, "echo after > ~/snap.txt && sync");
     let refused = project.hvbox(&["snapshot", "restore", "first"]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -199,7 +274,8 @@ fn a_suspended_machine_continues_where_it_was() {
     assert_eq!(state(&project), "suspended");
     let out = project.ok(&["up"]);
     assert!(out.contains("resuming on qemu"), "{out}");
-    assert_eq!(guest(&project, "cat snap.txt"), "before");
+    assert_eq!(guest(&project, "cat ~/snap.txt"), "before");
+    assert_eq!(guest(&project, "cat after-live.txt"), "still shared");
     assert_eq!(
         guest(&project, &format!("kill -0 {ticker} && echo alive")),
         "alive"

@@ -4,6 +4,7 @@
 use super::select::{Need, Selection, Target};
 use super::table::print_table;
 use crate::engine;
+use crate::guest_shares::GuestShares;
 use crate::machine::lock::MachineLock;
 use crate::machine::snapshots::{
     self, Pending, Snapshot, DISK, SAVED_RECORD, SAVED_STATE, SEED, STATE,
@@ -33,22 +34,40 @@ pub fn save(machine_name: Option<&str>, name: &str, live: bool) -> Result<ExitCo
         RunState::Running(info) => {
             engine::check_saving_running(info.engine)?;
             let engine = engine::of_kind(info.engine)?;
+            let config = launch_config(machine)?;
+            let shares =
+                GuestShares::new(machine, &info, engine.as_ref(), config.filesystems.clone())?;
             let record = crate::machine::suspended::Suspended::new(
                 info.engine,
                 engine.state_version(),
-                launch_config(machine)?,
+                config,
             );
+            if shares.needed() {
+                step!("unmounting the shared folders in the guest and unplugging their devices");
+                shares.detach()?;
+            }
             step!("pausing the machine to save its state and copy its disk");
             let state_path = pending.dir.join(SAVED_STATE);
             let file = crate::machine::private::create_file(
                 &state_path,
                 std::fs::File::options().write(true).create_new(true),
             )?;
-            engine
-                .save_paused(&info.control_socket, &file, &mut || {
-                    copy_machine_files(machine, &pending.dir)
-                })
-                .context("the snapshot was not saved; the machine runs on")?;
+            let saved = engine.save_paused(&info.control_socket, &file, &mut || {
+                copy_machine_files(machine, &pending.dir)
+            });
+            // The devices go back in whether or not the save worked.
+            let back = match shares.needed() {
+                true => {
+                    step!("plugging the shared folders back in and mounting them in the guest");
+                    shares.attach()
+                }
+                false => Ok(()),
+            };
+            if let (Err(e), Err(b)) = (&saved, &back) {
+                bail!("the snapshot was not saved ({e:#}), and the machine's shared folders could not be put back ({b:#}); the machine runs on, and `hvbox reload` mounts them again");
+            }
+            saved.context("the snapshot was not saved; the machine runs on")?;
+            back.context("the snapshot is saved, but the machine's shared folders could not be put back; `hvbox reload` mounts them again")?;
             file.sync_all()?;
             let record = crate::machine::suspended::Suspended {
                 state_bytes: file.metadata()?.len(),

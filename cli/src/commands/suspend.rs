@@ -2,7 +2,8 @@
 //! and stop its processes; `up` (or `resume`) continues it where it was.
 
 use super::select::{for_each, Need, Selection, Target};
-use crate::engine::{self, EngineKind};
+use crate::engine;
+use crate::guest_shares::GuestShares;
 use crate::machine::lock::MachineLock;
 use crate::machine::suspended::Suspended;
 use crate::machine::{Machine, RunInfo, RunState};
@@ -36,14 +37,6 @@ pub fn run(names: &[String]) -> Result<ExitCode> {
 fn suspend(target: &Target, info: &RunInfo) -> Result<()> {
     let machine = &target.machine;
     engine::check_saving_running(info.engine)?;
-    // QEMU cannot migrate a vhost-user-fs device: its state lives in virtiofsd.
-    if info.engine == EngineKind::Qemu && !info.mounts.is_empty() {
-        bail!(
-            "{} runs on the qemu engine with shared folders, and QEMU cannot save the state of a shared folder's device (vhost-user-fs); use `hvbox halt`, or set `mounts: []` in hvbox.yaml (without the key the project folder is mounted) and {} before suspending",
-            target.subject(),
-            target.hint("reload")
-        );
-    }
     let plan: LaunchPlan = serde_json::from_str(
         &std::fs::read_to_string(machine.file(LAUNCH_FILE)).context("reading the launch plan")?,
     )?;
@@ -51,19 +44,38 @@ fn suspend(target: &Target, info: &RunInfo) -> Result<()> {
         bail!("{} was started by an older hvbox, which did not record what a suspend needs; `hvbox halt` it, or `hvbox reload` and suspend then", target.subject());
     };
     let engine = engine::of_kind(info.engine)?;
+    let shares = GuestShares::new(machine, info, engine.as_ref(), config.filesystems.clone())?;
     let record = Suspended::new(info.engine, engine.state_version(), config);
+    let started = Instant::now();
+    if shares.needed() {
+        step!("unmounting the shared folders in the guest and unplugging their devices");
+        shares.detach()?;
+    }
     step!(
         "saving the machine's state ({} of guest memory at most) into {}",
         crate::spec::Size::from_bytes(record.config.memory),
         machine.saved_state().display()
     );
-    let started = Instant::now();
-    let (tmp, file) = machine.new_state_file()?;
-    if let Err(e) = engine.suspend(&info.control_socket, &file) {
-        drop(file);
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.context("the machine was not suspended and runs on"));
-    }
+    let saved = machine.new_state_file().and_then(|(tmp, file)| {
+        match engine.suspend(&info.control_socket, &file) {
+            Ok(()) => Ok((tmp, file)),
+            Err(e) => {
+                drop(file);
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    });
+    let (tmp, file) = match saved {
+        Ok(saved) => saved,
+        Err(e) if shares.needed() => {
+            return Err(match shares.attach() {
+                Ok(()) => e.context("the machine was not suspended and runs on, its shared folders mounted again"),
+                Err(back) => e.context(format!("the machine was not suspended and runs on, but its shared folders could not be put back ({back:#}); `hvbox reload` mounts them again")),
+            });
+        }
+        Err(e) => return Err(e.context("the machine was not suspended and runs on")),
+    };
     machine.keep_state(&tmp, file, record)?;
     wait_for_end(machine, info)?;
     machine

@@ -7,6 +7,7 @@
 mod builtin;
 mod host;
 mod qemu;
+mod qemu_shares;
 mod qemu_state;
 mod qmp;
 
@@ -14,11 +15,12 @@ pub use host::HostVirt;
 
 use crate::spec::EngineChoice;
 use anyhow::{bail, Result};
-use hvbox_vmm::MachineConfig;
+use hvbox_vmm::{FsConfig, MachineConfig};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Which engine runs a machine; recorded in its launch plan and run file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +108,39 @@ pub trait Engine {
     /// suspend` killed); true when it was paused.
     fn continue_if_paused(&self, _control_socket: &Path) -> Result<bool> {
         Ok(false)
+    }
+    /// Whether a save needs the shared folders' devices out of the machine first
+    /// (QEMU cannot save a vhost-user-fs device; the builtin engine saves its own).
+    fn unplugs_shares(&self) -> bool {
+        false
+    }
+    /// Ask the guest to release the devices of the first `count` shares and wait up
+    /// to `wait` for it; returns the shares whose device is still in (empty when all
+    /// went).
+    fn unplug_shares(
+        &self,
+        _control_socket: &Path,
+        _count: usize,
+        _wait: Duration,
+    ) -> Result<Vec<usize>> {
+        bail!(
+            "the {} engine saves shared folders with the machine",
+            self.kind()
+        )
+    }
+    /// Close the connections to the virtiofsd of these shares (unplugged before).
+    fn release_shares(&self, _control_socket: &Path, _indexes: &[usize]) -> Result<()> {
+        bail!(
+            "the {} engine saves shared folders with the machine",
+            self.kind()
+        )
+    }
+    /// Connect each (index, share) to its virtiofsd and plug its device back in.
+    fn plug_shares(&self, _control_socket: &Path, _shares: &[(usize, FsConfig)]) -> Result<()> {
+        bail!(
+            "the {} engine saves shared folders with the machine",
+            self.kind()
+        )
     }
     /// The engine program's version where a saved state needs the same one to load
     /// (QEMU's); `None` where hvbox's own version decides.

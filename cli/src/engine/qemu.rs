@@ -3,7 +3,7 @@
 
 use super::{Engine, EngineKind, HostVirt, VmFiles};
 use anyhow::{bail, Context, Result};
-use hvbox_vmm::{MachineConfig, NetBackend};
+use hvbox_vmm::{FsConfig, MachineConfig, NetBackend};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -110,13 +110,17 @@ impl Engine for Qemu {
             let device = format!("virtio-net-pci,netdev=net{i},mac={}", nic.mac);
             push(&["-netdev", &netdev, "-device", &device]);
         }
+        // Each share's device sits alone on a root port, so that it can be unplugged
+        // before a save (QEMU cannot save a vhost-user-fs device) and plugged back
+        // after. A restored machine gets the empty ports it was saved with: the
+        // devices follow once it runs (`plug_shares`).
         for (i, fs) in c.filesystems.iter().enumerate() {
-            let chardev = format!("socket,id=fs{i},path={}", escape(&fs.socket));
-            let device = format!(
-                "vhost-user-fs-pci,chardev=fs{i},tag={}",
-                fs.tag.replace(',', ",,")
-            );
-            push(&["-chardev", &chardev, "-device", &device]);
+            push(&["-device", &super::qemu_shares::root_port(i)]);
+            if restore.is_none() {
+                let chardev = super::qemu_shares::chardev(i, &fs.socket);
+                let device = super::qemu_shares::device(i, &fs.tag);
+                push(&["-chardev", &chardev, "-device", &device]);
+            }
         }
         push(&["-device", "virtio-rng-pci"]);
         // The console socket for `hvbox console`; the log keeps every boot's output.
@@ -175,6 +179,27 @@ impl Engine for Qemu {
 
     fn continue_if_paused(&self, control_socket: &Path) -> Result<bool> {
         super::qemu_state::continue_if_paused(control_socket)
+    }
+
+    fn unplugs_shares(&self) -> bool {
+        true
+    }
+
+    fn unplug_shares(
+        &self,
+        control_socket: &Path,
+        count: usize,
+        wait: Duration,
+    ) -> Result<Vec<usize>> {
+        super::qemu_shares::unplug(control_socket, count, wait)
+    }
+
+    fn release_shares(&self, control_socket: &Path, indexes: &[usize]) -> Result<()> {
+        super::qemu_shares::remove_chardevs(control_socket, indexes)
+    }
+
+    fn plug_shares(&self, control_socket: &Path, shares: &[(usize, FsConfig)]) -> Result<()> {
+        super::qemu_shares::plug(control_socket, shares)
     }
 
     fn finish_restore(
@@ -239,7 +264,7 @@ fn memory_arg(bytes: u64) -> Result<String> {
 }
 
 /// QEMU option values are comma-separated; a comma inside a path is written twice.
-fn escape(path: &Path) -> String {
+pub(super) fn escape(path: &Path) -> String {
     path.display().to_string().replace(',', ",,")
 }
 
@@ -371,23 +396,64 @@ mod tests {
         assert!(has("-machine", "q35,memory-backend=mem"), "{args:?}");
         // The backend and -m agree on the size, or QEMU refuses to start.
         assert!(has("-m", "1536K"), "{args:?}");
+        // Each device on a root port of its own, the port numbered by the share.
+        let ports = [
+            "pcie-root-port,id=rp-fs0,chassis=1,slot=0,port=1",
+            "pcie-root-port,id=rp-fs1,chassis=2,slot=0,port=2",
+        ];
+        for port in ports {
+            assert!(has("-device", port), "{args:?}");
+        }
         assert!(
-            has("-chardev", "socket,id=fs0,path=/run/x/fs-0.sock"),
+            has("-chardev", "socket,id=chr-fs0,path=/run/x/fs-0.sock"),
             "{args:?}"
         );
         assert!(
-            has("-device", "vhost-user-fs-pci,chardev=fs0,tag=project"),
+            has(
+                "-device",
+                "vhost-user-fs-pci,id=fs0,bus=rp-fs0,chardev=chr-fs0,tag=project"
+            ),
             "{args:?}"
         );
         assert!(
-            has("-chardev", "socket,id=fs1,path=/run/x,,y/fs-1.sock"),
+            has("-chardev", "socket,id=chr-fs1,path=/run/x,,y/fs-1.sock"),
             "{args:?}"
         );
         assert!(
-            has("-device", "vhost-user-fs-pci,chardev=fs1,tag=a,,b"),
+            has(
+                "-device",
+                "vhost-user-fs-pci,id=fs1,bus=rp-fs1,chardev=chr-fs1,tag=a,,b"
+            ),
             "{args:?}"
         );
         assert_eq!(args.iter().filter(|a| *a == "-machine").count(), 1);
+
+        // A restore gets the same machine with the ports empty, as it was saved:
+        // everything else in the same order, so each device keeps its address.
+        let restored = Qemu::new(false)
+            .vm_command(&shared, &files, Some(Path::new("/m/state/vm.state")))
+            .unwrap();
+        // The booted command without each share's `-chardev`/`-device` pair.
+        let mut without_shares: Vec<String> = Vec::new();
+        let mut i = 0;
+        while i < args.len() {
+            let value = args.get(i + 1).map_or("", String::as_str);
+            if value.starts_with("vhost-user-fs-pci") || value.contains("id=chr-fs") {
+                i += 2;
+                continue;
+            }
+            without_shares.push(args[i].clone());
+            i += 1;
+        }
+        assert_eq!(without_shares, restored[..restored.len() - 2]);
+        assert_eq!(restored[restored.len() - 2..], ["-incoming", "defer"]);
+        for port in ports {
+            assert!(restored.iter().any(|a| a == port), "{restored:?}");
+        }
+        assert!(
+            !restored.iter().any(|a| a.contains("vhost-user-fs")),
+            "{restored:?}"
+        );
     }
 
     #[test]

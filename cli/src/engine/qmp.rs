@@ -3,16 +3,20 @@
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::RawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 pub struct Qmp {
     stream: UnixStream,
     reader: BufReader<UnixStream>,
+    /// Events that came while an answer was awaited, for [`Qmp::wait_event`].
+    events: VecDeque<Value>,
+    timeout: Duration,
 }
 
 impl Qmp {
@@ -22,7 +26,12 @@ impl Qmp {
             .with_context(|| format!("connecting to QEMU's control socket {}", socket.display()))?;
         stream.set_read_timeout(Some(timeout))?;
         let reader = BufReader::new(stream.try_clone()?);
-        let mut qmp = Qmp { stream, reader };
+        let mut qmp = Qmp {
+            stream,
+            reader,
+            events: VecDeque::new(),
+            timeout,
+        };
         let greeting = qmp.read_message().context("reading QMP greeting")?;
         if greeting.get("QMP").is_none() {
             bail!("QEMU's control socket greeted with {greeting}, not QMP");
@@ -31,8 +40,38 @@ impl Qmp {
         Ok(qmp)
     }
 
-    pub fn set_timeout(&self, timeout: Duration) -> Result<()> {
+    pub fn set_timeout(&mut self, timeout: Duration) -> Result<()> {
+        self.timeout = timeout;
         Ok(self.stream.set_read_timeout(Some(timeout))?)
+    }
+
+    /// The first event `wanted` accepts, from those already seen or those coming
+    /// before `deadline`; `None` at the deadline. Other events are dropped.
+    pub fn wait_event(
+        &mut self,
+        wanted: &dyn Fn(&Value) -> bool,
+        deadline: Instant,
+    ) -> Result<Option<Value>> {
+        while let Some(event) = self.events.pop_front() {
+            if wanted(&event) {
+                return Ok(Some(event));
+            }
+        }
+        let result = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break Ok(None);
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            match self.read_message() {
+                Ok(m) if m.get("event").is_some() && wanted(&m) => break Ok(Some(m)),
+                Ok(_) => {}
+                Err(e) if timed_out(&e) => break Ok(None),
+                Err(e) => break Err(e.context("waiting for an event from QEMU")),
+            }
+        };
+        self.stream.set_read_timeout(Some(self.timeout))?;
+        result
     }
 
     /// Run `command` and return its `return` value; QEMU's `error` is an error with
@@ -76,6 +115,9 @@ impl Qmp {
                 let desc = error["desc"].as_str().unwrap_or("no reason given");
                 bail!("QEMU refused {command}: {desc}");
             }
+            if message.get("event").is_some() {
+                self.events.push_back(message);
+            }
         }
     }
 
@@ -86,6 +128,15 @@ impl Qmp {
         }
         serde_json::from_str(&line).with_context(|| format!("QEMU sent {line:?}, not JSON"))
     }
+}
+
+fn timed_out(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<std::io::Error>().is_some_and(|e| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        )
+    })
 }
 
 fn request(command: &str, arguments: Option<Value>) -> String {
