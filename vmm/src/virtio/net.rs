@@ -152,6 +152,8 @@ pub struct NetWorker {
     rx_room: usize,
     /// The backend failed (passt exited): frames from the guest are dropped.
     dead: bool,
+    /// The MAC to announce to the backend before anything else (after a restore).
+    announce: Option<[u8; 6]>,
     log: ErrorLog,
 }
 
@@ -177,8 +179,15 @@ impl NetWorker {
             rx_chains: VecDeque::new(),
             rx_room: 0,
             dead: false,
+            announce: None,
             log: ErrorLog::new("virtio-net"),
         }
+    }
+
+    /// Announce `mac` to the backend when the worker starts (see [`announcement`]).
+    pub fn announcing(mut self, mac: [u8; 6]) -> NetWorker {
+        self.announce = Some(mac);
+        self
     }
 
     pub fn into_backend(self) -> Backend {
@@ -432,6 +441,11 @@ impl NetWorker {
         add_fd(&epoll, tx_kick, TOKEN_TX_KICK, EventSet::IN)?;
         let mut registered = EventSet::empty();
         let mut events = vec![EpollEvent::default(); 8];
+        if let Some(mac) = self.announce.take() {
+            if let Err(e) = self.backend.send(&mut announcement(mac)) {
+                self.backend_failed(e);
+            }
+        }
         self.process_tx();
         self.process_rx();
         loop {
@@ -506,6 +520,8 @@ pub struct Net {
     /// The link was down when saved and is up on this backend: the driver is told
     /// once the device runs.
     link_changed: bool,
+    /// Restored: the backend is new and has not seen the guest's MAC yet.
+    announce: bool,
 }
 
 impl Net {
@@ -521,6 +537,7 @@ impl Net {
             backend: Some(backend),
             worker: None,
             link_changed: false,
+            announce: false,
         }
     }
 
@@ -582,6 +599,10 @@ impl VirtioDevice for Net {
             activation.interrupt,
             self.link_up.clone(),
         );
+        let worker = match std::mem::take(&mut self.announce) {
+            true => worker.announcing(self.mac),
+            false => worker,
+        };
         if std::mem::take(&mut self.link_changed) {
             // Cannot fail but for an unknown queue; the link state is in config space.
             let _ = worker.interrupt.notify_config();
@@ -625,6 +646,7 @@ impl VirtioDevice for Net {
         // The link is whatever the new backend's is; a driver that last saw it down
         // must hear that it is up.
         self.link_changed = !saved.link_up && self.link_up.load(Ordering::SeqCst);
+        self.announce = true;
         Ok(())
     }
 
@@ -645,6 +667,36 @@ impl Drop for Net {
     fn drop(&mut self) {
         self.stop_worker();
     }
+}
+
+/// A frame that makes the guest's MAC known on the network behind the NIC, as a
+/// machine continued from a saved state sends through its new backend (QEMU does the
+/// same after a migration): a RARP request from `mac` to everyone, with the virtio
+/// header in front. passt learns the guest's MAC only from frames the guest sends,
+/// and until then addresses it by broadcast, which the guest's TCP drops: without
+/// this a continued guest that sends nothing first is unreachable (ssh, forwarded
+/// ports); a bridge behind a TAP learns the port the same way.
+pub fn announcement(mac: [u8; 6]) -> Vec<u8> {
+    const ETH_P_RARP: u16 = 0x8035;
+    const ETH_P_IP: u16 = 0x0800;
+    const ARPHRD_ETHER: u16 = 1;
+    const RARP_REQUEST: u16 = 3;
+    let mut frame = vec![0u8; VNET_HDR_LEN];
+    frame.extend_from_slice(&[0xff; 6]);
+    frame.extend_from_slice(&mac);
+    frame.extend_from_slice(&ETH_P_RARP.to_be_bytes());
+    frame.extend_from_slice(&ARPHRD_ETHER.to_be_bytes());
+    frame.extend_from_slice(&ETH_P_IP.to_be_bytes());
+    frame.extend_from_slice(&[6, 4]);
+    frame.extend_from_slice(&RARP_REQUEST.to_be_bytes());
+    // Sender and target hardware address are the guest's; no protocol addresses.
+    for _ in 0..2 {
+        frame.extend_from_slice(&mac);
+        frame.extend_from_slice(&[0; 4]);
+    }
+    // Ethernet's minimum frame (60 bytes before the frame check sequence).
+    frame.resize(VNET_HDR_LEN + 60, 0);
+    frame
 }
 
 #[cfg(test)]

@@ -750,3 +750,26 @@ fn a_pause_sends_what_the_driver_queued() {
     assert_eq!(r.tx.used_idx(), 1);
     assert_eq!(r.irq.queue_count(TX_QUEUE), 1);
 }
+
+#[test]
+fn the_announcement_is_a_rarp_request_for_the_guests_mac() {
+    let mac = [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef];
+    let frame = announcement(mac);
+    let (header, frame) = frame.split_at(VNET_HDR_LEN);
+    assert_eq!(header, [0; VNET_HDR_LEN], "no offloads");
+    assert_eq!(frame.len(), 60, "Ethernet's minimum");
+    let expected: Vec<u8> = [
+        &[0xff; 6][..],         // to everyone
+        &mac,                   // from the guest
+        &[0x80, 0x35],          // RARP
+        &[0, 1, 0x08, 0, 6, 4], // Ethernet hardware, IPv4 protocol, their lengths
+        &[0, 3],                // request reverse
+        &mac,
+        &[0; 4],
+        &mac,
+        &[0; 4],
+    ]
+    .concat();
+    assert_eq!(&frame[..expected.len()], expected);
+    assert!(frame[expected.len()..].iter().all(|&b| b == 0), "padding");
+}

@@ -343,6 +343,15 @@ fn from_passt(passt: &mut UnixStream, frame: &[u8]) {
     passt.write_all(&prefixed).unwrap();
 }
 
+/// The next frame passt reads from the NIC (length-prefixed on its stream socket).
+fn to_passt(passt: &mut UnixStream) -> Vec<u8> {
+    let mut len = [0u8; 4];
+    passt.read_exact(&mut len).unwrap();
+    let mut got = vec![0; u32::from_be_bytes(len) as usize];
+    passt.read_exact(&mut got).unwrap();
+    got
+}
+
 /// One frame from the guest to passt and one back, on receive buffer `rx_used`.
 fn frames_both_ways(rig: &Rig, rx: &TestQueue, tx: &TestQueue, passt: &mut UnixStream, n: u16) {
     let out = frame(90, n as u8);
@@ -350,11 +359,7 @@ fn frames_both_ways(rig: &Rig, rx: &TestQueue, tx: &TestQueue, passt: &mut UnixS
     tx.write(0x30000 + 12, &out);
     tx.add_chain(&[desc(0x30000, 102, R)]);
     rig.kick(0, 1);
-    let mut len = [0u8; 4];
-    passt.read_exact(&mut len).unwrap();
-    let mut got = vec![0; u32::from_be_bytes(len) as usize];
-    passt.read_exact(&mut got).unwrap();
-    assert_eq!(got, out);
+    assert_eq!(to_passt(passt), out);
     wait_used(tx, n);
     assert_eq!(rig.fired(0, 1), 1, "transmit interrupt");
 
@@ -386,6 +391,15 @@ fn a_restored_nic_moves_frames_both_ways_over_a_new_backend() {
         *b = rig.read(0, DEVICE_CONFIG_OFFSET + i as u64, 1) as u8;
     }
     assert_eq!(mac, MAC);
+    // The new passt hears the guest's MAC first, without the guest sending anything.
+    let announced = to_passt(&mut passt);
+    assert_eq!(&announced[..6], &[0xff; 6], "to everyone");
+    assert_eq!(&announced[6..12], &MAC, "from the guest's MAC");
+    assert_eq!(&announced[12..14], &[0x80, 0x35], "a RARP frame");
+    assert_eq!(
+        announced,
+        crate::virtio::net::announcement(MAC)[crate::virtio::net::VNET_HDR_LEN..]
+    );
     frames_both_ways(&rig, &rx, &tx, &mut passt, 2);
 }
 
