@@ -185,9 +185,7 @@ impl Lab {
 
     /// The end of L1's serial log: where an L1 crash shows.
     pub fn l1_serial_tail(&self) -> String {
-        let text = self.machine_file("serial.log");
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        last_lines(&self.machine_file("serial.log"), 30)
     }
 
     /// L1 itself failed (an oops or panic on its console, or it no longer answers
@@ -407,4 +405,10 @@ fn make_root_fs(image: &Path, init: &Path, size: &str) {
         image.display()
     );
     std::fs::remove_dir_all(&tree).unwrap();
+}
+
+/// The last `count` lines of `text`: where a stalled boot shows where it stopped.
+pub fn last_lines(text: &str, count: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(count)..].join("\n")
 }
