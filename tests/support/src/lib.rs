@@ -5,6 +5,8 @@
 
 use std::fmt::Display;
 
+pub mod passt;
+
 /// The environment variable that turns skips into failures.
 pub const REQUIRE_ALL: &str = "HVBOX_REQUIRE_ALL";
 

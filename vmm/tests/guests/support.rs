@@ -5,7 +5,6 @@
 
 #![allow(dead_code)]
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -222,54 +221,9 @@ pub fn build_c_program(src_dir: &Path, name: &str, out_dir: &Path) -> PathBuf {
     out
 }
 
-/// passt on a socket in `dir`, or `None` (with the reason printed) without passt.
-pub struct Passt {
-    child: Child,
-    pub socket: PathBuf,
-}
-
-impl Passt {
-    pub fn start(dir: &Path) -> Option<Passt> {
-        // passt drops root privileges to nobody, who must be able to create the socket.
-        let sockets = dir.join("passt");
-        std::fs::create_dir(&sockets).unwrap();
-        std::fs::set_permissions(&sockets, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let socket = sockets.join("passt.sock");
-        let child = match Command::new("passt")
-            .arg("--foreground")
-            .arg("--socket")
-            .arg(&socket)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(e) => {
-                hvbox_test_support::skip(format!(
-                    "cannot run passt ({e}); install the passt package"
-                ));
-                return None;
-            }
-        };
-        let mut passt = Passt { child, socket };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !listening(&passt.socket) {
-            if let Ok(Some(status)) = passt.child.try_wait() {
-                panic!("passt exited with {status} before creating its socket");
-            }
-            assert!(Instant::now() < deadline, "passt never created its socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Some(passt)
-    }
-}
-
-impl Drop for Passt {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use hvbox_test_support::passt::listening;
+#[allow(unused_imports)] // Not every test crate that includes this file starts passt.
+pub use hvbox_test_support::passt::Passt;
 
 /// The virtiofsd to test with: `$HVBOX_VIRTIOFSD`, else `virtiofsd` on PATH, else
 /// where `scripts/install-deps` builds it (`~/.cache/hvbox-tools/virtiofsd-*/bin`).
@@ -298,19 +252,6 @@ pub fn virtiofsd_binary() -> Option<PathBuf> {
 
 /// virtiofsd sharing a folder over a socket in `dir`, or `None` (with the reason
 /// printed) without virtiofsd. Killed when dropped.
-/// Whether a unix socket listens at `path` (the kernel's table lists it with
-/// __SO_ACCEPTCON, 0x10000, among its flags).
-fn listening(path: &Path) -> bool {
-    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
-    let path = path.to_string_lossy();
-    table.lines().any(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        fields.len() >= 8
-            && fields[7] == path
-            && u32::from_str_radix(fields[3], 16).is_ok_and(|flags| flags & 0x10000 != 0)
-    })
-}
-
 pub struct Virtiofsd {
     child: Child,
     pub socket: PathBuf,

@@ -619,3 +619,58 @@ fn a_restored_nic_receives_into_buffers_posted_before_the_save() {
     assert_eq!(rx.read(0x20000 + 12, 80), back);
     assert_eq!(rig.fired(0, 0), 1, "receive interrupt");
 }
+
+/// passt knows a guest's MAC only from frames the guest sends, and addresses a guest
+/// it has not heard from by broadcast, which the guest's TCP drops. A continued
+/// machine gets a new passt and may send nothing for hours: the restored NIC
+/// announces it, so a connection to a forwarded port (ssh) reaches the guest's MAC.
+/// With the real passt: the SYN lands in a receive buffer posted before the save.
+#[test]
+fn after_a_restore_a_new_passt_addresses_the_guest_by_its_mac() {
+    use hvbox_test_support::passt::Passt;
+    use std::net::{TcpListener, TcpStream};
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let forward = format!("127.0.0.1/{port}:22");
+    let start = |name: &str| Passt::start_with(dir.path(), name, &["-t", &forward]);
+    let nic = |passt: &Passt| -> Vec<Box<dyn VirtioDevice>> {
+        let backend = crate::config::NetBackend::Passt(passt.socket.clone());
+        vec![Box::new(Net::new(MAC, backend).unwrap())]
+    };
+    let rx = TestQueue::new();
+    let tx = rx.another(0x8000);
+    let Some(first) = start("before") else {
+        return;
+    };
+    let state = {
+        let rig = rig(rx.mem, nic(&first));
+        nic_driven(&rig, &rx, &tx);
+        rx.add_chain(&[desc(0x20000, 2048, W)]);
+        rig.kick(0, 0);
+        std::thread::sleep(Duration::from_millis(100));
+        through_json(&rig.save())
+    };
+    // The forwarded port is free for the next passt once this one is gone.
+    drop(first);
+    let second = start("after").expect("passt ran a moment ago");
+    let mut rig = rig(rx.mem, nic(&second));
+    rig.restore(&state).unwrap();
+    // The announcement leaves as the worker starts; a resumed machine's ssh comes
+    // seconds after, and here passt gets a moment to take it in first.
+    std::thread::sleep(Duration::from_millis(300));
+    // passt takes the host side of the connection at once and sends its SYN on.
+    let _client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    wait_used(&rx, 1);
+    let ethernet = rx.read(0x20000 + 12, 14);
+    assert_eq!(&ethernet[12..14], &[0x08, 0x00], "an IPv4 frame (the SYN)");
+    assert_eq!(
+        &ethernet[..6],
+        &MAC,
+        "passt addressed the SYN to {:02x?}, not to the guest's MAC",
+        &ethernet[..6]
+    );
+}
