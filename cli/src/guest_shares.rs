@@ -64,6 +64,14 @@ impl<'a> GuestShares<'a> {
     /// Unmount in the guest, unplug, let virtiofsd go. On an error everything is as
     /// it was: shares mounted, machine running.
     pub fn detach(&self) -> Result<()> {
+        // A share whose virtiofsd is gone answers nothing: the guest's umount (and
+        // the stat before it) would wait for ever.
+        if !self.info.lost_mounts.is_empty() {
+            bail!(
+                "the shared folder {} lost its virtiofsd (see `hvbox status`), and its mount in the guest no longer answers, so it cannot be unmounted for the save; `hvbox reload` the machine to get it back, then save",
+                self.info.lost_mounts.join(", ")
+            );
+        }
         self.unmount()?;
         let control = &self.info.control_socket;
         let runtime = &self.info.runtime_dir;

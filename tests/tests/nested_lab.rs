@@ -233,7 +233,7 @@ fn suspend_check(lab: &Lab, report: &mut Vec<String>, with_share: bool) -> Resul
     let run = |n: u32, extra: &str| {
         let (virtiofsd, fs) = match with_share {
             true => (
-                format!("{LAB_MOUNT}/virtiofsd --socket-path /tmp/l2-count-fs.sock --shared-dir {share} --sandbox none </dev/null >/tmp/l2-count-virtiofsd-{n}.log 2>&1 &
+                format!("rm -f /tmp/l2-count-fs.sock; {LAB_MOUNT}/virtiofsd --socket-path /tmp/l2-count-fs.sock --shared-dir {share} --sandbox none </dev/null >/tmp/l2-count-virtiofsd-{n}.log 2>&1 &
 for i in $(seq 100); do [ -S /tmp/l2-count-fs.sock ] && break; sleep 0.1; done
 "),
                 format!("--fs {L2_FS_TAG}=/tmp/l2-count-fs.sock"),

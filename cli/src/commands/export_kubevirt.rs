@@ -60,7 +60,7 @@ pub fn run(args: &ExportKubevirtArgs) -> Result<ExitCode> {
             .iter()
             .find(|b| b.locked.requested == requested)
             .context("the machine's box was not fetched")?;
-        let name = object_name(&project_label, target.name());
+        let name = object_name(&project_label, target.name(), targets.len() > 1);
         placed.push(place(project, spec, target, got, &name, args, &mut notes)?);
     }
     let mut to_push: Vec<Images> = Vec::new();
@@ -113,8 +113,13 @@ pub fn run(args: &ExportKubevirtArgs) -> Result<ExitCode> {
 
 /// A Kubernetes name for the machine: the project's for the only, unnamed machine,
 /// `PROJECT-MACHINE` otherwise.
-fn object_name(project: &str, machine: &str) -> String {
-    kubevirt::object_name(project, (machine != DEFAULT_MACHINE).then_some(machine))
+/// The project's name alone for its one unnamed machine; with several, every machine
+/// (`default` too) has its own suffix, as the headless Service has the project's name.
+fn object_name(project: &str, machine: &str, several: bool) -> String {
+    kubevirt::object_name(
+        project,
+        (several || machine != DEFAULT_MACHINE).then_some(machine),
+    )
 }
 
 fn check_dns_label(value: &str, what: &str) -> Result<()> {
@@ -490,4 +495,17 @@ fn print_access(
         std::io::stdout().write_all(text.as_bytes())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_machine_named_default_among_several_does_not_take_the_projects_name() {
+        assert_eq!(object_name("shop", DEFAULT_MACHINE, false), "shop");
+        // With several, the headless Service is `shop`: the machine must not be.
+        assert_eq!(object_name("shop", DEFAULT_MACHINE, true), "shop-default");
+        assert_eq!(object_name("shop", "web", true), "shop-web");
+    }
 }

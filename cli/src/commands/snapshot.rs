@@ -25,6 +25,8 @@ pub fn save(machine_name: Option<&str>, name: &str, live: bool) -> Result<ExitCo
     let _lock = MachineLock::acquire(machine, "snapshot save", false)?;
     let pending = Pending::new(machine, name)?;
     let started = Instant::now();
+    // A live snapshot's shared folders that could not be put back in the guest.
+    let mut reattach: Option<anyhow::Error> = None;
     let with_state = match machine.run_state() {
         RunState::NotCreated => bail!("{} is not created yet", target.subject()),
         RunState::Running(_) if !live => bail!(
@@ -67,7 +69,9 @@ pub fn save(machine_name: Option<&str>, name: &str, live: bool) -> Result<ExitCo
                 bail!("the snapshot was not saved ({e:#}), and the machine's shared folders could not be put back ({b:#}); the machine runs on, and `hvbox reload` mounts them again");
             }
             saved.context("the snapshot was not saved; the machine runs on")?;
-            back.context("the snapshot is saved, but the machine's shared folders could not be put back; `hvbox reload` mounts them again")?;
+            // The snapshot is good either way: it is kept, and the shares' failure is
+            // said once it is.
+            reattach = back.err();
             file.sync_all()?;
             let record = crate::machine::suspended::Suspended {
                 state_bytes: file.metadata()?.len(),
@@ -109,6 +113,9 @@ pub fn save(machine_name: Option<&str>, name: &str, live: bool) -> Result<ExitCo
             ""
         }
     );
+    if let Some(e) = reattach {
+        return Err(e.context(format!("the snapshot `{name}` is saved, but the machine's shared folders could not be put back; `hvbox reload` mounts them again")));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
