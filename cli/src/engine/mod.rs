@@ -150,16 +150,17 @@ pub trait Engine {
 }
 
 /// Whether a running machine of `kind` may be saved (`suspend`, `snapshot save
-/// --live`). On the builtin engine it waits behind HVBOX_EXPERIMENTAL_BUILTIN_SUSPEND=1:
-/// in the nested lab a Debian machine it resumed ran (its console answered) but its
-/// network did not come back, and ssh never answered. The VMM's own save and restore
-/// is tested on its own; what stands between it and a reachable machine is not yet.
+/// --live`). On the builtin engine it waits behind HVBOX_EXPERIMENTAL_BUILTIN_SUSPEND=1
+/// until the full nested lab has passed with it more than once: the network of a
+/// resumed machine is fixed and proven (the NIC announces the guest to its new passt),
+/// but in the one full run since, a kernel upgrade of the resumed machine then booted
+/// a kernel that panicked, and whether the resume had a part in that is not known.
 pub fn check_saving_running(kind: EngineKind) -> Result<()> {
     let experimental =
         std::env::var_os("HVBOX_EXPERIMENTAL_BUILTIN_SUSPEND").is_some_and(|v| v == "1");
     if kind == EngineKind::Builtin && !experimental {
         bail!(
-            "saving a running machine on the builtin engine is held back for now: a resumed machine's network did not come back in testing. `hvbox halt` it instead, or set HVBOX_EXPERIMENTAL_BUILTIN_SUSPEND=1 to try it anyway"
+            "saving a running machine on the builtin engine is still experimental: it has passed its whole-machine test once so far. `hvbox halt` it instead, or set HVBOX_EXPERIMENTAL_BUILTIN_SUSPEND=1 to use it"
         );
     }
     Ok(())
