@@ -44,7 +44,7 @@ pub fn options(machine: &Machine, state: &MachineState, port: u16) -> Vec<(&'sta
 
 /// A path as ssh_config reads it: `%` starts a token there, and a path with spaces
 /// needs quotes.
-fn config_path(path: &std::path::Path) -> String {
+pub fn config_path(path: &std::path::Path) -> String {
     config_word(&path.to_string_lossy().replace('%', "%%"))
 }
 

@@ -9,6 +9,7 @@
 use super::box_fetch::{self, ProjectBox, Resolve};
 use super::select::{Need, Selection, Target};
 use crate::args::ExportKubevirtArgs;
+use crate::kernel_install::shell_quote;
 use crate::kubevirt::{self, images, Boot, Manifest, RootDisk, UploadDisk, VmInput};
 use crate::lockfile;
 use crate::machine::{Machine, MachineState};
@@ -330,7 +331,7 @@ fn upload_disks(
         notes.add(format!(
             "{who}disks: {} is a file on this host: upload it into its DataVolume with `virtctl image-upload dv {dv} --no-create --image-path={}`",
             disk.path.display(),
-            path.display()
+            shell_quote(&path.to_string_lossy())
         ));
         out.push(UploadDisk {
             name: dv,
@@ -473,11 +474,15 @@ fn print_access(
         let line = ssh::known_hosts_line(&a.state, &host_public);
         let ns = namespace.map(|n| format!(" -n {n}")).unwrap_or_default();
         text.push_str(&format!(
-            "{}:\n  known_hosts: {}  ssh: virtctl ssh{ns} --local-ssh -i {} -t '-o UserKnownHostsFile={}' -t '-o HostKeyAlias={}' {}@vm/{}\n",
+            "{}:\n  known_hosts: {}  ssh: virtctl ssh{ns} --local-ssh -i {} -t {} -t '-o HostKeyAlias={}' {}@vm/{}\n",
             a.vm,
             line,
-            a.machine.ssh_key().display(),
-            a.machine.known_hosts().display(),
+            // Pasted into a shell: paths with spaces or quotes stay one argument.
+            shell_quote(&a.machine.ssh_key().to_string_lossy()),
+            shell_quote(&format!(
+                "-o UserKnownHostsFile={}",
+                ssh::config_path(&a.machine.known_hosts())
+            )),
             ssh::host_key_alias(&a.state),
             a.state.user,
             a.vm

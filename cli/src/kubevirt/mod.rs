@@ -52,6 +52,13 @@ mod tests {
         assert_eq!(name.len(), 63);
         assert_eq!(object_name(&long, None), long);
     }
+
+    #[test]
+    fn the_cluster_gets_the_hostnames_first_label_in_lowercase() {
+        use super::objects::cluster_hostname;
+        assert_eq!(cluster_hostname("Web.example.com"), "web");
+        assert_eq!(cluster_hostname("database"), "database");
+    }
 }
 
 /// One machine, as the cluster gets it.

@@ -60,6 +60,17 @@ pub fn manifests(target: &Target, machines: &[VmInput]) -> Vec<Manifest> {
     out
 }
 
+/// KubeVirt takes `spec.hostname` as one DNS label (lowercase); hvbox.yaml allows a
+/// dotted name in any case. The guest names itself from the seed, which keeps the
+/// whole name; the cluster's DNS gets its first label.
+pub fn cluster_hostname(hostname: &str) -> String {
+    hostname
+        .split('.')
+        .next()
+        .unwrap_or(hostname)
+        .to_ascii_lowercase()
+}
+
 /// A Kubernetes quantity for a byte count: whole GiB or MiB when it is one.
 pub fn quantity(bytes: u64) -> String {
     const MIB: u64 = 1 << 20;
@@ -193,7 +204,7 @@ fn virtual_machine(target: &Target, vm: &VmInput, subdomain: Option<&str>) -> Ma
         domain["firmware"] = json!({"kernelBoot": {"kernelArgs": cmdline, "container": container}});
     }
     let mut spec = Map::new();
-    spec.insert("hostname".into(), json!(vm.hostname));
+    spec.insert("hostname".into(), json!(cluster_hostname(&vm.hostname)));
     if let Some(sub) = subdomain {
         spec.insert("subdomain".into(), json!(sub));
     }
