@@ -230,6 +230,11 @@ echo '--- second boot'; cat /tmp/l2-crash-2.log",
 /// shared memfd the VMM hands to virtiofsd, and the restore copies it into one.
 fn suspend_check(lab: &Lab, report: &mut Vec<String>, with_share: bool) -> Result<(), String> {
     let share = "/root/l2-count-share";
+    let variant = if with_share {
+        " with a virtio-fs share"
+    } else {
+        ""
+    };
     let run = |n: u32, extra: &str| {
         let (virtiofsd, fs) = match with_share {
             true => (
@@ -315,12 +320,7 @@ echo '--- VMM'; cat /tmp/l2-count-vmm-1.log /tmp/l2-count-vmm-2.log /tmp/l2-coun
     };
     if let Some(problem) = problem {
         return Err(format!(
-            "suspend in L2{}: {problem}:\n{out_text}{}",
-            if with_share {
-                " with a virtio-fs share"
-            } else {
-                ""
-            },
+            "suspend in L2{variant}: {problem}:\n{out_text}{}",
             out.stderr
         ));
     }
@@ -333,8 +333,7 @@ echo '--- VMM'; cat /tmp/l2-count-vmm-1.log /tmp/l2-count-vmm-2.log /tmp/l2-coun
         .and_then(|v| v.parse::<u64>().ok())
         .map_or("?".into(), |b| format!("{} MiB", b >> 20));
     report.push(format!(
-        "L2 Debian kernel on hvbox's VMM{} saved mid-count (save {}, state {state_mib} on disk for 512 MiB of RAM) and continued in a new VMM (to its next tick {}): count, disk reads and timer went on, a new passt behind the NIC",
-        if with_share { " with a virtio-fs share" } else { "" },
+        "L2 Debian kernel on hvbox's VMM{variant} saved mid-count (save {}, state {state_mib} on disk for 512 MiB of RAM) and continued in a new VMM (to its next tick {}): count, disk reads and timer went on, a new passt behind the NIC",
         ms("save_ms"),
         ms("resume_ms")
     ));
