@@ -125,7 +125,8 @@ fn start_listening(
     let _ = std::fs::remove_file(socket);
     let mut child = start_child(argv, log).map_err(|e| failed(false, e))?;
     let deadline = Instant::now() + SOCKET_WAIT;
-    while !socket.exists() {
+    // bind() makes the file, listen() comes after: a connect in between is refused.
+    while !listening(socket) {
         match child.try_wait() {
             Ok(Some(status)) => {
                 let error = anyhow::anyhow!(
@@ -149,4 +150,39 @@ fn start_listening(
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(child)
+}
+
+/// Whether a UNIX stream socket bound at `path` accepts connections, from the
+/// kernel's table (`__SO_ACCEPTCON` in its flags).
+fn listening(path: &Path) -> bool {
+    const ACCEPTING: u32 = 0x10000;
+    let Ok(table) = std::fs::read_to_string("/proc/net/unix") else {
+        return path.exists();
+    };
+    let path = path.as_os_str().as_encoded_bytes();
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace();
+        let flags = fields.nth(3).and_then(|f| u32::from_str_radix(f, 16).ok());
+        fields.nth(3).is_some_and(|p| p.as_bytes() == path)
+            && flags.is_some_and(|f| f & ACCEPTING != 0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listening;
+    use std::os::unix::net::{UnixDatagram, UnixListener};
+
+    /// A socket file alone (bound, not listening) is not ready; a listener is.
+    #[test]
+    fn only_a_listening_socket_counts_as_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let bound = dir.path().join("bound.sock");
+        let _datagram = UnixDatagram::bind(&bound).unwrap();
+        assert!(bound.exists() && !listening(&bound));
+        let ready = dir.path().join("ready.sock");
+        assert!(!listening(&ready));
+        let _listener = UnixListener::bind(&ready).unwrap();
+        assert!(listening(&ready));
+    }
 }

@@ -72,8 +72,10 @@ impl<'a> GuestShares<'a> {
                 self.info.lost_mounts.join(", ")
             );
         }
-        self.unmount()?;
         let control = &self.info.control_socket;
+        self.engine
+            .check_shares_unpluggable(control, self.fs.len())?;
+        self.unmount()?;
         let runtime = &self.info.runtime_dir;
         if let Err(e) = share_requests::mark_unplugged(runtime, &self.all()) {
             return Err(with_undo(e, self.mount()));
@@ -84,7 +86,12 @@ impl<'a> GuestShares<'a> {
         {
             Ok(stuck) => stuck,
             Err(e) => {
-                let back = self.undo_unplug(&self.all());
+                // Some devices may have gone before the error: put back just those.
+                let back = self
+                    .engine
+                    .plugged_shares(control, self.fs.len())
+                    .context("asking the engine which shared folders are still plugged in")
+                    .and_then(|present| self.undo_unplug(&present));
                 return Err(with_undo(
                     e.context("unplugging the shared folders' devices"),
                     back,
@@ -99,7 +106,7 @@ impl<'a> GuestShares<'a> {
                 .collect();
             return Err(with_undo(
                 anyhow::anyhow!(
-                    "the guest did not release the device of the shared folder {} within {} s, so the machine cannot be saved",
+                    "the guest did not release the device of the shared folder {} within {} s, so the machine cannot be saved; the request stays pending in the guest, which may still take that folder away later (`hvbox reload` brings it back)",
                     which.join(", "),
                     UNPLUG_WAIT.as_secs()
                 ),
@@ -128,6 +135,29 @@ impl<'a> GuestShares<'a> {
             share_requests::clear_unplugged(&self.info.runtime_dir);
         }
         self.mount()
+    }
+
+    /// A save cut short (its `hvbox` killed) after the guest unmounted the shares
+    /// may have left devices out, or their removal under way: finish taking them
+    /// out, then put all back and mount them. Returns whether there was a cut save.
+    pub fn recover_cut_save(&self) -> Result<bool> {
+        if !self.needed() || !share_requests::any_unplugged(&self.info.runtime_dir) {
+            return Ok(false);
+        }
+        let control = &self.info.control_socket;
+        let stuck = self
+            .engine
+            .unplug_shares(control, self.fs.len(), UNPLUG_WAIT)?;
+        if !stuck.is_empty() {
+            bail!(
+                "the guest did not release the devices of its shared folders within {} s",
+                UNPLUG_WAIT.as_secs()
+            );
+        }
+        // A connection the cut save left open goes first: its id is reused.
+        let _ = self.engine.release_shares(control, &self.all());
+        self.attach()?;
+        Ok(true)
     }
 
     /// Fresh virtiofsd, devices plugged back, shares mounted: after a live save, or

@@ -31,6 +31,12 @@ pub fn is_unplugged(runtime_dir: &Path, index: usize) -> bool {
     read_list(&runtime_dir.join(UNPLUGGED)).is_some_and(|l| l.contains(&index))
 }
 
+/// hvbox: whether a save marked shares unplugged and nothing took the mark back
+/// (the save was cut short).
+pub fn any_unplugged(runtime_dir: &Path) -> bool {
+    read_list(&runtime_dir.join(UNPLUGGED)).is_some_and(|l| !l.is_empty())
+}
+
 /// hvbox: the shares are back as they were without a restart.
 pub fn clear_unplugged(runtime_dir: &Path) {
     let _ = std::fs::remove_file(runtime_dir.join(UNPLUGGED));

@@ -27,6 +27,16 @@ pub const LAUNCH_FILE: &str = "launch.json";
 pub const EXIT_FILE: &str = "exit.json";
 const SUPERVISOR_LOG: &str = "supervisor.log";
 
+/// What the engine of `machine`'s run was given, from its launch plan; `None` for a
+/// run started by an older hvbox, which did not record it.
+pub fn launch_config(machine: &Machine) -> Result<Option<hvbox_vmm::MachineConfig>> {
+    let plan: LaunchPlan = serde_json::from_str(
+        &std::fs::read_to_string(machine.file(LAUNCH_FILE)).context("reading the launch plan")?,
+    )
+    .context("reading the launch plan")?;
+    Ok(plan.config)
+}
+
 /// What `hvbox up` hands the supervisor.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct LaunchPlan {

@@ -630,9 +630,14 @@ cat {machine}/vm.log"
                         .contains(&format!("kernel upgraded: {old} -> {new}"))
                         || after.stdout.trim() != new
                     {
+                        // Whether the installed kernel's files are what the package
+                        // holds tells a disk fault from a boot fault.
+                        let verify = lab.root(&format!(
+                            "{hv} ssh -- 'sudo dpkg --verify linux-image-{new} && echo package files intact'"
+                        ));
                         return Err(format!(
-                            "builtin: upgrade-kernel in L1 did not boot {new}:\n{}{}\nuname -r now: {}",
-                            upgraded.stdout, upgraded.stderr, after.stdout
+                            "builtin: upgrade-kernel in L1 did not boot {new}:\n{}{}\nuname -r now: {}\ndpkg --verify linux-image-{new}:\n{}{}",
+                            upgraded.stdout, upgraded.stderr, after.stdout, verify.stdout, verify.stderr
                         ));
                     }
                     report.push(format!(

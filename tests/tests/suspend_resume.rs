@@ -151,6 +151,36 @@ fn a_suspended_machine_continues_where_it_was() {
     );
     guest(&project, &format!("kill {holder}"));
 
+    // A suspend killed once the guest has let its shares go leaves the machine
+    // running without them; the next `up` puts them back.
+    let mut cut = project.spawn(&["suspend"]);
+    let unplugged = runtime.join("shares-unplugged");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !unplugged.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the suspend never unplugged the shares"
+        );
+        assert!(cut.try_wait().unwrap().is_none(), "the suspend ended first");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cut.kill().unwrap();
+    cut.wait().unwrap();
+    assert_eq!(state(&project), "running");
+    let out = project.ok(&["up"]);
+    assert!(
+        out.contains("taken out by a suspend or snapshot that did not finish")
+            && out.contains("shared folders mounted again"),
+        "{out}"
+    );
+    assert_eq!(
+        guest(
+            &project,
+            "findmnt -rn -o FSTYPE -M \"$PWD\"; head -1 hvbox.yaml"
+        ),
+        "virtiofs\nbox:"
+    );
+
     // Written in the guest's mount before the suspend: on the host at once.
     guest(&project, "echo written-before > from-guest.txt");
     assert_eq!(

@@ -249,12 +249,7 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
 
 /// What the engine runs, from the running machine's launch plan.
 fn launch_config(machine: &Machine) -> Result<hvbox_vmm::MachineConfig> {
-    let plan: crate::supervisor::LaunchPlan = serde_json::from_str(
-        &std::fs::read_to_string(machine.file(crate::supervisor::LAUNCH_FILE))
-            .context("reading the launch plan")?,
-    )?;
-    plan.config
-        .context("the machine was started by an older hvbox, which did not record what a live snapshot needs; `hvbox reload` it first")
+    crate::supervisor::launch_config(machine)?.context("the machine was started by an older hvbox, which did not record what a live snapshot needs; `hvbox reload` it first")
 }
 
 fn age(created_unix: u64) -> String {

@@ -9,7 +9,6 @@ use crate::machine::suspended::Suspended;
 use crate::machine::{Machine, RunInfo, RunState};
 use crate::process::{signal, wait_gone};
 use crate::progress::step;
-use crate::supervisor::{LaunchPlan, LAUNCH_FILE};
 use anyhow::{bail, Context, Result};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -37,10 +36,7 @@ pub fn run(names: &[String]) -> Result<ExitCode> {
 fn suspend(target: &Target, info: &RunInfo) -> Result<()> {
     let machine = &target.machine;
     engine::check_saving_running(info.engine)?;
-    let plan: LaunchPlan = serde_json::from_str(
-        &std::fs::read_to_string(machine.file(LAUNCH_FILE)).context("reading the launch plan")?,
-    )?;
-    let Some(config) = plan.config else {
+    let Some(config) = crate::supervisor::launch_config(machine)? else {
         bail!("{} was started by an older hvbox, which did not record what a suspend needs; `hvbox halt` it, or `hvbox reload` and suspend then", target.subject());
     };
     let engine = engine::of_kind(info.engine)?;

@@ -6,6 +6,7 @@ use super::box_fetch::{self, Resolve};
 use super::select::{for_each, Need, Selection, Target};
 use crate::args::UpArgs;
 use crate::engine;
+use crate::guest_shares::GuestShares;
 use crate::launch;
 use crate::machine::lock::MachineLock;
 use crate::machine::{Machine, RunInfo, RunState};
@@ -60,6 +61,27 @@ pub fn resume(args: &UpArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Shared folders a suspend or snapshot took out of the running machine, and did
+/// not put back because it was cut short (its `hvbox` killed), go back in.
+fn recover_shares(machine: &Machine, info: &RunInfo) -> Result<()> {
+    if !crate::share_requests::any_unplugged(&info.runtime_dir) {
+        return Ok(());
+    }
+    let Some(config) = crate::supervisor::launch_config(machine)? else {
+        return Ok(());
+    };
+    let engine = engine::of_kind(info.engine)?;
+    let shares = GuestShares::new(machine, info, engine.as_ref(), config.filesystems)?;
+    step!("the shared folders were taken out by a suspend or snapshot that did not finish; putting them back");
+    if shares
+        .recover_cut_save()
+        .context("putting the shared folders back (`hvbox reload` mounts them again)")?
+    {
+        step!("shared folders mounted again");
+    }
+    Ok(())
+}
+
 /// A running machine whose disk I/O waits for space (a disk full) retries it now:
 /// the user frees space, then runs `up`.
 fn resume_held_io(info: &RunInfo) -> Result<()> {
@@ -107,6 +129,7 @@ pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Re
             info.ssh_port
         );
         resume_held_io(&info)?;
+        recover_shares(machine, &info)?;
         if let Some(from) = disk_growth(machine, spec)? {
             step!(
                 "disk: {} takes effect at the next boot (the disk has {from} now; {} applies it)",

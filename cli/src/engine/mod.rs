@@ -114,6 +114,21 @@ pub trait Engine {
     fn unplugs_shares(&self) -> bool {
         false
     }
+    /// Whether the first `count` shares' devices can be taken out for a save (a
+    /// machine started by an older hvbox has no hot-plug port for them).
+    fn check_shares_unpluggable(&self, _control_socket: &Path, _count: usize) -> Result<()> {
+        bail!(
+            "the {} engine saves shared folders with the machine",
+            self.kind()
+        )
+    }
+    /// Which of the first `count` shares have their device plugged in.
+    fn plugged_shares(&self, _control_socket: &Path, _count: usize) -> Result<Vec<usize>> {
+        bail!(
+            "the {} engine saves shared folders with the machine",
+            self.kind()
+        )
+    }
     /// Ask the guest to release the devices of the first `count` shares and wait up
     /// to `wait` for it; returns the shares whose device is still in (empty when all
     /// went).

@@ -185,6 +185,14 @@ impl Engine for Qemu {
         true
     }
 
+    fn check_shares_unpluggable(&self, control_socket: &Path, count: usize) -> Result<()> {
+        super::qemu_shares::check_unpluggable(control_socket, count)
+    }
+
+    fn plugged_shares(&self, control_socket: &Path, count: usize) -> Result<Vec<usize>> {
+        super::qemu_shares::plugged(control_socket, count)
+    }
+
     fn unplug_shares(
         &self,
         control_socket: &Path,

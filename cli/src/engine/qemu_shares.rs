@@ -5,7 +5,7 @@
 
 use super::qemu::escape;
 use super::qmp::Qmp;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use hvbox_vmm::FsConfig;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -53,7 +53,9 @@ fn chardev_id(i: usize) -> String {
 pub fn unplug(socket: &Path, count: usize, wait: Duration) -> Result<Vec<usize>> {
     let mut qmp = Qmp::connect(socket, Duration::from_secs(10))?;
     for i in 0..count {
-        qmp.execute("device_del", Some(json!({ "id": device_id(i) })))?;
+        // Refused for a device gone already or whose removal is under way (asked by
+        // a save cut short): what is still in is asked of QEMU below either way.
+        let _ = qmp.execute("device_del", Some(json!({ "id": device_id(i) })));
     }
     let deadline = Instant::now() + wait;
     let mut left: Vec<usize> = (0..count).collect();
@@ -67,13 +69,33 @@ pub fn unplug(socket: &Path, count: usize, wait: Duration) -> Result<Vec<usize>>
             None => break,
         }
     }
-    // An event missed (sent before this connection) must not leave a gone device
-    // counted as in: ask QEMU which are still there.
+    // An event missed (sent before this connection, or for a device that was not
+    // there) must not leave a gone device counted as in: ask QEMU which are.
     if !left.is_empty() {
         let present = peripherals(&mut qmp)?;
         left.retain(|&i| present.contains(&device_id(i)));
     }
     Ok(left)
+}
+
+/// A machine started by an older hvbox has its shares' devices on the root bus,
+/// where they cannot be unplugged: refuse before anything changes.
+pub fn check_unpluggable(socket: &Path, count: usize) -> Result<()> {
+    let mut qmp = Qmp::connect(socket, Duration::from_secs(10))?;
+    let present = peripherals(&mut qmp)?;
+    if (0..count).any(|i| !present.contains(&port_id(i))) {
+        bail!("this machine was started by an older hvbox, which gave its shared folders no hot-plug port, so they cannot be taken out for a save; `hvbox reload` the machine, then try again");
+    }
+    Ok(())
+}
+
+/// Which of shares `0..count` have their device in.
+pub fn plugged(socket: &Path, count: usize) -> Result<Vec<usize>> {
+    let mut qmp = Qmp::connect(socket, Duration::from_secs(10))?;
+    let present = peripherals(&mut qmp)?;
+    Ok((0..count)
+        .filter(|&i| present.contains(&device_id(i)))
+        .collect())
 }
 
 /// Ids of the devices given an id (`-device id=`, `device_add`).
@@ -226,6 +248,11 @@ mod tests {
             peripherals(&mut qmp).unwrap()
         };
         assert!(!present().contains(&"fs0".to_string()));
+        assert_eq!(plugged(&control, 1).unwrap(), Vec::<usize>::new());
+        check_unpluggable(&control, 1).unwrap();
+        // A second share has no port here, as on a machine an older hvbox started.
+        let err = check_unpluggable(&control, 2).unwrap_err();
+        assert!(format!("{err:#}").contains("`hvbox reload`"), "{err:#}");
 
         let share = FsConfig {
             tag: "hvbox0".into(),
@@ -233,6 +260,7 @@ mod tests {
         };
         plug(&control, &[(0, share.clone())]).unwrap();
         assert!(present().contains(&"fs0".to_string()));
+        assert_eq!(plugged(&control, 1).unwrap(), vec![0]);
         // The port holds one device: a second is refused, and its chardev taken back.
         let err = plug(&control, &[(0, share)]).unwrap_err();
         assert!(format!("{err:#}").contains("chr-fs0"), "{err:#}");
