@@ -176,6 +176,10 @@ pub struct UpArgs {
     /// Boot a suspended machine fresh, discarding its saved state.
     #[arg(long)]
     pub cold: bool,
+    /// How many machines to bring up at once (default: one per CPU core; 1 brings
+    /// them up one after another).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub jobs: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,10 +1,13 @@
 //! The `==> ` lines commands print as they go. When a command works through several
 //! machines, each line names the machine it is about (`==> web: booting …`).
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
-static MACHINE: Mutex<Option<String>> = Mutex::new(None);
+thread_local! {
+    /// Per thread: `up` brings machines up on threads of their own.
+    static MACHINE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
 
 /// Set while a command writes its own output to stdout (`export kubevirt -o -`).
 static TO_STDERR: AtomicBool = AtomicBool::new(false);
@@ -23,17 +26,17 @@ pub fn emit(line: String) {
     }
 }
 
-/// Name `machine` in the lines that follow (`None`: name none).
+/// Name `machine` in the lines this thread prints next (`None`: name none).
 pub fn set_machine(machine: Option<&str>) {
-    *MACHINE.lock().unwrap_or_else(|e| e.into_inner()) = machine.map(str::to_string);
+    MACHINE.with(|m| *m.borrow_mut() = machine.map(str::to_string));
 }
 
 /// `==> MESSAGE`, or `==> NAME: MESSAGE` while a machine is named.
 pub fn line(message: std::fmt::Arguments) -> String {
-    match MACHINE.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+    MACHINE.with(|m| match m.borrow().as_deref() {
         Some(name) => format!("==> {name}: {message}"),
         None => format!("==> {message}"),
-    }
+    })
 }
 
 /// Print a progress line: `step!("booting on {engine}")`.

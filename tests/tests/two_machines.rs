@@ -49,9 +49,22 @@ fn two_machines_up_ssh_halt_one_destroy_both() {
     let project = TestProject::new(&spec);
     let dir = project.path().to_string_lossy().to_string();
 
-    let up = project.ok(&["up"]);
+    let started = std::time::Instant::now();
+    let up = project.ok(&["up", "--jobs", "2"]);
+    let up_secs = started.elapsed().as_secs_f64();
     assert!(up.contains("==> a: machine is up"), "{up}");
     assert!(up.contains("==> b: machine is up"), "{up}");
+    // Both boot at once: each starts booting before either is up.
+    let at = |line: &str| {
+        up.find(line)
+            .unwrap_or_else(|| panic!("no {line:?} in:\n{up}"))
+    };
+    let first_up = at("==> a: machine is up").min(at("==> b: machine is up"));
+    assert!(
+        at("==> a: booting on") < first_up && at("==> b: booting on") < first_up,
+        "{up}"
+    );
+    eprintln!("two machines up at once (--jobs 2): {up_secs:.1} s");
     // One box for both: downloaded once, locked once.
     assert_eq!(server.requests_for("disk.raw"), 1);
     let lock = std::fs::read_to_string(project.path().join("hvbox.lock")).unwrap();

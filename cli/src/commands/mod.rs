@@ -14,6 +14,7 @@ mod destroy;
 mod export_kubevirt;
 mod generate;
 mod halt;
+mod in_parallel;
 mod init;
 mod installed_kernel;
 mod kernels;

@@ -1,9 +1,10 @@
 //! `hvbox up [NAME…]`: create each machine on first use, then boot it, wait for
-//! ssh and run the provision steps that have not completed yet; one machine after
-//! another, in the order given (default: the spec's).
+//! ssh and run the provision steps that have not completed yet; several machines at
+//! once (`--jobs`), started in the order given (default: the spec's).
 
 use super::box_fetch::{self, Resolve};
-use super::select::{for_each, Need, Selection, Target};
+use super::in_parallel::{self, for_each_parallel};
+use super::select::{Need, Selection, Target};
 use crate::args::UpArgs;
 use crate::engine;
 use crate::guest_shares::GuestShares;
@@ -26,7 +27,10 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
     let selection = Selection::load(Need::Settings)?;
     selection.project.refresh_schema();
     let targets = selection.many(&args.names, false)?;
-    for_each(&targets, |target| {
+    let jobs = args
+        .jobs
+        .map_or_else(in_parallel::default_jobs, usize::from);
+    for_each_parallel(&targets, jobs, |target| {
         // Held until the machine answers ssh: a second `up` fails at once instead of
         // creating or booting the same machine twice.
         let _lock = MachineLock::acquire(&target.machine, "up", true)?;
@@ -40,7 +44,10 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
 pub fn resume(args: &UpArgs) -> Result<ExitCode> {
     let selection = Selection::load(Need::Settings)?;
     let targets = selection.many(&args.names, false)?;
-    for_each(&targets, |target| {
+    let jobs = args
+        .jobs
+        .map_or_else(in_parallel::default_jobs, usize::from);
+    for_each_parallel(&targets, jobs, |target| {
         let _lock = MachineLock::acquire(&target.machine, "resume", true)?;
         match target.machine.run_state() {
             RunState::Suspended => start(&selection, target, args),
@@ -172,6 +179,9 @@ pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Re
         Progress::Auto
     };
     if !machine.is_created() {
+        // One machine at a time: a box both need is fetched once, with one progress
+        // bar, and hvbox.lock written by one.
+        let _one = CREATING.lock().unwrap_or_else(|e| e.into_inner());
         create(project, selection.spec()?, machine, spec, progress)?;
     } else {
         step!("starting existing machine");
@@ -190,6 +200,9 @@ pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Re
     step!("machine is up: {} opens a shell", target.hint("ssh"));
     Ok(())
 }
+
+/// Held while a machine is created (see [`start`]).
+static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// First `up`: fetch the box, clone its disk, make keys and the seed. A failure
 /// removes the half-made machine so the next `up` starts clean.
