@@ -578,12 +578,15 @@ fn engine_checks(lab: &Lab, report: &mut Vec<String>) -> Result<(), String> {
         }
         // The running VMM is confined: every thread under its seccomp list with
         // NO_NEW_PRIVS (not KVM's own kernel workers, kvm-*), and its log says so.
+        // A thread that ends while listed (console-input, when `hvbox console`
+        // above has just let go) is passed over.
         if engine == "builtin" {
             let machine = format!("{dir}/.hvbox/machines/default");
             let threads = lab.root(&format!(
                 "pid=$(grep -o '\"vm_pid\": *[0-9]*' {machine}/run.json | grep -o '[0-9]*$')
-for t in /proc/$pid/task/*; do c=$(cat $t/comm); case $c in kvm-*) continue;; esac
-echo \"thread $c $(grep -E '^(Seccomp|NoNewPrivs):' $t/status | tr -s '\t\n' '  ')\"; done
+for t in /proc/$pid/task/*; do c=$(cat $t/comm 2>/dev/null); case $c in kvm-*) continue;; esac
+st=$(grep -E '^(Seccomp|NoNewPrivs):' $t/status 2>/dev/null | tr -s '\t\n' '  '); [ -n \"$st\" ] || continue
+echo \"thread $c $st\"; done
 cat {machine}/vm.log"
             ));
             let out = &threads.stdout;
