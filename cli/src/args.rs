@@ -105,11 +105,18 @@ pub enum Command {
     /// Keep a machine's disk and state under a name, and go back to it.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
-    /// Stop machines and delete their state (disk, keys, logs); the box cache stays.
+    /// Stop machines and delete their state (disk, keys, logs, snapshots); the box
+    /// cache stays.
+    ///
+    /// On a terminal it asks first, naming the machines; without a terminal it
+    /// refuses unless given --force.
     Destroy {
         /// Machines to destroy (default: all, and orphaned machine folders).
         #[arg(value_name = "NAME")]
         names: Vec<String>,
+        /// Do not ask: destroy at once (needed without a terminal).
+        #[arg(short, long)]
+        force: bool,
     },
     /// Halt machines that run, then `up` them again with the boot files read anew.
     Reload(UpArgs),

@@ -206,7 +206,7 @@ fn orphaned_machines_are_listed_and_can_be_destroyed() {
         .fails(&["up", "old"])
         .contains("is not in PROJECT/hvbox.yaml any more"));
 
-    let out = project.ok(&["destroy", "old"]);
+    let out = project.ok(&["destroy", "--force", "old"]);
     assert_eq!(out, "==> old: machine destroyed\n");
     assert!(!project.machine("old").exists() && project.machine("web").exists());
     assert!(!project.ok(&["status"]).contains("old"));
@@ -222,7 +222,7 @@ fn halt_and_destroy_go_through_every_machine() {
         "==> web: machine is not created\n==> db: machine is stopped\n==> gone: machine is stopped\n"
     );
     assert_eq!(
-        project.ok(&["destroy"]),
+        project.ok(&["destroy", "--force"]),
         "==> web: machine is not created\n==> db: machine destroyed\n==> gone: machine destroyed\n"
     );
     assert!(!project.root.join(".hvbox").exists(), ".hvbox/ left behind");
@@ -234,7 +234,7 @@ fn a_busy_machine_stops_the_rest_and_is_named() {
     project.fake_created("web");
     project.fake_created("db");
     let _lock = common::hold(&project.machine("web").join("machine.lock"), "");
-    let out = project.hvbox(&["destroy"]);
+    let out = project.hvbox(&["destroy", "--force"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(

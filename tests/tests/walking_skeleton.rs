@@ -185,7 +185,7 @@ fn up_ssh_halt_up_destroy_on_a_debian_guest() {
         "{stderr}"
     );
 
-    project.ok(&["destroy"]);
+    project.ok(&["destroy", "--force"]);
     assert!(
         !project.path().join(".hvbox").exists(),
         ".hvbox/ left behind"

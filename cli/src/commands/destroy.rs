@@ -1,21 +1,65 @@
-//! `hvbox destroy [NAME…]`: stop machines and delete everything they own but the box
-//! cache. Without names: every machine of the project, orphaned ones included.
+//! `hvbox destroy [NAME…] [--force]`: stop machines and delete everything they own
+//! but the box cache. Without names: every machine of the project, orphaned ones
+//! included. On a terminal it first asks, naming what goes; without one it needs
+//! `--force`.
 
-use super::select::{for_each, Need, Selection};
+use super::select::{for_each, Need, Selection, Target};
 use crate::machine::lock::MachineLock;
-use crate::machine::{Machine, RunState};
+use crate::machine::{snapshots, Machine, RunState};
 use crate::progress::step;
+use crate::spec::Size;
 use anyhow::{Context, Result};
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub fn run(names: &[String]) -> Result<ExitCode> {
+pub fn run(names: &[String], force: bool) -> Result<ExitCode> {
     let selection = Selection::load(Need::Names)?;
     let targets = selection.many(names, true)?;
+    let doomed: Vec<&Target> = targets.iter().filter(|t| t.machine.dir.exists()).collect();
+    if !force && !doomed.is_empty() {
+        let question = question(&selection, &doomed);
+        if !super::confirm::ask(&question, "--force (-f)")? {
+            eprintln!("hvbox: nothing destroyed");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
     let result = for_each(&targets, |target| destroy(&target.machine));
     selection.project.prune_state_dir();
     result?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// "Destroy the machine `web` (running, 1 snapshot) in /p? …": each machine with
+/// its state and snapshots, and the space the whole goes free.
+fn question(selection: &Selection, doomed: &[&Target]) -> String {
+    let mut bytes = 0;
+    let machines: Vec<String> = doomed
+        .iter()
+        .map(|t| {
+            let kept = snapshots::list(&t.machine).unwrap_or_default();
+            bytes +=
+                snapshots::allocated(&t.machine.dir) + kept.iter().map(|(_, b)| b).sum::<u64>();
+            let mut about = t.machine.run_state().label().to_string();
+            match kept.len() {
+                0 => {}
+                1 => about.push_str(", 1 snapshot"),
+                n => about.push_str(&format!(", {n} snapshots")),
+            }
+            format!("`{}` ({about})", t.name())
+        })
+        .collect();
+    let (what, its) = match machines.as_slice() {
+        [one] => (format!("the machine {one}"), "its"),
+        all => (
+            format!("{} machines: {}", all.len(), all.join(", ")),
+            "their",
+        ),
+    };
+    format!(
+        "Destroy {what} in {}? This deletes {its} disk, keys, logs and snapshots ({} on disk); the box cache stays.",
+        selection.project.root.display(),
+        hvbox_boxes::format_bytes(bytes)
+    )
 }
 
 fn destroy(machine: &Machine) -> Result<()> {
@@ -29,13 +73,13 @@ fn destroy(machine: &Machine) -> Result<()> {
     if let Some(state) = state {
         let _ = std::fs::remove_dir_all(machine.runtime_dir(&state.instance_id));
     }
-    let snapshots = crate::machine::snapshots::list(machine).unwrap_or_default();
+    let snapshots = snapshots::list(machine).unwrap_or_default();
     if !snapshots.is_empty() {
         let bytes: u64 = snapshots.iter().map(|(_, b)| b).sum();
         step!(
             "deleting its {} snapshot(s) ({} on disk)",
             snapshots.len(),
-            crate::spec::Size::from_bytes(bytes)
+            Size::from_bytes(bytes)
         );
     }
     if machine.dir.exists() {

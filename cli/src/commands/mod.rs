@@ -8,6 +8,7 @@ mod box_list;
 mod box_prune;
 mod box_remove;
 mod box_update;
+mod confirm;
 mod console;
 mod copy;
 mod destroy;
@@ -66,7 +67,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logs { name, follow } => logs::run(name.as_deref(), follow),
         Command::Status { names, json } => status::run(&names, json),
         Command::Halt { names, timeout } => halt::run(&names, timeout),
-        Command::Destroy { names } => destroy::run(&names),
+        Command::Destroy { names, force } => destroy::run(&names, force),
         Command::Suspend { names } => suspend::run(&names),
         Command::Resume(args) => up::resume(&args),
         Command::Snapshot(SnapshotCommand::Save {
