@@ -9,6 +9,10 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Act on the project in DIR (or DIR's nearest parent with an hvbox.yaml), as
+    /// if started there; relative paths in other arguments start there too.
+    #[arg(short = 'C', long = "project", value_name = "DIR", global = true)]
+    pub project: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +78,15 @@ pub enum Command {
         /// Keep printing what the guest writes, across restarts, until Ctrl-C.
         #[arg(short, long)]
         follow: bool,
+    },
+    /// List every machine of every project of this user: project, state, engine,
+    /// box, ssh port and forwarded ports.
+    ///
+    /// Projects are those `hvbox up` ran in; those whose folder is gone are forgotten,
+    /// with a note.
+    List {
+        #[arg(long)]
+        json: bool,
     },
     /// Show whether the machines are created and running.
     Status {

@@ -18,6 +18,7 @@ mod halt;
 mod init;
 mod installed_kernel;
 mod kernels;
+mod list;
 mod logs;
 mod provision;
 mod reload;
@@ -52,6 +53,9 @@ impl std::fmt::Display for BadArguments {
 impl std::error::Error for BadArguments {}
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    if let Some(dir) = &cli.project {
+        enter(dir)?;
+    }
     match cli.command {
         Command::Init { box_name, force } => init::run(&box_name, force),
         Command::Validate { file } => validate::run(file),
@@ -66,6 +70,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Copy { paths } => copy::run(&paths),
         Command::Logs { name, follow } => logs::run(name.as_deref(), follow),
         Command::Status { names, json } => status::run(&names, json),
+        Command::List { json } => list::run(json),
         Command::Halt { names, timeout } => halt::run(&names, timeout),
         Command::Destroy { names, force } => destroy::run(&names, force),
         Command::Suspend { names } => suspend::run(&names),
@@ -106,4 +111,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `--project DIR` / `-C DIR`: the command runs as if started in DIR (as `git -C`),
+/// so it acts on the project there, or in DIR's nearest parent with a spec.
+fn enter(dir: &std::path::Path) -> Result<()> {
+    if !dir.is_dir() {
+        let why = if dir.exists() {
+            "is not a folder"
+        } else {
+            "does not exist"
+        };
+        return Err(BadArguments(format!("--project {}: {why}", dir.display())).into());
+    }
+    std::env::set_current_dir(dir)
+        .map_err(|e| anyhow::anyhow!("cannot enter {} (--project): {e}", dir.display()))
 }
