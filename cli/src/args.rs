@@ -133,13 +133,19 @@ pub enum Command {
     },
     /// Halt machines that run, then `up` them again with the boot files read anew.
     Reload(UpArgs),
-    /// Print Host blocks for ~/.ssh/config (scp, rsync, editors' remote SSH).
+    /// Print Host blocks for ~/.ssh/config (scp, rsync, editors' remote SSH), or
+    /// with --include the one line that reads every machine's own ssh_config.
     ///
     /// A block is valid while its machine runs: the port changes at every boot.
+    /// Each boot rewrites `.hvbox/machines/NAME/ssh_config`, which the Include line
+    /// reaches, so `ssh hvbox-PROJECT[-NAME]` keeps working across boots.
     SshConfig {
         /// Machines to print (default: every running one).
         #[arg(value_name = "NAME")]
         names: Vec<String>,
+        /// Print the `Include` line for the top of ~/.ssh/config instead.
+        #[arg(long, conflicts_with = "names")]
+        include: bool,
     },
     /// Upgrade a guest's kernel and boot it; back to the previous one if it fails.
     ///

@@ -32,7 +32,10 @@ impl Project {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hvbox"));
-        cmd.args(args).current_dir(&self.root);
+        cmd.args(args)
+            .current_dir(&self.root)
+            // `ssh-config` links machines' ssh_config files from the data folder.
+            .env("HVBOX_DATA_DIR", self._tmp.path().join("data"));
         cmd
     }
 
@@ -121,7 +124,7 @@ fn ssh_config_is_a_host_block_ssh_accepts() {
     let out = project.hvbox(&["ssh-config"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let block = text(&out.stdout);
-    assert!(block.contains("\nHost hvbox-default\n"), "{block}");
+    assert!(block.contains("\nHost hvbox-my-project\n"), "{block}");
     let config = project.root.join("ssh_config");
     std::fs::write(&config, &block).unwrap();
 
@@ -129,7 +132,7 @@ fn ssh_config_is_a_host_block_ssh_accepts() {
         .arg("-G")
         .arg("-F")
         .arg(&config)
-        .arg("hvbox-default")
+        .arg("hvbox-my-project")
         .output()
         .unwrap();
     let effective = text(&parsed.stdout);

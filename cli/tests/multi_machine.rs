@@ -63,6 +63,8 @@ impl Project {
         Command::new(env!("CARGO_BIN_EXE_hvbox"))
             .args(args)
             .current_dir(&self.root)
+            // `ssh-config` links machines' ssh_config files from the data folder.
+            .env("HVBOX_DATA_DIR", self._tmp.path().join("data"))
             .output()
             .expect("run hvbox")
     }
@@ -263,7 +265,7 @@ fn ssh_config_prints_a_block_per_running_machine() {
 
     let _web = project.fake_running("web", 40022);
     let one = project.ok(&["ssh-config"]);
-    assert!(one.contains("\nHost hvbox-web\n"), "{one}");
+    assert!(one.contains("\nHost hvbox-shop-web\n"), "{one}");
     assert!(
         one.ends_with("\n# not running, so left out: db: stopped\n"),
         "{one}"
@@ -276,13 +278,15 @@ fn ssh_config_prints_a_block_per_running_machine() {
     let both = project.ok(&["ssh-config"]);
     let config = project.root.join("ssh_config");
     std::fs::write(&config, &both).unwrap();
-    for (host, port) in [("hvbox-web", "40022"), ("hvbox-db", "40023")] {
+    for (host, port) in [("hvbox-shop-web", "40022"), ("hvbox-shop-db", "40023")] {
         let effective = ssh_g(&config, host);
         assert!(
             effective.lines().any(|l| l == format!("port {port}")),
             "{host}:\n{effective}"
         );
-        let key = project.machine(&host["hvbox-".len()..]).join("id_ed25519");
+        let key = project
+            .machine(&host["hvbox-shop-".len()..])
+            .join("id_ed25519");
         assert!(
             effective
                 .lines()

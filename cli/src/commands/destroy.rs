@@ -82,6 +82,7 @@ fn destroy(machine: &Machine) -> Result<()> {
             Size::from_bytes(bytes)
         );
     }
+    crate::ssh_config_file::forget(machine);
     if machine.dir.exists() {
         std::fs::remove_dir_all(&machine.dir)
             .with_context(|| format!("removing {}", machine.dir.display()))?;

@@ -92,7 +92,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             snapshot::delete(machine.as_deref(), &name)
         }
         Command::Reload(args) => reload::run(&args),
-        Command::SshConfig { names } => ssh_config::run(&names),
+        Command::SshConfig { names, include } => match include {
+            true => ssh_config::include(),
+            false => ssh_config::run(&names),
+        },
         Command::UpgradeKernel(args) => upgrade_kernel::run(&args),
         Command::Kernels { name, json } => kernels::run(name.as_deref(), json),
         Command::Box(BoxCommand::Build(args)) => box_build::run(args),
