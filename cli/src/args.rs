@@ -48,11 +48,13 @@ pub enum Command {
     },
     /// Open a shell in a machine, or run a command: `hvbox ssh [NAME] -- uname -a`.
     ///
-    /// NAME may be left out when the project has one machine.
+    /// NAME may be left out when the project has one machine. Words after `--` that
+    /// start with `-`, before the command, are ssh's options: `hvbox ssh -- -L
+    /// 8080:localhost:80 -A`. A machine's sessions share one ssh connection.
     Ssh {
         /// The machine (required when the project has several).
         name: Option<String>,
-        /// Command to run instead of a login shell.
+        /// ssh options, then the command to run instead of a login shell.
         #[arg(last = true)]
         command: Vec<String>,
     },

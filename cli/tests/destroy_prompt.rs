@@ -166,11 +166,11 @@ fn without_a_terminal_destroy_needs_force() {
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        err.starts_with("hvbox: error: Destroy the machine `web` (stopped) in "),
+        err.starts_with("hvbox: error: not destroying the machine `web` (stopped) in "),
         "{err}"
     );
     assert!(
-        err.ends_with("Not asked, as standard input is not a terminal: pass --force (-f) to go ahead without asking\n"),
+        err.ends_with("/shop without asking: standard input is not a terminal to ask on; pass --force (-f) to go ahead without asking\n"),
         "{err}"
     );
     assert!(project.machine("web").exists());

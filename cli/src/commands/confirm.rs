@@ -5,12 +5,12 @@ use anyhow::{bail, Result};
 use std::io::{BufRead, IsTerminal, Write};
 
 /// Ask `question` on standard error and read the answer from standard input; true
-/// only for an answer starting with y. Without a terminal on standard input nobody
-/// can answer: the error names `force_flag`.
-pub fn ask(question: &str, force_flag: &str) -> Result<bool> {
+/// only for `y` or `yes`. Without a terminal on standard input nobody can answer:
+/// the error is `refusal`, then why and `force_flag`.
+pub fn ask(question: &str, refusal: &str, force_flag: &str) -> Result<bool> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
-        bail!("{question} Not asked, as standard input is not a terminal: pass {force_flag} to go ahead without asking");
+        bail!("{refusal}: standard input is not a terminal to ask on; pass {force_flag} to go ahead without asking");
     }
     let mut stderr = std::io::stderr();
     write!(stderr, "{question} [y/N] ")?;

@@ -17,8 +17,10 @@ pub fn run(names: &[String], force: bool) -> Result<ExitCode> {
     let targets = selection.many(names, true)?;
     let doomed: Vec<&Target> = targets.iter().filter(|t| t.machine.dir.exists()).collect();
     if !force && !doomed.is_empty() {
-        let question = question(&selection, &doomed);
-        if !super::confirm::ask(&question, "--force (-f)")? {
+        let (what, goes) = describe(&selection, &doomed);
+        let question = format!("Destroy {what}? This deletes {goes}; the box cache stays.");
+        let refusal = format!("not destroying {what} without asking");
+        if !super::confirm::ask(&question, &refusal, "--force (-f)")? {
             eprintln!("hvbox: nothing destroyed");
             return Ok(ExitCode::FAILURE);
         }
@@ -29,9 +31,10 @@ pub fn run(names: &[String], force: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// "Destroy the machine `web` (running, 1 snapshot) in /p? …": each machine with
-/// its state and snapshots, and the space the whole goes free.
-fn question(selection: &Selection, doomed: &[&Target]) -> String {
+/// "the machine `web` (running, 1 snapshot) in /p" and "its disk, keys, logs and
+/// snapshots (1.2 GiB on disk)": each machine with its state and snapshots, and the
+/// space the whole frees.
+fn describe(selection: &Selection, doomed: &[&Target]) -> (String, String) {
     let mut bytes = 0;
     let machines: Vec<String> = doomed
         .iter()
@@ -55,10 +58,12 @@ fn question(selection: &Selection, doomed: &[&Target]) -> String {
             "their",
         ),
     };
-    format!(
-        "Destroy {what} in {}? This deletes {its} disk, keys, logs and snapshots ({} on disk); the box cache stays.",
-        selection.project.root.display(),
-        hvbox_boxes::format_bytes(bytes)
+    (
+        format!("{what} in {}", selection.project.root.display()),
+        format!(
+            "{its} disk, keys, logs and snapshots ({} on disk)",
+            hvbox_boxes::format_bytes(bytes)
+        ),
     )
 }
 
