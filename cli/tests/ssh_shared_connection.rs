@@ -259,3 +259,45 @@ fn one_shared_connection_for_hvbox_and_plain_ssh_closed_by_destroy() {
     assert_eq!(processes_naming(&control_text), Vec::<String>::new());
     assert!(!t.join("data/ssh/hvbox-proj").exists(), "link left behind");
 }
+
+#[test]
+fn aliases_are_unique_per_project_and_kept_across_boots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let data = t.join("data");
+    let mut held = Vec::new();
+    let mut projects = Vec::new();
+    for (parent, port) in [("a", 40101), ("b", 40102)] {
+        let project = t.join(parent).join("app");
+        let machine = project.join(".hvbox/machines/default");
+        common::create_stopped_machine(&machine);
+        std::fs::write(project.join("hvbox.yaml"), "box: debian-12\n").unwrap();
+        held.push(common::fake_running(&machine, port));
+        projects.push(project);
+    }
+    let ssh_config = |project: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hvbox"))
+            .arg("ssh-config")
+            .current_dir(project)
+            .env("HVBOX_DATA_DIR", &data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert!(ssh_config(&projects[0]).contains("\nHost hvbox-app\n"));
+    assert!(ssh_config(&projects[1]).contains("\nHost hvbox-app-2\n"));
+    // Again, in the other order: each keeps its own.
+    assert!(ssh_config(&projects[1]).contains("\nHost hvbox-app-2\n"));
+    assert!(ssh_config(&projects[0]).contains("\nHost hvbox-app\n"));
+    let mut links: Vec<String> = std::fs::read_dir(data.join("ssh"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    links.sort();
+    assert_eq!(links, ["hvbox-app", "hvbox-app-2"]);
+    assert_eq!(
+        std::fs::read_link(data.join("ssh/hvbox-app-2")).unwrap(),
+        projects[1].join(".hvbox/machines/default/ssh_config")
+    );
+}

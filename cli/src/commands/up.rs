@@ -25,12 +25,22 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
     let selection = Selection::load(Need::Settings)?;
     selection.project.refresh_schema();
     let targets = selection.many(&args.names, false)?;
-    for_each(&targets, |target| {
+    let result = for_each(&targets, |target| {
         // Held until the machine answers ssh: a second `up` fails at once instead of
         // creating or booting the same machine twice.
         let _lock = MachineLock::acquire(&target.machine, "up", true)?;
         start(&selection, target, args)
-    })?;
+    });
+    // For `hvbox list` (creating a machine records it too), also for machines made
+    // before the store kept projects; an `up` refused before anything was made
+    // leaves the cache alone.
+    if targets.iter().any(|t| t.machine.is_created()) {
+        let store = Store::open_default();
+        if let Err(e) = store.and_then(|s| s.register_project(&selection.project.root)) {
+            eprintln!("hvbox: warning: {e}");
+        }
+    }
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
