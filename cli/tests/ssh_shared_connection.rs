@@ -1,8 +1,8 @@
 //! hvbox's ssh against a real OpenSSH sshd on a loopback port (standing in for a
 //! guest's): one shared connection for repeated `hvbox ssh -- CMD`, ssh options
 //! after `--` where ssh wants them, the machine's ssh_config reached through
-//! `hvbox ssh-config --include` by plain ssh and scp, and `destroy` closing the
-//! shared connection so that no ssh is left behind.
+//! `hvbox ssh-config --include` by plain ssh and scp, and `halt` and `destroy`
+//! closing the shared connection so that no ssh is left behind.
 
 mod common;
 
@@ -70,7 +70,7 @@ fn processes_naming(needle: &str) -> Vec<String> {
 }
 
 #[test]
-fn one_shared_connection_for_hvbox_and_plain_ssh_closed_by_destroy() {
+fn one_shared_connection_for_hvbox_and_plain_ssh_closed_by_halt_and_destroy() {
     let Some(sshd) = sshd_binary() else {
         return hvbox_test_support::skip("no sshd (openssh-server)");
     };
@@ -136,30 +136,33 @@ fn one_shared_connection_for_hvbox_and_plain_ssh_closed_by_destroy() {
     }
 
     // A "supervisor" holding the machine's lock, as a running machine has.
-    let lock = machine.join("supervisor.lock");
-    let mut supervisor = Killed(
-        Command::new("sh")
-            .args([
-                "-c",
-                "exec 9>>\"$0\"; flock -x 9; echo locked; exec sleep 600",
-            ])
-            .arg(&lock)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut said = [0u8; 7];
-    let out = supervisor.0.stdout.as_mut().unwrap();
-    out.read_exact(&mut said).unwrap();
-    let pid = supervisor.0.id();
     let run_dir = t.join("run");
     std::fs::create_dir_all(&run_dir).unwrap();
-    let run_json = serde_json::json!({
-        "supervisor_pid": pid, "vm_pid": pid, "passt_pid": pid, "engine": "qemu",
-        "ssh_port": port, "control_socket": t.join("none.sock"),
-        "console_socket": t.join("none.sock"), "runtime_dir": run_dir,
-    });
-    std::fs::write(machine.join("run.json"), run_json.to_string()).unwrap();
+    let start_supervisor = || {
+        let mut supervisor = Killed(
+            Command::new("sh")
+                .args([
+                    "-c",
+                    "exec 9>>\"$0\"; flock -x 9; echo locked; exec sleep 600",
+                ])
+                .arg(machine.join("supervisor.lock"))
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut said = [0u8; 7];
+        let out = supervisor.0.stdout.as_mut().unwrap();
+        out.read_exact(&mut said).unwrap();
+        let pid = supervisor.0.id();
+        let run_json = serde_json::json!({
+            "supervisor_pid": pid, "vm_pid": pid, "passt_pid": pid, "engine": "qemu",
+            "ssh_port": port, "control_socket": t.join("none.sock"),
+            "console_socket": t.join("none.sock"), "runtime_dir": run_dir,
+        });
+        std::fs::write(machine.join("run.json"), run_json.to_string()).unwrap();
+        supervisor
+    };
+    let _supervisor = start_supervisor();
 
     let hvbox = |args: &[&str]| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hvbox"));
@@ -250,10 +253,24 @@ fn one_shared_connection_for_hvbox_and_plain_ssh_closed_by_destroy() {
     let log = std::fs::read_to_string(t.join("sshd.log")).unwrap();
     assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
 
-    // destroy closes the shared connection: no ssh is left holding it.
+    // halt closes the shared connection before it stops the machine (here, by
+    // killing the stand-in supervisor): no ssh is left holding it.
     let control_text = control.display().to_string();
     assert!(!processes_naming(&control_text).is_empty());
     drop(_session);
+    let out = run(&mut hvbox(&["halt", "--timeout", "1"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!control.exists());
+    assert_eq!(processes_naming(&control_text), Vec::<String>::new());
+
+    // A machine whose supervisor was killed (no halt) is stopped, its shared
+    // connection still open: destroy closes it too.
+    let mut supervisor = start_supervisor();
+    assert_eq!(ok(&["ssh", "--", "echo", "back"]), "back\n");
+    assert!(!processes_naming(&control_text).is_empty());
+    supervisor.0.kill().unwrap();
+    supervisor.0.wait().unwrap();
+    assert!(ok(&["status"]).contains("stopped"));
     ok(&["destroy", "--force"]);
     assert!(!control.exists());
     assert_eq!(processes_naming(&control_text), Vec::<String>::new());

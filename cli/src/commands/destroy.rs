@@ -76,6 +76,9 @@ fn destroy(machine: &Machine) -> Result<()> {
         super::halt::stop(machine, &info, Duration::ZERO)?;
     }
     if let Some(state) = state {
+        // A machine whose supervisor was killed leaves its shared ssh connection
+        // (and socket) behind: no halt closed it.
+        crate::ssh::close_master(machine, &state);
         let _ = std::fs::remove_dir_all(machine.runtime_dir(&state.instance_id));
     }
     let snapshots = snapshots::list(machine).unwrap_or_default();
