@@ -378,24 +378,43 @@ impl Store {
     /// Project folders that used the cache and still exist; records of removed
     /// folders are forgotten.
     pub fn projects(&self) -> Vec<PathBuf> {
+        self.projects_pruning().0
+    }
+
+    /// Project folders that used the cache and still exist, and the folders whose
+    /// records were just forgotten because they are gone (to say so).
+    pub fn projects_pruning(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
         let dir = self.root.join("projects");
         let Ok(read) = fs::read_dir(&dir) else {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         };
-        let mut roots = Vec::new();
+        let (mut roots, mut gone) = (Vec::new(), Vec::new());
         for e in read.flatten() {
             let record: Option<ProjectRecord> = fs::read(e.path())
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
             match record {
                 Some(r) if r.root.is_dir() => roots.push(r.root),
-                _ => {
-                    let _ = fs::remove_file(e.path());
+                other => {
+                    // A record half-written by a killed process names nothing.
+                    if fs::remove_file(e.path()).is_ok() {
+                        gone.extend(other.map(|r| r.root));
+                    }
                 }
             }
         }
         roots.sort();
-        roots
+        gone.sort();
+        (roots, gone)
+    }
+
+    /// Forget the project in `root` (it no longer has a spec or machines).
+    pub fn forget_project(&self, root: &Path) {
+        let path = self
+            .root
+            .join("projects")
+            .join(format!("{}.json", project_key(root)));
+        let _ = fs::remove_file(path);
     }
 }
 

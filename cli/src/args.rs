@@ -9,6 +9,10 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Act on the project in DIR (or DIR's nearest parent with an hvbox.yaml), as
+    /// if started there; relative paths in other arguments start there too.
+    #[arg(short = 'C', long = "project", value_name = "DIR", global = true)]
+    pub project: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -44,11 +48,13 @@ pub enum Command {
     },
     /// Open a shell in a machine, or run a command: `hvbox ssh [NAME] -- uname -a`.
     ///
-    /// NAME may be left out when the project has one machine.
+    /// NAME may be left out when the project has one machine. Words after `--` that
+    /// start with `-`, before the command, are ssh's options: `hvbox ssh -- -L
+    /// 8080:localhost:80 -A`. A machine's sessions share one ssh connection.
     Ssh {
         /// The machine (required when the project has several).
         name: Option<String>,
-        /// Command to run instead of a login shell.
+        /// ssh options, then the command to run instead of a login shell.
         #[arg(last = true)]
         command: Vec<String>,
     },
@@ -74,6 +80,15 @@ pub enum Command {
         /// Keep printing what the guest writes, across restarts, until Ctrl-C.
         #[arg(short, long)]
         follow: bool,
+    },
+    /// List every machine of every project of this user: project, state, engine,
+    /// box, ssh port and forwarded ports.
+    ///
+    /// Projects are those `hvbox up` ran in; those whose folder is gone are forgotten,
+    /// with a note.
+    List {
+        #[arg(long)]
+        json: bool,
     },
     /// Show whether the machines are created and running.
     Status {
@@ -105,21 +120,34 @@ pub enum Command {
     /// Keep a machine's disk and state under a name, and go back to it.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
-    /// Stop machines and delete their state (disk, keys, logs); the box cache stays.
+    /// Stop machines and delete their state (disk, keys, logs, snapshots); the box
+    /// cache stays.
+    ///
+    /// On a terminal it asks first, naming the machines; without a terminal it
+    /// refuses unless given --force.
     Destroy {
         /// Machines to destroy (default: all, and orphaned machine folders).
         #[arg(value_name = "NAME")]
         names: Vec<String>,
+        /// Do not ask: destroy at once (needed without a terminal).
+        #[arg(short, long)]
+        force: bool,
     },
     /// Halt machines that run, then `up` them again with the boot files read anew.
     Reload(UpArgs),
-    /// Print Host blocks for ~/.ssh/config (scp, rsync, editors' remote SSH).
+    /// Print Host blocks for ~/.ssh/config (scp, rsync, editors' remote SSH), or
+    /// with --include the one line that reads every machine's own ssh_config.
     ///
     /// A block is valid while its machine runs: the port changes at every boot.
+    /// Each boot rewrites `.hvbox/machines/NAME/ssh_config`, which the Include line
+    /// reaches, so `ssh hvbox-PROJECT[-NAME]` keeps working across boots.
     SshConfig {
         /// Machines to print (default: every running one).
         #[arg(value_name = "NAME")]
         names: Vec<String>,
+        /// Print the `Include` line for the top of ~/.ssh/config instead.
+        #[arg(long, conflicts_with = "names")]
+        include: bool,
     },
     /// Upgrade a guest's kernel and boot it; back to the previous one if it fails.
     ///

@@ -108,6 +108,7 @@ pub fn boot(
 
     let mounts = checked.mounts.clone();
     let info = start(machine, spec, &state, &checked, &boot, cmdline)?;
+    write_ssh_config(machine, &state, info.info.ssh_port);
     step!(
         "waiting for ssh on 127.0.0.1:{} (serial log: {})",
         info.info.ssh_port,
@@ -123,6 +124,14 @@ pub fn boot(
         info: info.info,
         kernel_version: boot.kernel_version,
     })
+}
+
+/// The machine's ssh_config for this boot's port; one that cannot be written only
+/// warns, as hvbox's own ssh does not read it.
+pub(crate) fn write_ssh_config(machine: &Machine, state: &MachineState, port: u16) {
+    if let Err(e) = crate::ssh_config_file::write(machine, state, port) {
+        eprintln!("hvbox: warning: {e:#}");
+    }
 }
 
 fn kernel_record(boot: &BootFiles, cmdline: &str) -> Result<KernelRecord> {
@@ -187,6 +196,9 @@ pub(crate) fn prepare_run(
     state: &MachineState,
     checked: &Preflight,
 ) -> Result<RunFiles> {
+    // A shared ssh connection left by a run that ended without hvbox (a killed
+    // supervisor) would outlive its socket, emptied below.
+    ssh::close_master(machine, state);
     let runtime_dir = prepare_runtime_dir(&machine.runtime_dir(&state.instance_id))?;
     // passt gets a folder of its own (see hand_to_passt_when_root).
     let passt_dir = runtime_dir.join("net");

@@ -27,6 +27,7 @@ mod seed;
 mod share_requests;
 mod spec;
 mod ssh;
+mod ssh_config_file;
 mod supervisor;
 mod virtiofs;
 mod vmm_flags;

@@ -75,6 +75,7 @@ pub fn resume(
         stop(machine, checked, &info);
         return Ok(Resumed::Refused(reason));
     }
+    launch::write_ssh_config(machine, &state, info.ssh_port);
     step!(
         "guest continued after {:.1} s; waiting for ssh on 127.0.0.1:{}",
         started_at.elapsed().as_secs_f64(),

@@ -3,6 +3,7 @@
 
 use crate::guest_text::sanitize;
 use crate::machine::{Machine, MachineState};
+use std::os::unix::fs::DirBuilderExt;
 use std::process::{Command, Stdio};
 
 /// The name the pinned host key is filed under in the machine's known_hosts, so the
@@ -15,10 +16,15 @@ pub fn known_hosts_line(state: &MachineState, host_public_key: &str) -> String {
     format!("{} {}\n", host_key_alias(state), host_public_key.trim())
 }
 
-/// The Host name `hvbox ssh-config` gives the machine.
-pub fn host_alias(machine: &Machine) -> String {
-    format!("hvbox-{}", machine.name)
+/// The socket of the machine's shared connection: in its runtime folder, as UNIX
+/// socket paths are short, and that folder goes with the machine's processes.
+pub fn control_path(machine: &Machine, state: &MachineState) -> std::path::PathBuf {
+    machine.runtime_dir(&state.instance_id).join("ssh")
 }
+
+/// How long an idle shared connection stays open after its last session; `halt`,
+/// `suspend` and `destroy` close it at once.
+const CONTROL_PERSIST: &str = "10m";
 
 /// Every option hvbox's ssh runs with, as ssh_config keywords and values: `hvbox ssh`
 /// passes them with `-o`, `hvbox ssh-config` prints them, so both connect alike.
@@ -39,6 +45,11 @@ pub fn options(machine: &Machine, state: &MachineState, port: u16) -> Vec<(&'sta
         ("ServerAliveInterval", "15".into()),
         ("ServerAliveCountMax", "4".into()),
         ("LogLevel", "ERROR".into()),
+        // One connection for provisioning and repeated `hvbox ssh -- CMD`, and for
+        // the user's own ssh, scp and rsync through the machine's ssh_config.
+        ("ControlMaster", "auto".into()),
+        ("ControlPath", config_path(&control_path(machine, state))),
+        ("ControlPersist", CONTROL_PERSIST.into()),
     ]
 }
 
@@ -49,7 +60,7 @@ pub fn config_path(path: &std::path::Path) -> String {
 }
 
 /// One ssh_config argument, quoted when it has to be.
-fn config_word(word: &str) -> String {
+pub fn config_word(word: &str) -> String {
     if !word.is_empty()
         && !word
             .chars()
@@ -70,13 +81,68 @@ fn config_word(word: &str) -> String {
 
 /// `ssh` with everything but the remote command.
 pub fn command(machine: &Machine, state: &MachineState, port: u16) -> Command {
+    command_with(machine, state, port, &[])
+}
+
+/// [`command`] with more ssh options (the user's `-L`, `-A`…), placed before the
+/// host as ssh wants them.
+pub fn command_with(
+    machine: &Machine,
+    state: &MachineState,
+    port: u16,
+    more: &[String],
+) -> Command {
+    // ssh cannot make its shared connection's socket where there is no folder
+    // (a machine whose runtime folder was cleaned up under it).
+    if let Some(dir) = control_path(machine, state).parent() {
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(crate::machine::private::DIR_MODE)
+            .create(dir);
+    }
     let mut cmd = Command::new("ssh");
     for (name, value) in options(machine, state, port) {
         cmd.arg("-o").arg(format!("{name}={value}"));
     }
+    cmd.args(more);
     // HostName above says where to connect; this only fills ssh's required argument.
     cmd.arg("127.0.0.1");
     cmd
+}
+
+/// Close the machine's shared connection, if one is open, and return once its
+/// process has gone: called before the machine stops, so no ssh is left behind
+/// waiting on a guest that is gone.
+pub fn close_master(machine: &Machine, state: &MachineState) {
+    let socket = control_path(machine, state);
+    if !socket.exists() {
+        return;
+    }
+    let control = |op: &str| {
+        Command::new("ssh")
+            .arg("-o")
+            .arg(format!("ControlPath={}", config_path(&socket)))
+            .args(["-O", op, "127.0.0.1"])
+            .stdin(Stdio::null())
+            .output()
+    };
+    // `-O check` says "Master running (pid=N)".
+    let pid = control("check").ok().and_then(|out| {
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        said.split_once("(pid=")?
+            .1
+            .split_once(')')?
+            .0
+            .parse::<u32>()
+            .ok()
+    });
+    let _ = control("exit");
+    if let Some(pid) = pid {
+        if !crate::process::wait_gone(pid, std::time::Duration::from_secs(5)) {
+            let _ = crate::process::signal(pid, libc::SIGKILL);
+        }
+    }
+    let _ = std::fs::remove_file(&socket);
 }
 
 /// `ssh` for hvbox's own checks: never prompts, gives up on a dead port quickly.

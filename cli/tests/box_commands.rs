@@ -311,7 +311,7 @@ fn up_uses_the_lock_and_the_cache_without_network() {
     assert_eq!(server.hits("disk.raw.gz"), 1);
 
     // Again from scratch: the lock answers, the cache has the box; no request.
-    env.ok(&["destroy"]);
+    env.ok(&["destroy", "--force"]);
     let out = env.hvbox(&["up", "--quiet"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("kernel"), "{stderr}");
@@ -319,7 +319,7 @@ fn up_uses_the_lock_and_the_cache_without_network() {
 
     // A teammate with an empty cache and the committed lock gets the same bytes,
     // from the locked URL, without the catalog (no SHA256SUMS request).
-    env.ok(&["destroy"]);
+    env.ok(&["destroy", "--force"]);
     std::fs::remove_dir_all(env.root.join("cache")).unwrap();
     std::fs::remove_file(env.root.join("config").join("catalog.yaml")).unwrap();
     let sums_before = server.hits("SHA256SUMS");
@@ -330,7 +330,7 @@ fn up_uses_the_lock_and_the_cache_without_network() {
     assert_eq!(server.hits("disk.raw.gz"), 2);
 
     // A changed file on the server no longer matches the lock: clear error.
-    env.ok(&["destroy"]);
+    env.ok(&["destroy", "--force"]);
     std::fs::remove_dir_all(env.root.join("cache")).unwrap();
     let mut bytes = Vec::new();
     std::fs::File::open(served.join("disk.raw.gz"))

@@ -32,7 +32,10 @@ impl Project {
 
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hvbox"));
-        cmd.args(args).current_dir(&self.root);
+        cmd.args(args)
+            .current_dir(&self.root)
+            // `ssh-config` links machines' ssh_config files from the data folder.
+            .env("HVBOX_DATA_DIR", self._tmp.path().join("data"));
         cmd
     }
 
@@ -50,9 +53,11 @@ impl Project {
 fn a_held_machine_lock_makes_other_commands_fail_at_once() {
     let project = Project::new();
     let lock = hold(&project.machine().join("machine.lock"), "4242 up\n");
-    for command in ["halt", "destroy", "up", "reload"] {
+    // destroy goes as far as the lock only when it need not ask.
+    for args in [&["halt"][..], &["destroy", "--force"], &["up"], &["reload"]] {
+        let command = args[0];
         let started = Instant::now();
-        let out = project.hvbox(&[command]);
+        let out = project.hvbox(args);
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{command}: {stderr}");
         assert!(
@@ -72,7 +77,7 @@ fn a_held_machine_lock_makes_other_commands_fail_at_once() {
     let halt = project.hvbox(&["halt"]);
     assert!(halt.status.success(), "{}", text(&halt.stderr));
     assert!(text(&halt.stdout).contains("machine is stopped"));
-    let destroy = project.hvbox(&["destroy"]);
+    let destroy = project.hvbox(&["destroy", "--force"]);
     assert!(destroy.status.success(), "{}", text(&destroy.stderr));
     assert!(!project.root.join(".hvbox").exists(), ".hvbox/ left behind");
 }
@@ -96,7 +101,7 @@ fn a_lock_file_left_by_a_dead_process_does_not_block() {
     std::fs::write(project.machine().join("machine.lock"), "999999999 up\n").unwrap();
     let halt = project.hvbox(&["halt"]);
     assert!(halt.status.success(), "{}", text(&halt.stderr));
-    let destroy = project.hvbox(&["destroy"]);
+    let destroy = project.hvbox(&["destroy", "--force"]);
     assert!(destroy.status.success(), "{}", text(&destroy.stderr));
     assert!(!project.root.join(".hvbox").exists());
 }
@@ -119,7 +124,7 @@ fn ssh_config_is_a_host_block_ssh_accepts() {
     let out = project.hvbox(&["ssh-config"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let block = text(&out.stdout);
-    assert!(block.contains("\nHost hvbox-default\n"), "{block}");
+    assert!(block.contains("\nHost hvbox-my-project\n"), "{block}");
     let config = project.root.join("ssh_config");
     std::fs::write(&config, &block).unwrap();
 
@@ -127,7 +132,7 @@ fn ssh_config_is_a_host_block_ssh_accepts() {
         .arg("-G")
         .arg("-F")
         .arg(&config)
-        .arg("hvbox-default")
+        .arg("hvbox-my-project")
         .output()
         .unwrap();
     let effective = text(&parsed.stdout);

@@ -63,6 +63,8 @@ impl Project {
         Command::new(env!("CARGO_BIN_EXE_hvbox"))
             .args(args)
             .current_dir(&self.root)
+            // `ssh-config` links machines' ssh_config files from the data folder.
+            .env("HVBOX_DATA_DIR", self._tmp.path().join("data"))
             .output()
             .expect("run hvbox")
     }
@@ -206,7 +208,7 @@ fn orphaned_machines_are_listed_and_can_be_destroyed() {
         .fails(&["up", "old"])
         .contains("is not in PROJECT/hvbox.yaml any more"));
 
-    let out = project.ok(&["destroy", "old"]);
+    let out = project.ok(&["destroy", "--force", "old"]);
     assert_eq!(out, "==> old: machine destroyed\n");
     assert!(!project.machine("old").exists() && project.machine("web").exists());
     assert!(!project.ok(&["status"]).contains("old"));
@@ -222,7 +224,7 @@ fn halt_and_destroy_go_through_every_machine() {
         "==> web: machine is not created\n==> db: machine is stopped\n==> gone: machine is stopped\n"
     );
     assert_eq!(
-        project.ok(&["destroy"]),
+        project.ok(&["destroy", "--force"]),
         "==> web: machine is not created\n==> db: machine destroyed\n==> gone: machine destroyed\n"
     );
     assert!(!project.root.join(".hvbox").exists(), ".hvbox/ left behind");
@@ -234,7 +236,7 @@ fn a_busy_machine_stops_the_rest_and_is_named() {
     project.fake_created("web");
     project.fake_created("db");
     let _lock = common::hold(&project.machine("web").join("machine.lock"), "");
-    let out = project.hvbox(&["destroy"]);
+    let out = project.hvbox(&["destroy", "--force"]);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -263,7 +265,7 @@ fn ssh_config_prints_a_block_per_running_machine() {
 
     let _web = project.fake_running("web", 40022);
     let one = project.ok(&["ssh-config"]);
-    assert!(one.contains("\nHost hvbox-web\n"), "{one}");
+    assert!(one.contains("\nHost hvbox-shop-web\n"), "{one}");
     assert!(
         one.ends_with("\n# not running, so left out: db: stopped\n"),
         "{one}"
@@ -276,13 +278,15 @@ fn ssh_config_prints_a_block_per_running_machine() {
     let both = project.ok(&["ssh-config"]);
     let config = project.root.join("ssh_config");
     std::fs::write(&config, &both).unwrap();
-    for (host, port) in [("hvbox-web", "40022"), ("hvbox-db", "40023")] {
+    for (host, port) in [("hvbox-shop-web", "40022"), ("hvbox-shop-db", "40023")] {
         let effective = ssh_g(&config, host);
         assert!(
             effective.lines().any(|l| l == format!("port {port}")),
             "{host}:\n{effective}"
         );
-        let key = project.machine(&host["hvbox-".len()..]).join("id_ed25519");
+        let key = project
+            .machine(&host["hvbox-shop-".len()..])
+            .join("id_ed25519");
         assert!(
             effective
                 .lines()

@@ -187,7 +187,7 @@ impl Drop for TestProject {
     /// Never leave a VM running behind a failed test.
     fn drop(&mut self) {
         if self.path().join(".hvbox").exists() {
-            let _ = self.hvbox(&["destroy"]);
+            let _ = self.hvbox(&["destroy", "--force"]);
         }
     }
 }

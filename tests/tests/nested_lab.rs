@@ -664,7 +664,7 @@ cat {machine}/vm.log"
         // The supervisor and VMM name the machine folder, passt its runtime folder.
         // `[/]` keeps pgrep from matching the shell that runs it.
         let destroy = lab.root(&format!(
-            "{hv} destroy && ! pgrep -af '[/]root/l2-{engine}/|[h]vbox/i-'"
+            "{hv} destroy --force && ! pgrep -af '[/]root/l2-{engine}/|[h]vbox/i-'"
         ));
         if destroy.status != Some(0) {
             return Err(format!(

@@ -176,7 +176,7 @@ provision:
     assert_eq!(count_lines(&project), 2);
 
     let dir = project.path().to_string_lossy().to_string();
-    project.ok(&["destroy"]);
+    project.ok(&["destroy", "--force"]);
     assert_eq!(processes_mentioning(&dir), Vec::<String>::new());
     assert!(
         TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok(),

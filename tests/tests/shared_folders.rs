@@ -213,6 +213,6 @@ fn project_folder_and_a_read_only_mount_in_the_guest_and_copy() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    project.ok(&["destroy"]);
+    project.ok(&["destroy", "--force"]);
     assert_eq!(processes_mentioning(&dir), Vec::<String>::new());
 }

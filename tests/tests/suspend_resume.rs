@@ -358,6 +358,6 @@ fn a_suspended_machine_continues_where_it_was() {
     assert!(out.contains("its saved state is discarded"), "{out}");
     assert_eq!(state(&project), "stopped");
     assert!(!dir.join("state").exists());
-    project.ok(&["destroy"]);
+    project.ok(&["destroy", "--force"]);
     assert_eq!(machine_processes(&dir, &runtime), Vec::<String>::new());
 }

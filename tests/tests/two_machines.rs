@@ -118,7 +118,7 @@ fn two_machines_up_ssh_halt_one_destroy_both() {
     let hostname = project.ok(&["ssh", "a", "--", "cat", "/etc/hostname"]);
     assert_eq!(hostname.trim(), "alpha", "halting b touched a");
 
-    project.ok(&["destroy"]);
+    project.ok(&["destroy", "--force"]);
     assert!(
         !project.path().join(".hvbox").exists(),
         ".hvbox/ left behind"

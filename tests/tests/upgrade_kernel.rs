@@ -125,5 +125,5 @@ fn upgrade_rollback_and_automatic_rollback() {
     assert_eq!(&uname(&project), new);
     assert_eq!(history(&project)["pinned"], new.as_str());
 
-    project.ok(&["destroy"]);
+    project.ok(&["destroy", "--force"]);
 }

@@ -175,6 +175,9 @@ fn up_ssh_halt_up_destroy_on_a_debian_guest() {
         "--",
         "sudo rm -f /etc/ssh/ssh_host_*_key* && sudo ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key && sudo systemctl restart ssh",
     ]);
+    // The shared connection, logged in before, would carry on: `-O exit` (an ssh
+    // option, passed through) closes it, so the next ssh logs in anew.
+    project.ok(&["ssh", "--", "-O", "exit"]);
     let refused = project.hvbox(&["ssh", "--", "true"]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
@@ -185,7 +188,7 @@ fn up_ssh_halt_up_destroy_on_a_debian_guest() {
         "{stderr}"
     );
 
-    project.ok(&["destroy"]);
+    project.ok(&["destroy", "--force"]);
     assert!(
         !project.path().join(".hvbox").exists(),
         ".hvbox/ left behind"

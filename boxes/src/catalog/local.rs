@@ -89,24 +89,27 @@ pub fn local_names(boxes_dir: &Path) -> Vec<String> {
     names
 }
 
-/// Where `hvbox box build` stores boxes: `$HVBOX_DATA_DIR/boxes`, else
-/// `$XDG_DATA_HOME/hvbox/boxes`, else `$HOME/.local/share/hvbox/boxes`.
+/// Where `hvbox box build` stores boxes: `boxes` in [`data_dir`].
 pub fn local_boxes_dir() -> PathBuf {
+    data_dir().join("boxes")
+}
+
+/// hvbox's per-user data folder: `$HVBOX_DATA_DIR`, else `$XDG_DATA_HOME/hvbox`,
+/// else `$HOME/.local/share/hvbox`.
+pub fn data_dir() -> PathBuf {
     let var = |name: &str| {
         std::env::var_os(name)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     };
     if let Some(dir) = var("HVBOX_DATA_DIR") {
-        return dir.join("boxes");
+        return dir;
     }
     // Per the XDG spec, relative values are invalid and must be ignored.
     if let Some(dir) = var("XDG_DATA_HOME").filter(|p| p.is_absolute()) {
-        return dir.join("hvbox").join("boxes");
+        return dir.join("hvbox");
     }
     // Without HOME there is no sensible per-user location; a relative path
     // keeps the function infallible and the error messages explicit.
-    var("HOME")
-        .unwrap_or_default()
-        .join(".local/share/hvbox/boxes")
+    var("HOME").unwrap_or_default().join(".local/share/hvbox")
 }

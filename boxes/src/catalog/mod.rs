@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub use file::FileEntry;
 pub use local::{
-    local_boxes_dir, local_names, resolve_local, LOCAL_DISK_FILE, LOCAL_INITRD_FILE,
+    data_dir, local_boxes_dir, local_names, resolve_local, LOCAL_DISK_FILE, LOCAL_INITRD_FILE,
     LOCAL_KERNEL_FILE, LOCAL_SUMS_FILE,
 };
 pub use sums::{any_digest_from_sums, compare_versions, digest_from_sums};

@@ -39,6 +39,11 @@ pub fn run(names: &[String], timeout: u64) -> Result<ExitCode> {
 /// supervisor and its children are gone.
 pub fn stop(machine: &Machine, info: &RunInfo, grace: Duration) -> Result<()> {
     let engine = engine::of_kind(info.engine)?;
+    // Its socket goes with the machine's runtime folder: closed first, the shared
+    // ssh connection is not left waiting on a guest that is gone.
+    if let Ok(state) = machine.load_state() {
+        crate::ssh::close_master(machine, &state);
+    }
     if !grace.is_zero() {
         match engine.request_poweroff(&info.control_socket) {
             Ok(()) if wait_gone(info.supervisor_pid, grace) => return Ok(()),

@@ -8,6 +8,7 @@ mod box_list;
 mod box_prune;
 mod box_remove;
 mod box_update;
+mod confirm;
 mod console;
 mod copy;
 mod destroy;
@@ -18,6 +19,7 @@ mod in_parallel;
 mod init;
 mod installed_kernel;
 mod kernels;
+mod list;
 mod logs;
 mod provision;
 mod reload;
@@ -52,6 +54,9 @@ impl std::fmt::Display for BadArguments {
 impl std::error::Error for BadArguments {}
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    if let Some(dir) = &cli.project {
+        enter(dir)?;
+    }
     match cli.command {
         Command::Init { box_name, force } => init::run(&box_name, force),
         Command::Validate { file } => validate::run(file),
@@ -66,8 +71,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Copy { paths } => copy::run(&paths),
         Command::Logs { name, follow } => logs::run(name.as_deref(), follow),
         Command::Status { names, json } => status::run(&names, json),
+        Command::List { json } => list::run(json),
         Command::Halt { names, timeout } => halt::run(&names, timeout),
-        Command::Destroy { names } => destroy::run(&names),
+        Command::Destroy { names, force } => destroy::run(&names, force),
         Command::Suspend { names } => suspend::run(&names),
         Command::Resume(args) => up::resume(&args),
         Command::Snapshot(SnapshotCommand::Save {
@@ -87,7 +93,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             snapshot::delete(machine.as_deref(), &name)
         }
         Command::Reload(args) => reload::run(&args),
-        Command::SshConfig { names } => ssh_config::run(&names),
+        Command::SshConfig { names, include } => match include {
+            true => ssh_config::include(),
+            false => ssh_config::run(&names),
+        },
         Command::UpgradeKernel(args) => upgrade_kernel::run(&args),
         Command::Kernels { name, json } => kernels::run(name.as_deref(), json),
         Command::Box(BoxCommand::Build(args)) => box_build::run(args),
@@ -106,4 +115,19 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `--project DIR` / `-C DIR`: the command runs as if started in DIR (as `git -C`),
+/// so it acts on the project there, or in DIR's nearest parent with a spec.
+fn enter(dir: &std::path::Path) -> Result<()> {
+    if !dir.is_dir() {
+        let why = if dir.exists() {
+            "is not a folder"
+        } else {
+            "does not exist"
+        };
+        return Err(BadArguments(format!("--project {}: {why}", dir.display())).into());
+    }
+    std::env::set_current_dir(dir)
+        .map_err(|e| anyhow::anyhow!("cannot enter {} (--project): {e}", dir.display()))
 }

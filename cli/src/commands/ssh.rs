@@ -1,5 +1,6 @@
-//! `hvbox ssh [NAME] [-- CMD…]`: a shell or a command in a machine; its exit status
-//! is ours. Run from a host folder inside a mount, it starts in the matching guest
+//! `hvbox ssh [NAME] [-- [SSH-OPTIONS] CMD…]`: a shell or a command in a machine; its
+//! exit status is ours. Words after `--` that start with `-` before the command are
+//! ssh's own options (`-L 8080:localhost:80`, `-A`), passed to ssh before the host. Run from a host folder inside a mount, it starts in the matching guest
 //! folder (as Lima's shell does); elsewhere in the user's home.
 
 use super::select::{Need, Selection};
@@ -18,7 +19,8 @@ pub fn run(name: Option<&str>, command: &[String]) -> Result<ExitCode> {
     let machine = &target.machine;
     let info = target.running()?;
     let state = machine.load_state()?;
-    let mut cmd = crate::ssh::command(machine, &state, info.ssh_port);
+    let (options, command) = split_options(command)?;
+    let mut cmd = crate::ssh::command_with(machine, &state, info.ssh_port, options);
     if command.is_empty() && std::io::stdin().is_terminal() {
         cmd.arg("-t");
     }
@@ -47,6 +49,35 @@ pub fn run(name: Option<&str>, command: &[String]) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// ssh's options that take a value (OpenSSH's `ssh` getopt string).
+const VALUE_OPTIONS: &str = "bceilmopBDEFIJLOPQRSwW";
+
+/// The leading words that are ssh options (each with its value), and the command
+/// after them; a `--` among them ends the options.
+fn split_options(words: &[String]) -> Result<(&[String], &[String])> {
+    let mut i = 0;
+    while let Some(word) = words.get(i) {
+        if word == "--" {
+            return Ok((&words[..i], &words[i + 1..]));
+        }
+        let Some(flags) = word.strip_prefix('-').filter(|f| !f.is_empty()) else {
+            break;
+        };
+        i += 1;
+        // `-AL8080:…` or `-A -L 8080:…`: the first flag that takes a value takes
+        // the rest of the word, or the next word.
+        if let Some(at) = flags.find(|c| VALUE_OPTIONS.contains(c)) {
+            if at + 1 == flags.len() {
+                if i == words.len() {
+                    bail!("ssh option {word} needs a value after it");
+                }
+                i += 1;
+            }
+        }
+    }
+    Ok((&words[..i], &words[i..]))
 }
 
 /// The guest folder for host folder `here`, when a mount holds it (the deepest one).
@@ -86,6 +117,29 @@ mod tests {
                 guest: "/srv/data".into(),
             },
         ]
+    }
+
+    /// The split as "OPTIONS | COMMAND".
+    fn split(words: &[&str]) -> String {
+        let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        let (options, command) = split_options(&words).unwrap();
+        format!("{} | {}", options.join(" "), command.join(" "))
+    }
+
+    #[test]
+    fn ssh_options_before_the_command_go_to_ssh() {
+        assert_eq!(split(&["uname", "-a"]), " | uname -a");
+        assert_eq!(
+            split(&["-L", "8080:localhost:80", "-A", "ls", "-l"]),
+            "-L 8080:localhost:80 -A | ls -l"
+        );
+        assert_eq!(
+            split(&["-AL8080:localhost:80", "-N"]),
+            "-AL8080:localhost:80 -N | "
+        );
+        assert_eq!(split(&["-At", "-o", "SendEnv=X"]), "-At -o SendEnv=X | ");
+        assert_eq!(split(&["-A", "--", "-weird"]), "-A | -weird");
+        assert!(split_options(&["-L".to_string()]).is_err());
     }
 
     #[test]

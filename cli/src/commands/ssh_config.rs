@@ -1,10 +1,12 @@
 //! `hvbox ssh-config [NAME…]`: machines as Host blocks for ~/.ssh/config, with the same
-//! options `hvbox ssh` uses (one list in crate::ssh), so `ssh hvbox-NAME` connects
-//! with the machine's key and pinned host key.
+//! options `hvbox ssh` uses (one list in crate::ssh), so `ssh hvbox-PROJECT-NAME`
+//! connects with the machine's key and pinned host key. `--include`: the one line
+//! that reads the ssh_config every boot writes, for every machine of every project.
 
 use super::select::{Need, Selection, Target};
 use crate::machine::RunState;
 use anyhow::{bail, Result};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 /// A machine that is not running has no port: a named one is an error; without
@@ -29,7 +31,15 @@ pub fn run(names: &[String]) -> Result<ExitCode> {
             machine.name,
             selection.project.spec_path.display()
         );
-        println!("Host {}", crate::ssh::host_alias(machine));
+        // Its own file is refreshed too (a machine booted by an older hvbox has none).
+        let alias = match crate::ssh_config_file::write(machine, &state, info.ssh_port) {
+            Ok(alias) => alias,
+            Err(e) => {
+                eprintln!("hvbox: warning: {e:#}");
+                crate::ssh_config_file::alias(machine)
+            }
+        };
+        println!("Host {alias}");
         for (name, value) in crate::ssh::options(machine, &state, info.ssh_port) {
             println!("  {name} {value}");
         }
@@ -52,6 +62,15 @@ pub fn run(names: &[String]) -> Result<ExitCode> {
             states(&skipped)
         ),
         _ => println!("\n# not running, so left out: {}", states(&skipped)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `Include` line; on a terminal, where it goes.
+pub fn include() -> Result<ExitCode> {
+    println!("{}", crate::ssh_config_file::include_line());
+    if std::io::stdout().is_terminal() {
+        eprintln!("hvbox: put this line near the top of ~/.ssh/config, before any Host or Match line (ssh reads a line after one only for the hosts it matches); then `ssh HOST`, scp and rsync reach each machine under the Host name `hvbox ssh-config` prints, across boots");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,13 +7,13 @@ use super::table::print_table;
 use crate::engine;
 use crate::machine::suspended::Suspended;
 use crate::machine::{MachineState, RunInfo, RunState};
-use crate::spec::SPEC_FILE;
+use crate::spec::{PortForward, Protocol, SPEC_FILE};
 use anyhow::Result;
 use std::process::ExitCode;
 
-/// What `status` shows of one machine.
-struct Row {
-    name: String,
+/// What `status` (and `list`) shows of one machine.
+pub(super) struct Row {
+    pub name: String,
     run_state: RunState,
     orphaned: bool,
     state: Option<MachineState>,
@@ -23,10 +23,12 @@ struct Row {
     paused: Vec<String>,
     /// The saved state of a suspended machine.
     suspended: Option<Suspended>,
+    /// The spec's forwarded ports (what passt forwards while the machine runs).
+    forwards: Vec<PortForward>,
 }
 
 impl Row {
-    fn new(selection: &Selection, target: &Target) -> Row {
+    pub fn new(selection: &Selection, target: &Target) -> Row {
         let state = target.machine.load_state().ok();
         let spec = target.spec().ok();
         // A machine not created yet shows what it will be created with.
@@ -58,7 +60,26 @@ impl Row {
             state,
             hostname,
             box_name,
+            forwards: spec.map(|s| s.ports.clone()).unwrap_or_default(),
         }
+    }
+
+    /// "127.0.0.1:8080->80/tcp, …", or "-".
+    pub fn forwards_text(&self) -> String {
+        if self.forwards.is_empty() {
+            return "-".into();
+        }
+        self.forwards
+            .iter()
+            .map(|p| {
+                let proto = match p.protocol {
+                    Protocol::Tcp => "tcp",
+                    Protocol::Udp => "udp",
+                };
+                format!("{}:{}->{}/{proto}", p.address, p.host.0, p.guest.0)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn info(&self) -> Option<&RunInfo> {
@@ -89,7 +110,7 @@ impl Row {
         text
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub fn json(&self) -> serde_json::Value {
         let info = self.info();
         serde_json::json!({
             "name": self.name,
@@ -104,6 +125,12 @@ impl Row {
             "mounts": info.map(|i| &i.mounts),
             "lost_mounts": info.map(|i| &i.lost_mounts),
             "paused": info.map(|_| &self.paused),
+            "forwards": self.forwards.iter().map(|p| serde_json::json!({
+                "address": p.address,
+                "host": p.host.0,
+                "guest": p.guest.0,
+                "protocol": p.protocol,
+            })).collect::<Vec<_>>(),
             "saved_state": self.suspended.as_ref().map(|s| serde_json::json!({
                 "engine": s.engine,
                 "bytes": s.state_bytes,
@@ -112,7 +139,7 @@ impl Row {
         })
     }
 
-    fn cells(&self) -> [String; 5] {
+    pub fn cells(&self) -> [String; 5] {
         let info = self.info();
         [
             self.name.clone(),

@@ -47,6 +47,10 @@ fn suspend(target: &Target, info: &RunInfo) -> Result<()> {
         step!("unmounting the shared folders in the guest and unplugging their devices");
         shares.detach()?;
     }
+    // The shared ssh connection would hang on a frozen guest, its socket gone.
+    if let Ok(state) = machine.load_state() {
+        crate::ssh::close_master(machine, &state);
+    }
     step!(
         "saving the machine's state ({} of guest memory at most) into {}",
         crate::spec::Size::from_bytes(record.config.memory),

@@ -30,12 +30,22 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
     let jobs = args
         .jobs
         .map_or_else(in_parallel::default_jobs, usize::from);
-    for_each_parallel(&targets, jobs, |target| {
+    let result = for_each_parallel(&targets, jobs, |target| {
         // Held until the machine answers ssh: a second `up` fails at once instead of
         // creating or booting the same machine twice.
         let _lock = MachineLock::acquire(&target.machine, "up", true)?;
         start(&selection, target, args)
-    })?;
+    });
+    // For `hvbox list` (creating a machine records it too), also for machines made
+    // before the store kept projects; an `up` refused before anything was made
+    // leaves the cache alone.
+    if targets.iter().any(|t| t.machine.is_created()) {
+        let store = Store::open_default();
+        if let Err(e) = store.and_then(|s| s.register_project(&selection.project.root)) {
+            eprintln!("hvbox: warning: {e}");
+        }
+    }
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
