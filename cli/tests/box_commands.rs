@@ -402,9 +402,9 @@ fn machines_with_different_boxes_share_one_lock_file() {
     );
     assert_eq!(server.hits("base.raw.gz") + server.hits("tools.raw.gz"), 2);
 
-    // `up` goes through the machines in order and stops at the first that fails
-    // (these disks have no kernel), naming it and the ones it did not reach.
-    let out = env.hvbox(&["up", "--quiet"]);
+    // `up --jobs 1` goes through the machines in order and stops at the first that
+    // fails (these disks have no kernel), naming it and the ones it did not reach.
+    let out = env.hvbox(&["up", "--quiet", "--jobs", "1"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
