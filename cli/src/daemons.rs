@@ -125,6 +125,7 @@ fn start_listening(
     let _ = std::fs::remove_file(socket);
     let mut child = start_child(argv, log).map_err(|e| failed(false, e))?;
     let deadline = Instant::now() + SOCKET_WAIT;
+    let mut pause = crate::process::Backoff::up_to(Duration::from_millis(50));
     // bind() makes the file, listen() comes after: a connect in between is refused.
     while !listening(socket) {
         match child.try_wait() {
@@ -147,7 +148,7 @@ fn start_listening(
             );
             return Err(failed(false, error));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        pause.sleep();
     }
     Ok(child)
 }

@@ -41,3 +41,42 @@ pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
     }
     true
 }
+
+/// The pauses of a wait that polls: 1 ms at first, doubling up to `max`, so what
+/// comes at once is seen at once and a long wait wakes up rarely.
+pub struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn up_to(max: Duration) -> Backoff {
+        Backoff {
+            next: Duration::from_millis(1).min(max),
+            max,
+        }
+    }
+
+    pub fn sleep(&mut self) {
+        std::thread::sleep(self.step());
+    }
+
+    /// The next pause's length.
+    fn step(&mut self) -> Duration {
+        let now = self.next;
+        self.next = (self.next * 2).min(self.max);
+        now
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backoff_starts_short_and_stops_growing_at_its_cap() {
+        let mut b = Backoff::up_to(Duration::from_millis(8));
+        let steps: Vec<u128> = (0..6).map(|_| b.step().as_millis()).collect();
+        assert_eq!(steps, [1, 2, 4, 8, 8, 8]);
+    }
+}
