@@ -30,6 +30,7 @@ mod ssh;
 mod supervisor;
 mod virtiofs;
 mod vmm_flags;
+mod vmm_program;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -1,5 +1,6 @@
-//! The builtin engine: hvbox's own VMM (`hvbox vmm run`), one process per machine,
-//! booting the guest's kernel through its PVH entry where it can.
+//! The builtin engine: hvbox's own VMM (`hvbox-vmm`, the program behind `hvbox vmm
+//! run`), one process per machine, booting the guest's kernel through its PVH entry
+//! where it can.
 
 use super::{Engine, EngineKind, VmFiles};
 use crate::machine::write_atomic;
@@ -19,14 +20,15 @@ use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 const VMM_STOP_GRACE_SECS: u64 = 3600;
 
 pub struct Builtin {
-    /// This hvbox binary: the VMM runs as `hvbox vmm run` in its own process.
+    /// `hvbox-vmm` beside this hvbox: the VMM's own small program.
     exe: PathBuf,
 }
 
 impl Builtin {
     pub fn new() -> Result<Builtin> {
-        let exe = std::env::current_exe().context("finding the hvbox binary to run the VMM")?;
-        Ok(Builtin { exe })
+        Ok(Builtin {
+            exe: crate::vmm_program::vmm_program()?,
+        })
     }
 }
 
@@ -63,8 +65,6 @@ impl Engine for Builtin {
         let path = |p: &Path| p.to_string_lossy().into_owned();
         let mut argv = vec![
             path(&self.exe),
-            "vmm".into(),
-            "run".into(),
             "--config".into(),
             path(&files.config),
             "--control-socket".into(),
@@ -233,7 +233,7 @@ mod tests {
     #[test]
     fn command_hands_the_vmm_the_config_file_and_nothing_else_of_the_machine() {
         let engine = Builtin {
-            exe: "/usr/bin/hvbox".into(),
+            exe: "/usr/bin/hvbox-vmm".into(),
         };
         let dir = tempfile::tempdir().unwrap();
         let config = MachineConfig {
@@ -249,9 +249,7 @@ mod tests {
         assert_eq!(
             args,
             [
-                "/usr/bin/hvbox",
-                "vmm",
-                "run",
+                "/usr/bin/hvbox-vmm",
                 "--config",
                 config_path.to_str().unwrap(),
                 "--control-socket",
@@ -293,7 +291,7 @@ mod tests {
     #[test]
     fn poweroff_presses_the_power_button_and_kill_stops_hard() {
         let engine = Builtin {
-            exe: "/usr/bin/hvbox".into(),
+            exe: "/usr/bin/hvbox-vmm".into(),
         };
         let (_dir, path, server) = answering("ok");
         engine.request_poweroff(&path).unwrap();
@@ -353,7 +351,7 @@ mod tests {
     #[test]
     fn suspend_hands_the_vmm_the_state_file_with_save_stop() {
         let engine = Builtin {
-            exe: "/usr/bin/hvbox".into(),
+            exe: "/usr/bin/hvbox-vmm".into(),
         };
         let out = tempfile::NamedTempFile::new().unwrap();
         let (_dir, path, server) = saving("ok");
