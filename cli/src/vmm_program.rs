@@ -4,13 +4,20 @@
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-pub fn vmm_program() -> Result<PathBuf> {
+/// Where `hvbox-vmm` should be; [`vmm_program`] when it must be there.
+pub fn vmm_path() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("finding the hvbox binary")?;
-    vmm_beside(&exe)
+    Ok(exe.with_file_name("hvbox-vmm"))
 }
 
-fn vmm_beside(hvbox: &Path) -> Result<PathBuf> {
-    let vmm = hvbox.with_file_name("hvbox-vmm");
+/// `hvbox-vmm`, or an error that says where it is missing.
+pub fn vmm_program() -> Result<PathBuf> {
+    let vmm = vmm_path()?;
+    check(&vmm)?;
+    Ok(vmm)
+}
+
+pub fn check(vmm: &Path) -> Result<()> {
     if !vmm.is_file() {
         bail!(
             "hvbox's VMM program {} is missing; it is installed beside hvbox \
@@ -18,7 +25,7 @@ fn vmm_beside(hvbox: &Path) -> Result<PathBuf> {
             vmm.display()
         );
     }
-    Ok(vmm)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -26,16 +33,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_vmm_is_found_beside_hvbox_or_named_when_missing() {
+    fn a_missing_vmm_is_named() {
         let dir = tempfile::tempdir().unwrap();
-        let hvbox = dir.path().join("hvbox");
-        let err = vmm_beside(&hvbox).unwrap_err().to_string();
-        let expected = dir.path().join("hvbox-vmm");
+        let vmm = dir.path().join("hvbox-vmm");
+        let err = check(&vmm).unwrap_err().to_string();
         assert!(
-            err.contains(&format!("{} is missing", expected.display())),
+            err.contains(&format!("{} is missing", vmm.display())),
             "{err}"
         );
-        std::fs::write(&expected, "").unwrap();
-        assert_eq!(vmm_beside(&hvbox).unwrap(), expected);
+        std::fs::write(&vmm, "").unwrap();
+        check(&vmm).unwrap();
     }
 }

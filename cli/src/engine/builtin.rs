@@ -25,9 +25,11 @@ pub struct Builtin {
 }
 
 impl Builtin {
+    /// Only starting a machine needs the program: a running one is reached through
+    /// its control socket.
     pub fn new() -> Result<Builtin> {
         Ok(Builtin {
-            exe: crate::vmm_program::vmm_program()?,
+            exe: crate::vmm_program::vmm_path()?,
         })
     }
 }
@@ -59,6 +61,7 @@ impl Engine for Builtin {
         files: &VmFiles,
         restore: Option<&Path>,
     ) -> Result<Vec<String>> {
+        crate::vmm_program::check(&self.exe)?;
         let mut json = serde_json::to_string_pretty(config)?;
         json.push('\n');
         write_atomic(&files.config, json.as_bytes())?;
@@ -232,10 +235,18 @@ mod tests {
 
     #[test]
     fn command_hands_the_vmm_the_config_file_and_nothing_else_of_the_machine() {
-        let engine = Builtin {
-            exe: "/usr/bin/hvbox-vmm".into(),
-        };
         let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("hvbox-vmm");
+        let engine = Builtin { exe: exe.clone() };
+        let err = engine
+            .vm_command(
+                &super::super::sample_config(),
+                &super::super::sample_files(dir.path()),
+                None,
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("hvbox-vmm is missing"), "{err}");
+        std::fs::write(&exe, "").unwrap();
         let config = MachineConfig {
             kernel: "/m/vmlinux-0123".into(),
             // Not a whole number of MiB: the flags this replaced sent "1M".
@@ -249,7 +260,7 @@ mod tests {
         assert_eq!(
             args,
             [
-                "/usr/bin/hvbox-vmm",
+                exe.to_str().unwrap(),
                 "--config",
                 config_path.to_str().unwrap(),
                 "--control-socket",
@@ -262,11 +273,12 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
         assert_eq!(written, config);
         // Written atomically: nothing but the file itself is left in the folder.
-        let names: Vec<_> = std::fs::read_dir(dir.path())
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, ["vm.json"]);
+        names.sort();
+        assert_eq!(names, ["hvbox-vmm", "vm.json"]);
     }
 
     /// A stand-in for the VMM's control socket that answers one request.
@@ -350,8 +362,9 @@ mod tests {
 
     #[test]
     fn suspend_hands_the_vmm_the_state_file_with_save_stop() {
+        // Any program that exists stands in for hvbox-vmm.
         let engine = Builtin {
-            exe: "/usr/bin/hvbox-vmm".into(),
+            exe: std::env::current_exe().unwrap(),
         };
         let out = tempfile::NamedTempFile::new().unwrap();
         let (_dir, path, server) = saving("ok");
