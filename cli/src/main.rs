@@ -31,6 +31,7 @@ mod ssh_config_file;
 mod supervisor;
 mod virtiofs;
 mod vmm_flags;
+mod vmm_program;
 
 use clap::Parser;
 use std::process::ExitCode;

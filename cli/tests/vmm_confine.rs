@@ -153,7 +153,8 @@ fn every_thread_of_a_running_vmm_is_filtered_and_cannot_gain_privileges() {
             "console-input",
             "control",
             "control-client",
-            "hvbox",
+            // The main thread: `hvbox vmm run` became the VMM's own program.
+            "hvbox-vmm",
             "vcpu0"
         ]
     );

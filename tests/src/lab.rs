@@ -306,14 +306,25 @@ fn make_lab_disk(
 ) -> Result<(), String> {
     let root = image.with_extension("d");
     std::fs::create_dir_all(&root).unwrap();
-    // The debug build's symbols are not needed in L1.
-    let status = Command::new("objcopy")
-        .arg("--strip-debug")
-        .arg(hvbox_bin())
-        .arg(root.join("hvbox"))
-        .status()
-        .expect("objcopy (binutils)");
-    assert!(status.success(), "copying hvbox into the lab disk");
+    // The debug build's symbols are not needed in L1. hvbox runs the VMM's own
+    // program, hvbox-vmm, from beside itself: it goes next to hvbox.
+    let hvbox = hvbox_bin();
+    for (from, name) in [
+        (hvbox.clone(), "hvbox"),
+        (hvbox.with_file_name("hvbox-vmm"), "hvbox-vmm"),
+    ] {
+        let status = Command::new("objcopy")
+            .arg("--strip-debug")
+            .arg(&from)
+            .arg(root.join(name))
+            .status()
+            .expect("objcopy (binutils)");
+        assert!(
+            status.success(),
+            "copying {} into the lab disk",
+            from.display()
+        );
+    }
     std::fs::copy(bzimage, root.join("bzImage")).unwrap();
     std::fs::copy(initrd, root.join("initrd.img")).unwrap();
     if let Some(package) = kernel_package {

@@ -214,7 +214,7 @@ fn finish(
         })?;
     let stop = Arc::new(AtomicBool::new(false));
     let gate = Arc::new(PauseGate::default());
-    let (events_tx, events) = mpsc::channel();
+    let (wake, events) = mpsc::channel();
     let mut vcpus = Vec::with_capacity(usize::from(cpus));
     let mut guest_cpuid = String::new();
     let mut msrs = Arc::new(Vec::new());
@@ -237,7 +237,7 @@ fn finish(
             platform: Arc::clone(&platform),
             mmio: Arc::clone(&mmio),
             stop: Arc::clone(&stop),
-            events: events_tx.clone(),
+            events: wake.clone(),
             gate: Arc::clone(&gate),
             msrs: Arc::clone(&msrs),
         });
@@ -250,8 +250,11 @@ fn finish(
         console_clients,
         stop,
         events,
+        wake,
         disks,
         options: options.clone(),
+        // Opened now: the confined VMM opens nothing once the guest runs.
+        status_file: std::fs::File::open("/proc/self/status").ok(),
         gate,
         shape: Shape::of(config),
         guest_cpuid,

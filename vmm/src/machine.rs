@@ -1,11 +1,12 @@
 //! A built machine ([`crate::builder::build`]) and its run: the sockets served, one
 //! thread per vCPU, and the wait for the guest to power off, reset or crash, the time
-//! limit, or the host's stop.
+//! limit, or the host's stop. The main thread sleeps on one channel ([`Wake`]) until
+//! something happens or the nearest deadline: it never polls.
 
 use crate::builder::RunOptions;
 use crate::confine::{Seccomp, ThreadKind};
 use crate::console::Clients;
-use crate::control::{AfterSave, Request, StateFile};
+use crate::control::{AfterSave, Envelope, Request, StateFile};
 use crate::devices::platform::Platform;
 use crate::error::VmmError;
 use crate::exit::ExitReason;
@@ -35,7 +36,9 @@ pub struct Machine {
     pub(crate) console_clients: Clients,
     /// Set to ask every vCPU thread to return.
     pub(crate) stop: Arc<AtomicBool>,
-    pub(crate) events: mpsc::Receiver<VmEvent>,
+    /// What the main thread waits on; the vCPUs hold its senders.
+    pub(crate) events: mpsc::Receiver<Wake>,
+    pub(crate) wake: mpsc::Sender<Wake>,
     /// Each disk's health: `status` tells of a disk full, `resume` retries.
     pub(crate) disks: Vec<Arc<DiskHealth>>,
     pub(crate) options: RunOptions,
@@ -44,6 +47,33 @@ pub struct Machine {
     /// What a saved state of this machine must match.
     pub(crate) shape: Shape,
     pub(crate) guest_cpuid: String,
+    /// /proc/self/status, for the run's peak memory ([`crate::stats`]).
+    pub(crate) status_file: Option<std::fs::File>,
+}
+
+/// What wakes the main thread while the machine runs.
+pub enum Wake {
+    /// A vCPU saw the VM end.
+    Vm(VmEvent),
+    /// A vCPU thread returned (or panicked); sent by the thread itself as it goes.
+    VcpuEnded,
+    /// A request from the control socket.
+    Control(Envelope),
+}
+
+impl From<Envelope> for Wake {
+    fn from(envelope: Envelope) -> Wake {
+        Wake::Control(envelope)
+    }
+}
+
+/// Sends [`Wake::VcpuEnded`] when its vCPU thread ends, however it ends.
+struct EndNotice(mpsc::Sender<Wake>);
+
+impl Drop for EndNotice {
+    fn drop(&mut self) {
+        let _ = self.0.send(Wake::VcpuEnded);
+    }
 }
 
 enum Ending {
@@ -77,11 +107,13 @@ impl Machine {
             console_clients,
             stop,
             events,
+            wake,
             disks,
             options,
             gate,
             shape,
             guest_cpuid,
+            status_file,
         } = self;
         // Filters are compiled before any thread that serves the guest starts.
         if options.seccomp != Seccomp::Off {
@@ -91,15 +123,17 @@ impl Machine {
         if let Some(path) = &options.console_socket {
             crate::console::serve(path, console_clients, Arc::clone(&platform))?;
         }
-        let (control_tx, control_rx) = mpsc::channel();
         if let Some(path) = &options.control_socket {
-            crate::control::serve(path, control_tx)?;
+            crate::control::serve(path, wake.clone())?;
         }
+        // Only the vCPUs' and the control socket's senders remain.
+        drop(wake);
 
-        let threads = start_vcpus(vcpus, &stop)?;
+        let mut ended = 0;
+        let threads = start_vcpus(vcpus, &stop, &events, &mut ended)?;
         if options.seccomp == Seccomp::WholeProcess {
             if let Err(e) = crate::confine::enter(ThreadKind::Main) {
-                stop_vcpus(&stop, &threads);
+                stop_vcpus(&stop, &threads, &events, &mut ended);
                 return Err(e.into());
             }
         }
@@ -119,15 +153,16 @@ impl Machine {
             &running,
             &platform,
             &events,
-            &control_rx,
+            &mut ended,
             &disks,
             options.timeout,
         );
-        stop_vcpus(&stop, &threads);
+        stop.store(true, Ordering::Release);
         // Parked vCPUs (a save that ends the VM) see the stop once let go.
         gate.release();
-        let stats = crate::stats::measure(vm.memory());
-        if !threads.iter().all(|t| t.is_finished()) {
+        stop_vcpus(&stop, &threads, &events, &mut ended);
+        let stats = crate::stats::measure(vm.memory(), status_file.as_ref());
+        if ended < threads.len() {
             return Err(VmmError::Guest(
                 "a vCPU did not stop within 5 s of the VM's end".into(),
             ));
@@ -159,20 +194,27 @@ impl Machine {
 }
 
 /// One thread per vCPU. If one cannot be started, those already running are stopped.
-fn start_vcpus(vcpus: Vec<VcpuRunner>, stop: &AtomicBool) -> Result<Vec<JoinHandle<()>>, VmmError> {
+fn start_vcpus(
+    vcpus: Vec<VcpuRunner>,
+    stop: &AtomicBool,
+    events: &mpsc::Receiver<Wake>,
+    ended: &mut usize,
+) -> Result<Vec<JoinHandle<()>>, VmmError> {
     install_kick_handler();
     let mut threads = Vec::with_capacity(vcpus.len());
     for runner in vcpus {
+        let notice = EndNotice(runner.events.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("vcpu{}", runner.index))
             .spawn(move || {
+                let _notice = notice;
                 crate::confine::enter_or_exit(ThreadKind::Vcpu);
                 runner.run()
             });
         match spawned {
             Ok(thread) => threads.push(thread),
             Err(e) => {
-                stop_vcpus(stop, &threads);
+                stop_vcpus(stop, &threads, events, ended);
                 return Err(e.into());
             }
         }
@@ -181,36 +223,58 @@ fn start_vcpus(vcpus: Vec<VcpuRunner>, stop: &AtomicBool) -> Result<Vec<JoinHand
 }
 
 /// Wait for a vCPU's report, the time limit or a hard stop, answering control
-/// requests meanwhile.
+/// requests meanwhile. `ended` counts the vCPU threads seen to end.
 fn wait_for_end(
     running: &Running,
     platform: &Mutex<Platform>,
-    events: &mpsc::Receiver<VmEvent>,
-    control: &mpsc::Receiver<crate::control::Envelope>,
+    events: &mpsc::Receiver<Wake>,
+    ended: &mut usize,
     disks: &[Arc<DiskHealth>],
     timeout: Option<Duration>,
 ) -> Ending {
     let vm = running.vm;
-    let started = Instant::now();
-    let mut hard_stop_at = None;
+    let time_limit = timeout.and_then(|limit| Instant::now().checked_add(limit));
+    let mut hard_stop_at: Option<Instant> = None;
     // Paused by `save pause`, until `continue`.
     let mut held = false;
     loop {
-        match events.recv_timeout(Duration::from_millis(50)) {
-            Ok(event) => return Ending::Event(event),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        // Asleep until something is sent or the nearest deadline passes.
+        let deadline = match (time_limit, hard_stop_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let woken = match deadline {
+            Some(at) => events.recv_timeout(at.saturating_duration_since(Instant::now())),
+            None => events
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+        };
+        let now = Instant::now();
+        let (request, reply) = match woken {
+            Ok(Wake::Vm(event)) => return Ending::Event(event),
+            Ok(Wake::VcpuEnded) => {
+                *ended += 1;
+                if *ended == running.vcpu_count {
+                    return Ending::Event(VmEvent::Error("every vCPU thread ended".into()));
+                }
+                continue;
+            }
+            Ok(Wake::Control(envelope)) => envelope,
+            // Every sender gone cannot happen while vCPU threads run; treat it as their end.
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Ending::Event(VmEvent::Error("every vCPU thread ended".into()))
             }
-        }
-        let now = Instant::now();
-        if timeout.is_some_and(|limit| now - started >= limit) {
-            return Ending::Timeout;
-        }
-        if hard_stop_at.is_some_and(|at| now >= at) {
-            return Ending::HardStop;
-        }
-        while let Ok((request, reply)) = control.try_recv() {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if hard_stop_at.is_some_and(|at| now >= at) {
+                    return Ending::HardStop;
+                }
+                if time_limit.is_some_and(|at| now >= at) {
+                    return Ending::Timeout;
+                }
+                continue;
+            }
+        };
+        {
             let answer = match request {
                 Request::Status => status_line(disks),
                 Request::Resume => {
@@ -320,18 +384,29 @@ fn kick_all(threads: &[JoinHandle<()>]) {
     }
 }
 
-/// Stop every vCPU: set the flag, then interrupt KVM_RUN until each thread is out
-/// (or 5 s pass).
-fn stop_vcpus(stop: &AtomicBool, threads: &[JoinHandle<()>]) {
+/// Stop every vCPU: set the flag, then interrupt KVM_RUN until each thread has said
+/// it ended (or 5 s pass). A kick can land just before a thread enters KVM_RUN and be
+/// lost, so the unfinished are kicked again each millisecond without a notice;
+/// each notice wakes this at once. Anything else that arrives now is dropped (a
+/// control client then hears that the VMM did not answer).
+fn stop_vcpus(
+    stop: &AtomicBool,
+    threads: &[JoinHandle<()>],
+    events: &mpsc::Receiver<Wake>,
+    ended: &mut usize,
+) {
     stop.store(true, Ordering::Release);
     let deadline = Instant::now() + Duration::from_secs(5);
-    for thread in threads {
-        while !thread.is_finished() && Instant::now() < deadline {
-            // SAFETY: the pthread handle belongs to a thread we own and have not joined.
-            unsafe {
-                libc::pthread_kill(thread.as_pthread_t(), kick_signal());
-            }
-            std::thread::sleep(Duration::from_millis(1));
+    while *ended < threads.len() {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        kick_all(threads);
+        match events.recv_timeout(Duration::from_millis(1).min(deadline - now)) {
+            Ok(Wake::VcpuEnded) => *ended += 1,
+            Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! guest RAM the guest actually touched, so the VMM's own overhead can be told apart.
 
 use crate::memory::GuestMemory;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -19,15 +21,38 @@ impl RunStats {
     }
 }
 
-pub fn measure(mem: &GuestMemory) -> RunStats {
+/// `status` is /proc/self/status, opened before the VMM was confined (it opens no
+/// files once the guest runs).
+pub fn measure(mem: &GuestMemory, status: Option<&File>) -> RunStats {
     RunStats {
-        peak_rss: peak_rss().unwrap_or(0),
+        peak_rss: status
+            .and_then(high_water_mark)
+            .or_else(peak_rss)
+            .unwrap_or(0),
         guest_touched: mem.iter().map(resident_bytes).sum(),
     }
 }
 
-/// The process's peak resident set (VmHWM), from getrusage rather than
-/// /proc/self/status: a confined VMM opens no files once the guest runs.
+/// VmHWM from /proc/self/status: this address space's own peak. getrusage's figure
+/// also keeps the peak of the process image before exec, which for a VMM started by
+/// a big parent (fork or vfork and exec) is the parent's size.
+fn high_water_mark(status: &File) -> Option<u64> {
+    let mut buf = [0u8; 4096];
+    // procfs makes the text afresh for a read from offset 0.
+    let n = status.read_at(&mut buf, 0).ok()?;
+    let text = std::str::from_utf8(&buf[..n]).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmHWM:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// The process's peak resident set from getrusage, when /proc is not at hand.
 fn peak_rss() -> Option<u64> {
     // SAFETY: an all-zero rusage is a valid value of the plain C struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };

@@ -33,7 +33,6 @@ mod table;
 mod up;
 mod upgrade_kernel;
 mod validate;
-mod vmm_confine;
 mod vmm_run;
 
 use crate::args::{BoxCommand, Cli, Command, ExportCommand, SnapshotCommand, VmmCommand};

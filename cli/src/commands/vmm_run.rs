@@ -5,67 +5,69 @@
 use super::BadArguments;
 use crate::args::VmmRunArgs;
 use crate::machine::state::new_mac;
-use anyhow::Result;
-use hvbox_vmm::arch::cpuid::CpuidMask;
+use anyhow::{Context, Result};
 use hvbox_vmm::config::check_filesystems;
-use hvbox_vmm::confine::Seccomp;
-use hvbox_vmm::{MacAddr, MachineConfig, NetBackend, NetConfig, RunOptions};
+use hvbox_vmm::{MacAddr, MachineConfig, NetBackend, NetConfig};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
-use std::time::Duration;
 
+/// Becomes `hvbox-vmm` (exec): the VM runs in the VMM's own small process, this big
+/// one gone. The machine goes to it as JSON in a memory file it inherits and closes.
 pub fn run(args: &VmmRunArgs) -> Result<ExitCode> {
-    // Before anything else, so every thread inherits it.
-    hvbox_vmm::confine::no_new_privs()
-        .map_err(|e| anyhow::anyhow!("setting PR_SET_NO_NEW_PRIVS: {e}"))?;
     let config = match &args.config {
         Some(config) => MachineConfig::clone(config),
         None => from_flags(args)?,
     };
-    let options = RunOptions {
-        timeout: args.timeout.map(Duration::from_secs),
-        cpuid_mask: CpuidMask {
-            emulator_safe: args.mask_unemulated_cpuid,
-            ..Default::default()
-        },
-        control_socket: args.control_socket.clone(),
-        console_socket: args.console_socket.clone(),
-        seccomp: match args.no_seccomp {
-            true => Seccomp::Off,
-            false => Seccomp::WholeProcess,
-        },
-    };
-    let machine = match &args.restore {
-        None => hvbox_vmm::build(&config, &options)?,
-        Some(path) => {
-            let restored = std::fs::File::open(path)
-                .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))
-                .and_then(|file| Ok(hvbox_vmm::restore(&config, &options, &file)?));
-            match restored {
-                Ok(machine) => {
-                    eprintln!("hvbox: continuing the machine saved in {}", path.display());
-                    machine
-                }
-                Err(e) => {
-                    eprintln!("hvbox: cannot resume: {e:#}");
-                    return Ok(ExitCode::from(2));
-                }
-            }
-        }
-    };
-    // Everything the guest needs from the host is open now: what follows only takes
-    // rights away, before any thread that serves the guest starts.
-    super::vmm_confine::confine(&config, &options)?;
-    let (exit, stats) = machine.run()?;
-    eprintln!("hvbox: VM exited: {exit}");
-    if args.stats {
-        eprintln!(
-            "hvbox: peak RSS {} KiB, guest memory touched {} KiB, VMM overhead {} KiB",
-            stats.peak_rss / 1024,
-            stats.guest_touched / 1024,
-            stats.overhead() / 1024
-        );
+    let program = crate::vmm_program::vmm_program()?;
+    let json = memory_file(&serde_json::to_vec(&config)?)?;
+    let mut vmm = std::process::Command::new(&program);
+    vmm.args(vmm_args(args, json.as_raw_fd()));
+    let err = vmm.exec();
+    Err(err).with_context(|| format!("starting {}", program.display()))
+}
+
+/// hvbox-vmm's arguments for `args`, the machine read from descriptor `config`.
+fn vmm_args(args: &VmmRunArgs, config: i32) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = vec!["--config-fd".into(), config.to_string().into()];
+    if let Some(secs) = args.timeout {
+        argv.extend(["--timeout".into(), secs.to_string().into()]);
     }
-    Ok(ExitCode::from(exit.exit_code()))
+    for (flag, path) in [
+        ("--control-socket", &args.control_socket),
+        ("--console-socket", &args.console_socket),
+        ("--restore", &args.restore),
+    ] {
+        if let Some(path) = path {
+            argv.extend([flag.into(), path.into()]);
+        }
+    }
+    for (flag, on) in [
+        ("--stats", args.stats),
+        ("--mask-unemulated-cpuid", args.mask_unemulated_cpuid),
+        ("--no-seccomp", args.no_seccomp),
+    ] {
+        if on {
+            argv.push(flag.into());
+        }
+    }
+    argv
+}
+
+/// An anonymous file holding `bytes`, open across exec (no close-on-exec).
+fn memory_file(bytes: &[u8]) -> Result<File> {
+    // SAFETY: the name is a NUL-terminated string; the result is checked.
+    let fd = unsafe { libc::memfd_create(c"hvbox-vm.json".as_ptr(), 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("memfd_create for the VMM's machine");
+    }
+    // SAFETY: fd is a new descriptor that nothing else owns.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    file.write_all(bytes).context("writing the VMM's machine")?;
+    Ok(file)
 }
 
 /// The machine the flags describe (each value already parsed by clap).
@@ -116,6 +118,46 @@ fn pair_nics(nets: &[NetBackend], macs: &[MacAddr]) -> Result<Vec<NetConfig>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::args::{Cli, Command, VmmCommand};
+    use clap::Parser;
+
+    #[test]
+    fn the_run_flags_go_to_hvbox_vmm_and_the_machine_in_its_config() {
+        let cli = Cli::try_parse_from([
+            "hvbox",
+            "vmm",
+            "run",
+            "--kernel",
+            "/k",
+            "--timeout",
+            "9",
+            "--stats",
+            "--no-seccomp",
+            "--control-socket",
+            "/r/c.sock",
+            "--memory",
+            "64M",
+        ])
+        .unwrap();
+        let Command::Vmm(VmmCommand::Run(args)) = cli.command else {
+            panic!("not vmm run");
+        };
+        let argv = vmm_args(&args, 9);
+        assert_eq!(
+            argv,
+            [
+                "--config-fd",
+                "9",
+                "--timeout",
+                "9",
+                "--control-socket",
+                "/r/c.sock",
+                "--stats",
+                "--no-seccomp",
+            ]
+            .map(OsString::from)
+        );
+    }
 
     #[test]
     fn macs_pair_with_nets_by_position_and_the_rest_are_made_up() {

@@ -1,5 +1,6 @@
-//! The builtin engine: hvbox's own VMM (`hvbox vmm run`), one process per machine,
-//! booting the guest's kernel through its PVH entry where it can.
+//! The builtin engine: hvbox's own VMM (`hvbox-vmm`, the program behind `hvbox vmm
+//! run`), one process per machine, booting the guest's kernel through its PVH entry
+//! where it can.
 
 use super::{Engine, EngineKind, VmFiles};
 use crate::machine::write_atomic;
@@ -19,14 +20,17 @@ use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 const VMM_STOP_GRACE_SECS: u64 = 3600;
 
 pub struct Builtin {
-    /// This hvbox binary: the VMM runs as `hvbox vmm run` in its own process.
+    /// `hvbox-vmm` beside this hvbox: the VMM's own small program.
     exe: PathBuf,
 }
 
 impl Builtin {
+    /// Only starting a machine needs the program: a running one is reached through
+    /// its control socket.
     pub fn new() -> Result<Builtin> {
-        let exe = std::env::current_exe().context("finding the hvbox binary to run the VMM")?;
-        Ok(Builtin { exe })
+        Ok(Builtin {
+            exe: crate::vmm_program::vmm_path()?,
+        })
     }
 }
 
@@ -57,14 +61,13 @@ impl Engine for Builtin {
         files: &VmFiles,
         restore: Option<&Path>,
     ) -> Result<Vec<String>> {
+        crate::vmm_program::check(&self.exe)?;
         let mut json = serde_json::to_string_pretty(config)?;
         json.push('\n');
         write_atomic(&files.config, json.as_bytes())?;
         let path = |p: &Path| p.to_string_lossy().into_owned();
         let mut argv = vec![
             path(&self.exe),
-            "vmm".into(),
-            "run".into(),
             "--config".into(),
             path(&files.config),
             "--control-socket".into(),
@@ -232,10 +235,18 @@ mod tests {
 
     #[test]
     fn command_hands_the_vmm_the_config_file_and_nothing_else_of_the_machine() {
-        let engine = Builtin {
-            exe: "/usr/bin/hvbox".into(),
-        };
         let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("hvbox-vmm");
+        let engine = Builtin { exe: exe.clone() };
+        let err = engine
+            .vm_command(
+                &super::super::sample_config(),
+                &super::super::sample_files(dir.path()),
+                None,
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("hvbox-vmm is missing"), "{err}");
+        std::fs::write(&exe, "").unwrap();
         let config = MachineConfig {
             kernel: "/m/vmlinux-0123".into(),
             // Not a whole number of MiB: the flags this replaced sent "1M".
@@ -249,9 +260,7 @@ mod tests {
         assert_eq!(
             args,
             [
-                "/usr/bin/hvbox",
-                "vmm",
-                "run",
+                exe.to_str().unwrap(),
                 "--config",
                 config_path.to_str().unwrap(),
                 "--control-socket",
@@ -264,11 +273,12 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
         assert_eq!(written, config);
         // Written atomically: nothing but the file itself is left in the folder.
-        let names: Vec<_> = std::fs::read_dir(dir.path())
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names, ["vm.json"]);
+        names.sort();
+        assert_eq!(names, ["hvbox-vmm", "vm.json"]);
     }
 
     /// A stand-in for the VMM's control socket that answers one request.
@@ -293,7 +303,7 @@ mod tests {
     #[test]
     fn poweroff_presses_the_power_button_and_kill_stops_hard() {
         let engine = Builtin {
-            exe: "/usr/bin/hvbox".into(),
+            exe: "/usr/bin/hvbox-vmm".into(),
         };
         let (_dir, path, server) = answering("ok");
         engine.request_poweroff(&path).unwrap();
@@ -352,8 +362,9 @@ mod tests {
 
     #[test]
     fn suspend_hands_the_vmm_the_state_file_with_save_stop() {
+        // Any program that exists stands in for hvbox-vmm.
         let engine = Builtin {
-            exe: "/usr/bin/hvbox".into(),
+            exe: std::env::current_exe().unwrap(),
         };
         let out = tempfile::NamedTempFile::new().unwrap();
         let (_dir, path, server) = saving("ok");

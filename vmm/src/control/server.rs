@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
-/// How long a client waits for the VMM's main loop to answer (it looks every 50 ms).
+/// How long a client waits for the VMM's main loop to answer (it wakes for each request).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a `save` may take to answer: writing memory runs at disk speed.
 const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -44,11 +44,19 @@ impl Default for Limits {
 
 /// Listen on `path` with the default [`Limits`]; requests reach the VMM's main loop
 /// through `requests`.
-pub fn serve(path: &Path, requests: Sender<Envelope>) -> io::Result<()> {
+/// `T` is whatever the main loop waits on: requests arrive as `T::from(envelope)`.
+pub fn serve<T: From<Envelope> + Send + 'static>(
+    path: &Path,
+    requests: Sender<T>,
+) -> io::Result<()> {
     serve_with(path, requests, Limits::default())
 }
 
-pub fn serve_with(path: &Path, requests: Sender<Envelope>, limits: Limits) -> io::Result<()> {
+pub fn serve_with<T: From<Envelope> + Send + 'static>(
+    path: &Path,
+    requests: Sender<T>,
+    limits: Limits,
+) -> io::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     std::thread::Builder::new()
@@ -60,7 +68,11 @@ pub fn serve_with(path: &Path, requests: Sender<Envelope>, limits: Limits) -> io
     Ok(())
 }
 
-fn accept_loop(listener: &UnixListener, requests: &Sender<Envelope>, limits: Limits) {
+fn accept_loop<T: From<Envelope> + Send + 'static>(
+    listener: &UnixListener,
+    requests: &Sender<T>,
+    limits: Limits,
+) {
     let clients = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         let Ok(mut stream) = stream else {
@@ -118,7 +130,7 @@ impl Drop for Slot {
 /// Serve one connected client until it hangs up, goes silent past the idle timeout
 /// or sends a line that is too long. Public for the fuzz target.
 #[doc(hidden)]
-pub fn serve_client(stream: &UnixStream, requests: &Sender<Envelope>, limits: Limits) {
+pub fn serve_client<T: From<Envelope>>(stream: &UnixStream, requests: &Sender<T>, limits: Limits) {
     let timeouts = [
         stream.set_read_timeout(Some(limits.idle_timeout)),
         stream.set_write_timeout(Some(limits.idle_timeout)),
@@ -172,7 +184,11 @@ impl Read for FdReader<'_> {
 
 /// The reply to one request line (with the descriptor that came with it); None once
 /// the VMM's main loop has gone.
-fn answer(line: &str, file: Option<std::fs::File>, requests: &Sender<Envelope>) -> Option<String> {
+fn answer<T: From<Envelope>>(
+    line: &str,
+    file: Option<std::fs::File>,
+    requests: &Sender<T>,
+) -> Option<String> {
     let request = match parse(line) {
         Ok(Request::Save { then, .. }) => match file {
             Some(file) => Request::Save {
@@ -193,7 +209,7 @@ fn answer(line: &str, file: Option<std::fs::File>, requests: &Sender<Envelope>) 
         _ => ANSWER_TIMEOUT,
     };
     let (tx, rx) = mpsc::channel();
-    requests.send((request, tx)).ok()?;
+    requests.send(T::from((request, tx))).ok()?;
     Some(
         rx.recv_timeout(timeout)
             .unwrap_or_else(|_| "error: the VMM did not answer".into()),

@@ -37,7 +37,8 @@ pub struct VcpuRunner {
     pub platform: Arc<Mutex<Platform>>,
     pub mmio: Arc<MmioBus>,
     pub stop: Arc<AtomicBool>,
-    pub events: Sender<VmEvent>,
+    /// Tells the main thread of the VM's end.
+    pub events: Sender<crate::machine::Wake>,
     /// Where this vCPU parks with its state while the machine is saved.
     pub gate: Arc<PauseGate>,
     /// The MSRs a save reads (see [`crate::snapshot::vcpu::saved_msrs`]).
@@ -60,7 +61,7 @@ impl VcpuRunner {
                 continue;
             }
             if let Some(event) = self.step() {
-                let _ = self.events.send(event);
+                let _ = self.events.send(crate::machine::Wake::Vm(event));
                 return;
             }
         }

@@ -1,4 +1,4 @@
-//! What `hvbox vmm run` takes away from its own process once the machine is built and
+//! What the VMM (`hvbox-vmm`) takes away from its own process once the machine is built and
 //! before the guest runs: root (started as root), and the file system beyond the
 //! machine's own paths (landlock). The seccomp lists follow, thread by thread, as the
 //! machine starts ([`hvbox_vmm::confine`]).
