@@ -280,8 +280,8 @@ echo resume_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 want=$((last + 5)); {}
 kill -KILL $vmm; kill $(cat /tmp/l2-count-passt.pid)
 echo '--- first run'; cat /tmp/l2-count-1.log
-echo '--- second run'; cat /tmp/l2-count-2.log
-echo '--- VMM'; cat /tmp/l2-count-vmm-1.log /tmp/l2-count-vmm-2.log /tmp/l2-count-virtiofsd-*.log 2>/dev/null",
+echo; echo '--- second run'; cat /tmp/l2-count-2.log
+echo; echo '--- VMM'; cat /tmp/l2-count-vmm-1.log /tmp/l2-count-vmm-2.log /tmp/l2-count-virtiofsd-*.log 2>/dev/null",
         run(1, ""),
         wait_tick(1),
         run(2, "--restore /tmp/l2-count.state"),
@@ -290,6 +290,9 @@ echo '--- VMM'; cat /tmp/l2-count-vmm-1.log /tmp/l2-count-vmm-2.log /tmp/l2-coun
     );
     let out = lab.root(&script);
     let out_text = out.stdout.replace("\r\n", "\n");
+    // Each log ends where its VMM stopped, often mid-line (a save cuts a tick's
+    // line, which the continued machine finishes); the script starts each marker on
+    // a line of its own.
     let section = |name: &str| {
         out_text
             .split_once(&format!("--- {name}\n"))
