@@ -523,9 +523,7 @@ fn engine_checks(lab: &Lab, report: &mut Vec<String>) -> Result<(), String> {
         let dir = format!("/root/l2-{engine}");
         // Machines mount their project folder by default: hvbox in L1 takes the
         // virtiofsd the lab disk carries.
-        // Suspend on the builtin engine is still experimental (see
-        // `engine::check_saving_running`): the lab is where it is proven.
-        let hv = format!("cd {dir} && HVBOX_VIRTIOFSD={LAB_MOUNT}/virtiofsd HVBOX_EXPERIMENTAL_BUILTIN_SUSPEND=1 {hvbox}");
+        let hv = format!("cd {dir} && HVBOX_VIRTIOFSD={LAB_MOUNT}/virtiofsd {hvbox}");
         let spec = format!(
             "box:\n  disk:\n    url: {url}\n    digest: \"{}\"\nengine: {engine}\ncpus: 2\nmemory: 1G\nhostname: l2-{engine}\nssh:\n  user: tester\n",
             lab.l2_box_digest

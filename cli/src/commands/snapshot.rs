@@ -34,7 +34,6 @@ pub fn save(machine_name: Option<&str>, name: &str, live: bool) -> Result<ExitCo
             target.subject()
         ),
         RunState::Running(info) => {
-            engine::check_saving_running(info.engine)?;
             let engine = engine::of_kind(info.engine)?;
             let config = launch_config(machine)?;
             let shares =

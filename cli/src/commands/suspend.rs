@@ -35,7 +35,6 @@ pub fn run(names: &[String]) -> Result<ExitCode> {
 
 fn suspend(target: &Target, info: &RunInfo) -> Result<()> {
     let machine = &target.machine;
-    engine::check_saving_running(info.engine)?;
     let Some(config) = crate::supervisor::launch_config(machine)? else {
         bail!("{} was started by an older hvbox, which did not record what a suspend needs; `hvbox halt` it, or `hvbox reload` and suspend then", target.subject());
     };

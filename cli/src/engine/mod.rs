@@ -164,23 +164,6 @@ pub trait Engine {
     }
 }
 
-/// Whether a running machine of `kind` may be saved (`suspend`, `snapshot save
-/// --live`). On the builtin engine it waits behind HVBOX_EXPERIMENTAL_BUILTIN_SUSPEND=1
-/// until the full nested lab has passed with it more than once: the network of a
-/// resumed machine is fixed and proven (the NIC announces the guest to its new passt),
-/// but in the one full run since, a kernel upgrade of the resumed machine then booted
-/// a kernel that panicked, and whether the resume had a part in that is not known.
-pub fn check_saving_running(kind: EngineKind) -> Result<()> {
-    let experimental =
-        std::env::var_os("HVBOX_EXPERIMENTAL_BUILTIN_SUSPEND").is_some_and(|v| v == "1");
-    if kind == EngineKind::Builtin && !experimental {
-        bail!(
-            "saving a running machine on the builtin engine is still experimental: it has passed its whole-machine test once so far. `hvbox halt` it instead, or set HVBOX_EXPERIMENTAL_BUILTIN_SUSPEND=1 to use it"
-        );
-    }
-    Ok(())
-}
-
 /// The engine for a spec's choice on this host, and why it was picked.
 pub fn select(choice: EngineChoice, host: &HostVirt) -> Result<(Box<dyn Engine>, String)> {
     match choice {
@@ -285,21 +268,6 @@ mod tests {
                 has_group: false,
             },
         )
-    }
-
-    #[test]
-    fn saving_a_running_builtin_machine_waits_behind_its_switch() {
-        assert!(check_saving_running(EngineKind::Qemu).is_ok());
-        if std::env::var_os("HVBOX_EXPERIMENTAL_BUILTIN_SUSPEND").is_none() {
-            let err = check_saving_running(EngineKind::Builtin)
-                .unwrap_err()
-                .to_string();
-            assert!(
-                err.contains("HVBOX_EXPERIMENTAL_BUILTIN_SUSPEND=1"),
-                "{err}"
-            );
-            assert!(err.contains("`hvbox halt`"), "{err}");
-        }
     }
 
     #[test]
