@@ -390,6 +390,10 @@ impl Store {
         };
         let (mut roots, mut gone) = (Vec::new(), Vec::new());
         for e in read.flatten() {
+            // A record being written (`.write*.tmp`) is not one yet.
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
             let record: Option<ProjectRecord> = fs::read(e.path())
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());

@@ -5,6 +5,7 @@ mod boot_failure;
 mod commands;
 mod daemons;
 mod engine;
+mod error_text;
 mod guest_shares;
 mod guest_text;
 mod identity;
@@ -34,6 +35,7 @@ mod vmm_flags;
 mod vmm_program;
 
 use clap::Parser;
+use error_text::describe;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -55,33 +57,5 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    }
-}
-
-/// The error and its causes on one line. Some of our errors (and our libraries')
-/// already quote their cause in their message; a cause already said is not repeated.
-fn describe(err: &anyhow::Error) -> String {
-    let mut text = err.to_string();
-    for cause in err.chain().skip(1) {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-    }
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::describe;
-
-    #[test]
-    fn causes_already_quoted_are_not_repeated() {
-        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-        let err = anyhow::Error::new(io).context("cannot read /x: no such file");
-        assert_eq!(describe(&err), "cannot read /x: no such file");
-        let err = anyhow::anyhow!("disk full").context("writing /y");
-        assert_eq!(describe(&err), "writing /y: disk full");
     }
 }

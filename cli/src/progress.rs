@@ -31,6 +31,11 @@ pub fn set_machine(machine: Option<&str>) {
     MACHINE.with(|m| *m.borrow_mut() = machine.map(str::to_string));
 }
 
+/// The machine this thread's lines name, if any.
+pub fn machine() -> Option<String> {
+    MACHINE.with(|m| m.borrow().clone())
+}
+
 /// `==> MESSAGE`, or `==> NAME: MESSAGE` while a machine is named.
 pub fn line(message: std::fmt::Arguments) -> String {
     MACHINE.with(|m| match m.borrow().as_deref() {

@@ -101,7 +101,13 @@ pub fn command_with(
             .create(dir);
     }
     let mut cmd = Command::new("ssh");
+    // The user's own options (`-l`, `-i`, `-o User=`…) would be ignored by a session
+    // riding the shared connection: such a call logs in on its own.
+    let shared = more.is_empty();
     for (name, value) in options(machine, state, port) {
+        if !shared && name.starts_with("Control") {
+            continue;
+        }
         cmd.arg("-o").arg(format!("{name}={value}"));
     }
     cmd.args(more);

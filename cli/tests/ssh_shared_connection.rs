@@ -9,6 +9,7 @@ mod common;
 use common::{text, INSTANCE};
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -48,6 +49,18 @@ struct Killed(Child);
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A child leading its own process group, killed with the whole group.
+struct KilledGroup(Child);
+
+impl Drop for KilledGroup {
+    fn drop(&mut self) {
+        let group = -(self.0.id() as i32);
+        // SAFETY: kill(2) with a negative pid only sends a signal to that group.
+        unsafe { libc::kill(group, libc::SIGKILL) };
         let _ = self.0.wait();
     }
 }
@@ -192,12 +205,15 @@ fn one_shared_connection_for_hvbox_and_plain_ssh_closed_by_halt_and_destroy() {
     );
     assert_eq!(ok(&["ssh", "--", "echo", "again"]), "again\n");
 
-    // `-L` after `--` is ssh's: the forwarded port answers with sshd's banner.
+    // `-L` after `--` is ssh's: the forwarded port answers with sshd's banner. A
+    // call given ssh options logs in on its own, so the options apply.
     let forwarded = free_port();
     let forward = format!("{forwarded}:127.0.0.1:{port}");
-    let _session = Killed(
+    // In a process group of its own: its ssh (not sharing the connection) goes too.
+    let _session = KilledGroup(
         hvbox(&["ssh", "--", "-L", &forward, "sleep", "20"])
             .stdin(Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap(),
     );
@@ -249,9 +265,9 @@ fn one_shared_connection_for_hvbox_and_plain_ssh_closed_by_halt_and_destroy() {
         "through scp\n"
     );
 
-    // All of it went through one login.
+    // The rest went through one login: two in all, the `-L` session's its own.
     let log = std::fs::read_to_string(t.join("sshd.log")).unwrap();
-    assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
+    assert_eq!(log.matches("Accepted publickey").count(), 2, "{log}");
 
     // halt closes the shared connection before it stops the machine (here, by
     // killing the stand-in supervisor): no ssh is left holding it.

@@ -55,7 +55,8 @@ pub struct Machine {
 pub enum Wake {
     /// A vCPU saw the VM end.
     Vm(VmEvent),
-    /// A vCPU thread returned (or panicked); sent by the thread itself as it goes.
+    /// A vCPU thread returned (or panicked, where panics unwind: debug builds); sent
+    /// by the thread itself as it goes.
     VcpuEnded,
     /// A request from the control socket.
     Control(Envelope),
@@ -238,6 +239,15 @@ fn wait_for_end(
     // Paused by `save pause`, until `continue`.
     let mut held = false;
     loop {
+        // Checked on every wake, not only when the wait runs out: a stream of control
+        // requests must not put a hard stop or the time limit off.
+        let now = Instant::now();
+        if hard_stop_at.is_some_and(|at| now >= at) {
+            return Ending::HardStop;
+        }
+        if time_limit.is_some_and(|at| now >= at) {
+            return Ending::Timeout;
+        }
         // Asleep until something is sent or the nearest deadline passes.
         let deadline = match (time_limit, hard_stop_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -264,15 +274,7 @@ fn wait_for_end(
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return Ending::Event(VmEvent::Error("every vCPU thread ended".into()))
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if hard_stop_at.is_some_and(|at| now >= at) {
-                    return Ending::HardStop;
-                }
-                if time_limit.is_some_and(|at| now >= at) {
-                    return Ending::Timeout;
-                }
-                continue;
-            }
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
         };
         {
             let answer = match request {

@@ -2,7 +2,7 @@
 //! reads the kernel, initrd and command line from the disk anew and rewrites a
 //! changed seed.
 
-use super::select::{for_each, Need, Selection};
+use super::select::{Need, Selection};
 use super::{halt, up};
 use crate::args::UpArgs;
 use crate::machine::lock::MachineLock;
@@ -20,7 +20,10 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
     // running machines first.
     let selection = Selection::load(Need::Settings)?;
     let targets = selection.many(&args.names, false)?;
-    for_each(&targets, |target| {
+    let jobs = args
+        .jobs
+        .map_or_else(super::in_parallel::default_jobs, usize::from);
+    super::in_parallel::for_each_parallel(&targets, jobs, |target| {
         // One lock over both halves, so no other command slips in between.
         let _lock = MachineLock::acquire(&target.machine, "reload", true)?;
         match target.machine.run_state() {

@@ -140,6 +140,11 @@ fn run_step(
         Some(name) => format!("{number} {name}"),
         None => format!("{number} {}", short_label(&step.action)),
     };
+    // Machines provision at the same time (`up --jobs`): each line says whose it is.
+    let label = match crate::progress::machine() {
+        Some(machine) => format!("{machine} {label}"),
+        None => label,
+    };
     let mut output = StepOutput::new(&label);
     let step_context = || format!("provision step {number} ({what})");
     let (command, input) = prepare(root, step).with_context(step_context)?;

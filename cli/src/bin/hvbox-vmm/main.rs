@@ -5,8 +5,12 @@
 
 mod args;
 mod confine;
+// Shared with `hvbox`: the same file, compiled into each program.
+#[path = "../../error_text.rs"]
+mod error_text;
 
 use anyhow::Result;
+use error_text::describe;
 use hvbox_vmm::arch::cpuid::CpuidMask;
 use hvbox_vmm::confine::Seccomp;
 use hvbox_vmm::RunOptions;
@@ -14,6 +18,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 fn main() -> ExitCode {
+    exit_on_panic();
     let args = match args::parse(std::env::args_os().skip(1)) {
         Ok(args) => args,
         Err(e) => {
@@ -82,16 +87,14 @@ fn run(args: args::Args) -> Result<ExitCode> {
     Ok(ExitCode::from(exit.exit_code()))
 }
 
-/// The error and its causes on one line, a cause already quoted not repeated (as
-/// `hvbox` itself writes them).
-fn describe(err: &anyhow::Error) -> String {
-    let mut text = err.to_string();
-    for cause in err.chain().skip(1) {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-    }
-    text
+/// Release builds abort on a panic (`panic = "abort"`), and an abort dumps core:
+/// for the VMM, a file as large as the guest's RAM holding the guest's secrets.
+/// After the panic's message, exit at once with Rust's panic status instead.
+fn exit_on_panic() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        // SAFETY: _exit ends the process without running anything else.
+        unsafe { libc::_exit(101) }
+    }));
 }
