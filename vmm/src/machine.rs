@@ -55,8 +55,8 @@ pub struct Machine {
 pub enum Wake {
     /// A vCPU saw the VM end.
     Vm(VmEvent),
-    /// A vCPU thread returned (or panicked, where panics unwind: debug builds); sent
-    /// by the thread itself as it goes.
+    /// A vCPU thread returned, or panicked and unwound (`hvbox-vmm`'s panic hook
+    /// ends the whole process first); sent by the thread itself as it goes.
     VcpuEnded,
     /// A request from the control socket.
     Control(Envelope),
