@@ -138,12 +138,9 @@ impl<'a> GuestShares<'a> {
     }
 
     /// A save cut short (its `hvbox` killed) after the guest unmounted the shares
-    /// may have left devices out, or their removal under way: finish taking them
-    /// out, then put all back and mount them. Returns whether there was a cut save.
-    pub fn recover_cut_save(&self) -> Result<bool> {
-        if !self.needed() || !share_requests::any_unplugged(&self.info.runtime_dir) {
-            return Ok(false);
-        }
+    /// (`share_requests::any_unplugged` says so) may have left devices out, or their
+    /// removal under way: finish taking them out, then put all back and mount them.
+    pub fn recover_cut_save(&self) -> Result<()> {
         let control = &self.info.control_socket;
         let stuck = self
             .engine
@@ -156,8 +153,7 @@ impl<'a> GuestShares<'a> {
         }
         // A connection the cut save left open goes first: its id is reused.
         let _ = self.engine.release_shares(control, &self.all());
-        self.attach()?;
-        Ok(true)
+        self.attach()
     }
 
     /// Fresh virtiofsd, devices plugged back, shares mounted: after a live save, or

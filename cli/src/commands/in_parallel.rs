@@ -7,10 +7,13 @@ use anyhow::Result;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// How many machines `up` brings up at once unless told: one per core, since each
-/// boot keeps a core busy (under emulation, all of it).
-pub fn default_jobs() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+/// How many machines to bring up at once: `--jobs` when given, else one per core,
+/// since each boot keeps a core busy (under emulation, all of it).
+pub fn jobs(requested: Option<u16>) -> usize {
+    match requested {
+        Some(n) => usize::from(n),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
 }
 
 /// `act` on each target, up to `jobs` at once, in the targets' order of starting.

@@ -2,6 +2,7 @@
 //! reads the kernel, initrd and command line from the disk anew and rewrites a
 //! changed seed.
 
+use super::in_parallel::{self, for_each_parallel};
 use super::select::{Need, Selection};
 use super::{halt, up};
 use crate::args::UpArgs;
@@ -20,10 +21,7 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
     // running machines first.
     let selection = Selection::load(Need::Settings)?;
     let targets = selection.many(&args.names, false)?;
-    let jobs = args
-        .jobs
-        .map_or_else(super::in_parallel::default_jobs, usize::from);
-    super::in_parallel::for_each_parallel(&targets, jobs, |target| {
+    for_each_parallel(&targets, in_parallel::jobs(args.jobs), |target| {
         // One lock over both halves, so no other command slips in between.
         let _lock = MachineLock::acquire(&target.machine, "reload", true)?;
         match target.machine.run_state() {

@@ -27,10 +27,7 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
     let selection = Selection::load(Need::Settings)?;
     selection.project.refresh_schema();
     let targets = selection.many(&args.names, false)?;
-    let jobs = args
-        .jobs
-        .map_or_else(in_parallel::default_jobs, usize::from);
-    let result = for_each_parallel(&targets, jobs, |target| {
+    let result = for_each_parallel(&targets, in_parallel::jobs(args.jobs), |target| {
         // Held until the machine answers ssh: a second `up` fails at once instead of
         // creating or booting the same machine twice.
         let _lock = MachineLock::acquire(&target.machine, "up", true)?;
@@ -54,10 +51,7 @@ pub fn run(args: &UpArgs) -> Result<ExitCode> {
 pub fn resume(args: &UpArgs) -> Result<ExitCode> {
     let selection = Selection::load(Need::Settings)?;
     let targets = selection.many(&args.names, false)?;
-    let jobs = args
-        .jobs
-        .map_or_else(in_parallel::default_jobs, usize::from);
-    for_each_parallel(&targets, jobs, |target| {
+    for_each_parallel(&targets, in_parallel::jobs(args.jobs), |target| {
         let _lock = MachineLock::acquire(&target.machine, "resume", true)?;
         match target.machine.run_state() {
             RunState::Suspended => start(&selection, target, args),
@@ -90,12 +84,10 @@ fn recover_shares(machine: &Machine, info: &RunInfo) -> Result<()> {
     let engine = engine::of_kind(info.engine)?;
     let shares = GuestShares::new(machine, info, engine.as_ref(), config.filesystems)?;
     step!("the shared folders were taken out by a suspend or snapshot that did not finish; putting them back");
-    if shares
+    shares
         .recover_cut_save()
-        .context("putting the shared folders back (`hvbox reload` mounts them again)")?
-    {
-        step!("shared folders mounted again");
-    }
+        .context("putting the shared folders back (`hvbox reload` mounts them again)")?;
+    step!("shared folders mounted again");
     Ok(())
 }
 
