@@ -17,9 +17,14 @@ pub fn known_hosts_line(state: &MachineState, host_public_key: &str) -> String {
 }
 
 /// The socket of the machine's shared connection: in its runtime folder, as UNIX
-/// socket paths are short, and that folder goes with the machine's processes.
+/// socket paths are short, and that folder goes with the machine's processes. A
+/// running machine's folder is the one its run file names: this call's
+/// XDG_RUNTIME_DIR may not be the one `up` saw (another login session).
 pub fn control_path(machine: &Machine, state: &MachineState) -> std::path::PathBuf {
-    machine.runtime_dir(&state.instance_id).join("ssh")
+    let dir = crate::machine::runtime::RunInfo::load(machine)
+        .map(|info| info.runtime_dir)
+        .unwrap_or_else(|_| machine.runtime_dir(&state.instance_id));
+    dir.join("ssh")
 }
 
 /// How long an idle shared connection stays open after its last session; `halt`,
@@ -102,10 +107,13 @@ pub fn command_with(
     }
     let mut cmd = Command::new("ssh");
     // The user's own options (`-l`, `-i`, `-o User=`…) would be ignored by a session
-    // riding the shared connection: such a call logs in on its own.
+    // riding the shared connection: such a call logs in on its own. A control
+    // command (`-O exit`) is the exception: it needs the connection's socket.
     let shared = more.is_empty();
+    let control = more.iter().any(|arg| is_control_command(arg));
     for (name, value) in options(machine, state, port) {
-        if !shared && name.starts_with("Control") {
+        let keep = shared || !name.starts_with("Control") || (control && name == "ControlPath");
+        if !keep {
             continue;
         }
         cmd.arg("-o").arg(format!("{name}={value}"));
@@ -114,6 +122,27 @@ pub fn command_with(
     // HostName above says where to connect; this only fills ssh's required argument.
     cmd.arg("127.0.0.1");
     cmd
+}
+
+/// ssh's options that take a value (OpenSSH's `ssh` getopt string).
+pub const VALUE_OPTIONS: &str = "bceilmopBDEFIJLOPQRSwW";
+
+/// `-O CMD` or `-OCMD`, alone or ending a cluster of flags (`-vO`): ssh's request to
+/// a shared connection's master.
+fn is_control_command(arg: &str) -> bool {
+    let Some(flags) = arg.strip_prefix('-').filter(|f| !f.starts_with('-')) else {
+        return false;
+    };
+    // Flags that take a value end the cluster: whatever follows is that value.
+    for flag in flags.chars() {
+        if flag == 'O' {
+            return true;
+        }
+        if VALUE_OPTIONS.contains(flag) {
+            return false;
+        }
+    }
+    false
 }
 
 /// Close the machine's shared connection, if one is open, and return once its
@@ -317,6 +346,16 @@ mod tests {
     /// What Debian 12's cloud-init 22.4 printed after its cloud-config stage was
     /// killed by the OOM killer: exit 0, `status: running`, the unit failed.
     const KILLED: &str = "status: running\ntime: Sun, 06 Dec 2026 00:26:35 +0000\ndetail:\nDataSourceNoCloud [seed=/dev/vdb][dsmode=net]\n-- failed units:\ncloud-config.service loaded failed failed Apply the settings specified in cloud-config\n";
+
+    #[test]
+    fn control_commands_are_told_from_other_options() {
+        for arg in ["-O", "-Oexit", "-vO", "-vvOcheck"] {
+            assert!(is_control_command(arg), "{arg}");
+        }
+        for arg in ["-L", "-o", "-oO", "-lO", "--O", "O", "-v", "-A"] {
+            assert!(!is_control_command(arg), "{arg}");
+        }
+    }
 
     #[test]
     fn cloud_init_that_never_finished_is_no_success() {

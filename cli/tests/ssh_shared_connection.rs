@@ -170,7 +170,8 @@ fn one_shared_connection_for_hvbox_and_plain_ssh_closed_by_halt_and_destroy() {
         let run_json = serde_json::json!({
             "supervisor_pid": pid, "vm_pid": pid, "passt_pid": pid, "engine": "qemu",
             "ssh_port": port, "control_socket": t.join("none.sock"),
-            "console_socket": t.join("none.sock"), "runtime_dir": run_dir,
+            "console_socket": t.join("none.sock"),
+            "runtime_dir": run_dir.join("hvbox").join(INSTANCE),
         });
         std::fs::write(machine.join("run.json"), run_json.to_string()).unwrap();
         supervisor
@@ -204,6 +205,21 @@ fn one_shared_connection_for_hvbox_and_plain_ssh_closed_by_halt_and_destroy() {
         control.display()
     );
     assert_eq!(ok(&["ssh", "--", "echo", "again"]), "again\n");
+    // From another login session (another XDG_RUNTIME_DIR) the run file still
+    // leads to the same connection.
+    let other_session = t.join("other-run");
+    std::fs::create_dir_all(&other_session).unwrap();
+    let out =
+        run(hvbox(&["ssh", "--", "echo", "elsewhere"]).env("XDG_RUNTIME_DIR", &other_session));
+    assert_eq!(text(&out.stdout), "elsewhere\n", "{}", text(&out.stderr));
+    // A control command after `--` reaches that connection's master.
+    let out = run(&mut hvbox(&["ssh", "--", "-O", "check"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("Master running"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // `-L` after `--` is ssh's: the forwarded port answers with sshd's banner. A
     // call given ssh options logs in on its own, so the options apply.

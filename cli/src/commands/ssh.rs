@@ -6,6 +6,7 @@
 use super::select::{Need, Selection};
 use crate::kernel_install::shell_quote;
 use crate::machine::runtime::MountPoint;
+use crate::ssh::VALUE_OPTIONS;
 use anyhow::{bail, Context, Result};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -50,9 +51,6 @@ pub fn run(name: Option<&str>, command: &[String]) -> Result<ExitCode> {
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
-
-/// ssh's options that take a value (OpenSSH's `ssh` getopt string).
-const VALUE_OPTIONS: &str = "bceilmopBDEFIJLOPQRSwW";
 
 /// The leading words that are ssh options (each with its value), and the command
 /// after them; a `--` among them ends the options.

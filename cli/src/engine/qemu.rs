@@ -86,7 +86,17 @@ impl Engine for Qemu {
         if let Some(initrd) = &c.initrd {
             push(&["-initrd", &initrd.to_string_lossy()]);
         }
-        push(&["-append", &c.cmdline]);
+        // Under TCG guest time runs only as fast as a busy host lets it, and Linux's
+        // check that the timer interrupt comes through the IO-APIC gives up after a
+        // few calibrated loops: "IO-APIC + timer doesn't work!", a panic at boot.
+        // q35 wires that timer correctly, so the check can only fail spuriously.
+        let tcg_time = !self.kvm && !c.cmdline.split_whitespace().any(|w| w == NO_TIMER_CHECK);
+        let cmdline = if tcg_time {
+            format!("{} {NO_TIMER_CHECK}", c.cmdline)
+        } else {
+            c.cmdline.clone()
+        };
+        push(&["-append", &cmdline]);
         for disk in &c.disks {
             let mut drive = format!(
                 "file={},format=raw,if=virtio,discard=unmap",
@@ -251,6 +261,9 @@ fn disks_without_space(reply: &str) -> Vec<String> {
 }
 
 /// QEMU sizes guest RAM in steps of 8 KiB, rounding anything between up.
+/// The kernel parameter that skips Linux's boot-time check of the timer interrupt.
+const NO_TIMER_CHECK: &str = "no_timer_check";
+
 const QEMU_RAM_STEP: u64 = 8 << 10;
 
 /// `-m` with the exact size (in MiB where it is whole MiB, else KiB), or an error
@@ -343,7 +356,7 @@ mod tests {
         ));
         assert!(joined.contains("-accel tcg,thread=multi -cpu max,la57=off,svm=off,vmx=off"));
         assert!(joined.contains("-smp 2 -m 1024M"));
-        assert!(joined.contains("-append root=PARTUUID=x ro console=ttyS0"));
+        assert!(joined.contains("-append root=PARTUUID=x ro console=ttyS0 no_timer_check -drive"));
         assert!(joined.contains("file=/m/seed.iso,format=raw,if=virtio,discard=unmap,readonly=on"));
         assert!(joined.contains("addr.path=/run/x/passt.sock"));
         assert!(joined.contains("mac=52:54:00:01:02:03"));
@@ -355,6 +368,7 @@ mod tests {
             .unwrap()
             .join(" ");
         assert!(kvm.contains("-accel kvm -cpu host,svm=off,vmx=off"));
+        assert!(kvm.contains("-append root=PARTUUID=x ro console=ttyS0 -drive"));
         let nested = MachineConfig {
             nested_virtualization: true,
             ..cfg
