@@ -378,17 +378,17 @@ impl Store {
     /// Project folders that used the cache and still exist; records of removed
     /// folders are forgotten.
     pub fn projects(&self) -> Vec<PathBuf> {
-        self.projects_pruning().0
+        self.projects_pruning().present
     }
 
-    /// Project folders that used the cache and still exist, and the folders whose
-    /// records were just forgotten because they are gone (to say so).
-    pub fn projects_pruning(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    /// Every project record, sorted by what became of its folder; records of
+    /// folders that are gone are forgotten on the way.
+    pub fn projects_pruning(&self) -> ProjectFolders {
         let dir = self.root.join("projects");
+        let mut found = ProjectFolders::default();
         let Ok(read) = fs::read_dir(&dir) else {
-            return (Vec::new(), Vec::new());
+            return found;
         };
-        let (mut roots, mut gone) = (Vec::new(), Vec::new());
         for e in read.flatten() {
             // A record being written (`.write*.tmp`) is not one yet.
             if e.file_name().to_string_lossy().starts_with('.') {
@@ -397,19 +397,21 @@ impl Store {
             let record: Option<ProjectRecord> = fs::read(e.path())
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
-            match record {
-                Some(r) if r.root.is_dir() => roots.push(r.root),
+            match record.map(|r| (folder_presence(&r.root), r.root)) {
+                Some((Presence::Here, root)) => found.present.push(root),
+                Some((Presence::Unreachable, root)) => found.unreachable.push(root),
                 other => {
                     // A record half-written by a killed process names nothing.
                     if fs::remove_file(e.path()).is_ok() {
-                        gone.extend(other.map(|r| r.root));
+                        found.gone.extend(other.map(|(_, root)| root));
                     }
                 }
             }
         }
-        roots.sort();
-        gone.sort();
-        (roots, gone)
+        found.present.sort();
+        found.gone.sort();
+        found.unreachable.sort();
+        found
     }
 
     /// Forget the project in `root` (it no longer has a spec or machines).
@@ -419,6 +421,39 @@ impl Store {
             .join("projects")
             .join(format!("{}.json", project_key(root)));
         let _ = fs::remove_file(path);
+    }
+}
+
+/// The project folders the cache knows, by what became of them.
+#[derive(Debug, Default)]
+pub struct ProjectFolders {
+    pub present: Vec<PathBuf>,
+    /// Folders whose records were just forgotten: they were deleted.
+    pub gone: Vec<PathBuf>,
+    /// Folders that cannot be seen now (on a drive that is not mounted, behind a
+    /// folder this user cannot read): their records are kept.
+    pub unreachable: Vec<PathBuf>,
+}
+
+enum Presence {
+    Here,
+    Gone,
+    Unreachable,
+}
+
+/// A folder counts as deleted only when its parent is there without it: a missing
+/// parent is more often an unmounted drive or a renamed tree than a deletion.
+fn folder_presence(root: &Path) -> Presence {
+    match fs::metadata(root) {
+        Ok(meta) if meta.is_dir() => Presence::Here,
+        Ok(_) => Presence::Gone,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match root.parent().map(fs::metadata) {
+                Some(Ok(parent)) if parent.is_dir() => Presence::Gone,
+                _ => Presence::Unreachable,
+            }
+        }
+        Err(_) => Presence::Unreachable,
     }
 }
 

@@ -124,6 +124,38 @@ fn list_shows_every_project_and_forgets_deleted_ones() {
 }
 
 #[test]
+fn a_project_on_a_drive_that_is_away_is_kept_for_its_return() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("h");
+    tiny_box(&home);
+    // The project sits on a "drive": while the drive is away, so is the folder's parent.
+    let drive = tmp.path().join("drive");
+    let project = drive.join("p");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(project.join("hvbox.yaml"), "box: tiny\n").unwrap();
+    ok(&project, &home, &["box", "update", "--quiet"]);
+    let away = tmp.path().join("drive-unmounted");
+    std::fs::rename(&drive, &away).unwrap();
+    let out = hvbox_isolated(tmp.path(), &home, &["list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "hvbox: note: the project in {} cannot be reached now (is its drive mounted?); it is listed again once it can\n",
+            project.display()
+        )
+    );
+    assert_eq!(text(&out.stdout).trim(), "[]");
+
+    std::fs::rename(&away, &drive).unwrap();
+    let out = hvbox_isolated(tmp.path(), &home, &["list", "--json"]);
+    assert_eq!(text(&out.stderr), "");
+    let json: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(json[0]["project"], serde_json::json!(project));
+    assert_eq!(json[0]["name"], "default");
+}
+
+#[test]
 fn project_option_acts_on_another_folder_or_says_why_not() {
     let tmp = tempfile::tempdir().unwrap();
     let project = tmp.path().join("p");

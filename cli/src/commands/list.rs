@@ -1,7 +1,7 @@
 //! `hvbox list [--json]`: every machine of every project of this user, from the
 //! projects the box cache has seen (`hvbox up` records each). Records of project
 //! folders that are gone, or no longer hold a spec or machines, are forgotten, with
-//! a note.
+//! a note; folders that cannot be reached now (an unmounted drive) are kept.
 
 use super::select::{Need, Selection};
 use super::status::Row;
@@ -15,15 +15,21 @@ use std::process::ExitCode;
 
 pub fn run(json: bool) -> Result<ExitCode> {
     let store = Store::open_default()?;
-    let (roots, gone) = store.projects_pruning();
-    for root in &gone {
+    let folders = store.projects_pruning();
+    for root in &folders.gone {
         eprintln!(
             "hvbox: note: forgot the project in {}: the folder is gone",
             root.display()
         );
     }
+    for root in &folders.unreachable {
+        eprintln!(
+            "hvbox: note: the project in {} cannot be reached now (is its drive mounted?); it is listed again once it can",
+            root.display()
+        );
+    }
     let mut rows: Vec<(PathBuf, Row)> = Vec::new();
-    for root in roots {
+    for root in folders.present {
         let spec = root.join(SPEC_FILE);
         if !spec.is_file() && !root.join(STATE_DIR).join("machines").is_dir() {
             store.forget_project(&root);
