@@ -36,7 +36,8 @@ pub fn fake_running(machine: &Path, ssh_port: u16) -> File {
         "ssh_port": ssh_port,
         "control_socket": "/nonexistent/control.sock",
         "console_socket": "/nonexistent/console.sock",
-        "runtime_dir": "/nonexistent",
+        // Inside the test's folder: ssh makes its shared connection's socket there.
+        "runtime_dir": machine.join("runtime"),
     });
     std::fs::write(machine.join("run.json"), run.to_string()).unwrap();
     hold(&machine.join("supervisor.lock"), "")
