@@ -2,7 +2,9 @@
 //!
 //! mmdebstrap installs a minimal system (kernel, systemd, cloud-init, sshd) into a
 //! directory, `mkfs.ext4 -d` turns that directory into a filesystem image without
-//! mounting anything, and the image becomes partition 1 of a GPT raw disk. The result
+//! mounting anything, and the image becomes partition 1 of a GPT raw disk. A normal
+//! user builds the same in a user namespace: mmdebstrap writes a tarball there, and
+//! fakeroot unpacks it and runs `mkfs.ext4 -d` with every file's owner as it was. The result
 //! is a box directory (`disk.raw` + `SHA512SUMS`) that the catalog resolves by name and
 //! that can be served over HTTP like any published box.
 //!
@@ -87,12 +89,28 @@ pub enum BuildError {
     },
     #[error("no apt source for Debian `{suite}` was found on this host (looked in /etc/apt/sources.list and /etc/apt/sources.list.d); pass one with --sources FILE")]
     NoSources { suite: String },
-    #[error("building a box needs root (mmdebstrap installs packages as root and mkfs.ext4 -d keeps file ownership); run it with sudo")]
-    NotRoot,
+    #[error("building a box as {user}, a normal user, needs a user namespace, but {why}. Fix that, or build with `sudo hvbox box build …`, which stores the box for {user} all the same")]
+    NoUserNamespace { user: String, why: String },
+    #[error(
+        "building a box as a normal user needs an entry for uid {uid} in the password database"
+    )]
+    NoAccount { uid: u32 },
     #[error("disk size {size} is too small: the root filesystem alone needs {needed} bytes")]
     DiskTooSmall { size: u64, needed: u64 },
     #[error(transparent)]
     Digest(#[from] crate::Error),
+}
+
+/// `FOLDER.lock`, beside the box folder.
+pub fn lock_file_of(out_dir: &Path) -> PathBuf {
+    let name = out_dir
+        .file_name()
+        .map(|n| format!("{}.lock", n.to_string_lossy()))
+        .unwrap_or_else(|| ".box.lock".into());
+    match out_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.join(name),
+        _ => PathBuf::from(name),
+    }
 }
 
 /// The lock of a box folder, `FOLDER.lock` beside it (the folder itself is made
@@ -101,16 +119,9 @@ fn lock_out_dir(
     out_dir: &Path,
     log: &mut dyn FnMut(&str),
 ) -> Result<crate::lock::EntryLock, BuildError> {
-    let name = out_dir
-        .file_name()
-        .map(|n| format!("{}.lock", n.to_string_lossy()))
-        .unwrap_or_else(|| ".box.lock".into());
-    let parent = match out_dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let path = lock_file_of(out_dir);
+    let parent = path.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(parent).map_err(io("creating", parent))?;
-    let path = parent.join(name);
     Ok(crate::lock::EntryLock::acquire(&path, || {
         log(&format!(
             "another build of {} is running; waiting for it",
@@ -176,8 +187,17 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuiltBox,
             }
         }
     }
-    if unsafe_geteuid() != 0 {
-        return Err(BuildError::NotRoot);
+    let in_namespace = unsafe_geteuid() != 0;
+    if in_namespace {
+        let uid = unsafe_geteuid();
+        let user = crate::build_user::account(uid).ok_or(BuildError::NoAccount { uid })?;
+        if let Some(why) = crate::build_user::why_no_user_namespace(&user) {
+            return Err(BuildError::NoUserNamespace {
+                user: user.name,
+                why,
+            });
+        }
+        require_tool("fakeroot", "fakeroot")?;
     }
     require_tool("mmdebstrap", "mmdebstrap")?;
     require_tool("mkfs.ext4", "e2fsprogs")?;
@@ -202,13 +222,29 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuiltBox,
     }
 
     let root = work.join("root");
+    // In a user namespace mmdebstrap cannot leave files owned by root on the disk: it
+    // writes them, owners and all, into a tarball instead.
+    let (mode, format, tree) = if in_namespace {
+        ("unshare", "tar", work.join("root.tar"))
+    } else {
+        ("root", "directory", root.clone())
+    };
     log(&format!(
-        "installing Debian {} with {} into {}",
+        "installing Debian {} with {} into {}{}",
         opts.suite,
         packages.join(","),
-        root.display()
+        tree.display(),
+        if in_namespace {
+            " (in a user namespace)"
+        } else {
+            ""
+        }
     ));
+    let part_uuid = random_uuid()?;
+    let fs_uuid = random_uuid()?;
     run(Command::new("mmdebstrap")
+        .arg(format!("--mode={mode}"))
+        .arg(format!("--format={format}"))
         .arg("--variant=minbase")
         .arg(format!("--include={}", packages.join(",")))
         .args([
@@ -220,18 +256,24 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuiltBox,
             // refuses a locale that was never generated (Debian's locale-gen builds
             // only what /etc/locale.gen lists).
             "--customize-hook=sed -i 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' \"$1/etc/locale.gen\" && chroot \"$1\" locale-gen",
-            "--format=directory",
         ])
+        .args(
+            guest_config_hooks(&part_uuid)
+                .iter()
+                .map(|hook| format!("--customize-hook={hook}")),
+        )
         .arg(&opts.suite)
-        .arg(&root)
+        .arg(&tree)
         .args(&sources_files))?;
 
-    let part_uuid = random_uuid()?;
-    let fs_uuid = random_uuid()?;
-    configure_guest(&root, &part_uuid)?;
-
     let partition_size = opts.disk_size.saturating_sub(2 * MIB) / MIB * MIB;
-    let needed = dir_size(&root) * 5 / 4;
+    // A tarball is its files plus a header of 512 bytes each: near enough.
+    let content = if in_namespace {
+        fs::metadata(&tree).map_err(io("reading", &tree))?.len()
+    } else {
+        dir_size(&root)
+    };
+    let needed = content * 5 / 4;
     if partition_size < needed {
         return Err(BuildError::DiskTooSmall {
             size: opts.disk_size,
@@ -240,11 +282,31 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuiltBox,
     }
     log("making the root filesystem (mkfs.ext4 -d)");
     let root_fs = work.join("root.ext4");
-    run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "root", "-U", &fs_uuid, "-d"])
-        .arg(&root)
-        .arg(&root_fs)
-        .arg(format!("{}k", partition_size / 1024)))?;
+    let size = format!("{}k", partition_size / 1024);
+    if in_namespace {
+        // One fakeroot session: tar records each file's owner, mode and device
+        // numbers there, and mkfs.ext4 reads them back as if they were real.
+        fs::create_dir(&root).map_err(io("creating", &root))?;
+        run(Command::new("fakeroot")
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "tar -C \"$1\" -xpf \"$2\" && exec mkfs.ext4 -q -F -L root -U \"$3\" -d \"$1\" \"$4\" \"$5\"",
+                "sh",
+            ])
+            .arg(&root)
+            .arg(&tree)
+            .arg(&fs_uuid)
+            .arg(&root_fs)
+            .arg(&size))?;
+    } else {
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "root", "-U", &fs_uuid, "-d"])
+            .arg(&root)
+            .arg(&root_fs)
+            .arg(&size))?;
+    }
 
     log("assembling the GPT disk");
     let disk_tmp = work.join(LOCAL_DISK_FILE);
@@ -292,30 +354,35 @@ fn recipe_digest(opts: &BuildOptions, packages: &[String], sources: &AptSources)
         .collect()
 }
 
-/// What a machine made from this box must find on first boot.
-fn configure_guest(root: &Path, part_uuid: &str) -> Result<(), BuildError> {
-    write_file(
-        &root.join("etc/fstab"),
-        &format!("PARTUUID={part_uuid} / ext4 rw,discard,errors=remount-ro 0 1\n"),
-    )?;
-    // Only the NoCloud seed that hvbox attaches; skipping the network probes saves
-    // minutes on first boot.
-    write_file(
-        &root.join("etc/cloud/cloud.cfg.d/90-hvbox.cfg"),
-        "datasource_list: [ NoCloud, None ]\n",
-    )?;
-    write_file(&root.join("etc/hostname"), "localhost\n")?;
-    // Every machine gets its own machine-id and host keys on first boot.
-    write_file(&root.join("etc/machine-id"), "")?;
-    let ssh_dir = root.join("etc/ssh");
-    if let Ok(entries) = fs::read_dir(&ssh_dir) {
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
-                fs::remove_file(entry.path()).map_err(io("removing", &entry.path()))?;
-            }
-        }
-    }
-    Ok(())
+/// What a machine made from this box must find on first boot, as mmdebstrap hooks:
+/// they run as root in the new system, whether root or a user namespace builds it.
+fn guest_config_hooks(part_uuid: &str) -> Vec<String> {
+    let files = [
+        (
+            "etc/fstab",
+            format!("PARTUUID={part_uuid} / ext4 rw,discard,errors=remount-ro 0 1\n"),
+        ),
+        // Only the NoCloud seed that hvbox attaches; skipping the network probes
+        // saves minutes on first boot.
+        (
+            "etc/cloud/cloud.cfg.d/90-hvbox.cfg",
+            "datasource_list: [ NoCloud, None ]\n".to_string(),
+        ),
+        ("etc/hostname", "localhost\n".to_string()),
+        // Every machine gets its own machine-id and host keys on first boot.
+        ("etc/machine-id", String::new()),
+    ];
+    let mut hooks: Vec<String> = files
+        .iter()
+        .map(|(path, text)| format!("printf '%s' {} > \"$1/{path}\"", shell_quote(text)))
+        .collect();
+    hooks.push("rm -f \"$1\"/etc/ssh/ssh_host_*".to_string());
+    hooks
+}
+
+/// `text` as one single-quoted shell word.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
 }
 
 fn make_gpt_disk(
@@ -435,13 +502,17 @@ fn random_uuid() -> Result<String, BuildError> {
     ))
 }
 
-fn require_tool(tool: &'static str, package: &'static str) -> Result<(), BuildError> {
-    let found = std::env::var_os("PATH").is_some_and(|paths| {
+/// Whether `tool` is on PATH or in the system folders a normal user's PATH lacks.
+pub(crate) fn tool_found(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
         std::env::split_paths(&paths)
             .chain(["/usr/sbin".into(), "/sbin".into()])
             .any(|dir| dir.join(tool).is_file())
-    });
-    if found {
+    })
+}
+
+fn require_tool(tool: &'static str, package: &'static str) -> Result<(), BuildError> {
+    if tool_found(tool) {
         Ok(())
     } else {
         Err(BuildError::MissingTool { tool, package })

@@ -8,6 +8,7 @@
 pub mod apt_sources;
 mod bounds;
 pub mod build;
+pub mod build_user;
 pub mod catalog;
 mod digest;
 mod error;

@@ -296,7 +296,8 @@ pub struct ExportKubevirtArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BoxCommand {
-    /// Build a Debian box from Debian's packages with mmdebstrap (needs root).
+    /// Build a Debian box from Debian's packages with mmdebstrap (as a normal user in a
+    /// user namespace, or under sudo for the user who ran it).
     Build(BoxBuildArgs),
     /// List the boxes in the cache: name, version, digest, size and the projects
     /// that use each.
