@@ -30,6 +30,7 @@ mod spec;
 mod ssh;
 mod ssh_config_file;
 mod supervisor;
+mod templates;
 mod virtiofs;
 mod vmm_flags;
 mod vmm_program;

@@ -57,7 +57,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         enter(dir)?;
     }
     match cli.command {
-        Command::Init { box_name, force } => init::run(&box_name, force),
+        Command::Init {
+            box_name,
+            template,
+            list_templates,
+            force,
+        } => match (list_templates, template) {
+            (true, _) => init::list_templates(),
+            (false, Some(name)) => init::from_template(&name, box_name.as_deref(), force),
+            (false, None) => init::run(box_name.as_deref().unwrap_or("debian-12"), force),
+        },
         Command::Validate { file } => validate::run(file),
         Command::Schema => {
             print!("{}", crate::spec::schema::text());
