@@ -312,6 +312,14 @@ pub enum BoxCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List the boxes a spec can name, with the versions known here, without the
+    /// network: catalog files, boxes built here, the built-in boxes.
+    Search {
+        /// Show only boxes whose name or description contains this (any case).
+        term: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Download a box into the cache: a catalog name, or a URL with its digest.
     Add(BoxAddArgs),
     /// Delete boxes from the cache (machines keep their own disks).
