@@ -71,6 +71,17 @@ impl Server {
     }
 }
 
+const PROXY_VARS: [&str; 8] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+];
+
 struct Env {
     _dir: tempfile::TempDir,
     root: PathBuf,
@@ -91,7 +102,18 @@ impl Env {
     }
 
     fn hvbox(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_hvbox"))
+        self.hvbox_with(args, &[])
+    }
+
+    /// [`Env::hvbox`] with these environment variables set, and the proxy variables
+    /// only as given.
+    fn hvbox_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hvbox"));
+        for var in PROXY_VARS {
+            command.env_remove(var);
+        }
+        command
+            .envs(vars.iter().copied())
             .args(args)
             .current_dir(self.project())
             .env("HVBOX_CACHE_DIR", self.root.join("cache"))
@@ -527,4 +549,85 @@ fn box_search_lists_the_catalog_with_versions_offline() {
         .join("hvbox-catalog.yaml");
     assert_eq!(json[0]["source"], project_catalog.display().to_string());
     assert_eq!(server.total(), before, "box search asked the server");
+}
+
+/// Downloads go through the proxy `http_proxy` (or `HTTP_PROXY`) names, and
+/// straight to the server for a host `no_proxy` lists.
+#[test]
+fn downloads_honour_the_proxy_variables() {
+    let env = Env::new();
+    let served = env.root.join("served");
+    let mut digests = HashMap::new();
+    for (i, name) in ["lower.raw.gz", "upper.raw.gz", "bypass.raw.gz"]
+        .iter()
+        .enumerate()
+    {
+        let sum = make_image(&served, name, 1 << 16, 10 + i as u8);
+        digests.insert(
+            *name,
+            format!("sha256:{}", sum.split_whitespace().next().unwrap()),
+        );
+    }
+    let server = Server::serve(served.clone());
+    let proxy = hvbox_test_support::http_proxy::HttpProxy::start();
+    let add = |name: &str, vars: &[(&str, &str)]| {
+        let out = env.hvbox_with(
+            &[
+                "box",
+                "add",
+                &server.url(name),
+                "--digest",
+                &digests[name],
+                "--name",
+                name,
+                "--quiet",
+            ],
+            vars,
+        );
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    add("lower.raw.gz", &[("http_proxy", &proxy.url())]);
+    assert_eq!(proxy.requested(), [server.url("lower.raw.gz")]);
+    assert_eq!(server.hits("lower.raw.gz"), 1);
+
+    add("upper.raw.gz", &[("HTTP_PROXY", &proxy.url())]);
+    assert_eq!(proxy.requested().last(), Some(&server.url("upper.raw.gz")));
+    assert_eq!(server.hits("upper.raw.gz"), 1);
+
+    let proxied = proxy.requested().len();
+    add(
+        "bypass.raw.gz",
+        &[
+            ("http_proxy", &proxy.url()),
+            ("no_proxy", "example.org,127.0.0.1"),
+        ],
+    );
+    assert_eq!(proxy.requested().len(), proxied, "{:?}", proxy.requested());
+    assert_eq!(server.hits("bypass.raw.gz"), 1);
+
+    // A proxy that is not there is named in the error.
+    let absent = format!("sha256:{}", "ab".repeat(32));
+    let out = env.hvbox_with(
+        &[
+            "box",
+            "add",
+            &server.url("lower.raw.gz"),
+            "--digest",
+            &absent,
+            "--name",
+            "none",
+            "--quiet",
+        ],
+        &[("http_proxy", "http://127.0.0.1:1")],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("http_proxy is set to http://127.0.0.1:1: downloads go through that proxy"),
+        "{err}"
+    );
 }
