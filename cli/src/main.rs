@@ -8,6 +8,7 @@ mod engine;
 mod error_text;
 mod guest_shares;
 mod guest_text;
+mod host_proxy;
 mod identity;
 mod kernel_install;
 mod keys;
