@@ -302,7 +302,7 @@ async fn attempt(
         } else {
             Error::Http {
                 url: url.to_string(),
-                detail: chain(&e),
+                detail: with_proxy_hint(&e, url),
             }
         };
         // Connection refused, reset, timed out, cut mid-body: all worth another try.
@@ -517,7 +517,7 @@ fn transfer_html(
         let client = http_client(url, options)?;
         let http = |e: reqwest::Error| Error::Http {
             url: url.to_string(),
-            detail: chain(&e),
+            detail: with_proxy_hint(&e, url),
         };
         let response = client.get(url).send().await.map_err(http)?;
         let status = response.status();
@@ -533,6 +533,39 @@ fn transfer_html(
         sink.chunk(&body)?;
         Ok(body.len() as u64)
     })
+}
+
+/// A connection error, and the proxy variable that made it one to a proxy: the
+/// client takes the proxies from the environment as curl does (`HTTP_PROXY` or
+/// `http_proxy` for http URLs, `HTTPS_PROXY`/`https_proxy`, `ALL_PROXY`, minus
+/// the hosts `NO_PROXY`/`no_proxy` lists), and the address refused is then the
+/// proxy's, not the URL's.
+fn with_proxy_hint(e: &reqwest::Error, url: &str) -> String {
+    let detail = chain(e);
+    if !e.is_connect() {
+        return detail;
+    }
+    let scheme = url
+        .split_once("://")
+        .map_or("", |(s, _)| s)
+        .to_ascii_lowercase();
+    let names = [format!("{scheme}_proxy"), "all_proxy".to_string()];
+    let set = names.iter().find_map(|n| {
+        [n.to_ascii_uppercase(), n.clone()]
+            .into_iter()
+            .find_map(|v| {
+                std::env::var(&v)
+                    .ok()
+                    .filter(|x| !x.is_empty())
+                    .map(|x| (v, x))
+            })
+    });
+    match set {
+        Some((var, value)) => format!(
+            "{detail} ({var} is set to {value}: downloads go through that proxy unless NO_PROXY lists the host)"
+        ),
+        None => detail,
+    }
 }
 
 /// The HTTP client every request of a fetch uses: hvbox's user agent and the

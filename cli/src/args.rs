@@ -17,12 +17,20 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Write a commented starter hvbox.yaml in the current folder.
+    /// Write a commented starter hvbox.yaml in the current folder, or a template's
+    /// project (`--template NAME`).
     Init {
-        /// Box the starter spec uses.
-        #[arg(long = "box", default_value = "debian-12")]
-        box_name: String,
-        /// Overwrite an existing hvbox.yaml.
+        /// Box the spec uses (default: debian-12, or the template's own).
+        #[arg(long = "box", value_name = "NAME")]
+        box_name: Option<String>,
+        /// Start from a template: one of hvbox's examples, its hvbox.yaml and the
+        /// files that uses.
+        #[arg(long, value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(crate::templates::possible_values()))]
+        template: Option<String>,
+        /// List the templates, one line each, and write nothing.
+        #[arg(long, conflicts_with_all = ["template", "box_name", "force"])]
+        list_templates: bool,
+        /// Overwrite an existing hvbox.yaml (and a template's other files).
         #[arg(long)]
         force: bool,
     },
@@ -302,6 +310,14 @@ pub enum BoxCommand {
     /// List the boxes in the cache: name, version, digest, size and the projects
     /// that use each.
     List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the boxes a spec can name, with the versions known here, without the
+    /// network: catalog files, boxes built here, the built-in boxes.
+    Search {
+        /// Show only boxes whose name or description contains this (any case).
+        term: Option<String>,
         #[arg(long)]
         json: bool,
     },

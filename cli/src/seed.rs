@@ -47,7 +47,7 @@ pub fn seed_config(
 /// stays, so cloud-init applies per-boot settings again but not first-boot ones.
 pub fn refresh(project: &Project, spec: &Spec, machine: &Machine) -> Result<bool> {
     let state = machine.load_state()?;
-    let config = seed_config(project, spec, machine, &state)?;
+    let config = with_host_proxy(seed_config(project, spec, machine, &state)?);
     hvbox_cloud_init::write_seed(&config, &machine.seed()).context("writing the cloud-init seed")
 }
 
@@ -58,10 +58,19 @@ pub fn write_new(
     machine: &Machine,
     state: &MachineState,
 ) -> Result<()> {
-    let config = seed_config(project, spec, machine, state)?;
+    let config = with_host_proxy(seed_config(project, spec, machine, state)?);
     hvbox_cloud_init::write_seed(&config, &machine.seed())
         .map(drop)
         .context("writing the cloud-init seed")
+}
+
+/// A machine on this host gets this host's proxies (see [`crate::host_proxy`]);
+/// the seed of an export elsewhere does not.
+fn with_host_proxy(config: SeedConfig) -> SeedConfig {
+    SeedConfig {
+        proxy: crate::host_proxy::for_guests().clone(),
+        ..config
+    }
 }
 
 fn read(path: &std::path::Path) -> Result<String> {

@@ -71,6 +71,17 @@ impl Server {
     }
 }
 
+const PROXY_VARS: [&str; 8] = [
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+];
+
 struct Env {
     _dir: tempfile::TempDir,
     root: PathBuf,
@@ -91,7 +102,18 @@ impl Env {
     }
 
     fn hvbox(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_hvbox"))
+        self.hvbox_with(args, &[])
+    }
+
+    /// [`Env::hvbox`] with these environment variables set, and the proxy variables
+    /// only as given.
+    fn hvbox_with(&self, args: &[&str], vars: &[(&str, &str)]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hvbox"));
+        for var in PROXY_VARS {
+            command.env_remove(var);
+        }
+        command
+            .envs(vars.iter().copied())
             .args(args)
             .current_dir(self.project())
             .env("HVBOX_CACHE_DIR", self.root.join("cache"))
@@ -437,4 +459,175 @@ fn machines_with_different_boxes_share_one_lock_file() {
     );
     assert!(!lock.contains("team-tools"), "{lock}");
     assert_eq!(server.hits("base.raw.gz"), 1, "up downloaded again");
+}
+
+/// `hvbox box search` lists what a spec can name, with the versions known here,
+/// and asks no server: the project's catalog (two versions, one downloaded and
+/// locked), the user's (a name that hides a built-in box), the built-in boxes.
+#[test]
+fn box_search_lists_the_catalog_with_versions_offline() {
+    let env = Env::new();
+    let served = env.root.join("served");
+    let mut sums = make_image(&served, "base-1.0.raw.gz", 1 << 16, 1);
+    sums.push_str(&make_image(&served, "base-1.1.raw.gz", 1 << 16, 2));
+    std::fs::write(served.join("SHA256SUMS"), &sums).unwrap();
+    let server = Server::serve(served.clone());
+    let mut catalog = String::from("boxes:\n");
+    for v in ["1.0", "1.1"] {
+        catalog.push_str(&format!(
+            "  - name: team-base\n    version: \"{v}\"\n    url: {}\n    checksums: {}\n    description: Our team's base image\n",
+            server.url(&format!("base-{v}.raw.gz")),
+            server.url("SHA256SUMS"),
+        ));
+    }
+    std::fs::write(env.project().join("hvbox-catalog.yaml"), catalog).unwrap();
+    std::fs::write(
+        env.root.join("config/catalog.yaml"),
+        format!(
+            "boxes:\n  - name: debian-12\n    version: \"12.5-mirror\"\n    url: {}\n    checksums: {}\n",
+            server.url("base-1.0.raw.gz"),
+            server.url("SHA256SUMS"),
+        ),
+    )
+    .unwrap();
+    std::fs::write(env.project().join("hvbox.yaml"), "box: team-base\n").unwrap();
+    env.ok(&["box", "update", "--quiet"]);
+    let before = server.total();
+
+    let table = env.ok(&["box", "search"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("NAME") && lines[0].contains("VERSIONS"),
+        "{table}"
+    );
+    let line = |name: &str| {
+        *lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in:\n{table}"))
+    };
+    assert!(
+        line("team-base").contains("1.1 (cached, locked), 1.0")
+            && line("team-base").contains("Our team's base image"),
+        "{table}"
+    );
+    let ubuntu: Vec<&str> = line("ubuntu-24.04")
+        .split("  ")
+        .filter(|c| !c.is_empty())
+        .map(str::trim)
+        .collect();
+    assert_eq!(ubuntu[1..3], ["newest online", "built-in"], "{table}");
+    let debian: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("debian-12 "))
+        .collect();
+    assert_eq!(debian.len(), 2, "{table}");
+    assert!(debian[0].contains("12.5-mirror") && debian[0].contains("catalog.yaml"));
+    assert!(debian[1].contains("built-in (hidden by"), "{table}");
+
+    // A term filters by name or description, any case.
+    let table = env.ok(&["box", "search", "TEAM'S"]);
+    assert_eq!(table.lines().count(), 2, "{table}");
+    let out = env.ok(&["box", "search", "no-such-box"]);
+    assert_eq!(out, "no box known here matches \"no-such-box\"\n");
+
+    let json: Vec<serde_json::Value> =
+        serde_json::from_str(&env.ok(&["box", "search", "team", "--json"])).unwrap();
+    assert_eq!(json.len(), 1);
+    assert_eq!(json[0]["name"], "team-base");
+    assert_eq!(json[0]["resolved_online"], false);
+    assert_eq!(json[0]["shadowed_by"], serde_json::Value::Null);
+    assert_eq!(
+        json[0]["versions"],
+        serde_json::json!([
+            {"version": "1.1", "cached": true, "locked": true},
+            {"version": "1.0", "cached": false, "locked": false},
+        ])
+    );
+    let project_catalog = std::fs::canonicalize(env.project())
+        .unwrap()
+        .join("hvbox-catalog.yaml");
+    assert_eq!(json[0]["source"], project_catalog.display().to_string());
+    assert_eq!(server.total(), before, "box search asked the server");
+}
+
+/// Downloads go through the proxy `http_proxy` (or `HTTP_PROXY`) names, and
+/// straight to the server for a host `no_proxy` lists.
+#[test]
+fn downloads_honour_the_proxy_variables() {
+    let env = Env::new();
+    let served = env.root.join("served");
+    let mut digests = HashMap::new();
+    for (i, name) in ["lower.raw.gz", "upper.raw.gz", "bypass.raw.gz"]
+        .iter()
+        .enumerate()
+    {
+        let sum = make_image(&served, name, 1 << 16, 10 + i as u8);
+        digests.insert(
+            *name,
+            format!("sha256:{}", sum.split_whitespace().next().unwrap()),
+        );
+    }
+    let server = Server::serve(served.clone());
+    let proxy = hvbox_test_support::http_proxy::HttpProxy::start();
+    let add = |name: &str, vars: &[(&str, &str)]| {
+        let out = env.hvbox_with(
+            &[
+                "box",
+                "add",
+                &server.url(name),
+                "--digest",
+                &digests[name],
+                "--name",
+                name,
+                "--quiet",
+            ],
+            vars,
+        );
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    add("lower.raw.gz", &[("http_proxy", &proxy.url())]);
+    assert_eq!(proxy.requested(), [server.url("lower.raw.gz")]);
+    assert_eq!(server.hits("lower.raw.gz"), 1);
+
+    add("upper.raw.gz", &[("HTTP_PROXY", &proxy.url())]);
+    assert_eq!(proxy.requested().last(), Some(&server.url("upper.raw.gz")));
+    assert_eq!(server.hits("upper.raw.gz"), 1);
+
+    let proxied = proxy.requested().len();
+    add(
+        "bypass.raw.gz",
+        &[
+            ("http_proxy", &proxy.url()),
+            ("no_proxy", "example.org,127.0.0.1"),
+        ],
+    );
+    assert_eq!(proxy.requested().len(), proxied, "{:?}", proxy.requested());
+    assert_eq!(server.hits("bypass.raw.gz"), 1);
+
+    // A proxy that is not there is named in the error.
+    let absent = format!("sha256:{}", "ab".repeat(32));
+    let out = env.hvbox_with(
+        &[
+            "box",
+            "add",
+            &server.url("lower.raw.gz"),
+            "--digest",
+            &absent,
+            "--name",
+            "none",
+            "--quiet",
+        ],
+        &[("http_proxy", "http://127.0.0.1:1")],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("http_proxy is set to http://127.0.0.1:1: downloads go through that proxy"),
+        "{err}"
+    );
 }

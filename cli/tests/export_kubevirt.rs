@@ -428,6 +428,103 @@ fn the_secret_carries_the_local_seed_documents() {
     assert!(!setup.project.join(".hvbox/kubevirt").exists());
 }
 
+/// A machine made here gets the host's proxies through its seed, a loopback one at
+/// the address passt gives the guest for the host, said on standard error; the
+/// export for a cluster does not carry them.
+#[test]
+fn up_passes_the_hosts_proxies_into_the_seed() {
+    let setup = Setup::new("");
+    let disk = box_disk(&setup.tmp.path().join("build"), false);
+    std::fs::write(
+        setup.project.join("hvbox.yaml"),
+        format!(
+            "box:\n  disk:\n    url: file://{}\n    digest: \"{}\"\nengine: qemu\n",
+            disk.display(),
+            sha512(&disk)
+        ),
+    )
+    .unwrap();
+    let machine = setup.project.join(".hvbox/machines/default");
+    common::create_stopped_machine(&machine);
+    for key in ["id_ed25519", "ssh_host_ed25519_key"] {
+        let out = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "t", "-f"])
+            .arg(machine.join(key))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let vars = [
+        ("http_proxy", "http://127.0.0.1:3128"),
+        ("HTTPS_PROXY", "http://proxy.example.org:8080"),
+        ("no_proxy", "localhost,.example.org"),
+    ];
+    let up = common::hvbox_isolated_with(&setup.project, &setup.home(), &["up"], &vars);
+    let stderr = text(&up.stderr);
+    assert!(
+        !up.status.success() && stderr.contains("disk.raw"),
+        "{stderr}"
+    );
+    let user_data = {
+        let out = std::process::Command::new("isoinfo")
+            .args(["-R", "-i"])
+            .arg(machine.join("seed.iso"))
+            .args(["-x", "/user-data"])
+            .output()
+            .expect("isoinfo (genisoimage)");
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let doc: Value =
+        serde_json::from_str(user_data.strip_prefix("#cloud-config\n").unwrap()).unwrap();
+    let https = "http://proxy.example.org:8080";
+    // The guest reaches the host's loopback at passt's gateway: the host's own.
+    let http = doc["apt"]["http_proxy"].as_str().unwrap().to_string();
+    let gateway = http
+        .strip_prefix("http://")
+        .and_then(|h| h.strip_suffix(":3128"))
+        .unwrap();
+    let gateway: std::net::Ipv4Addr = gateway.parse().unwrap();
+    assert!(!gateway.is_loopback(), "{http}");
+    let route = std::fs::read_to_string("/proc/net/route").unwrap();
+    let hex = format!("{:08X}", u32::from_le_bytes(gateway.octets()));
+    assert!(
+        route
+            .lines()
+            .any(|l| l.split_whitespace().nth(2) == Some(&hex)),
+        "{hex} in\n{route}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "hvbox: note: http_proxy=http://127.0.0.1:3128 is on this host's loopback; machines get {http}"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(doc["apt"]["https_proxy"], https);
+    assert_eq!(
+        doc["write_files"][0],
+        serde_json::json!({
+            "path": "/etc/environment",
+            "append": true,
+            "content": format!(
+                "http_proxy=\"{http}\"\nHTTP_PROXY=\"{http}\"\nhttps_proxy=\"{https}\"\nHTTPS_PROXY=\"{https}\"\n\
+                 no_proxy=\"localhost,.example.org\"\nNO_PROXY=\"localhost,.example.org\"\n"
+            ),
+        })
+    );
+
+    let mut all = vec!["export", "kubevirt"];
+    all.push("--registry");
+    all.push("registry.example/team");
+    let out = common::hvbox_isolated_with(&setup.project, &setup.home(), &all, &vars);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stdout).contains("proxy"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
 #[test]
 fn several_machines_boot_their_kernel_from_an_image() {
     let setup = Setup::new("");

@@ -92,10 +92,107 @@ fn the_examples_are_valid() {
         checked += 1;
     }
     assert!(
-        checked >= 3,
+        checked >= 5,
         "only {checked} examples found in {}",
         examples.display()
     );
+}
+
+/// Every template `hvbox init --list-templates` names writes a project that checks
+/// out, with its other files (a provision step's script, a mounted folder) beside
+/// it; a second init refuses to overwrite them, naming them, and changes nothing.
+#[test]
+fn init_templates_write_valid_projects() {
+    let home = tempfile::tempdir().unwrap();
+    common::built_box(home.path(), "debian-bookworm");
+    let work = tempfile::tempdir().unwrap();
+    let out = common::hvbox_isolated(work.path(), home.path(), &["init", "--list-templates"]);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let listing = common::text(&out.stdout);
+    let names: Vec<String> = listing
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    for wanted in [
+        "quickstart",
+        "web-server",
+        "web-and-db",
+        "provisioning",
+        "data-mount",
+    ] {
+        assert!(names.iter().any(|n| n == wanted), "{listing}");
+    }
+    for name in &names {
+        let dir = work.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        let out = common::hvbox_isolated(&dir, home.path(), &["init", "--template", name]);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            common::text(&out.stderr)
+        );
+        let said = common::text(&out.stdout);
+        assert!(
+            said.contains(&format!("wrote {}", dir.join("hvbox.yaml").display())),
+            "{said}"
+        );
+        let out = common::hvbox_isolated(&dir, home.path(), &["validate"]);
+        assert!(
+            out.status.success(),
+            "template {name}: {}",
+            common::text(&out.stderr)
+        );
+        let spec = std::fs::read_to_string(dir.join("hvbox.yaml")).unwrap();
+        let again = common::hvbox_isolated(&dir, home.path(), &["init", "--template", name]);
+        assert_eq!(again.status.code(), Some(1), "{name}");
+        let err = common::text(&again.stderr);
+        assert!(
+            err.contains("hvbox.yaml") && err.contains("use --force"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("hvbox.yaml")).unwrap(),
+            spec
+        );
+    }
+    let provisioning = work.path().join("provisioning");
+    let script = provisioning.join("scripts/setup-user.sh");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&script).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    assert!(work.path().join("data-mount/data").is_dir());
+    assert!(work.path().join("web-server/site/index.html").is_file());
+
+    // --box replaces the template's box; --force overwrites.
+    let out = common::hvbox_isolated(
+        &provisioning,
+        home.path(),
+        &[
+            "init",
+            "--template",
+            "provisioning",
+            "--box",
+            "debian-bookworm",
+            "--force",
+        ],
+    );
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let spec = std::fs::read_to_string(provisioning.join("hvbox.yaml")).unwrap();
+    assert!(spec.contains("\nbox: debian-bookworm\n"), "{spec}");
+
+    // An unknown name is a usage error that lists the names.
+    let out = common::hvbox_isolated(work.path(), home.path(), &["init", "--template", "lamp"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = common::text(&out.stderr);
+    assert!(
+        err.contains("'lamp'") && err.contains("web-server, web-and-db"),
+        "{err}"
+    );
+    assert!(!work.path().join("hvbox.yaml").exists());
 }
 
 #[test]

@@ -26,6 +26,7 @@ pub fn user_data(cfg: &SeedConfig) -> Result<String, Error> {
     validate::seed(cfg)?;
     let mut doc = hvbox_part(cfg);
     merge::add_convenience(&mut doc, convenience_part(cfg));
+    crate::proxy::add(&mut doc, &cfg.proxy);
     if let Some(user) = &cfg.user_data {
         let owner = Owner {
             user: &cfg.user,

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::{UserData, VirtiofsMount};
+use crate::{GuestProxy, UserData, VirtiofsMount};
 
 /// Everything the guest needs on first boot.
 ///
@@ -39,6 +39,8 @@ pub struct SeedConfig {
     pub runcmd: Vec<String>,
     /// The user's own cloud-config, merged over hvbox's (see [`crate::merge`]).
     pub user_data: Option<UserData>,
+    /// The host's proxies, for apt and the login environment.
+    pub proxy: GuestProxy,
 }
 
 /// The NIC's addressing: DHCP for IPv4 and IPv6 unless turned off, plus any

@@ -15,6 +15,7 @@ mod cloud_config;
 mod config;
 mod mounts;
 mod network;
+mod proxy;
 mod render;
 mod seed;
 mod user_data;
@@ -28,6 +29,7 @@ pub use cloud_config::{ready_line, user_data, READY_BEACON};
 pub use config::{HostKey, NetworkSettings, SeedConfig, WriteFile};
 pub use mounts::{boot_script, VirtiofsMount};
 pub use network::network_config;
+pub use proxy::{GuestProxy, ENVIRONMENT_FILE};
 pub use seed::{meta_data, seed_bytes, write_seed};
 pub use user_data::UserData;
 

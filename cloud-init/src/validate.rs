@@ -50,6 +50,7 @@ pub(crate) fn seed(cfg: &SeedConfig) -> Result<(), Error> {
     }
     network(&cfg.network)?;
     crate::mounts::validate(&cfg.mounts)?;
+    crate::proxy::validate(&cfg.proxy)?;
     if let Some(tz) = &cfg.timezone {
         timezone(tz)?;
     }

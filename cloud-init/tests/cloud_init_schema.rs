@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::cloud_init::CloudInit;
-use common::{full, plain, rich};
+use common::{full, plain, proxied, rich};
 use hvbox_cloud_init::{network_config, user_data, NetworkSettings, SeedConfig};
 
 /// The unpacked cloud-init, or `None` (after saying why) on hosts without apt.
@@ -34,7 +34,12 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 fn user_data_passes_the_schema() {
     let Some(ci) = cloud_init() else { return };
     let dir = tempfile::tempdir().unwrap();
-    for (name, cfg) in [("plain", plain()), ("full", full()), ("rich", rich())] {
+    for (name, cfg) in [
+        ("plain", plain()),
+        ("full", full()),
+        ("rich", rich()),
+        ("proxied", proxied()),
+    ] {
         let path = write(dir.path(), name, &user_data(&cfg).unwrap());
         ci.check_cloud_config(&path);
     }

@@ -1,10 +1,13 @@
-//! `hvbox init`: a starter spec, the JSON Schema its first line points editors to,
-//! and a .gitignore entry for machine state.
+//! `hvbox init`: a starter spec (or a template's project), the JSON Schema its first
+//! line points editors to, and a .gitignore entry for machine state.
 
+use super::table::print_table;
 use crate::project::{schema_modeline, Project, STATE_DIR};
 use crate::spec::SPEC_FILE;
-use anyhow::{bail, Context, Result};
-use std::path::Path;
+use crate::templates::{self, Template};
+use anyhow::{anyhow, bail, Context, Result};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// After the first line, which points editors to the schema (see [`schema_modeline`]).
@@ -73,6 +76,111 @@ pub fn run(box_name: &str, force: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `hvbox init --list-templates`.
+pub fn list_templates() -> Result<ExitCode> {
+    let rows: Vec<[String; 2]> = templates::TEMPLATES
+        .iter()
+        .map(|t| [t.name.to_string(), t.description.to_string()])
+        .collect();
+    print_table(["TEMPLATE", "WHAT IT SETS UP"], &rows);
+    println!("\n`hvbox init --template NAME` writes one here.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hvbox init --template NAME [--box B]`: the template's files, each checked
+/// before any is written, so a refusal leaves the folder as it was.
+pub fn from_template(name: &str, box_name: Option<&str>, force: bool) -> Result<ExitCode> {
+    // clap admits only known names; this is for callers other than the command line.
+    let template = templates::find(name).ok_or_else(|| {
+        let names: Vec<&str> = templates::TEMPLATES.iter().map(|t| t.name).collect();
+        anyhow!("unknown template {name:?}; templates: {}", names.join(", "))
+    })?;
+    let cwd = std::env::current_dir()?;
+    let files = template_files(template, box_name)?;
+    let present: Vec<String> = files
+        .iter()
+        .filter(|(path, ..)| cwd.join(path).symlink_metadata().is_ok())
+        .map(|(path, ..)| path.display().to_string())
+        .collect();
+    if !present.is_empty() && !force {
+        bail!(
+            "template {name}: {} already exist{} in {}; use --force to overwrite",
+            present.join(", "),
+            if present.len() == 1 { "s" } else { "" },
+            cwd.display()
+        );
+    }
+    for (path, text, executable) in &files {
+        let target = cwd.join(path);
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(&target, text).with_context(|| format!("writing {}", target.display()))?;
+        if *executable {
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
+                .with_context(|| format!("making {} executable", target.display()))?;
+        }
+    }
+    ensure_ignored(&cwd.join(".gitignore"))?;
+    let spec = cwd.join(SPEC_FILE);
+    let project = Project::of_spec(spec.clone());
+    project
+        .write_schema(true)
+        .with_context(|| format!("writing {}", project.schema_path().display()))?;
+    for (path, ..) in &files {
+        println!("wrote {}", cwd.join(path).display());
+    }
+    println!("template {name}: {}", template.description);
+    println!("next: `hvbox validate`, `hvbox up`, then `hvbox ssh`");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The template's files as written: the spec with the schema line first, and
+/// `box_name` (when given) in place of the template's box.
+fn template_files(
+    template: &Template,
+    box_name: Option<&str>,
+) -> Result<Vec<(PathBuf, String, bool)>> {
+    template
+        .files
+        .iter()
+        .map(|f| {
+            let text = if f.path == SPEC_FILE {
+                let spec = match box_name {
+                    Some(b) => with_box(f.text, b).ok_or_else(|| {
+                        anyhow!(
+                            "template {} names no top-level box to replace with {b}",
+                            template.name
+                        )
+                    })?,
+                    None => f.text.to_string(),
+                };
+                format!("{}\n{spec}", schema_modeline())
+            } else {
+                f.text.to_string()
+            };
+            Ok((PathBuf::from(f.path), text, f.executable))
+        })
+        .collect()
+}
+
+/// `spec` with its top-level `box:` line naming `box_name`; `None` when it has none.
+fn with_box(spec: &str, box_name: &str) -> Option<String> {
+    let mut found = false;
+    let lines: Vec<String> = spec
+        .lines()
+        .map(|l| {
+            if l.starts_with("box:") {
+                found = true;
+                format!("box: {box_name}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    found.then(|| lines.join("\n") + "\n")
+}
+
 fn starter(box_name: &str) -> String {
     format!(
         "{}\n{}",
@@ -120,6 +228,18 @@ mod tests {
         let spec =
             crate::spec::Spec::parse(&format!("box: b\n{steps}"), Path::new("hvbox.yaml")).unwrap();
         assert_eq!(spec.provision.len(), 3);
+    }
+
+    #[test]
+    fn every_template_is_a_valid_spec_with_the_schema_line() {
+        for t in templates::TEMPLATES {
+            let files = template_files(t, Some("team-base")).unwrap();
+            let (path, text, _) = &files[0];
+            assert_eq!(path, Path::new("hvbox.yaml"));
+            assert!(text.starts_with(&schema_modeline()), "{}", t.name);
+            crate::spec::ProjectSpec::parse(text, Path::new("hvbox.yaml")).unwrap();
+            assert!(text.contains("\nbox: team-base\n"), "{}: {text}", t.name);
+        }
     }
 
     #[test]

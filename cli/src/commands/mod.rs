@@ -7,6 +7,7 @@ mod box_fetch;
 mod box_list;
 mod box_prune;
 mod box_remove;
+mod box_search;
 mod box_update;
 mod confirm;
 mod console;
@@ -57,7 +58,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         enter(dir)?;
     }
     match cli.command {
-        Command::Init { box_name, force } => init::run(&box_name, force),
+        Command::Init {
+            box_name,
+            template,
+            list_templates,
+            force,
+        } => match (list_templates, template) {
+            (true, _) => init::list_templates(),
+            (false, Some(name)) => init::from_template(&name, box_name.as_deref(), force),
+            (false, None) => init::run(box_name.as_deref().unwrap_or("debian-12"), force),
+        },
         Command::Validate { file } => validate::run(file),
         Command::Schema => {
             print!("{}", crate::spec::schema::text());
@@ -100,6 +110,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Kernels { name, json } => kernels::run(name.as_deref(), json),
         Command::Box(BoxCommand::Build(args)) => box_build::run(args),
         Command::Box(BoxCommand::List { json }) => box_list::run(json),
+        Command::Box(BoxCommand::Search { term, json }) => box_search::run(term.as_deref(), json),
         Command::Box(BoxCommand::Add(args)) => box_add::run(&args),
         Command::Box(BoxCommand::Export(args)) => box_export::run(&args),
         Command::Box(BoxCommand::Remove(args)) => box_remove::run(&args),

@@ -72,6 +72,8 @@ pub fn seed_config(
         // each shared folder before the guest has booted.
         user_uid: Some(GUEST_UID),
         mounts: super::mounts::guest_mounts(mounts),
+        // The host's, not the spec's: the seed's writer adds them.
+        proxy: Default::default(),
     }
 }
 

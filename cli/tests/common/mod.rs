@@ -74,9 +74,24 @@ pub fn text(out: &[u8]) -> String {
 }
 
 /// `hvbox ARGS` run in `dir` with its cache, data and config folders (and the XDG
-/// ones) under `home`, so that the user's own catalogs and boxes do not leak in.
+/// ones) under `home`, so that the user's own catalogs and boxes do not leak in,
+/// nor the proxies of the shell the tests run in.
 pub fn hvbox_isolated(dir: &Path, home: &Path, args: &[&str]) -> std::process::Output {
+    hvbox_isolated_with(dir, home, args, &[])
+}
+
+/// [`hvbox_isolated`] with these environment variables set.
+pub fn hvbox_isolated_with(
+    dir: &Path,
+    home: &Path,
+    args: &[&str],
+    vars: &[(&str, &str)],
+) -> std::process::Output {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_hvbox"));
+    for var in ["http_proxy", "https_proxy", "no_proxy", "all_proxy"] {
+        command.env_remove(var).env_remove(var.to_ascii_uppercase());
+    }
+    command.envs(vars.iter().copied());
     for (var, sub) in [
         ("HVBOX_CACHE_DIR", "cache"),
         ("HVBOX_DATA_DIR", "data"),

@@ -165,6 +165,18 @@ pub fn rich() -> SeedConfig {
     }
 }
 
+/// [`rich`] with the host's proxies: hvbox's `apt:` keys merged with the user's.
+pub fn proxied() -> SeedConfig {
+    SeedConfig {
+        proxy: hvbox_cloud_init::GuestProxy {
+            http: Some("http://192.168.1.1:3128".into()),
+            https: Some("http://user:secret@proxy.example.org:8080/".into()),
+            no_proxy: Some("localhost,127.0.0.1,.example.org".into()),
+        },
+        ..rich()
+    }
+}
+
 /// Runs a tool and returns stdout, failing the test with stderr on error.
 pub fn run(cmd: &str, args: &[&str]) -> Vec<u8> {
     let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| {

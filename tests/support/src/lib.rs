@@ -5,6 +5,7 @@
 
 use std::fmt::Display;
 
+pub mod http_proxy;
 pub mod passt;
 
 /// The environment variable that turns skips into failures.
