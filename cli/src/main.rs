@@ -2,6 +2,8 @@
 
 mod args;
 mod boot_failure;
+mod boot_stage;
+mod boot_status;
 mod commands;
 mod daemons;
 mod engine;

@@ -17,6 +17,23 @@ pub fn to_stderr() {
     TO_STDERR.store(true, Ordering::Relaxed);
 }
 
+/// Whether progress lines go to stderr.
+pub fn to_stderr_set() -> bool {
+    TO_STDERR.load(Ordering::Relaxed)
+}
+
+/// Set while machines are acted on in parallel, each on a thread of its own.
+static PARALLEL: AtomicBool = AtomicBool::new(false);
+
+pub fn set_parallel(on: bool) {
+    PARALLEL.store(on, Ordering::Relaxed);
+}
+
+/// Whether other threads may print progress lines now.
+pub fn in_parallel() -> bool {
+    PARALLEL.load(Ordering::Relaxed)
+}
+
 /// Print one progress line where they go.
 pub fn emit(line: String) {
     if TO_STDERR.load(Ordering::Relaxed) {
@@ -38,10 +55,15 @@ pub fn machine() -> Option<String> {
 
 /// `==> MESSAGE`, or `==> NAME: MESSAGE` while a machine is named.
 pub fn line(message: std::fmt::Arguments) -> String {
-    MACHINE.with(|m| match m.borrow().as_deref() {
+    MACHINE.with(|m| line_for(m.borrow().as_deref(), message))
+}
+
+/// [`line`] naming `machine`, for a thread that is not the machine's own.
+pub fn line_for(machine: Option<&str>, message: std::fmt::Arguments) -> String {
+    match machine {
         Some(name) => format!("==> {name}: {message}"),
         None => format!("==> {message}"),
-    })
+    }
 }
 
 /// Print a progress line: `step!("booting on {engine}")`.
