@@ -11,6 +11,7 @@ mod error_text;
 mod guest_shares;
 mod guest_text;
 mod identity;
+mod json_fields;
 mod kernel_install;
 mod keys;
 mod kubevirt;
