@@ -29,12 +29,17 @@ impl Mode {
     /// `TERM=dumb`, not with output sent to stderr, not with machines in parallel.
     /// (The live line has no colours, so `NO_COLOR` leaves it as it is.)
     pub fn detect() -> Mode {
-        let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
-        match std::io::stdout().is_terminal()
-            && !dumb
-            && !progress::to_stderr_set()
-            && !progress::in_parallel()
-        {
+        Mode::choose(
+            std::io::stdout().is_terminal(),
+            std::env::var("TERM").ok().as_deref(),
+            progress::to_stderr_set() || progress::in_parallel(),
+        )
+    }
+
+    /// `shared`: other output shares the terminal line by line (progress on
+    /// stderr, machines in parallel).
+    fn choose(terminal: bool, term: Option<&str>, shared: bool) -> Mode {
+        match terminal && term != Some("dumb") && !shared {
             true => Mode::Live,
             false => Mode::Plain,
         }
@@ -255,6 +260,19 @@ mod tests {
         let narrow = live_line('⠋', Duration::from_secs(3), "booting", last, 40);
         assert_eq!(narrow.chars().count(), 39);
         assert_eq!(narrow, "⠋    3s  booting      [  OK  ] Started…");
+    }
+
+    #[test]
+    fn live_only_on_a_terminal_of_its_own_that_can_redraw() {
+        assert_eq!(
+            Mode::choose(true, Some("xterm-256color"), false),
+            Mode::Live
+        );
+        assert_eq!(Mode::choose(true, None, false), Mode::Live);
+        assert_eq!(Mode::choose(false, Some("xterm"), false), Mode::Plain);
+        assert_eq!(Mode::choose(true, Some("dumb"), false), Mode::Plain);
+        // `up --jobs`: each machine's thread prints its own lines.
+        assert_eq!(Mode::choose(true, Some("xterm"), true), Mode::Plain);
     }
 
     /// Plain mode prints one line per stage as the log grows, none twice.

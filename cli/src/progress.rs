@@ -2,7 +2,7 @@
 //! machines, each line names the machine it is about (`==> web: booting …`).
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 thread_local! {
     /// Per thread: `up` brings machines up on threads of their own.
@@ -22,16 +22,20 @@ pub fn to_stderr_set() -> bool {
     TO_STDERR.load(Ordering::Relaxed)
 }
 
-/// Set while machines are acted on in parallel, each on a thread of its own.
-static PARALLEL: AtomicBool = AtomicBool::new(false);
+/// How many runs are acting on machines in parallel, each on a thread of its own.
+static PARALLEL: AtomicUsize = AtomicUsize::new(0);
 
+/// A parallel run starts (`true`) or ends (`false`).
 pub fn set_parallel(on: bool) {
-    PARALLEL.store(on, Ordering::Relaxed);
+    match on {
+        true => PARALLEL.fetch_add(1, Ordering::Relaxed),
+        false => PARALLEL.fetch_sub(1, Ordering::Relaxed),
+    };
 }
 
 /// Whether other threads may print progress lines now.
 pub fn in_parallel() -> bool {
-    PARALLEL.load(Ordering::Relaxed)
+    PARALLEL.load(Ordering::Relaxed) > 0
 }
 
 /// Print one progress line where they go.

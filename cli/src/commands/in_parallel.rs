@@ -119,6 +119,8 @@ mod tests {
                 anyhow::ensure!(Instant::now() < deadline, "{} ran alone", target.name());
                 std::thread::sleep(Duration::from_millis(5));
             }
+            // No live status line while others print (see boot_status).
+            anyhow::ensure!(progress::in_parallel(), "not marked parallel");
             lines
                 .lock()
                 .unwrap()
