@@ -42,9 +42,11 @@ pub fn stage_of(line: &str) -> Option<Stage> {
     {
         return Some(Stage::Network);
     }
+    // Ubuntu 24.04 starts sshd on the first connection, through ssh.socket.
     if line.contains("Started ssh.service")
         || line.contains("Started OpenBSD Secure Shell")
         || line.contains("Started sshd.service")
+        || line.contains("Listening on ssh.socket")
     {
         return Some(Stage::Sshd);
     }
@@ -238,6 +240,10 @@ project login: [   45.439541] cloud-init[509]:   en_US.UTF-8...
         assert_eq!(
             stage_of("[  OK  ] Reached target Network."),
             Some(Stage::Network)
+        );
+        assert_eq!(
+            stage_of("[  OK  ] Listening on ssh.socket - OpenBSD Secure Shell server socket."),
+            Some(Stage::Sshd)
         );
     }
 }
