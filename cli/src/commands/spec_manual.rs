@@ -6,7 +6,7 @@ use serde_json::Value;
 
 /// What hvbox reads from its environment, for the ENVIRONMENT section.
 pub const ENVIRONMENT: &[(&str, &str)] = &[
-    ("HVBOX_DATA_DIR", "Where boxes built here (`hvbox box build`) and the project registry live; default $XDG_DATA_HOME/hvbox, else ~/.local/share/hvbox."),
+    ("HVBOX_DATA_DIR", "Where boxes built here (`hvbox box build`) and the links to each machine's ssh_config (ssh/) live; default $XDG_DATA_HOME/hvbox, else ~/.local/share/hvbox."),
     ("HVBOX_CACHE_DIR", "The box cache; default $XDG_CACHE_HOME/hvbox, else ~/.cache/hvbox."),
     ("HVBOX_CONFIG_DIR", "Where the user's catalog.yaml is read; default $XDG_CONFIG_HOME/hvbox, else ~/.config/hvbox."),
     ("HVBOX_MIRRORS", "FROM=TO,... URL prefixes: a box URL starting with FROM is downloaded from TO instead (the digest is still checked)."),
@@ -16,8 +16,8 @@ pub const ENVIRONMENT: &[(&str, &str)] = &[
     ("HVBOX_VIRTIOFSD", "The virtiofsd program serving `mounts:`, instead of the one found on PATH or in /usr/libexec."),
     ("http_proxy, https_proxy, no_proxy", "Proxies for box downloads (also HTTP_PROXY, HTTPS_PROXY, NO_PROXY)."),
     ("XDG_DATA_HOME, XDG_CACHE_HOME, XDG_CONFIG_HOME", "Used for the folders above when the HVBOX_ variables are unset; relative values are ignored, as the XDG specification says."),
-    ("XDG_RUNTIME_DIR", "Where running machines keep their sockets; default /tmp/hvbox-UID."),
-    ("NO_COLOR", "No colours in hvbox's help and error output."),
+    ("XDG_RUNTIME_DIR", "Running machines keep their sockets in its hvbox/ folder; without it, in /tmp/hvbox-UID/hvbox."),
+    ("NO_COLOR", "No colours in hvbox's help; hvbox's other output has none."),
     ("TERM", "With TERM=dumb, `up` prints a plain line per boot stage instead of its live status line."),
 ];
 
@@ -69,10 +69,12 @@ fn keys(out: &mut String, defs: &Value, path: &str, node: &Value, seen: &mut Vec
     {
         about.push(d.to_string());
     }
+    // Unless the description says it already.
+    let said = about.iter().any(|a| a.to_lowercase().contains("default"));
     if let Some(d) = node
         .get("default")
         .or(target.get("default"))
-        .filter(|d| !is_empty(d))
+        .filter(|d| !is_empty(d) && !said)
     {
         about.push(format!("Default: {d}."));
     }
