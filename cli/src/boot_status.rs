@@ -63,6 +63,45 @@ pub struct BootWatch {
     mode: Mode,
     machine: Option<String>,
     started: Instant,
+    _interrupt: Option<ClearOnInterrupt>,
+}
+
+/// Ctrl-C ends hvbox where it is (its default action); while the live line shows,
+/// the line is cleared first, so the shell's prompt does not land on a stale one.
+struct ClearOnInterrupt {
+    previous: libc::sighandler_t,
+}
+
+extern "C" fn clear_and_end(signal: libc::c_int) {
+    const CLEAR: &[u8] = b"\r\x1b[2K";
+    // SAFETY: write, signal and raise are async-signal-safe; the signal's default
+    // action then ends the process as it would have without this handler.
+    unsafe {
+        libc::write(libc::STDOUT_FILENO, CLEAR.as_ptr().cast(), CLEAR.len());
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
+    }
+}
+
+impl ClearOnInterrupt {
+    fn install() -> ClearOnInterrupt {
+        let handler = clear_and_end as extern "C" fn(libc::c_int);
+        // SAFETY: the handler only makes async-signal-safe calls.
+        let previous = unsafe { libc::signal(libc::SIGINT, handler as libc::sighandler_t) };
+        if previous == libc::SIG_IGN {
+            // Started to ignore Ctrl-C (`nohup`, a background job): keep ignoring it.
+            // SAFETY: as above.
+            unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+        }
+        ClearOnInterrupt { previous }
+    }
+}
+
+impl Drop for ClearOnInterrupt {
+    fn drop(&mut self) {
+        // SAFETY: puts back the handler that was there before (the default one).
+        unsafe { libc::signal(libc::SIGINT, self.previous) };
+    }
 }
 
 impl BootWatch {
@@ -82,6 +121,7 @@ impl BootWatch {
         });
         let machine = progress::machine();
         let started = Instant::now();
+        let interrupt = (mode == Mode::Live).then(ClearOnInterrupt::install);
         let thread = {
             let shared = shared.clone();
             let machine = machine.clone();
@@ -94,6 +134,7 @@ impl BootWatch {
             mode,
             machine,
             started,
+            _interrupt: interrupt,
         }
     }
 

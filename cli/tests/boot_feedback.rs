@@ -117,29 +117,9 @@ impl Drop for Setup {
 #[test]
 fn on_a_terminal_up_shows_one_live_status_line_and_leaves_none() {
     let Some(setup) = Setup::new() else { return };
-    if Command::new("tmux").arg("-V").output().is_err() {
-        return hvbox_test_support::skip("no tmux");
-    }
-    let socket = setup.tmp.path().join("tmux");
-    let env: String = setup
-        .env()
-        .iter()
-        .map(|(k, v)| format!("{k}='{v}' "))
-        .collect();
-    let script = format!(
-        "env {env} '{}' up; echo \"exit status $?\"; sleep 60",
-        env!("CARGO_BIN_EXE_hvbox")
-    );
-    let status = Command::new("tmux")
-        .arg("-S")
-        .arg(&socket)
-        .args(["new-session", "-d", "-x", "120", "-y", "40", "-c"])
-        .arg(&setup.project)
-        .args(["sh", "-c", &script])
-        .status()
-        .unwrap();
-    assert!(status.success(), "tmux new-session failed");
-    let tmux = Tmux(socket);
+    let Some(tmux) = up_on_a_terminal(&setup) else {
+        return;
+    };
 
     let screen = tmux.wait_for(|s| status_line(s).is_some_and(|l| l.contains("systemd[1]")));
     let line = status_line(&screen).unwrap();
@@ -176,6 +156,60 @@ fn on_a_terminal_up_shows_one_live_status_line_and_leaves_none() {
     assert!(
         !screen.contains("boot stage:"),
         "plain lines on a terminal:\n{screen}"
+    );
+}
+
+/// `hvbox up` in a tmux terminal of the test's own (120 columns).
+fn up_on_a_terminal(setup: &Setup) -> Option<Tmux> {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        hvbox_test_support::skip("no tmux");
+        return None;
+    }
+    let socket = setup.tmp.path().join("tmux");
+    let env: String = setup
+        .env()
+        .iter()
+        .map(|(k, v)| format!("{k}='{v}' "))
+        .collect();
+    let script = format!(
+        // The shell outlives a Ctrl-C (a trap, which hvbox does not inherit) to
+        // print hvbox's exit status.
+        "trap true INT; env {env} '{}' up; echo \"exit status $?\"; sleep 60",
+        env!("CARGO_BIN_EXE_hvbox")
+    );
+    let status = Command::new("tmux")
+        .arg("-S")
+        .arg(&socket)
+        .args(["new-session", "-d", "-x", "120", "-y", "40", "-c"])
+        .arg(&setup.project)
+        .args(["sh", "-c", &script])
+        .status()
+        .unwrap();
+    assert!(status.success(), "tmux new-session failed");
+    let tmux = Tmux(socket);
+    Some(tmux)
+}
+
+/// Ctrl-C while the status line shows: hvbox ends, and the line goes with it.
+#[test]
+fn ctrl_c_during_the_wait_leaves_no_status_line() {
+    let Some(setup) = Setup::new() else { return };
+    let Some(tmux) = up_on_a_terminal(&setup) else {
+        return;
+    };
+    tmux.wait_for(|s| status_line(s).is_some_and(|l| l.contains("kernel")));
+    let out = Command::new("tmux")
+        .arg("-S")
+        .arg(&tmux.0)
+        .args(["send-keys", "C-c"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let screen = tmux.wait_for(|s| s.contains("exit status"));
+    assert!(screen.contains("exit status 130"), "{screen}");
+    assert!(
+        status_line(&screen).is_none(),
+        "a status line is left over:\n{screen}"
     );
 }
 
