@@ -94,11 +94,13 @@ pub enum Command {
     ///
     /// Projects are those `hvbox up` ran in; those whose folder is gone are forgotten,
     /// with a note.
+    #[command(after_long_help = crate::json_fields::LIST)]
     List {
         #[arg(long)]
         json: bool,
     },
     /// Show whether the machines are created and running.
+    #[command(after_long_help = crate::json_fields::STATUS)]
     Status {
         /// Machines to show (default: all, and orphaned machine folders).
         #[arg(value_name = "NAME")]
@@ -165,6 +167,7 @@ pub enum Command {
     /// pinned.
     UpgradeKernel(UpgradeKernelArgs),
     /// List the kernels a machine has booted, oldest first.
+    #[command(after_long_help = crate::json_fields::KERNELS)]
     Kernels {
         /// The machine (required when the project has several).
         name: Option<String>,
@@ -185,8 +188,22 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print hvbox's man page (roff): `hvbox man | man -l -`.
-    Man,
+    /// Print a man page (roff): `hvbox man | man -l -`, `hvbox man box list`, `hvbox
+    /// man hvbox.yaml` (the spec and the environment); or write them all with --dir.
+    Man {
+        /// The command whose page to print (default: hvbox itself), or `hvbox.yaml`.
+        #[arg(value_name = "COMMAND")]
+        page: Vec<String>,
+        /// Write every page into DIR (hvbox.1, hvbox-COMMAND.1, hvbox.yaml.5).
+        #[arg(long, value_name = "DIR", conflicts_with = "page")]
+        dir: Option<PathBuf>,
+    },
+    /// The names a shell may complete after WORDS (used by the completion scripts).
+    #[command(hide = true, name = "complete-names")]
+    CompleteNames {
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
+        words: Vec<String>,
+    },
     /// Runs a machine's engine and network processes (started by `hvbox up`).
     #[command(hide = true)]
     Supervise { machine_dir: PathBuf },
@@ -241,6 +258,7 @@ pub enum SnapshotCommand {
         force: bool,
     },
     /// List a machine's snapshots with the space each takes on disk.
+    #[command(after_long_help = crate::json_fields::SNAPSHOT_LIST)]
     List {
         #[arg(long)]
         machine: Option<String>,
@@ -309,6 +327,7 @@ pub enum BoxCommand {
     Build(BoxBuildArgs),
     /// List the boxes in the cache: name, version, digest, size and the projects
     /// that use each.
+    #[command(after_long_help = crate::json_fields::BOX_LIST)]
     List {
         #[arg(long)]
         json: bool,

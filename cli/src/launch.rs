@@ -4,6 +4,8 @@
 
 pub use crate::boot_failure::BootFailure;
 use crate::boot_failure::{Ending, LogStarts};
+use crate::boot_stage::Stage;
+use crate::boot_status::BootWatch;
 use crate::engine::{self, Engine, HostVirt, VmFiles};
 use crate::log_tail::LogTail;
 use crate::machine::kernels::{self, Change, KernelRecord};
@@ -491,17 +493,25 @@ fn wait_for_ssh(
     };
     // Each look reads only what the guest printed since the last one.
     let mut serial = LogTail::new(&machine.serial_log(), started.serial_start);
+    // Dropped on the way out of a failure: its status line goes before the error.
+    let watch = BootWatch::start(&machine.serial_log(), started.serial_start, "booting");
     loop {
         let panicked = serial.saw(KERNEL_PANIC);
         if ssh::probe(machine, state, info.ssh_port) {
+            watch.reach(Stage::Sshd);
             // sshd answers before first-boot setup ends, and cloud-init restarts it
             // midway; the machine is ready once cloud-init says it is done.
+            watch.reach(Stage::CloudInit);
             let left = deadline
                 .saturating_duration_since(Instant::now())
                 .max(Duration::from_secs(5));
             match ssh::wait_for_cloud_init(machine, state, info.ssh_port, left) {
-                ssh::CloudInit::Done => return Ok(()),
+                ssh::CloudInit::Done => {
+                    watch.finish();
+                    return Ok(());
+                }
                 ssh::CloudInit::Failed(detail) => {
+                    watch.finish();
                     let (whose, ssh) = match machine.name.as_str() {
                         DEFAULT_MACHINE => (String::new(), "hvbox ssh".to_string()),
                         name => (format!(" of machine `{name}`"), format!("hvbox ssh {name}")),
@@ -513,12 +523,15 @@ fn wait_for_ssh(
             }
         }
         if !pid_alive(info.vm_pid) {
+            drop(watch);
             return fail(Ending::VmExited);
         }
         if panicked {
+            drop(watch);
             return fail(Ending::KernelPanic);
         }
         if Instant::now() > deadline {
+            drop(watch);
             return fail(Ending::Timeout(timeout));
         }
         std::thread::sleep(Duration::from_secs(2));

@@ -2,6 +2,8 @@
 
 mod args;
 mod boot_failure;
+mod boot_stage;
+mod boot_status;
 mod commands;
 mod daemons;
 mod engine;
@@ -10,6 +12,7 @@ mod guest_shares;
 mod guest_text;
 mod host_proxy;
 mod identity;
+mod json_fields;
 mod kernel_install;
 mod keys;
 mod kubevirt;

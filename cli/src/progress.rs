@@ -2,7 +2,7 @@
 //! machines, each line names the machine it is about (`==> web: booting …`).
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 thread_local! {
     /// Per thread: `up` brings machines up on threads of their own.
@@ -15,6 +15,27 @@ static TO_STDERR: AtomicBool = AtomicBool::new(false);
 /// Send the progress lines that follow to stderr, keeping stdout for the output.
 pub fn to_stderr() {
     TO_STDERR.store(true, Ordering::Relaxed);
+}
+
+/// Whether progress lines go to stderr.
+pub fn to_stderr_set() -> bool {
+    TO_STDERR.load(Ordering::Relaxed)
+}
+
+/// How many runs are acting on machines in parallel, each on a thread of its own.
+static PARALLEL: AtomicUsize = AtomicUsize::new(0);
+
+/// A parallel run starts (`true`) or ends (`false`).
+pub fn set_parallel(on: bool) {
+    match on {
+        true => PARALLEL.fetch_add(1, Ordering::Relaxed),
+        false => PARALLEL.fetch_sub(1, Ordering::Relaxed),
+    };
+}
+
+/// Whether other threads may print progress lines now.
+pub fn in_parallel() -> bool {
+    PARALLEL.load(Ordering::Relaxed) > 0
 }
 
 /// Print one progress line where they go.
@@ -38,10 +59,15 @@ pub fn machine() -> Option<String> {
 
 /// `==> MESSAGE`, or `==> NAME: MESSAGE` while a machine is named.
 pub fn line(message: std::fmt::Arguments) -> String {
-    MACHINE.with(|m| match m.borrow().as_deref() {
+    MACHINE.with(|m| line_for(m.borrow().as_deref(), message))
+}
+
+/// [`line`] naming `machine`, for a thread that is not the machine's own.
+pub fn line_for(machine: Option<&str>, message: std::fmt::Arguments) -> String {
+    match machine {
         Some(name) => format!("==> {name}: {message}"),
         None => format!("==> {message}"),
-    })
+    }
 }
 
 /// Print a progress line: `step!("booting on {engine}")`.

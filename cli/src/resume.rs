@@ -2,6 +2,7 @@
 //! state file, with new passt and virtiofsd processes; then ssh, and the guest's
 //! clock set to the host's (it stood still while the machine was suspended).
 
+use crate::boot_status::BootWatch;
 use crate::guest_shares::GuestShares;
 use crate::launch::{self, Preflight};
 use crate::machine::suspended::Suspended;
@@ -63,6 +64,7 @@ pub fn resume(
     let started_at = Instant::now();
     let config_fs = config.filesystems.clone();
     let started = launch::spawn(machine, spec, checked, run, config, Some(&saved))?;
+    let serial_start = started.serial_start;
     let info = started.info;
     let vm_pid = info.vm_pid;
     let loaded = checked
@@ -88,7 +90,7 @@ pub fn resume(
         true => shares.plug(&(0..checked.mounts.len()).collect::<Vec<_>>()),
         false => Ok(()),
     };
-    wait_for_ssh(machine, &state, &info, timeout)?;
+    wait_for_ssh(machine, &state, &info, serial_start, timeout)?;
     step!(
         "ssh answers {:.1} s after the resume began",
         started_at.elapsed().as_secs_f64()
@@ -175,14 +177,20 @@ fn wait_for_ssh(
     machine: &Machine,
     state: &MachineState,
     info: &RunInfo,
+    serial_start: u64,
     timeout: Duration,
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
+    // Dropped on a failure: its status line goes before the error.
+    let watch = BootWatch::start(&machine.serial_log(), serial_start, "resuming");
     loop {
         if ssh::probe(machine, state, info.ssh_port) {
+            // The next line says how long it took.
+            drop(watch);
             return Ok(());
         }
         if !pid_alive(info.vm_pid) {
+            drop(watch);
             bail!(
                 "the machine ended after it was resumed (see {} and {})",
                 machine.file("vm.log").display(),
@@ -190,6 +198,7 @@ fn wait_for_ssh(
             );
         }
         if Instant::now() > deadline {
+            drop(watch);
             bail!(
                 "the resumed machine did not answer ssh within {} s (serial log: {})",
                 timeout.as_secs(),

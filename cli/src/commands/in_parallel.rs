@@ -28,6 +28,7 @@ pub fn for_each_parallel(
     if jobs <= 1 || targets.len() <= 1 {
         return for_each(targets, act);
     }
+    progress::set_parallel(true);
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let results: Mutex<Vec<Option<Result<()>>>> =
@@ -52,6 +53,7 @@ pub fn for_each_parallel(
             });
         }
     });
+    progress::set_parallel(false);
     let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
     let mut errors = Vec::new();
     let mut not_reached = Vec::new();
@@ -117,6 +119,8 @@ mod tests {
                 anyhow::ensure!(Instant::now() < deadline, "{} ran alone", target.name());
                 std::thread::sleep(Duration::from_millis(5));
             }
+            // No live status line while others print (see boot_status).
+            anyhow::ensure!(progress::in_parallel(), "not marked parallel");
             lines
                 .lock()
                 .unwrap()

@@ -9,6 +9,7 @@ mod box_prune;
 mod box_remove;
 mod box_search;
 mod box_update;
+mod complete_names;
 mod confirm;
 mod console;
 mod copy;
@@ -26,6 +27,7 @@ mod provision;
 mod reload;
 mod select;
 mod snapshot;
+mod spec_manual;
 mod ssh;
 mod ssh_config;
 mod status;
@@ -119,7 +121,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Export(ExportCommand::Kubevirt(args)) => export_kubevirt::run(&args),
         Command::Vmm(VmmCommand::Run(args)) => vmm_run::run(&args),
         Command::Completions { shell } => generate::completions(shell),
-        Command::Man => generate::man(),
+        Command::Man { page, dir } => generate::man(&page, dir.as_deref()),
+        Command::CompleteNames { words } => Ok(complete_names::run(&words)),
         Command::Supervise { machine_dir } => {
             crate::supervisor::run(&machine_dir)?;
             Ok(ExitCode::SUCCESS)

@@ -58,6 +58,12 @@ pub fn after_up(
     }
     let provisioned = machine.load_state()?.provisioned_unix.is_some();
     if when.due(provisioned) {
+        // The last stage of `up`'s wait; its steps' own output follows, so no
+        // live status line stands in its way.
+        step!(
+            "boot stage: {}",
+            crate::boot_stage::Stage::Provisioning.label()
+        );
         return run_all(project, machine, &spec.provision, port);
     }
     if when == When::Never {

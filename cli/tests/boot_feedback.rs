@@ -1,0 +1,283 @@
+//! What `hvbox up` shows while it waits for the guest: a live status line on a real
+//! terminal (tmux), plain lines in a pipe. The machine is real as far as hvbox goes
+//! (a box disk with a kernel, the supervisor, passt); its engine is a stand-in
+//! `qemu-system-x86_64` that writes a Debian guest's serial lines to the serial
+//! log hvbox hands it, then exits: no guest boots, the wait and its end are hvbox's.
+
+mod common;
+#[path = "../../provisioner/tests/common/mod.rs"]
+mod disks;
+
+use common::text;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Serial lines as QEMU writes them to the log (`\r\n`, systemd's colours), one
+/// stage each, with pauses a terminal shows in between; then the VM ends.
+const FAKE_QEMU: &str = r#"#!/bin/sh
+case "$1" in --version) echo "QEMU emulator version 8.2.2"; exit 0;; esac
+sleep 1
+printf '[    0.000000] Linux version 6.1.0-10-cloud-amd64 (debian-kernel@lists.debian.org)\r\n' >&3
+sleep 2
+printf '[   10.907820] systemd[1]: systemd 252.39-1~deb12u2 running in system mode\r\n' >&3
+sleep 3
+printf '[\033[0;32m  OK  \033[0m] Reached target \033[0;1;39mnetwork.target\033[0m - Network.\r\n' >&3
+sleep 2
+exit 1
+"#;
+
+const SPINNER: &str = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏";
+
+struct Setup {
+    tmp: tempfile::TempDir,
+    project: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Option<Setup> {
+        for tool in ["passt", "mkfs.ext4", "sfdisk", "sha512sum"] {
+            if Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .map_or(true, |o| !o.status.success())
+            {
+                hvbox_test_support::skip(format!("{tool} is not installed"));
+                return None;
+            }
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let home = tmp.path().join("home");
+        let boxdir = home.join("data/boxes/tiny");
+        std::fs::create_dir_all(&boxdir).unwrap();
+        let disk = disks::debian_disk(tmp.path());
+        std::fs::rename(disk, boxdir.join("disk.raw")).unwrap();
+        let sums = Command::new("sha512sum")
+            .arg("disk.raw")
+            .current_dir(&boxdir)
+            .output()
+            .unwrap();
+        std::fs::write(boxdir.join("SHA512SUMS"), sums.stdout).unwrap();
+        let bin = tmp.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let qemu = bin.join("qemu-system-x86_64");
+        std::fs::write(&qemu, FAKE_QEMU).unwrap();
+        std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let project = tmp.path().join("proj");
+        std::fs::create_dir_all(&project).unwrap();
+        std::fs::write(project.join("hvbox.yaml"), "box: tiny\nengine: qemu\n").unwrap();
+        Some(Setup { tmp, project })
+    }
+
+    /// The environment of an isolated hvbox with the stand-in QEMU first on PATH.
+    fn env(&self) -> Vec<(String, String)> {
+        let home = self.tmp.path().join("home");
+        let mut env: Vec<(String, String)> = [
+            ("HVBOX_CACHE_DIR", "cache"),
+            ("HVBOX_DATA_DIR", "data"),
+            ("HVBOX_CONFIG_DIR", "config"),
+            ("XDG_CACHE_HOME", "xdg-cache"),
+            ("XDG_DATA_HOME", "xdg-data"),
+            ("XDG_CONFIG_HOME", "xdg-config"),
+            ("HOME", "home"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), home.join(v).display().to_string()))
+        .collect();
+        let path = std::env::var("PATH").unwrap_or_default();
+        env.push((
+            "PATH".into(),
+            format!("{}:{path}", self.tmp.path().join("bin").display()),
+        ));
+        env
+    }
+
+    fn hvbox(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_hvbox"))
+            .args(args)
+            .envs(self.env())
+            .env_remove("TERM")
+            .current_dir(&self.project)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = self.hvbox(&["destroy", "--force"]);
+    }
+}
+
+/// `up` on a real terminal: while the guest boots, one line redrawn in place with
+/// a spinner, the seconds, the stage and the serial log's last line; once the
+/// wait is over the line is gone.
+#[test]
+fn on_a_terminal_up_shows_one_live_status_line_and_leaves_none() {
+    let Some(setup) = Setup::new() else { return };
+    let Some(tmux) = up_on_a_terminal(&setup) else {
+        return;
+    };
+
+    let screen = tmux.wait_for(|s| status_line(s).is_some_and(|l| l.contains("systemd[1]")));
+    let line = status_line(&screen).unwrap();
+    // `⠼    4s  systemd      [   10.907820] systemd[1]: systemd 252.39-1~deb12u2 …`
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert!(
+        fields[1].ends_with('s') && fields[1].trim_end_matches('s').parse::<u64>().is_ok(),
+        "no elapsed seconds in {line:?}"
+    );
+    assert_eq!(fields[2], "systemd", "{line:?}");
+    assert!(
+        line.chars().count() < 120,
+        "wider than the terminal: {line:?}"
+    );
+
+    let screen = tmux.wait_for(|s| status_line(s).is_some_and(|l| l.contains("network.target")));
+    let line = status_line(&screen).unwrap();
+    assert!(
+        line.contains(" network ")
+            && line.contains("[  OK  ] Reached target network.target - Network."),
+        "the colours are not stripped, or the stage is not network: {line:?}"
+    );
+
+    let screen = tmux.wait_for(|s| s.contains("exit status"));
+    assert!(
+        status_line(&screen).is_none(),
+        "a status line is left over:\n{screen}"
+    );
+    assert!(
+        screen.contains("the VM exited before ssh answered"),
+        "{screen}"
+    );
+    assert!(screen.contains("exit status 1"), "{screen}");
+    assert!(
+        !screen.contains("boot stage:"),
+        "plain lines on a terminal:\n{screen}"
+    );
+}
+
+/// `hvbox up` in a tmux terminal of the test's own (120 columns).
+fn up_on_a_terminal(setup: &Setup) -> Option<Tmux> {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        hvbox_test_support::skip("no tmux");
+        return None;
+    }
+    let socket = setup.tmp.path().join("tmux");
+    let env: String = setup
+        .env()
+        .iter()
+        .map(|(k, v)| format!("{k}='{v}' "))
+        .collect();
+    let script = format!(
+        // The shell outlives a Ctrl-C (a trap, which hvbox does not inherit) to
+        // print hvbox's exit status.
+        "trap true INT; env {env} '{}' up; echo \"exit status $?\"; sleep 60",
+        env!("CARGO_BIN_EXE_hvbox")
+    );
+    let status = Command::new("tmux")
+        .arg("-S")
+        .arg(&socket)
+        .args(["new-session", "-d", "-x", "120", "-y", "40", "-c"])
+        .arg(&setup.project)
+        .args(["sh", "-c", &script])
+        .status()
+        .unwrap();
+    assert!(status.success(), "tmux new-session failed");
+    let tmux = Tmux(socket);
+    Some(tmux)
+}
+
+/// Ctrl-C while the status line shows: hvbox ends, and the line goes with it.
+#[test]
+fn ctrl_c_during_the_wait_leaves_no_status_line() {
+    let Some(setup) = Setup::new() else { return };
+    let Some(tmux) = up_on_a_terminal(&setup) else {
+        return;
+    };
+    tmux.wait_for(|s| status_line(s).is_some_and(|l| l.contains("kernel")));
+    let out = Command::new("tmux")
+        .arg("-S")
+        .arg(&tmux.0)
+        .args(["send-keys", "C-c"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let screen = tmux.wait_for(|s| s.contains("exit status"));
+    assert!(screen.contains("exit status 130"), "{screen}");
+    assert!(
+        status_line(&screen).is_none(),
+        "a status line is left over:\n{screen}"
+    );
+}
+
+/// In a pipe: a plain line per stage reached, and no control characters at all.
+#[test]
+fn without_a_terminal_up_prints_a_plain_line_per_stage() {
+    let Some(setup) = Setup::new() else { return };
+    let out = setup.hvbox(&["up"]);
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success(), "the stand-in VM exits: {stdout}");
+    let stages: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("==> boot stage: "))
+        .map(|l| l.split_once(" (").map_or(l, |(stage, _)| stage))
+        .collect();
+    assert_eq!(stages, ["kernel", "systemd", "network"], "{stdout}");
+    assert!(
+        !stdout.chars().any(|c| c.is_control() && c != '\n'),
+        "control characters in {stdout:?}"
+    );
+    assert!(
+        !stdout.chars().any(|c| SPINNER.contains(c)),
+        "a spinner in a pipe: {stdout}"
+    );
+}
+
+/// The line on `screen` that starts with a spinner frame.
+fn status_line(screen: &str) -> Option<&str> {
+    screen
+        .lines()
+        .find(|l| l.chars().next().is_some_and(|c| SPINNER.contains(c)))
+}
+
+struct Tmux(PathBuf);
+
+impl Tmux {
+    fn capture(&self) -> String {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.0)
+            .args(["capture-pane", "-p"])
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    }
+
+    fn wait_for(&self, done: impl Fn(&str) -> bool) -> String {
+        let started = Instant::now();
+        loop {
+            let screen = self.capture();
+            if done(&screen) {
+                return screen;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the terminal never showed it:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.0)
+            .arg("kill-server")
+            .status();
+    }
+}
