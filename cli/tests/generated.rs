@@ -106,6 +106,7 @@ const PAGES: &[&str] = &[
     "hvbox-box-list",
     "hvbox-box-add",
     "hvbox-box-remove",
+    "hvbox-box-search",
     "hvbox-box-prune",
     "hvbox-box-export",
     "hvbox-box-update",
