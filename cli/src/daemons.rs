@@ -169,6 +169,29 @@ fn listening(path: &Path) -> bool {
     })
 }
 
+/// Stop the passt of a run whose supervisor was killed before its VM connected:
+/// passt had dropped root for `nobody`, which clears its parent-death signal, and
+/// `--one-off` ends it only after a connection. Its command line must name the
+/// run's folder, so that a pid used again by another process is left alone.
+pub fn stop_leftover_passt(machine: &crate::machine::Machine) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(info) = crate::machine::RunInfo::load(machine) else {
+        return;
+    };
+    if crate::process::pid_alive(info.supervisor_pid) {
+        return;
+    }
+    let pid = info.passt_pid;
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return;
+    };
+    let folder = info.runtime_dir.as_os_str().as_bytes();
+    let names_run = !folder.is_empty() && cmdline.windows(folder.len()).any(|w| w == folder);
+    if names_run && crate::process::signal(pid, libc::SIGKILL).is_ok() {
+        crate::process::wait_gone(pid, Duration::from_secs(5));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::listening;

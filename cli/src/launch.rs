@@ -198,9 +198,10 @@ pub(crate) fn prepare_run(
     state: &MachineState,
     checked: &Preflight,
 ) -> Result<RunFiles> {
-    // A shared ssh connection left by a run that ended without hvbox (a killed
-    // supervisor) would outlive its socket, emptied below.
+    // A shared ssh connection, or a passt, left by a run that ended without hvbox
+    // (a killed supervisor) would outlive its socket, emptied below.
     ssh::close_master(machine, state);
+    crate::daemons::stop_leftover_passt(machine);
     let runtime_dir = prepare_runtime_dir(&machine.runtime_dir(&state.instance_id))?;
     // passt gets a folder of its own (see hand_to_passt_when_root).
     let passt_dir = runtime_dir.join("net");

@@ -56,8 +56,10 @@ fn supervise(engine: &str, vm_sh: &str) -> Option<Supervised> {
         return None;
     }
     let dir = tempfile::tempdir().unwrap();
-    let machine = dir.path().join("machine");
+    // A project's machine, so that hvbox's own commands can reach it.
+    let machine = dir.path().join("proj/.hvbox/machines/default");
     common::create_stopped_machine(&machine);
+    std::fs::write(dir.path().join("proj/hvbox.yaml"), "box: debian-12\n").unwrap();
     // As `hvbox up` lays it out: passt started by root runs as `nobody` and needs
     // to reach its socket's folder.
     let runtime = dir.path().join("run");
@@ -171,6 +173,38 @@ fn a_killed_supervisor_leaves_neither_vm_nor_passt() {
         connections(&s.connections) == 1
     });
     kill_supervisor_and_expect_no_children(s);
+}
+
+#[test]
+fn destroy_stops_the_passt_of_a_supervisor_killed_before_its_vm_connected() {
+    // A VM that never connects: passt, as `nobody` when root started it, has lost
+    // the signal that would end it with the supervisor.
+    let Some(mut s) = supervise("qemu", "exec sleep 600") else {
+        return;
+    };
+    wait_for("the run file", Duration::from_secs(20), || {
+        s.machine.join("run.json").exists()
+    });
+    let (vm, passt) = run_pids(&s.machine);
+    s.supervisor.kill().unwrap();
+    s.supervisor.wait().unwrap();
+    wait_for("the VM is gone", Duration::from_secs(10), || !alive(vm));
+    let project = s._dir.path().join("proj");
+    let out = common::hvbox_isolated(&project, s._dir.path(), &["destroy", "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outlived = alive(passt);
+    if outlived {
+        // Not left behind by the test either.
+        let _ = Command::new("kill")
+            .args(["-9", &passt.to_string()])
+            .status();
+    }
+    assert!(!outlived, "passt ({passt}) outlived destroy");
+    assert!(!s.machine.exists());
 }
 
 #[test]

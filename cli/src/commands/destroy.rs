@@ -75,6 +75,7 @@ fn destroy(machine: &Machine) -> Result<()> {
         // The disk is about to be deleted: no need to wait for a clean shutdown.
         super::halt::stop(machine, &info, Duration::ZERO)?;
     }
+    crate::daemons::stop_leftover_passt(machine);
     if let Some(state) = state {
         // A machine whose supervisor was killed leaves its shared ssh connection
         // (and socket) behind: no halt closed it.
