@@ -176,6 +176,7 @@ provision:
     // A restart of a provisioned machine provisions nothing.
     project.ok(&["halt"]);
     let restart = project.ok(&["up"]);
+    println!("$ hvbox up\n{restart}");
     assert!(restart.contains("==> already provisioned"), "{restart}");
     assert!(
         restart.contains(&format!(

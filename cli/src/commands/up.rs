@@ -148,6 +148,7 @@ pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Re
             );
         }
         provision::after_up(project, machine, spec, info.ssh_port, when)?;
+        announce_forwards(target);
         return Ok(());
     }
     let mut checked = launch::preflight(project, spec)?;
