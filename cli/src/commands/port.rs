@@ -102,8 +102,9 @@ impl Forwards {
         }
     }
 
-    /// `up`'s lines about them, once the machine is up.
-    pub fn announce(&self) -> Vec<String> {
+    /// `up`'s lines about them, once the machine is up; `port` is the command
+    /// that lists them (`hvbox port NAME` among several machines).
+    pub fn announce(&self, port: &str) -> Vec<String> {
         let mut lines: Vec<String> = self
             .declared
             .iter()
@@ -118,7 +119,7 @@ impl Forwards {
             })
             .collect();
         lines.push(match self.auto_on {
-            true => "TCP ports the guest listens on are forwarded to the same port on 127.0.0.1 as they open (another when it is taken): `hvbox port` lists them".to_string(),
+            true => format!("TCP ports the guest listens on are forwarded to the same port on 127.0.0.1 as they open (another when it is taken): {port} lists them"),
             false => "automatic port forwarding is off (`auto: false` in hvbox.yaml's `ports`)".to_string(),
         });
         lines
@@ -166,4 +167,48 @@ pub fn run(name: Option<&str>, json: bool) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Port;
+
+    #[test]
+    fn list_and_up_show_both_kinds() {
+        let forwards = Forwards {
+            declared: vec![PortForward {
+                host: Port(8080),
+                guest: Port(80),
+                protocol: Protocol::Tcp,
+                address: "127.0.0.1".parse().unwrap(),
+            }],
+            auto: vec![AutoForward {
+                host: 41234,
+                guest: 3000,
+                guest_address: "::1".parse().unwrap(),
+            }],
+            auto_on: true,
+        };
+        assert_eq!(
+            forwards.text(),
+            "127.0.0.1:8080->80/tcp, 127.0.0.1:41234->3000/tcp (auto)"
+        );
+        let lines = forwards.announce("`hvbox port web`");
+        assert_eq!(lines[0], "forwarded port: 127.0.0.1:8080 -> 80/tcp");
+        assert!(
+            lines[1].ends_with(": `hvbox port web` lists them"),
+            "{lines:?}"
+        );
+        let off = Forwards {
+            declared: Vec::new(),
+            auto: Vec::new(),
+            auto_on: false,
+        };
+        assert_eq!(off.text(), "-");
+        assert_eq!(
+            off.announce("`hvbox port`"),
+            ["automatic port forwarding is off (`auto: false` in hvbox.yaml's `ports`)"]
+        );
+    }
 }

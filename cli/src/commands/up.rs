@@ -210,7 +210,7 @@ pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Re
 /// The ports the running machine forwards, as its run was given them.
 fn announce_forwards(target: &Target) {
     let forwards = Forwards::of(target, &target.machine.run_state());
-    for line in forwards.announce() {
+    for line in forwards.announce(&target.hint("port")) {
         step!("{line}");
     }
 }
