@@ -99,6 +99,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List a machine's forwarded ports: those hvbox.yaml declares, and those
+    /// forwarded automatically because the guest listens on them.
+    Port {
+        /// The machine (required when the project has several).
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show whether the machines are created and running.
     #[command(after_long_help = crate::json_fields::STATUS)]
     Status {

@@ -14,7 +14,7 @@ use crate::process::pid_alive;
 use crate::progress::step;
 use crate::project::Project;
 use crate::spec::mounts::{self, Mount};
-use crate::spec::{PortForward, Protocol, Spec, DEFAULT_MACHINE};
+use crate::spec::{PortEntry, PortForward, Protocol, Spec, DEFAULT_MACHINE};
 use crate::ssh;
 use crate::supervisor::{self, LaunchPlan};
 use crate::virtiofs::{self, FsDaemon};
@@ -289,7 +289,7 @@ pub(crate) fn spawn(
     let plan = LaunchPlan {
         engine: checked.engine.kind(),
         vm_command: checked.engine.vm_command(&config, &run.files, restore)?,
-        passt_command: passt_command(&run.passt_socket, run.ssh_port, &spec.ports),
+        passt_command: passt_command(&run.passt_socket, run.ssh_port, &spec.forwards()),
         passt_socket: run.passt_socket,
         control_socket: run.files.control_socket,
         console_socket: run.files.console_socket,
@@ -301,6 +301,8 @@ pub(crate) fn spawn(
             .serial_through_pipe()
             .then(|| machine.serial_log()),
         config: Some(config),
+        forwards: Some(spec.forwards()),
+        auto_forward: spec.auto_forward(),
     };
     // Everything up to here (disk, seed, keys, boot files) is the owner's alone,
     // also in machines an older hvbox made.
@@ -371,8 +373,9 @@ fn passt_command(socket: &Path, ssh_port: u16, ports: &[PortForward]) -> Vec<Str
 
 /// A forwarded port that another program holds would make passt fail after boot;
 /// say so before anything starts.
-fn check_ports_free(ports: &[PortForward]) -> Result<()> {
+fn check_ports_free(ports: &[PortEntry]) -> Result<()> {
     for (i, p) in ports.iter().enumerate() {
+        let PortEntry::Forward(p) = p else { continue };
         let addr = SocketAddr::new(p.address, p.host.0);
         let free = match p.protocol {
             Protocol::Tcp => TcpListener::bind(addr).is_ok(),

@@ -1,6 +1,7 @@
 //! `hvbox`: declarative virtual machines from a project's `hvbox.yaml`.
 
 mod args;
+mod auto_ports;
 mod boot_failure;
 mod boot_stage;
 mod boot_status;

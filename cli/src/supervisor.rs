@@ -6,12 +6,14 @@
 //! drops root for `nobody`, so it runs with `--one-off` and quits when the VM's
 //! connection closes.
 
+use crate::auto_ports::watcher::{Guest, Watcher};
 use crate::daemons::Daemons;
 use crate::engine::EngineKind;
 use crate::machine::runtime::MountPoint;
 use crate::machine::{private, write_atomic, Machine, RunInfo};
 use crate::process::{pid_alive, signal};
 use crate::share_requests;
+use crate::spec::{PortForward, Protocol};
 use crate::virtiofs::FsDaemon;
 use anyhow::{Context, Result};
 use hvbox_vmm::ExitReason;
@@ -30,11 +32,7 @@ const SUPERVISOR_LOG: &str = "supervisor.log";
 /// What the engine of `machine`'s run was given, from its launch plan; `None` for a
 /// run started by an older hvbox, which did not record it.
 pub fn launch_config(machine: &Machine) -> Result<Option<hvbox_vmm::MachineConfig>> {
-    let plan: LaunchPlan = serde_json::from_str(
-        &std::fs::read_to_string(machine.file(LAUNCH_FILE)).context("reading the launch plan")?,
-    )
-    .context("reading the launch plan")?;
-    Ok(plan.config)
+    Ok(launch_plan(machine)?.config)
 }
 
 /// What `hvbox up` hands the supervisor.
@@ -59,6 +57,21 @@ pub struct LaunchPlan {
     /// The machine as the engine runs it, kept for `hvbox suspend` to record.
     #[serde(default)]
     pub config: Option<hvbox_vmm::MachineConfig>,
+    /// The spec's forwards passt was given, as `status` and `port` show them.
+    /// `None` in a plan an older hvbox wrote.
+    #[serde(default)]
+    pub forwards: Option<Vec<PortForward>>,
+    /// Forward each TCP port the guest listens on, through ssh, while it runs.
+    #[serde(default)]
+    pub auto_forward: bool,
+}
+
+/// `machine`'s launch plan, for what its run was given.
+pub fn launch_plan(machine: &Machine) -> Result<LaunchPlan> {
+    serde_json::from_str(
+        &std::fs::read_to_string(machine.file(LAUNCH_FILE)).context("reading the launch plan")?,
+    )
+    .context("reading the launch plan")
 }
 
 /// Where a VM with a [`LaunchPlan::serial_pipe`] finds the pipe to its serial log.
@@ -122,6 +135,9 @@ pub fn run(machine_dir: &Path) -> Result<()> {
 }
 
 fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
+    // Lives as long as this function: every way out stops it, and it outlives the
+    // guest's reboots, logging in again after each.
+    let _ports = port_watcher(machine, plan);
     let mut reboots = RebootGuard::default();
     let status = loop {
         let mut daemons = Daemons::start(plan, &machine.file("passt.log"))?;
@@ -193,6 +209,33 @@ fn supervise(machine: &Machine, plan: &LaunchPlan) -> Result<()> {
         &machine.file(EXIT_FILE),
         serde_json::to_string_pretty(&record)?.as_bytes(),
     )
+}
+
+/// The automatic port forwarding's watcher, when the spec leaves it on.
+fn port_watcher(machine: &Machine, plan: &LaunchPlan) -> Option<Watcher> {
+    if !plan.auto_forward {
+        return None;
+    }
+    let state = match machine.load_state() {
+        Ok(state) => state,
+        Err(e) => {
+            eprintln!("ports: no automatic forwarding: {e:#}");
+            return None;
+        }
+    };
+    Some(Watcher::start(Guest {
+        machine: machine.clone(),
+        state,
+        ssh_port: plan.ssh_port,
+        runtime_dir: plan.runtime_dir.clone(),
+        declared: plan
+            .forwards
+            .iter()
+            .flatten()
+            .filter(|p| p.protocol == Protocol::Tcp)
+            .map(|p| p.guest.0)
+            .collect(),
+    }))
 }
 
 /// Wait for the VM to end. A virtiofsd that ends before it is reported in the

@@ -106,7 +106,7 @@ fn list_shows_every_project_and_forgets_deleted_ones() {
     assert_eq!(web["ssh_port"], 2222);
     assert_eq!(
         web["forwards"],
-        serde_json::json!([{"address": "127.0.0.1", "host": 8080, "guest": 80, "protocol": "tcp"}])
+        serde_json::json!([{"address": "127.0.0.1", "host": 8080, "guest": 80, "protocol": "tcp", "kind": "declared"}])
     );
     assert_eq!(json.as_array().unwrap().len(), 3);
 

@@ -1,6 +1,6 @@
 //! `hvbox supervise` with a real passt and a stand-in VM (a process that connects to
 //! passt's socket as QEMU and the embedded VMM do): whatever ends the supervisor,
-//! nothing it started outlives it.
+//! nothing it started outlives it, the port watcher's ssh included.
 
 mod common;
 
@@ -50,7 +50,8 @@ fn tool(name: &str) -> bool {
 /// Start `hvbox supervise` with passt as `hvbox up` runs it and `vm_sh` as the VM
 /// command: a shell line in which VM, SOCK and LOG stand for the stand-in VM,
 /// passt's socket and the file where each connection is noted.
-fn supervise(engine: &str, vm_sh: &str) -> Option<Supervised> {
+/// With `watcher_ssh_port`, the port watcher is on and logs in there.
+fn supervise(engine: &str, vm_sh: &str, watcher_ssh_port: Option<u16>) -> Option<Supervised> {
     if !tool("passt") || !tool("python3") {
         hvbox_test_support::skip("passt or python3 is not installed");
         return None;
@@ -100,7 +101,8 @@ fn supervise(engine: &str, vm_sh: &str) -> Option<Supervised> {
         "control_socket": runtime.join("control.sock"),
         "console_socket": runtime.join("console.sock"),
         "runtime_dir": runtime,
-        "ssh_port": port,
+        "ssh_port": watcher_ssh_port.unwrap_or(port),
+        "auto_forward": watcher_ssh_port.is_some(),
     });
     std::fs::write(machine.join("launch.json"), plan.to_string()).unwrap();
     // With the widest umask: what the supervisor and its children create must be
@@ -166,7 +168,7 @@ fn kill_supervisor_and_expect_no_children(mut s: Supervised) {
 
 #[test]
 fn a_killed_supervisor_leaves_neither_vm_nor_passt() {
-    let Some(s) = supervise("qemu", "exec VM SOCK LOG") else {
+    let Some(s) = supervise("qemu", "exec VM SOCK LOG", None) else {
         return;
     };
     wait_for("the VM connects to passt", Duration::from_secs(20), || {
@@ -211,7 +213,7 @@ fn destroy_stops_the_passt_of_a_supervisor_killed_before_its_vm_connected() {
 fn a_vm_started_again_after_a_reboot_gets_a_fresh_passt() {
     // The first VM run exits with the embedded VMM's reboot code, the second stays.
     let first_boot = "if [ ! -e LOG ]; then exec VM SOCK LOG 3; else exec VM SOCK LOG; fi";
-    let Some(s) = supervise("builtin", first_boot) else {
+    let Some(s) = supervise("builtin", first_boot, None) else {
         return;
     };
     wait_for("the restarted VM connects", Duration::from_secs(30), || {
@@ -225,7 +227,7 @@ fn a_vm_started_again_after_a_reboot_gets_a_fresh_passt() {
 #[test]
 fn what_the_engine_creates_is_the_owners_alone() {
     use std::os::unix::fs::MetadataExt;
-    let Some(s) = supervise("qemu", "BIND=RUNTIME/control.sock exec VM SOCK LOG") else {
+    let Some(s) = supervise("qemu", "BIND=RUNTIME/control.sock exec VM SOCK LOG", None) else {
         return;
     };
     wait_for("the VM connects to passt", Duration::from_secs(20), || {
@@ -239,4 +241,49 @@ fn what_the_engine_creates_is_the_owners_alone() {
         assert_eq!(mode(&path), 0o600, "{}", path.display());
     }
     kill_supervisor_and_expect_no_children(s);
+}
+
+/// The pids of processes whose command line mentions `needle`.
+fn mentioning(needle: &str) -> Vec<u64> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u64>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) && alive(pid) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// The port watcher logs in over ssh with the machine's key, here to a port that
+/// accepts and never answers, so its ssh waits (up to its 5 s ConnectTimeout); a
+/// killed supervisor takes it along at once.
+#[test]
+fn a_killed_supervisor_leaves_no_port_watcher_behind() {
+    if !tool("ssh") {
+        return hvbox_test_support::skip("no ssh client (openssh-client)");
+    }
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let Some(s) = supervise("qemu", "exec VM SOCK LOG", Some(port)) else {
+        return;
+    };
+    wait_for("the VM connects to passt", Duration::from_secs(20), || {
+        connections(&s.connections) == 1
+    });
+    let key = s.machine.join("id_ed25519").display().to_string();
+    wait_for("the watcher's ssh starts", Duration::from_secs(20), || {
+        mentioning(&key).iter().any(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "ssh")
+        })
+    });
+    kill_supervisor_and_expect_no_children(s);
+    wait_for(
+        "no ssh with the machine's key is left",
+        Duration::from_secs(10),
+        || mentioning(&key).is_empty(),
+    );
 }

@@ -2,6 +2,9 @@
 //! machine and one first boot: a step that fails stops `up` and the steps after
 //! it, while the machine stays up with its port forwarded; `hvbox provision`
 //! runs every step again; a restart does not provision a provisioned machine.
+//! Automatic forwarding: a server the guest starts on a new port is reachable on
+//! the host without any spec change (at another port when the host's is taken),
+//! and stops being reachable when it exits.
 
 use hvbox_tests::{processes_mentioning, require_tools, test_box, HttpServer, TestProject};
 use std::io::{Read, Write};
@@ -168,10 +171,19 @@ provision:
     assert_eq!(copied, format!("root\n{COPIED}"));
     assert_eq!(get_from_guest(port, "/index.txt"), PAGE);
 
+    auto_forwarding(&project, port);
+
     // A restart of a provisioned machine provisions nothing.
     project.ok(&["halt"]);
     let restart = project.ok(&["up"]);
+    println!("$ hvbox up\n{restart}");
     assert!(restart.contains("==> already provisioned"), "{restart}");
+    assert!(
+        restart.contains(&format!(
+            "==> forwarded port: 127.0.0.1:{port} -> 8000/tcp\n"
+        )),
+        "{restart}"
+    );
     assert!(!restart.contains("==> provision 1/3"), "{restart}");
     assert_eq!(count_lines(&project), 2);
 
@@ -182,4 +194,111 @@ provision:
         TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok(),
         "port {port} is still held after destroy"
     );
+}
+
+/// The automatic forwards `hvbox port --json` lists, as (host, guest).
+fn auto_forwards(project: &TestProject) -> Vec<(u64, u64)> {
+    let json: serde_json::Value =
+        serde_json::from_str(&project.ok(&["port", "--json"])).expect("port --json");
+    json["forwards"]
+        .as_array()
+        .expect("a list of forwards")
+        .iter()
+        .filter(|f| f["kind"] == "auto")
+        .map(|f| (f["host"].as_u64().unwrap(), f["guest"].as_u64().unwrap()))
+        .collect()
+}
+
+/// Wait until `done` holds, or fail saying `what` after 60 s.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within 60 s");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// A web server started over `hvbox ssh` on a port hvbox.yaml does not name is
+/// forwarded on its own; one on a port taken on the host is forwarded elsewhere;
+/// both are withdrawn when the servers exit. The declared port (8000, served by
+/// the provision step) is not forwarded a second time.
+fn auto_forwarding(project: &TestProject, declared: u16) {
+    let auto = free_port();
+    let taken = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a port to hold");
+    let held = taken.local_addr().unwrap().port();
+    let serve = |unit: &str, port: u16| {
+        project.ok(&[
+            "ssh",
+            "--",
+            &format!("sudo systemd-run --collect --unit {unit} python3 -m http.server {port} --directory /srv/www"),
+        ]);
+    };
+    serve("auto-web", auto);
+    serve("held-web", held);
+    assert_eq!(get_from_guest(auto, "/index.txt"), PAGE);
+    let mut moved = None;
+    wait_until(&format!("guest port {held} forwarded elsewhere"), || {
+        moved = auto_forwards(project)
+            .into_iter()
+            .find(|(_, guest)| *guest == u64::from(held))
+            .map(|(host, _)| host as u16);
+        moved.is_some()
+    });
+    let moved = moved.unwrap();
+    assert_ne!(moved, held, "the taken port was forwarded onto itself");
+    assert_eq!(get_from_guest(moved, "/index.txt"), PAGE);
+    let forwards = auto_forwards(project);
+    assert!(
+        forwards.contains(&(u64::from(auto), u64::from(auto))),
+        "{forwards:?}"
+    );
+    assert!(
+        !forwards.iter().any(|(_, g)| *g == 8000 || *g == 22),
+        "a declared port or sshd was forwarded automatically: {forwards:?}"
+    );
+    let table = project.ok(&["port"]);
+    println!("$ hvbox port\n{table}");
+    for expected in [
+        format!("127.0.0.1:{declared}"),
+        format!("127.0.0.1:{auto}"),
+        format!("{held}/tcp"),
+        format!("auto ({held} is taken on the host)"),
+    ] {
+        assert!(table.contains(&expected), "no {expected:?} in:\n{table}");
+    }
+    let log = std::fs::read_to_string(
+        project
+            .path()
+            .join(".hvbox/machines/default/supervisor.log"),
+    )
+    .unwrap_or_default();
+    assert!(
+        log.contains(&format!(
+            "ports: forwarding 127.0.0.1:{auto} -> guest port {auto}\n"
+        )),
+        "{log}"
+    );
+
+    project.ok(&["ssh", "--", "sudo systemctl stop auto-web held-web"]);
+    wait_until("automatic forwards withdrawn", || {
+        auto_forwards(project).is_empty()
+    });
+    assert!(
+        TcpStream::connect((Ipv4Addr::LOCALHOST, auto)).is_err(),
+        "127.0.0.1:{auto} still answers after the guest's server exited"
+    );
+    let log = std::fs::read_to_string(
+        project
+            .path()
+            .join(".hvbox/machines/default/supervisor.log"),
+    )
+    .unwrap_or_default();
+    println!("supervisor.log:\n{log}");
+    assert!(
+        log.contains(&format!(
+            "ports: withdrew 127.0.0.1:{auto} (the guest no longer listens on port {auto})"
+        )),
+        "{log}"
+    );
+    drop(taken);
 }

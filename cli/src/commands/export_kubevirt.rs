@@ -88,13 +88,17 @@ pub fn run(args: &ExportKubevirtArgs) -> Result<ExitCode> {
             user_data: hvbox_cloud_init::user_data(&seed).context("building the user-data")?,
             network_data: hvbox_cloud_init::network_config(&seed)
                 .context("building the network-config")?,
-            ports: spec.ports.clone(),
+            ports: spec.forwards(),
         });
         access.push(Access {
             vm: place.name,
             machine,
             state,
-            ports: spec.ports.iter().map(|p| (p.host.0, p.guest.0)).collect(),
+            ports: spec
+                .forwards()
+                .iter()
+                .map(|p| (p.host.0, p.guest.0))
+                .collect(),
         });
     }
     let target = kubevirt::Target {
@@ -376,7 +380,7 @@ fn say_what_stays_behind(
             "{who}nested_virtualization: a cluster node offers it only when its KubeVirt allows (cpu model host-passthrough); the objects do not ask for it"
         ));
     }
-    for p in spec.ports.iter().filter(|p| !p.address.is_loopback()) {
+    for p in spec.forwards().iter().filter(|p| !p.address.is_loopback()) {
         notes.add(format!(
             "{who}ports: {}:{} is open beyond this host locally; the Service is reachable inside the cluster only: make it a LoadBalancer or NodePort to open it wider",
             p.address, p.host.0

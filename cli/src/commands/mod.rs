@@ -23,6 +23,7 @@ mod installed_kernel;
 mod kernels;
 mod list;
 mod logs;
+mod port;
 mod provision;
 mod reload;
 mod select;
@@ -83,6 +84,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Logs { name, follow } => logs::run(name.as_deref(), follow),
         Command::Status { names, json } => status::run(&names, json),
         Command::List { json } => list::run(json),
+        Command::Port { name, json } => port::run(name.as_deref(), json),
         Command::Halt { names, timeout } => halt::run(&names, timeout),
         Command::Destroy { names, force } => destroy::run(&names, force),
         Command::Suspend { names } => suspend::run(&names),

@@ -2,12 +2,13 @@
 //! spec's order, then machine folders the spec no longer names.
 
 use super::box_fetch;
+use super::port::Forwards;
 use super::select::{Need, Selection, Target};
 use super::table::print_table;
 use crate::engine;
 use crate::machine::suspended::Suspended;
 use crate::machine::{MachineState, RunInfo, RunState};
-use crate::spec::{PortForward, Protocol, SPEC_FILE};
+use crate::spec::SPEC_FILE;
 use anyhow::Result;
 use std::process::ExitCode;
 
@@ -23,8 +24,8 @@ pub(super) struct Row {
     paused: Vec<String>,
     /// The saved state of a suspended machine.
     suspended: Option<Suspended>,
-    /// The spec's forwarded ports (what passt forwards while the machine runs).
-    forwards: Vec<PortForward>,
+    /// Declared and automatic forwards.
+    forwards: Forwards,
 }
 
 impl Row {
@@ -51,6 +52,7 @@ impl Row {
             RunState::Suspended => target.machine.suspended().ok().flatten(),
             _ => None,
         };
+        let forwards = Forwards::of(target, &run_state);
         Row {
             name: target.name().to_string(),
             run_state,
@@ -60,26 +62,13 @@ impl Row {
             state,
             hostname,
             box_name,
-            forwards: spec.map(|s| s.ports.clone()).unwrap_or_default(),
+            forwards,
         }
     }
 
-    /// "127.0.0.1:8080->80/tcp, …", or "-".
+    /// "127.0.0.1:8080->80/tcp, 127.0.0.1:8000->8000/tcp (auto)", or "-".
     pub fn forwards_text(&self) -> String {
-        if self.forwards.is_empty() {
-            return "-".into();
-        }
-        self.forwards
-            .iter()
-            .map(|p| {
-                let proto = match p.protocol {
-                    Protocol::Tcp => "tcp",
-                    Protocol::Udp => "udp",
-                };
-                format!("{}:{}->{}/{proto}", p.address, p.host.0, p.guest.0)
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.forwards.text()
     }
 
     fn info(&self) -> Option<&RunInfo> {
@@ -125,12 +114,7 @@ impl Row {
             "mounts": info.map(|i| &i.mounts),
             "lost_mounts": info.map(|i| &i.lost_mounts),
             "paused": info.map(|_| &self.paused),
-            "forwards": self.forwards.iter().map(|p| serde_json::json!({
-                "address": p.address,
-                "host": p.host.0,
-                "guest": p.guest.0,
-                "protocol": p.protocol,
-            })).collect::<Vec<_>>(),
+            "forwards": self.forwards.json(),
             "saved_state": self.suspended.as_ref().map(|s| serde_json::json!({
                 "engine": s.engine,
                 "bytes": s.state_bytes,

@@ -4,6 +4,7 @@
 
 use super::box_fetch::{self, Resolve};
 use super::in_parallel::{self, for_each_parallel};
+use super::port::Forwards;
 use super::select::{Need, Selection, Target};
 use crate::args::UpArgs;
 use crate::engine;
@@ -147,6 +148,7 @@ pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Re
             );
         }
         provision::after_up(project, machine, spec, info.ssh_port, when)?;
+        announce_forwards(target);
         return Ok(());
     }
     let mut checked = launch::preflight(project, spec)?;
@@ -164,6 +166,7 @@ pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Re
             )? {
                 Resumed::Running(info) => {
                     provision::after_up(project, machine, spec, info.ssh_port, when)?;
+                    announce_forwards(target);
                     step!("machine is up: {} opens a shell", target.hint("ssh"));
                     return Ok(());
                 }
@@ -199,8 +202,17 @@ pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Re
     }
     let booted = launch::boot(machine, spec, checked, Duration::from_secs(args.timeout))?;
     provision::after_up(project, machine, spec, booted.info.ssh_port, when)?;
+    announce_forwards(target);
     step!("machine is up: {} opens a shell", target.hint("ssh"));
     Ok(())
+}
+
+/// The ports the running machine forwards, as its run was given them.
+fn announce_forwards(target: &Target) {
+    let forwards = Forwards::of(target, &target.machine.run_state());
+    for line in forwards.announce(&target.hint("port")) {
+        step!("{line}");
+    }
 }
 
 /// Held while a machine is created (see [`start`]).

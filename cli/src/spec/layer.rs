@@ -10,7 +10,7 @@ use super::machines::Machines;
 use super::BoxSource;
 use super::{
     CloudInitSettings, Cpus, EngineChoice, ExtraDisk, Hostname, KernelSettings, MemorySize,
-    MountSpec, NetworkSettingsSpec, PortForward, ProvisionStep, Size, Spec, SshSettings,
+    MountSpec, NetworkSettingsSpec, PortEntry, ProvisionStep, Size, Spec, SshSettings,
 };
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer};
@@ -85,8 +85,9 @@ layers! {
     engine: EngineChoice,
     /// The login user cloud-init creates, with passwordless sudo.
     ssh: SshSettings,
-    /// Host ports forwarded to the guest.
-    ports: Vec<PortForward>,
+    /// Host ports forwarded to the guest; an entry `auto: false` turns off the
+    /// automatic forwarding of ports the guest listens on.
+    ports: Vec<PortEntry>,
     /// Offer the guest hardware virtualization (SVM/VMX) so it can run VMs itself.
     nested_virtualization: bool,
     /// Raw disk images attached after the root disk and the cloud-init seed.

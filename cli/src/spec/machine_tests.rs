@@ -52,8 +52,8 @@ fn machines_in_spec_order_with_the_override_rule() {
     assert_eq!(db.ssh.user, Some(UserName("ops".into())));
     assert!(matches!(&web.box_source, BoxSource::Catalog(r) if r.version.is_none()));
     // Replaced wholesale: a machine's list is its whole list, not added to.
-    assert_eq!(web.ports.len(), 1);
-    assert_eq!(web.ports[0].host, Port(8080));
+    assert_eq!(web.forwards().len(), 1);
+    assert_eq!(web.forwards()[0].host, Port(8080));
     assert!(db.ports.is_empty());
     assert_eq!(db.memory.bytes(), 2 << 30);
     assert!(

@@ -18,6 +18,7 @@ mod layer;
 mod locate;
 mod machines;
 pub mod mounts;
+mod ports;
 mod problems;
 mod project;
 mod provision;
@@ -30,6 +31,7 @@ pub use box_source::{BoxArtifactsSpec, BoxSource};
 pub use check::{check, Boxes};
 pub use guest_setup::{CloudInitSettings, NetworkSettingsSpec};
 pub use mounts::MountSpec;
+pub use ports::PortEntry;
 pub use problems::{SpecError, SpecProblems};
 pub use project::{ProjectSpec, DEFAULT_MACHINE};
 pub use provision::{Action, ProvisionStep};
@@ -58,7 +60,8 @@ pub struct Spec {
     pub disk: Option<Size>,
     pub engine: EngineChoice,
     pub ssh: SshSettings,
-    pub ports: Vec<PortForward>,
+    /// As written: forwards, and `auto: false` (see [`Spec::forwards`]).
+    pub ports: Vec<PortEntry>,
     /// Offer the guest hardware virtualization (SVM/VMX) so it can run VMs itself.
     pub nested_virtualization: bool,
     /// Disk images attached after the root disk and the cloud-init seed.
@@ -171,7 +174,7 @@ pub enum Protocol {
 }
 
 /// A host port forwarded to a guest port.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortForward {
     pub host: Port,
@@ -184,11 +187,11 @@ pub struct PortForward {
     pub address: IpAddr,
 }
 
-fn loopback() -> IpAddr {
+pub(super) fn loopback() -> IpAddr {
     IpAddr::from([127, 0, 0, 1])
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Port(pub u16);
 
 impl<'de> Deserialize<'de> for Port {
@@ -218,6 +221,16 @@ impl<'de> Deserialize<'de> for Port {
 }
 
 impl Spec {
+    /// The host ports the spec forwards to the guest.
+    pub fn forwards(&self) -> Vec<PortForward> {
+        ports::forwards(&self.ports).cloned().collect()
+    }
+
+    /// Whether ports the guest starts listening on are forwarded on their own.
+    pub fn auto_forward(&self) -> bool {
+        ports::auto_forward(&self.ports)
+    }
+
     /// The settings of a spec's only machine; for tests of a one-machine spec.
     #[cfg(test)]
     pub fn parse(text: &str, path: &Path) -> Result<Spec, SpecProblems> {
@@ -251,3 +264,6 @@ mod machine_tests;
 
 #[cfg(test)]
 mod check_tests;
+
+#[cfg(test)]
+mod port_tests;

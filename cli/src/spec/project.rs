@@ -5,7 +5,7 @@
 
 use super::locate::{path_text, Step};
 use super::read::{self, Layers};
-use super::{BoxSource, Hostname, PortForward, Spec, SpecError, SpecProblems};
+use super::{BoxSource, Hostname, PortEntry, PortForward, Spec, SpecError, SpecProblems};
 use std::path::Path;
 
 /// The machine of a spec without `machines:`.
@@ -132,6 +132,7 @@ fn resolve(layers: Layers, text: &str, problem: &mut dyn FnMut(Vec<Step>, String
         match top.resolve() {
             Some(mut spec) => {
                 locate_provision_files(&mut spec, &WrittenIn::Top, text);
+                check_auto(&spec.ports, vec![key("ports")], problem);
                 check_ports(
                     &[(DEFAULT_MACHINE, ports_of(&spec, &WrittenIn::Top))],
                     problem,
@@ -150,6 +151,9 @@ fn resolve(layers: Layers, text: &str, problem: &mut dyn FnMut(Vec<Step>, String
             "a top-level `hostname` cannot go with `machines`: each machine has its own (its name, unless it sets `hostname`)".into(),
         );
     }
+    if let Some(ports) = &top.ports.0 {
+        check_auto(ports, vec![key("ports")], problem);
+    }
     let mut resolved = Vec::new();
     let mut written = Vec::new();
     for machine in machines {
@@ -159,6 +163,9 @@ fn resolve(layers: Layers, text: &str, problem: &mut dyn FnMut(Vec<Step>, String
             name: name.clone(),
             keys: machine.keys,
         };
+        if let Some(own) = &machine.layer.ports.0 {
+            check_auto(own, written_in.path("ports"), problem);
+        }
         let Some(mut spec) = machine.layer.over(&top).resolve() else {
             if box_written {
                 continue;
@@ -218,15 +225,45 @@ type Ports<'a> = Vec<(Vec<Step>, &'a PortForward)>;
 
 fn ports_of<'a>(spec: &'a Spec, written_in: &WrittenIn) -> Ports<'a> {
     let base = written_in.path("ports");
+    let at = |i: usize| {
+        let mut path = base.clone();
+        path.push(Step::Index(i));
+        path
+    };
     spec.ports
         .iter()
         .enumerate()
-        .map(|(i, p)| {
-            let mut path = base.clone();
-            path.push(Step::Index(i));
-            (path, p)
+        .filter_map(|(i, entry)| match entry {
+            PortEntry::Forward(p) => Some((at(i), p)),
+            PortEntry::Auto(_) => None,
         })
         .collect()
+}
+
+/// `auto` is said once in a list of ports: a second one is reported where it is.
+fn check_auto(entries: &[PortEntry], base: Vec<Step>, problem: &mut dyn FnMut(Vec<Step>, String)) {
+    let mut first: Option<usize> = None;
+    for (i, entry) in entries.iter().enumerate() {
+        if !matches!(entry, PortEntry::Auto(_)) {
+            continue;
+        }
+        match first {
+            None => first = Some(i),
+            Some(f) => {
+                let mut path = base.clone();
+                path.push(Step::Index(i));
+                let mut before = base.clone();
+                before.push(Step::Index(f));
+                problem(
+                    path,
+                    format!(
+                        "`auto` is already set by {}: keep one `auto` entry in `ports`",
+                        path_text(&before)
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// A host port can be forwarded once in the whole project: passt would fail to

@@ -9,7 +9,7 @@ use super::machines::{Machines, MAX_NAME};
 use super::mounts::GuestPath;
 use super::provision::ProvisionStep;
 use super::values::{Cidr, Hostname, KernelArgs, UserName};
-use super::{BoxSource, Cpus, MemorySize, Port, Size};
+use super::{BoxSource, Cpus, MemorySize, Port, PortEntry, PortForward, Size};
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde_json::{json, Value};
 use std::borrow::Cow;
@@ -136,6 +136,24 @@ schema!(Port, "Port", |_g| json_schema!({
     "type": "integer",
     "minimum": 1,
     "maximum": 65535
+}));
+
+schema!(PortEntry, "PortEntry", |g| json_schema!({
+    "description": "A host port forwarded to a guest port, or `auto: false`: no automatic forwarding of the ports the guest listens on.",
+    "anyOf": [
+        g.subschema_for::<PortForward>(),
+        {
+            "type": "object",
+            "properties": {
+                "auto": {
+                    "type": "boolean",
+                    "description": "Forward each TCP port the guest starts listening on to the same port on the host's 127.0.0.1 (another when that one is taken), through ssh (default true)."
+                }
+            },
+            "required": ["auto"],
+            "additionalProperties": false
+        }
+    ]
 }));
 
 schema!(Size, "Size", |_g| json_schema!({

@@ -38,8 +38,9 @@ fn full_spec_with_explicit_artifacts() {
     assert_eq!(spec.memory.bytes(), 512 << 20);
     assert_eq!(spec.disk.unwrap().bytes(), 20 << 30);
     assert_eq!(spec.engine, EngineChoice::Qemu);
-    assert_eq!(spec.ports[0].address.to_string(), "127.0.0.1");
-    assert_eq!(spec.ports[1].protocol, Protocol::Udp);
+    assert_eq!(spec.forwards()[0].address.to_string(), "127.0.0.1");
+    assert_eq!(spec.forwards()[1].protocol, Protocol::Udp);
+    assert!(spec.auto_forward());
 }
 
 #[test]
