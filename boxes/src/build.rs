@@ -22,7 +22,8 @@ use std::process::Command;
 
 /// Bumped whenever the steps below change what ends up in the disk.
 const BUILDER_REVISION: u32 = 2;
-const RECIPE_FILE: &str = "recipe.sha256";
+/// The recipe a box folder was built from; written last, it marks a finished box.
+pub const RECIPE_FILE: &str = "recipe.sha256";
 const MIB: u64 = 1 << 20;
 /// The partition starts at 1 MiB; the backup GPT needs 33 sectors at the end.
 const PARTITION_START: u64 = MIB;

@@ -63,20 +63,44 @@ pub fn why_no_user_namespace(user: &Account) -> Option<String> {
     if sysctl("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
         return Some("this kernel allows no user namespaces (user.max_user_namespaces = 0)".into());
     }
-    for (file, kind, flag) in [
-        ("/etc/subuid", "uids", "--add-subuids"),
-        ("/etc/subgid", "gids", "--add-subgids"),
+    if sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
+        return Some(
+            "AppArmor lets no program without a profile of its own make user namespaces (kernel.apparmor_restrict_unprivileged_userns = 1)"
+                .into(),
+        );
+    }
+    let uids = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    let gids = std::fs::read_to_string("/etc/subgid").unwrap_or_default();
+    for (file, text, kind) in [
+        ("/etc/subuid", &uids, "uids"),
+        ("/etc/subgid", &gids, "gids"),
     ] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        let have = largest_range(&text, user);
+        let have = largest_range(text, user);
         if have < NEEDED_IDS {
+            // A range no other user has: overlapping ones would let each user's
+            // namespaces reach the other's files.
+            let start = free_start(&uids).max(free_start(&gids));
+            let range = format!("{start}-{}", start + NEEDED_IDS - 1);
             return Some(format!(
-                "{file} gives {} {have} subordinate {kind} in one range, and a Debian system needs {NEEDED_IDS} (`sudo usermod {flag} 100000-165535 {}` gives them)",
+                "{file} gives {} {have} subordinate {kind} in one range, and a Debian system needs {NEEDED_IDS} (`sudo usermod --add-subuids {range} --add-subgids {range} {}` gives them a range no one else has)",
                 user.name, user.name
             ));
         }
     }
     None
+}
+
+/// The first id past every range in /etc/subuid or /etc/subgid (`text`), and never
+/// below 100000, where Debian starts them.
+fn free_start(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.trim().split(':').skip(1);
+            let start: u64 = fields.next()?.parse().ok()?;
+            let count: u64 = fields.next()?.parse().ok()?;
+            Some(start + count)
+        })
+        .fold(100_000, u64::max)
 }
 
 /// The largest range that /etc/subuid or /etc/subgid (`text`) gives `user`, by name
@@ -112,34 +136,90 @@ pub fn data_dir_of(user: &Account) -> PathBuf {
     user.home.join(".local/share/hvbox")
 }
 
-/// Hand a box folder root built for `user` to them: the folder and all in it, its
-/// lock file, and the folders above it inside their home that root made on the way.
-pub fn give_box_to(user: &Account, out_dir: &Path) -> std::io::Result<()> {
-    chown_tree(out_dir, user)?;
-    let lock = crate::build::lock_file_of(out_dir);
-    if lock.exists() {
-        std::os::unix::fs::lchown(&lock, Some(user.uid), Some(user.gid))?;
-    }
-    let mut dir = out_dir.parent();
-    while let Some(d) = dir.filter(|d| d.starts_with(&user.home) && *d != user.home) {
-        let meta = std::fs::symlink_metadata(d)?;
-        if std::os::unix::fs::MetadataExt::uid(&meta) == 0 {
-            std::os::unix::fs::lchown(d, Some(user.uid), Some(user.gid))?;
+/// Copy the box root built in `built` (files `files`) into `dest` in `user`'s
+/// store, from a process running as that user: the kernel's own checks decide what
+/// it may write, so no path of theirs (a symlink, say) can make root write or chown
+/// anything. The files go over as open descriptors, as root's store is not theirs
+/// to read. A box already at `dest` is replaced only once the copy is whole.
+pub fn install_as(
+    user: &Account,
+    built: &Path,
+    files: &[&str],
+    dest: &Path,
+) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+    // Above the numbers the child gets them at (3, 4, …), so no dup2 clobbers one.
+    let mut sources = Vec::new();
+    for name in files {
+        let file = std::fs::File::open(built.join(name))?;
+        // SAFETY: fcntl duplicates an open descriptor; the new one is owned below.
+        let high = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 64) };
+        if high < 0 {
+            return Err(std::io::Error::last_os_error());
         }
-        dir = d.parent();
+        // SAFETY: `high` is a fresh descriptor that nothing else owns.
+        sources.push(unsafe { OwnedFd::from_raw_fd(high) });
     }
-    Ok(())
+    let targets: Vec<(i32, i32)> = sources
+        .iter()
+        .enumerate()
+        .map(|(i, fd)| (fd.as_raw_fd(), 3 + i as i32))
+        .collect();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", INSTALL_SCRIPT, "sh"])
+        .arg(dest)
+        .args(files)
+        .current_dir("/")
+        .env("HOME", &user.home)
+        .uid(user.uid)
+        .gid(user.gid);
+    // SAFETY: only dup2 between fork and exec, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &(from, to) in &targets {
+                if libc::dup2(from, to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output()?;
+    drop(sources);
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(std::io::Error::other(format!(
+        "copying the box into {} as {} failed ({}): {}",
+        dest.display(),
+        user.name,
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
 }
 
-fn chown_tree(path: &Path, user: &Account) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(user.uid), Some(user.gid))?;
-    if std::fs::symlink_metadata(path)?.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path(), user)?;
-        }
-    }
-    Ok(())
-}
+/// Run as the user: $1 the box folder, then the file names, whose contents are on
+/// descriptors 3, 4, …; the new folder replaces the old in two renames.
+const INSTALL_SCRIPT: &str = r#"set -eu
+dest=$1
+shift
+parent=$(dirname -- "$dest")
+name=$(basename -- "$dest")
+mkdir -p -- "$parent"
+new=$parent/.$name.new-$$
+old=$parent/.$name.old-$$
+trap 'rm -rf -- "$new"' EXIT
+mkdir -- "$new"
+fd=3
+for file in "$@"; do
+  cp --sparse=always -- "/dev/fd/$fd" "$new/$file"
+  fd=$((fd + 1))
+done
+if [ -e "$dest" ]; then mv -T -- "$dest" "$old"; fi
+mv -T -- "$new" "$dest"
+rm -rf -- "$old"
+"#;
 
 #[cfg(test)]
 mod tests {
@@ -161,6 +241,16 @@ mod tests {
         assert_eq!(largest_range("alice:165536:1000\n", &alice()), 1000);
         assert_eq!(largest_range("bob:100000:65536\n", &alice()), 0);
         assert_eq!(largest_range("", &alice()), 0);
+    }
+
+    #[test]
+    fn a_free_range_starts_past_every_other() {
+        assert_eq!(free_start(""), 100_000);
+        assert_eq!(
+            free_start("bob:100000:65536\nalice:165536:65536\n"),
+            231_072
+        );
+        assert_eq!(free_start("x:5:10\nbad line\n"), 100_000);
     }
 
     #[test]

@@ -193,15 +193,20 @@ pub(crate) struct RunFiles {
     pub daemons: Vec<FsDaemon>,
 }
 
+/// What a run that ended without hvbox (a killed supervisor) leaves: its shared
+/// ssh connection, and a passt that still holds the spec's host ports.
+pub(crate) fn clear_leftovers(machine: &Machine, state: &MachineState) {
+    ssh::close_master(machine, state);
+    crate::daemons::stop_leftover_passt(machine);
+}
+
 pub(crate) fn prepare_run(
     machine: &Machine,
     state: &MachineState,
     checked: &Preflight,
 ) -> Result<RunFiles> {
-    // A shared ssh connection, or a passt, left by a run that ended without hvbox
-    // (a killed supervisor) would outlive its socket, emptied below.
-    ssh::close_master(machine, state);
-    crate::daemons::stop_leftover_passt(machine);
+    // The runtime folder is emptied below: nothing of an earlier run may use it.
+    clear_leftovers(machine, state);
     let runtime_dir = prepare_runtime_dir(&machine.runtime_dir(&state.instance_id))?;
     // passt gets a folder of its own (see hand_to_passt_when_root).
     let passt_dir = runtime_dir.join("net");

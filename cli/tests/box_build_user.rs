@@ -38,10 +38,40 @@ fn a_user_without_subordinate_ids_is_told_what_to_do() {
         .expect("running setpriv");
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert_eq!(
-        stderr.trim(),
-        "hvbox: error: building a box as nobody, a normal user, needs a user namespace, but /etc/subuid gives nobody 0 subordinate uids in one range, and a Debian system needs 65536 (`sudo usermod --add-subuids 100000-165535 nobody` gives them). Fix that, or build with `sudo hvbox box build …`, which stores the box for nobody all the same"
+    let said = stderr.trim();
+    assert!(
+        said.starts_with("hvbox: error: building a box as nobody, a normal user, needs a user namespace, but /etc/subuid gives nobody 0 subordinate uids in one range, and a Debian system needs 65536 (`sudo usermod --add-subuids "),
+        "{said}"
     );
-    // Nothing half-made: no box folder, no scratch.
+    assert!(
+        said.ends_with(" nobody` gives them a range no one else has). Fix that, or build with `sudo hvbox box build …`, which stores the box for nobody all the same"),
+        "{said}"
+    );
+    // The range offered is 65536 ids that no user has yet.
+    let range = said
+        .split("--add-subuids ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap();
+    let (start, end) = range.split_once('-').unwrap();
+    let (start, end): (u64, u64) = (start.parse().unwrap(), end.parse().unwrap());
+    assert_eq!(end - start + 1, 65536, "{range}");
+    assert!(
+        said.contains(&format!("--add-subgids {range} nobody")),
+        "{said}"
+    );
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        for line in std::fs::read_to_string(file).unwrap_or_default().lines() {
+            let fields: Vec<&str> = line.split(':').collect();
+            let (Some(Ok(s)), Some(Ok(n))) = (
+                fields.get(1).map(|f| f.parse::<u64>()),
+                fields.get(2).map(|f| f.parse::<u64>()),
+            ) else {
+                continue;
+            };
+            assert!(s + n <= start || s > end, "{range} overlaps {file}: {line}");
+        }
+    }
+    // Nothing half-made: no box folder, no scratch (only the folder's lock beside it).
     assert!(!out_dir.exists(), "{} was made", out_dir.display());
 }

@@ -87,6 +87,7 @@ const PAGES: &[&str] = &[
     "hvbox-console",
     "hvbox-logs",
     "hvbox-list",
+    "hvbox-port",
     "hvbox-status",
     "hvbox-halt",
     "hvbox-suspend",

@@ -60,7 +60,7 @@ pub fn resolve_local(boxes_dir: &Path, name: &str) -> Result<Option<BoxArtifacts
 }
 
 /// Box names become directory names; keep them to a safe character set.
-pub(crate) fn check_name(name: &str) -> Result<(), Error> {
+pub fn check_name(name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && !name.starts_with('.')
         && name

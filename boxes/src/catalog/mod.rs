@@ -22,7 +22,7 @@ pub use local::{
 pub use sums::{any_digest_from_sums, compare_versions, digest_from_sums};
 
 use builtin::{Builtin, BUILTINS};
-pub(crate) use local::check_name;
+pub use local::check_name;
 
 use crate::fetch::{fetch_text_with, FetchOptions};
 use crate::{Artifact, BoxArtifacts, Digest, Error, Progress};

@@ -9,6 +9,14 @@ use std::process::ExitCode;
 
 pub fn run(dry_run: bool) -> Result<ExitCode> {
     let store = Store::open_default()?;
+    // What a project on a drive that is away uses cannot be read: say so before
+    // its boxes count as unused (the cache fetches them again on its next `up`).
+    for root in store.projects_pruning().unreachable {
+        eprintln!(
+            "hvbox: note: the project in {} cannot be reached now; boxes only it uses count as unused here, and its next `hvbox up` fetches them again",
+            root.display()
+        );
+    }
     let used = usage(&store);
     let mut freed = 0;
     let mut count = 0;

@@ -151,6 +151,10 @@ pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Re
         announce_forwards(target);
         return Ok(());
     }
+    // Before the host ports are checked: a killed run's passt may hold them.
+    if let Ok(state) = machine.load_state() {
+        launch::clear_leftovers(machine, &state);
+    }
     let mut checked = launch::preflight(project, spec)?;
     if let Some(record) = machine.suspended()? {
         if args.cold {
