@@ -181,7 +181,7 @@ fn a_killed_supervisor_leaves_neither_vm_nor_passt() {
 fn destroy_stops_the_passt_of_a_supervisor_killed_before_its_vm_connected() {
     // A VM that never connects: passt, as `nobody` when root started it, has lost
     // the signal that would end it with the supervisor.
-    let Some(mut s) = supervise("qemu", "exec sleep 600") else {
+    let Some(mut s) = supervise("qemu", "exec sleep 600", None) else {
         return;
     };
     wait_for("the run file", Duration::from_secs(20), || {
