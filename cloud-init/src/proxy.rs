@@ -62,7 +62,7 @@ pub(crate) fn validate(p: &GuestProxy) -> Result<(), Error> {
                 .any(|c| c.is_control() || c == '"' || c == '\\')
         {
             return Err(Error::InvalidConfig(format!(
-                "proxy.{name} must be non-empty without control characters, `\"` or `\\`, got {value:?}"
+                "the machines' {name} must be non-empty without control characters, `\"` or `\\` (hvbox encodes or leaves out such host values before this)"
             )));
         }
     }
@@ -178,7 +178,7 @@ mod tests {
             let mut c = cfg();
             c.proxy.http = Some(bad.into());
             let e = user_data(&c).unwrap_err().to_string();
-            assert!(e.contains("proxy.http_proxy must be"), "{e}");
+            assert!(e.contains("the machines' http_proxy must be"), "{e}");
         }
     }
 }
