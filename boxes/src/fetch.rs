@@ -562,7 +562,8 @@ fn with_proxy_hint(e: &reqwest::Error, url: &str) -> String {
     });
     match set {
         Some((var, value)) => format!(
-            "{detail} ({var} is set to {value}: downloads go through that proxy unless NO_PROXY lists the host)"
+            "{detail} ({var} is set to {}: downloads go through that proxy unless NO_PROXY lists the host)",
+            crate::masked_proxy(&value)
         ),
         None => detail,
     }

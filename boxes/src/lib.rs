@@ -19,6 +19,7 @@ pub mod fuzzing;
 mod lock;
 mod pipeline;
 mod progress;
+mod proxy_text;
 mod sparse_writer;
 mod spool;
 mod store;
@@ -30,6 +31,7 @@ pub use fetch::{check_url, fetch_text, FetchOptions};
 pub use formats::Format;
 pub use pipeline::Kind;
 pub use progress::{format_bytes, Progress};
+pub use proxy_text::masked_proxy;
 pub use store::{Entry, EntryMeta, FetchRequest, FetchedBox, Store};
 
 /// A remote (or `file://`) artifact and the digest its bytes must have.

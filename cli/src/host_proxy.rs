@@ -4,8 +4,10 @@
 //! guest's TCP connection to that address to the host's 127.0.0.1 (passt(1),
 //! `--no-map-gw`, later `--map-host-loopback`, whose default is that address).
 
+use hvbox_boxes::masked_proxy;
 use hvbox_cloud_init::GuestProxy;
 use std::net::Ipv4Addr;
+use std::ops::Range;
 use std::sync::OnceLock;
 
 /// The guest's proxies, read once per run; what was changed or left out is said
@@ -39,21 +41,24 @@ pub fn translate(
     let mut notes = Vec::new();
     let mut guest = |lower: &str| -> Option<String> {
         let (name, value) = read(lower)?;
-        let value = value.trim().to_string();
+        let value = fit_for_guest(&name, value.trim(), true, &mut notes)?;
         let Some(host) = loopback_host(&value) else {
             return Some(value);
         };
-        match gateway.filter(|_| host != "[::1]") {
+        match gateway.filter(|_| &value[host.clone()] != "[::1]") {
             Some(gw) => {
-                let moved = value.replacen(host, &gw.to_string(), 1);
+                let moved = format!("{}{gw}{}", &value[..host.start], &value[host.end..]);
                 notes.push(format!(
-                    "{name}={value} is on this host's loopback; machines get {moved}, the address passt connects to this host's 127.0.0.1"
+                    "{name}={} is on this host's loopback; machines get {}, the address passt connects to this host's 127.0.0.1",
+                    masked_proxy(&value),
+                    masked_proxy(&moved)
                 ));
                 Some(moved)
             }
             None => {
                 notes.push(format!(
-                    "{name}={value} is on this host's loopback, which machines cannot reach{}; not passed to them (use an address of this host they can reach)",
+                    "{name}={} is on this host's loopback, which machines cannot reach{}; not passed to them (use an address of this host they can reach)",
+                    masked_proxy(&value),
                     if gateway.is_none() { " (this host has no IPv4 default route for passt to map)" } else { " over IPv6" }
                 ));
                 None
@@ -63,17 +68,55 @@ pub fn translate(
     let proxy = GuestProxy {
         http: guest("http_proxy"),
         https: guest("https_proxy"),
-        no_proxy: read("no_proxy").map(|(_, v)| v.trim().to_string()),
+        no_proxy: read("no_proxy")
+            .and_then(|(name, v)| fit_for_guest(&name, v.trim(), false, &mut notes)),
     };
     (proxy, notes)
 }
 
-/// The host part of a proxy address, as written, when it is the host's loopback:
-/// `[scheme://][user[:pw]@]host[:port][/…]`.
-fn loopback_host(value: &str) -> Option<&str> {
-    let rest = value.split_once("://").map_or(value, |(_, r)| r);
+/// `value` as a machine's `/etc/environment` (a double-quoted line) and apt's
+/// configuration can hold it: a `\` or `"` (a Windows domain user,
+/// `CORP\user`) is percent-encoded in a proxy address, as curl and apt decode it
+/// in the user name and password; in `no_proxy`'s list of hosts, or a control
+/// character anywhere, the variable is left out. Either way with a note.
+fn fit_for_guest(
+    name: &str,
+    value: &str,
+    address: bool,
+    notes: &mut Vec<String>,
+) -> Option<String> {
+    let shown = masked_proxy(value);
+    if value.chars().any(char::is_control) {
+        notes.push(format!(
+            "{name} holds a control character, which a machine's /etc/environment cannot; not passed to machines"
+        ));
+        return None;
+    }
+    if !value.contains(['\\', '"']) {
+        return Some(value.to_string());
+    }
+    if !address {
+        notes.push(format!(
+            "{name}={shown} holds `\\` or `\"`, which a machine's /etc/environment cannot; not passed to machines"
+        ));
+        return None;
+    }
+    let encoded = value.replace('\\', "%5C").replace('"', "%22");
+    notes.push(format!(
+        "{name}={shown} holds `\\` or `\"`, which a machine's /etc/environment and apt's configuration cannot; machines get {} (percent-encoded, as curl and apt decode it)",
+        masked_proxy(&encoded)
+    ));
+    Some(encoded)
+}
+
+/// Where the host part of a proxy address is, as written, when it is the host's
+/// loopback: `[scheme://][user[:pw]@]host[:port][/…]`.
+fn loopback_host(value: &str) -> Option<Range<usize>> {
+    let start = value.find("://").map_or(0, |i| i + 3);
+    let rest = &value[start..];
     let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host_at = authority.rfind('@').map_or(0, |i| i + 1);
+    let host_port = &authority[host_at..];
     let host = if host_port.starts_with('[') {
         &host_port[..host_port.find(']')? + 1]
     } else {
@@ -82,7 +125,8 @@ fn loopback_host(value: &str) -> Option<&str> {
     let is_loopback = host.eq_ignore_ascii_case("localhost")
         || host == "[::1]"
         || host.parse::<Ipv4Addr>().is_ok_and(|a| a.is_loopback());
-    is_loopback.then_some(host)
+    let at = start + host_at;
+    is_loopback.then_some(at..at + host.len())
 }
 
 /// The gateway of the host's first IPv4 default route, as passt takes it for the
@@ -184,6 +228,64 @@ mod tests {
         let (p, notes) = run(&[("http_proxy", "http://localhost.corp:3128")], GW);
         assert_eq!(p.http.as_deref(), Some("http://localhost.corp:3128"));
         assert!(notes.is_empty());
+    }
+
+    /// Notes are printed on every `up`: a password in them is masked.
+    #[test]
+    fn notes_mask_the_password() {
+        let (p, notes) = run(&[("https_proxy", "http://me:pw@127.0.0.1:3128")], GW);
+        assert_eq!(p.https.as_deref(), Some("http://me:pw@192.168.1.1:3128"));
+        assert_eq!(
+            notes,
+            ["https_proxy=http://me:***@127.0.0.1:3128 is on this host's loopback; machines get http://me:***@192.168.1.1:3128, the address passt connects to this host's 127.0.0.1"]
+        );
+        let (_, notes) = run(&[("http_proxy", "http://me:pw@[::1]:3128")], GW);
+        assert!(
+            notes[0].starts_with("http_proxy=http://me:***@[::1]:3128 "),
+            "{notes:?}"
+        );
+    }
+
+    /// The host is replaced where it stands, not where its text first occurs.
+    #[test]
+    fn the_host_is_replaced_not_its_text_in_the_password() {
+        let (p, _) = run(&[("http_proxy", "http://u:x127.0.0.1@127.0.0.1:3128")], GW);
+        assert_eq!(
+            p.http.as_deref(),
+            Some("http://u:x127.0.0.1@192.168.1.1:3128")
+        );
+        let (p, _) = run(&[("http_proxy", "localhost:1/localhost")], GW);
+        assert_eq!(p.http.as_deref(), Some("192.168.1.1:1/localhost"));
+    }
+
+    /// `\` and `"` cannot stand in /etc/environment's quoted lines: an address
+    /// gets them percent-encoded, a host list is left out; never an error.
+    #[test]
+    fn backslashes_and_quotes_are_encoded_or_left_out() {
+        let (p, notes) = run(
+            &[
+                ("http_proxy", r#"http://CORP\user:p"w@proxy:8080"#),
+                ("no_proxy", r"a\b"),
+            ],
+            GW,
+        );
+        assert_eq!(
+            p.http.as_deref(),
+            Some("http://CORP%5Cuser:p%22w@proxy:8080")
+        );
+        assert_eq!(p.no_proxy, None);
+        assert_eq!(
+            notes[0],
+            r#"http_proxy=http://CORP\user:***@proxy:8080 holds `\` or `"`, which a machine's /etc/environment and apt's configuration cannot; machines get http://CORP%5Cuser:***@proxy:8080 (percent-encoded, as curl and apt decode it)"#
+        );
+        assert!(notes[1].starts_with("no_proxy=a\\b holds"), "{notes:?}");
+    }
+
+    #[test]
+    fn control_characters_leave_the_variable_out() {
+        let (p, notes) = run(&[("http_proxy", "http://proxy\n:1")], GW);
+        assert_eq!(p.http, None);
+        assert!(notes[0].contains("control character"), "{notes:?}");
     }
 
     #[test]

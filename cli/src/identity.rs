@@ -34,6 +34,7 @@ pub fn new_state(project: &Project, spec: &Spec, artifacts: &BoxArtifacts) -> Re
         kernels: Vec::new(),
         pinned_kernel: None,
         provisioned_unix: None,
+        proxy: Default::default(),
     })
 }
 

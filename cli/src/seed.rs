@@ -47,7 +47,7 @@ pub fn seed_config(
 /// stays, so cloud-init applies per-boot settings again but not first-boot ones.
 pub fn refresh(project: &Project, spec: &Spec, machine: &Machine) -> Result<bool> {
     let state = machine.load_state()?;
-    let config = with_host_proxy(seed_config(project, spec, machine, &state)?);
+    let config = with_recorded_proxy(seed_config(project, spec, machine, &state)?, &state);
     hvbox_cloud_init::write_seed(&config, &machine.seed()).context("writing the cloud-init seed")
 }
 
@@ -58,21 +58,83 @@ pub fn write_new(
     machine: &Machine,
     state: &MachineState,
 ) -> Result<()> {
-    let config = with_host_proxy(seed_config(project, spec, machine, state)?);
+    let config = with_recorded_proxy(seed_config(project, spec, machine, state)?, state);
     hvbox_cloud_init::write_seed(&config, &machine.seed())
         .map(drop)
         .context("writing the cloud-init seed")
 }
 
-/// A machine on this host gets this host's proxies (see [`crate::host_proxy`]);
-/// the seed of an export elsewhere does not.
-fn with_host_proxy(config: SeedConfig) -> SeedConfig {
+/// A machine made on this host has the proxies recorded in its state when it was
+/// made (see [`crate::host_proxy`]), not the current shell's; the seed of an export
+/// elsewhere has none.
+fn with_recorded_proxy(config: SeedConfig, state: &MachineState) -> SeedConfig {
     SeedConfig {
-        proxy: crate::host_proxy::for_guests().clone(),
+        proxy: state.proxy.clone(),
         ..config
     }
 }
 
 fn read(path: &std::path::Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hvbox_cloud_init::GuestProxy;
+
+    fn contains(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    }
+
+    /// The proxies apply at first boot only, so an existing machine's seed keeps
+    /// the ones it was made with: `up` from a shell with other proxy variables
+    /// (this test's own, whatever they are) finds no first-boot setting changed.
+    #[test]
+    fn the_seed_keeps_the_proxies_the_machine_was_made_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = Project::of_spec(dir.path().join("hvbox.yaml"));
+        let spec = Spec::parse("box: debian-12\n", &project.spec_path).unwrap();
+        let machine = Machine::new("default", dir.path().join("machine"));
+        std::fs::create_dir_all(dir.path().join("machine")).unwrap();
+        let recorded = "http://recorded.proxy.example:3128";
+        let mut state = MachineState {
+            instance_id: "i-1".into(),
+            mac: "52:54:00:00:00:01".parse().unwrap(),
+            hostname: "h".into(),
+            user: "dev".into(),
+            box_name: "debian-12".into(),
+            box_disk_digest: "sha256:00".into(),
+            created_unix: 0,
+            kernels: Vec::new(),
+            pinned_kernel: None,
+            provisioned_unix: None,
+            proxy: GuestProxy {
+                http: Some(recorded.into()),
+                ..Default::default()
+            },
+        };
+        crate::identity::write_keys(&machine, &state).unwrap();
+        state.save(&machine.state_path()).unwrap();
+        write_new(&project, &spec, &machine, &state).unwrap();
+        let seed = std::fs::read(machine.seed()).unwrap();
+        assert!(contains(&seed, recorded));
+        assert!(
+            !refresh(&project, &spec, &machine).unwrap(),
+            "seed rewritten"
+        );
+        assert_eq!(std::fs::read(machine.seed()).unwrap(), seed);
+
+        // A machine made before proxies were recorded had none (serde's default):
+        // its seed is rewritten once without them, then stays.
+        state.proxy = GuestProxy::default();
+        state.save(&machine.state_path()).unwrap();
+        let text = std::fs::read_to_string(machine.state_path()).unwrap();
+        assert!(!text.contains("proxy"), "{text}");
+        assert!(refresh(&project, &spec, &machine).unwrap());
+        assert!(!contains(&std::fs::read(machine.seed()).unwrap(), recorded));
+        assert!(!refresh(&project, &spec, &machine).unwrap());
+    }
 }

@@ -419,6 +419,7 @@ mod tests {
             kernels: Vec::new(),
             pinned_kernel: None,
             provisioned_unix: None,
+            proxy: Default::default(),
         };
         // -G: print the configuration ssh would use, and connect nowhere.
         let out = command(&machine, &state, 2200).arg("-G").output().unwrap();

@@ -609,7 +609,7 @@ fn downloads_honour_the_proxy_variables() {
     assert_eq!(proxy.requested().len(), proxied, "{:?}", proxy.requested());
     assert_eq!(server.hits("bypass.raw.gz"), 1);
 
-    // A proxy that is not there is named in the error.
+    // A proxy that is not there is named in the error, its password masked.
     let absent = format!("sha256:{}", "ab".repeat(32));
     let out = env.hvbox_with(
         &[
@@ -622,12 +622,15 @@ fn downloads_honour_the_proxy_variables() {
             "none",
             "--quiet",
         ],
-        &[("http_proxy", "http://127.0.0.1:1")],
+        &[("http_proxy", "http://me:s3cret@127.0.0.1:1")],
     );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("http_proxy is set to http://127.0.0.1:1: downloads go through that proxy"),
+        err.contains(
+            "http_proxy is set to http://me:***@127.0.0.1:1: downloads go through that proxy"
+        ),
         "{err}"
     );
+    assert!(!err.contains("s3cret"), "{err}");
 }

@@ -3,6 +3,7 @@
 //! (`/etc/environment`, which PAM reads for ssh sessions and sudo), in lower and
 //! upper case since programs read one or the other. Both are first-boot settings.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::Error;
@@ -11,13 +12,17 @@ use crate::Error;
 pub const ENVIRONMENT_FILE: &str = "/etc/environment";
 
 /// Proxy settings as the guest must use them (addresses the guest can reach).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Serialized as a machine's record of the proxies it was made with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestProxy {
     /// For http URLs, e.g. "http://10.0.2.2:3128".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,
     /// For https URLs (an http:// proxy that tunnels with CONNECT, usually).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub https: Option<String>,
     /// Hosts reached directly, comma-separated as curl and apt read them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_proxy: Option<String>,
 }
 
@@ -57,7 +62,7 @@ pub(crate) fn validate(p: &GuestProxy) -> Result<(), Error> {
                 .any(|c| c.is_control() || c == '"' || c == '\\')
         {
             return Err(Error::InvalidConfig(format!(
-                "proxy.{name} must be non-empty without control characters, `\"` or `\\`, got {value:?}"
+                "the machines' {name} must be non-empty without control characters, `\"` or `\\` (hvbox encodes or leaves out such host values before this)"
             )));
         }
     }
@@ -173,7 +178,7 @@ mod tests {
             let mut c = cfg();
             c.proxy.http = Some(bad.into());
             let e = user_data(&c).unwrap_err().to_string();
-            assert!(e.contains("proxy.http_proxy must be"), "{e}");
+            assert!(e.contains("the machines' http_proxy must be"), "{e}");
         }
     }
 }

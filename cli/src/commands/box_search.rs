@@ -195,11 +195,19 @@ fn row(f: &Found) -> [String; 4] {
         None => f.source.clone(),
     };
     [
-        f.name.clone(),
-        versions,
-        source,
-        f.description.clone().unwrap_or_else(|| "-".into()),
+        f.name.as_str(),
+        &versions,
+        &source,
+        f.description.as_deref().unwrap_or("-"),
     ]
+    .map(cell)
+}
+
+/// A table cell as a terminal shows it: a catalog file may come with a cloned
+/// repository, so its text's control characters are shown, not obeyed, and a
+/// line break does not start a row of its own.
+fn cell(text: &str) -> String {
+    crate::guest_text::sanitize(text).replace(['\r', '\n', '\t'], " ")
 }
 
 #[cfg(test)]
@@ -254,5 +262,22 @@ mod tests {
         assert_eq!(row(&found[3])[1], "newest online");
         assert!(matches(&found[0], "TEAM") && matches(&found[3], "24.04 box"));
         assert!(!matches(&found[0], "debian"));
+    }
+
+    /// A catalog's text reaches the terminal with its escape sequences shown.
+    #[test]
+    fn catalog_text_is_sanitized_in_the_table() {
+        let mut l = listing("evil\u{1b}]0;title\u{7}", Some("1\u{1b}[2J"), "/p/c.yaml");
+        l.description = Some("line\r\nfake row\u{1b}[31m red\u{9b}".into());
+        let found = gather(vec![l], &BTreeMap::new(), &BTreeMap::new());
+        assert_eq!(
+            row(&found[0]),
+            [
+                "evil\\x1b]0;title\\x07".to_string(),
+                "1\\x1b[2J".into(),
+                "/p/c.yaml".into(),
+                "line  fake row\\x1b[31m red\\u{9b}".into()
+            ]
+        );
     }
 }

@@ -11,7 +11,7 @@ use crate::engine;
 use crate::guest_shares::GuestShares;
 use crate::launch;
 use crate::machine::lock::MachineLock;
-use crate::machine::{Machine, RunInfo, RunState};
+use crate::machine::{Machine, MachineState, RunInfo, RunState};
 use crate::progress::step;
 use crate::project::Project;
 use crate::provision;
@@ -269,7 +269,11 @@ fn populate(
     let size = spec.disk.map(|s| s.bytes());
     clone_disk(disk_blob, &machine.disk(), size).context("cloning the box disk")?;
 
-    let state = crate::identity::new_state(project, spec, artifacts)?;
+    let state = MachineState {
+        // A machine made here goes through this host's proxies.
+        proxy: crate::host_proxy::for_guests().clone(),
+        ..crate::identity::new_state(project, spec, artifacts)?
+    };
     crate::identity::write_keys(machine, &state)?;
 
     crate::seed::write_new(project, spec, machine, &state)?;

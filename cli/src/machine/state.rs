@@ -2,6 +2,7 @@
 
 use super::kernels::KernelRecord;
 use anyhow::{Context, Result};
+use hvbox_cloud_init::GuestProxy;
 use hvbox_vmm::MacAddr;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -28,6 +29,12 @@ pub struct MachineState {
     /// a run starts, so a run that failed or was cut short is run again by `up`.
     #[serde(default)]
     pub provisioned_unix: Option<u64>,
+    /// The host's proxies as the machine's seed gave them when it was made
+    /// ([`crate::host_proxy`]). They apply at first boot only, so a later seed
+    /// keeps them whatever proxies the shell running `up` has; a machine made
+    /// before they were recorded has none.
+    #[serde(default, skip_serializing_if = "GuestProxy::is_empty")]
+    pub proxy: GuestProxy,
 }
 
 impl MachineState {

@@ -310,6 +310,7 @@ mod tests {
             kernels: Vec::new(),
             pinned_kernel: None,
             provisioned_unix: None,
+            proxy: Default::default(),
         }
         .save(&machine.state_path())
         .unwrap();
