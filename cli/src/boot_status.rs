@@ -241,8 +241,8 @@ fn stage_line(machine: Option<&str>, stage: Stage, started: Instant) -> String {
     )
 }
 
-/// `⠋ 1m05s  systemd  [  OK  ] Started …`, at most `width - 1` characters (a
-/// line reaching the last column makes some terminals wrap).
+/// `⠋ 1m05s  systemd  [  OK  ] Started …`, at most `width - 1` characters, each one
+/// terminal column (a line reaching the last column makes some terminals wrap).
 pub fn live_line(
     spinner: char,
     elapsed_time: Duration,
@@ -251,7 +251,7 @@ pub fn live_line(
     width: usize,
 ) -> String {
     let head = format!("{spinner} {:>5}  {stage:<12}", elapsed(elapsed_time));
-    let last = crate::guest_text::sanitize(last).replace('\t', " ");
+    let last = one_column_each(&crate::guest_text::sanitize(last));
     let line = format!("{head} {last}");
     let max = width.saturating_sub(1).max(1);
     match line.chars().count() > max {
@@ -262,6 +262,24 @@ pub fn live_line(
         }
         false => line,
     }
+}
+
+/// `text` with every character one terminal column wide, so counting characters
+/// counts columns: a wide one (CJK, emoji) or one of no width (a combining mark)
+/// from the guest would make the line wrap or fall short, and each redraw would
+/// leave a stale row. Telling widths apart takes Unicode's tables, so anything
+/// not ASCII is shown as `?`; systemd's `…` (it shortens unit names) as `...`.
+fn one_column_each(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\t' => out.push(' '),
+            '…' => out.push_str("..."),
+            c if c.is_ascii() => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out
 }
 
 /// `42s`, `2m05s`.
@@ -301,6 +319,24 @@ mod tests {
         let narrow = live_line('⠋', Duration::from_secs(3), "booting", last, 40);
         assert_eq!(narrow.chars().count(), 39);
         assert_eq!(narrow, "⠋    3s  booting      [  OK  ] Started…");
+    }
+
+    /// Guest text of other widths than one column (wide CJK and emoji, a
+    /// combining accent) is shown one column a character, so the line fits.
+    #[test]
+    fn the_live_line_counts_terminal_columns() {
+        let last = "[  OK  ] Reached target network-pre…get 网络已就绪 🚀 e\u{301}\tdone";
+        let line = live_line('⠋', Duration::from_secs(5), "network", last, 200);
+        assert_eq!(
+            line,
+            "⠋    5s  network      [  OK  ] Reached target network-pre...get ????? ? e? done"
+        );
+        // 40 columns: 39 characters, each one column (the spinner and the `…`
+        // hvbox cuts with are one column wide too).
+        let wide = "网".repeat(100);
+        let narrow = live_line('⠋', Duration::from_secs(5), "network", &wide, 40);
+        assert_eq!(narrow.chars().count(), 39);
+        assert!(narrow.ends_with("???…"), "{narrow}");
     }
 
     #[test]
