@@ -66,18 +66,25 @@ pub struct BootWatch {
     _interrupt: Option<ClearOnInterrupt>,
 }
 
-/// Ctrl-C ends hvbox where it is (its default action); while the live line shows,
-/// the line is cleared first, so the shell's prompt does not land on a stale one.
+/// Ctrl-C ends hvbox where it is (its default action), as do `kill`, a closed
+/// terminal and `Ctrl-\`; while the live line shows, the line is cleared first, so
+/// the shell's prompt does not land on a stale one.
 struct ClearOnInterrupt {
-    previous: libc::sighandler_t,
+    /// Each signal handled, with the handler it had before.
+    previous: Vec<(libc::c_int, libc::sighandler_t)>,
 }
+
+const ENDING_SIGNALS: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
 extern "C" fn clear_and_end(signal: libc::c_int) {
     const CLEAR: &[u8] = b"\r\x1b[2K";
-    // SAFETY: write, signal and raise are async-signal-safe; the signal's default
-    // action then ends the process as it would have without this handler.
+    // SAFETY: tcgetpgrp, getpgrp, write, signal and raise are async-signal-safe;
+    // the signal's default action then ends the process as it would have without
+    // this handler, so the shell sees 128 + the signal.
     unsafe {
-        libc::write(libc::STDOUT_FILENO, CLEAR.as_ptr().cast(), CLEAR.len());
+        if in_foreground() {
+            libc::write(libc::STDOUT_FILENO, CLEAR.as_ptr().cast(), CLEAR.len());
+        }
         libc::signal(signal, libc::SIG_DFL);
         libc::raise(signal);
     }
@@ -86,12 +93,18 @@ extern "C" fn clear_and_end(signal: libc::c_int) {
 impl ClearOnInterrupt {
     fn install() -> ClearOnInterrupt {
         let handler = clear_and_end as extern "C" fn(libc::c_int);
-        // SAFETY: the handler only makes async-signal-safe calls.
-        let previous = unsafe { libc::signal(libc::SIGINT, handler as libc::sighandler_t) };
-        if previous == libc::SIG_IGN {
-            // Started to ignore Ctrl-C (`nohup`, a background job): keep ignoring it.
-            // SAFETY: as above.
-            unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+        let mut previous = Vec::new();
+        for signal in ENDING_SIGNALS {
+            // SAFETY: the handler only makes async-signal-safe calls.
+            let before = unsafe { libc::signal(signal, handler as libc::sighandler_t) };
+            if before == libc::SIG_DFL {
+                previous.push((signal, before));
+            } else {
+                // Ignored (`nohup`, Ctrl-C for a background job) or handled
+                // elsewhere: leave it so.
+                // SAFETY: puts back what was there.
+                unsafe { libc::signal(signal, before) };
+            }
         }
         ClearOnInterrupt { previous }
     }
@@ -99,9 +112,21 @@ impl ClearOnInterrupt {
 
 impl Drop for ClearOnInterrupt {
     fn drop(&mut self) {
-        // SAFETY: puts back the handler that was there before (the default one).
-        unsafe { libc::signal(libc::SIGINT, self.previous) };
+        for &(signal, before) in &self.previous {
+            // SAFETY: puts back the handler that was there before (the default one).
+            unsafe { libc::signal(signal, before) };
+        }
     }
+}
+
+/// Whether hvbox is the terminal's foreground job. Sent to the background
+/// (`hvbox up &`, Ctrl-Z then `bg`) its stdout is still the terminal, but the
+/// shell's prompt and what the user types are on the line it would redraw.
+/// Async-signal-safe.
+fn in_foreground() -> bool {
+    // SAFETY: both only read process groups; on a descriptor that is no terminal
+    // tcgetpgrp fails with -1, which no process group is.
+    unsafe { libc::tcgetpgrp(libc::STDOUT_FILENO) == libc::getpgrp() }
 }
 
 impl BootWatch {
@@ -199,7 +224,8 @@ fn watch(
                     progress::emit(stage_line(machine.as_deref(), stage, started));
                 }
             }
-            Mode::Live => {
+            // Asked each time: the user may move hvbox to the background and back.
+            Mode::Live if in_foreground() => {
                 let line = live_line(
                     SPINNER[frame % SPINNER.len()],
                     started.elapsed(),
@@ -210,6 +236,7 @@ fn watch(
                 draw(&format!("\r\x1b[2K{line}"));
                 frame += 1;
             }
+            Mode::Live => {}
         }
         if state.stopped {
             break;
@@ -220,7 +247,7 @@ fn watch(
             .unwrap_or_else(|e| e.into_inner())
             .0;
     }
-    if mode == Mode::Live {
+    if mode == Mode::Live && in_foreground() {
         draw("\r\x1b[2K");
     }
 }
