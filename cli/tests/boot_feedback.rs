@@ -213,6 +213,35 @@ fn ctrl_c_during_the_wait_leaves_no_status_line() {
     );
 }
 
+/// `kill` while the status line shows: hvbox ends by the signal, as it would
+/// without a status line (the shell sees 128 + 15), and the line goes with it.
+#[test]
+fn sigterm_during_the_wait_leaves_no_status_line() {
+    let Some(setup) = Setup::new() else { return };
+    let Some(tmux) = up_on_a_terminal(&setup) else {
+        return;
+    };
+    tmux.wait_for(|s| status_line(s).is_some_and(|l| l.contains("kernel")));
+    // The pane's shell runs hvbox as its only child.
+    let out = Command::new("tmux")
+        .arg("-S")
+        .arg(&tmux.0)
+        .args(["display-message", "-p", "#{pane_pid}"])
+        .output()
+        .unwrap();
+    let shell = text(&out.stdout).trim().to_string();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+    let hvbox: libc::pid_t = children.split_whitespace().next().unwrap().parse().unwrap();
+    // SAFETY: a signal to the hvbox this test started.
+    assert_eq!(unsafe { libc::kill(hvbox, libc::SIGTERM) }, 0);
+    let screen = tmux.wait_for(|s| s.contains("exit status"));
+    assert!(screen.contains("exit status 143"), "{screen}");
+    assert!(
+        status_line(&screen).is_none(),
+        "a status line is left over:\n{screen}"
+    );
+}
+
 /// `hvbox up &` from an interactive shell: the terminal is stdout still, but the
 /// shell's prompt is on the line a status line would take, so none is drawn while
 /// hvbox is in the background; brought back with `fg`, it shows again.
