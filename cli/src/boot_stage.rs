@@ -85,12 +85,23 @@ pub fn strip_escapes(line: &str) -> String {
     out
 }
 
+/// Most bytes of one line looked at: the guest chooses what it writes to its serial
+/// port, and a line that never ends must not grow hvbox's memory or the time each
+/// look takes. A stage's mark is at a line's start, well within it.
+const MAX_LINE: usize = 4096;
+
+/// Most characters of the last line kept: more than any terminal line shows.
+const MAX_LAST_LINE: usize = 400;
+
 /// Follows the serial log's bytes: the stage reached and the last line printed.
 #[derive(Debug, Default)]
 pub struct Tracker {
     stage: Option<Stage>,
-    /// Bytes of a line not yet ended.
+    /// Bytes of a line not yet ended (at most [`MAX_LINE`]).
     partial: Vec<u8>,
+    /// The line being read was longer than [`MAX_LINE`]: its first bytes were
+    /// taken as the line, the rest is dropped up to its end.
+    overlong: bool,
     last_line: String,
 }
 
@@ -98,21 +109,44 @@ impl Tracker {
     /// Take the bytes the log grew by; returns the stages newly reached, in order
     /// of the lines that showed them.
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<Stage> {
-        self.partial.extend_from_slice(bytes);
         let mut reached = Vec::new();
-        while let Some(end) = self.partial.iter().position(|&b| b == b'\n') {
-            let raw: Vec<u8> = self.partial.drain(..=end).collect();
-            let line = strip_escapes(String::from_utf8_lossy(&raw).trim_end());
-            if let Some(stage) = stage_of(&line) {
-                if self.reach(stage) {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            // Only the new bytes are searched: what `partial` holds has no newline.
+            let (piece, ended) = match rest.iter().position(|&b| b == b'\n') {
+                Some(end) => (&rest[..end], true),
+                None => (rest, false),
+            };
+            rest = &rest[piece.len() + usize::from(ended)..];
+            if self.overlong {
+                self.overlong = !ended;
+                continue;
+            }
+            let room = MAX_LINE - self.partial.len();
+            self.partial
+                .extend_from_slice(&piece[..piece.len().min(room)]);
+            if ended || self.partial.len() == MAX_LINE {
+                let raw = std::mem::take(&mut self.partial);
+                if let Some(stage) = self.line(&raw) {
                     reached.push(stage);
                 }
-            }
-            if !line.trim().is_empty() {
-                self.last_line = line.trim().to_string();
+                // Keep the buffer (its capacity), emptied.
+                self.partial = raw;
+                self.partial.clear();
+                self.overlong = !ended;
             }
         }
         reached
+    }
+
+    /// One line of the log (without its newline); the stage it newly shows.
+    fn line(&mut self, raw: &[u8]) -> Option<Stage> {
+        let line = strip_escapes(String::from_utf8_lossy(raw).trim_end());
+        let line = line.trim();
+        if !line.is_empty() {
+            self.last_line = line.chars().take(MAX_LAST_LINE).collect();
+        }
+        stage_of(line).filter(|&stage| self.reach(stage))
     }
 
     /// Record `stage` as reached (known otherwise: ssh answered); whether it is new.
@@ -212,6 +246,50 @@ project login: [   45.439541] cloud-init[509]:   en_US.UTF-8...
             "[  OK  ] Started ssh.service - OpenBSD Secure Shell server."
         );
         assert_eq!(t.stage(), Some(Stage::Sshd));
+    }
+
+    /// A guest that writes without newlines: hvbox keeps a bounded part of the
+    /// line, and still follows the boot once lines end again.
+    #[test]
+    fn a_line_that_never_ends_keeps_memory_bounded() {
+        let mut t = Tracker::default();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..64 {
+            assert_eq!(t.feed(&chunk), []);
+            assert!(t.partial.len() <= MAX_LINE, "{}", t.partial.len());
+            assert!(t.partial.capacity() <= 2 * MAX_LINE);
+        }
+        // Its first bytes were taken as a line, cut to what a terminal could show.
+        assert_eq!(t.last_line(), "x".repeat(MAX_LAST_LINE));
+        // A stage's mark in the overlong line's dropped part is not a line of its own.
+        assert_eq!(t.feed(b"[    0.000000] Linux version 6.1.0"), []);
+        assert_eq!(
+            t.feed(b"\n[   10.9] systemd[1]: systemd 252\n"),
+            [Stage::Systemd]
+        );
+        assert_eq!(t.last_line(), "[   10.9] systemd[1]: systemd 252");
+        assert!(t.partial.is_empty());
+        assert!(!t.overlong);
+    }
+
+    /// A line cut at [`MAX_LINE`] still shows the stage marked at its start, and
+    /// a line exactly that long is taken whole.
+    #[test]
+    fn a_long_line_still_marks_its_stage() {
+        let mut t = Tracker::default();
+        let mut long = b"[    0.000000] Linux version 6.1.0 ".to_vec();
+        long.resize(3 * MAX_LINE, b'y');
+        assert_eq!(t.feed(&long), [Stage::Kernel]);
+        assert!(t.overlong);
+        let mut exact = b"[ 1.0] systemd[1]: x".to_vec();
+        exact.resize(MAX_LINE, b'z');
+        exact.extend_from_slice(b"\n");
+        // The rest of the overlong line, up to its newline, is dropped.
+        assert_eq!(t.feed(&exact), []);
+        assert!(!t.overlong);
+        assert_eq!(t.feed(&exact), [Stage::Systemd]);
+        assert!(!t.overlong);
+        assert!(t.partial.is_empty());
     }
 
     #[test]

@@ -66,18 +66,25 @@ pub struct BootWatch {
     _interrupt: Option<ClearOnInterrupt>,
 }
 
-/// Ctrl-C ends hvbox where it is (its default action); while the live line shows,
-/// the line is cleared first, so the shell's prompt does not land on a stale one.
+/// Ctrl-C ends hvbox where it is (its default action), as do `kill`, a closed
+/// terminal and `Ctrl-\`; while the live line shows, the line is cleared first, so
+/// the shell's prompt does not land on a stale one.
 struct ClearOnInterrupt {
-    previous: libc::sighandler_t,
+    /// Each signal handled, with the handler it had before.
+    previous: Vec<(libc::c_int, libc::sighandler_t)>,
 }
+
+const ENDING_SIGNALS: [libc::c_int; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 
 extern "C" fn clear_and_end(signal: libc::c_int) {
     const CLEAR: &[u8] = b"\r\x1b[2K";
-    // SAFETY: write, signal and raise are async-signal-safe; the signal's default
-    // action then ends the process as it would have without this handler.
+    // SAFETY: tcgetpgrp, getpgrp, write, signal and raise are async-signal-safe;
+    // the signal's default action then ends the process as it would have without
+    // this handler, so the shell sees 128 + the signal.
     unsafe {
-        libc::write(libc::STDOUT_FILENO, CLEAR.as_ptr().cast(), CLEAR.len());
+        if in_foreground() {
+            libc::write(libc::STDOUT_FILENO, CLEAR.as_ptr().cast(), CLEAR.len());
+        }
         libc::signal(signal, libc::SIG_DFL);
         libc::raise(signal);
     }
@@ -86,12 +93,18 @@ extern "C" fn clear_and_end(signal: libc::c_int) {
 impl ClearOnInterrupt {
     fn install() -> ClearOnInterrupt {
         let handler = clear_and_end as extern "C" fn(libc::c_int);
-        // SAFETY: the handler only makes async-signal-safe calls.
-        let previous = unsafe { libc::signal(libc::SIGINT, handler as libc::sighandler_t) };
-        if previous == libc::SIG_IGN {
-            // Started to ignore Ctrl-C (`nohup`, a background job): keep ignoring it.
-            // SAFETY: as above.
-            unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+        let mut previous = Vec::new();
+        for signal in ENDING_SIGNALS {
+            // SAFETY: the handler only makes async-signal-safe calls.
+            let before = unsafe { libc::signal(signal, handler as libc::sighandler_t) };
+            if before == libc::SIG_DFL {
+                previous.push((signal, before));
+            } else {
+                // Ignored (`nohup`, Ctrl-C for a background job) or handled
+                // elsewhere: leave it so.
+                // SAFETY: puts back what was there.
+                unsafe { libc::signal(signal, before) };
+            }
         }
         ClearOnInterrupt { previous }
     }
@@ -99,9 +112,21 @@ impl ClearOnInterrupt {
 
 impl Drop for ClearOnInterrupt {
     fn drop(&mut self) {
-        // SAFETY: puts back the handler that was there before (the default one).
-        unsafe { libc::signal(libc::SIGINT, self.previous) };
+        for &(signal, before) in &self.previous {
+            // SAFETY: puts back the handler that was there before (the default one).
+            unsafe { libc::signal(signal, before) };
+        }
     }
+}
+
+/// Whether hvbox is the terminal's foreground job. Sent to the background
+/// (`hvbox up &`, Ctrl-Z then `bg`) its stdout is still the terminal, but the
+/// shell's prompt and what the user types are on the line it would redraw.
+/// Async-signal-safe.
+fn in_foreground() -> bool {
+    // SAFETY: both only read process groups; on a descriptor that is no terminal
+    // tcgetpgrp fails with -1, which no process group is.
+    unsafe { libc::tcgetpgrp(libc::STDOUT_FILENO) == libc::getpgrp() }
 }
 
 impl BootWatch {
@@ -199,7 +224,8 @@ fn watch(
                     progress::emit(stage_line(machine.as_deref(), stage, started));
                 }
             }
-            Mode::Live => {
+            // Asked each time: the user may move hvbox to the background and back.
+            Mode::Live if in_foreground() => {
                 let line = live_line(
                     SPINNER[frame % SPINNER.len()],
                     started.elapsed(),
@@ -210,6 +236,7 @@ fn watch(
                 draw(&format!("\r\x1b[2K{line}"));
                 frame += 1;
             }
+            Mode::Live => {}
         }
         if state.stopped {
             break;
@@ -220,7 +247,7 @@ fn watch(
             .unwrap_or_else(|e| e.into_inner())
             .0;
     }
-    if mode == Mode::Live {
+    if mode == Mode::Live && in_foreground() {
         draw("\r\x1b[2K");
     }
 }
@@ -241,8 +268,8 @@ fn stage_line(machine: Option<&str>, stage: Stage, started: Instant) -> String {
     )
 }
 
-/// `⠋ 1m05s  systemd  [  OK  ] Started …`, at most `width - 1` characters (a
-/// line reaching the last column makes some terminals wrap).
+/// `⠋ 1m05s  systemd  [  OK  ] Started …`, at most `width - 1` characters, each one
+/// terminal column (a line reaching the last column makes some terminals wrap).
 pub fn live_line(
     spinner: char,
     elapsed_time: Duration,
@@ -251,7 +278,7 @@ pub fn live_line(
     width: usize,
 ) -> String {
     let head = format!("{spinner} {:>5}  {stage:<12}", elapsed(elapsed_time));
-    let last = crate::guest_text::sanitize(last).replace('\t', " ");
+    let last = one_column_each(&crate::guest_text::sanitize(last));
     let line = format!("{head} {last}");
     let max = width.saturating_sub(1).max(1);
     match line.chars().count() > max {
@@ -262,6 +289,24 @@ pub fn live_line(
         }
         false => line,
     }
+}
+
+/// `text` with every character one terminal column wide, so counting characters
+/// counts columns: a wide one (CJK, emoji) or one of no width (a combining mark)
+/// from the guest would make the line wrap or fall short, and each redraw would
+/// leave a stale row. Telling widths apart takes Unicode's tables, so anything
+/// not ASCII is shown as `?`; systemd's `…` (it shortens unit names) as `...`.
+fn one_column_each(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\t' => out.push(' '),
+            '…' => out.push_str("..."),
+            c if c.is_ascii() => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out
 }
 
 /// `42s`, `2m05s`.
@@ -301,6 +346,24 @@ mod tests {
         let narrow = live_line('⠋', Duration::from_secs(3), "booting", last, 40);
         assert_eq!(narrow.chars().count(), 39);
         assert_eq!(narrow, "⠋    3s  booting      [  OK  ] Started…");
+    }
+
+    /// Guest text of other widths than one column (wide CJK and emoji, a
+    /// combining accent) is shown one column a character, so the line fits.
+    #[test]
+    fn the_live_line_counts_terminal_columns() {
+        let last = "[  OK  ] Reached target network-pre…get 网络已就绪 🚀 e\u{301}\tdone";
+        let line = live_line('⠋', Duration::from_secs(5), "network", last, 200);
+        assert_eq!(
+            line,
+            "⠋    5s  network      [  OK  ] Reached target network-pre...get ????? ? e? done"
+        );
+        // 40 columns: 39 characters, each one column (the spinner and the `…`
+        // hvbox cuts with are one column wide too).
+        let wide = "网".repeat(100);
+        let narrow = live_line('⠋', Duration::from_secs(5), "network", &wide, 40);
+        assert_eq!(narrow.chars().count(), 39);
+        assert!(narrow.ends_with("???…"), "{narrow}");
     }
 
     #[test]

@@ -213,6 +213,145 @@ fn ctrl_c_during_the_wait_leaves_no_status_line() {
     );
 }
 
+/// `kill` while the status line shows: hvbox ends by the signal, as it would
+/// without a status line (the shell sees 128 + 15), and the line goes with it.
+#[test]
+fn sigterm_during_the_wait_leaves_no_status_line() {
+    let Some(setup) = Setup::new() else { return };
+    let Some(tmux) = up_on_a_terminal(&setup) else {
+        return;
+    };
+    tmux.wait_for(|s| status_line(s).is_some_and(|l| l.contains("kernel")));
+    // The pane's shell runs hvbox as its only child.
+    let out = Command::new("tmux")
+        .arg("-S")
+        .arg(&tmux.0)
+        .args(["display-message", "-p", "#{pane_pid}"])
+        .output()
+        .unwrap();
+    let shell = text(&out.stdout).trim().to_string();
+    let children = std::fs::read_to_string(format!("/proc/{shell}/task/{shell}/children")).unwrap();
+    let hvbox: libc::pid_t = children.split_whitespace().next().unwrap().parse().unwrap();
+    // SAFETY: a signal to the hvbox this test started.
+    assert_eq!(unsafe { libc::kill(hvbox, libc::SIGTERM) }, 0);
+    let screen = tmux.wait_for(|s| s.contains("exit status"));
+    assert!(screen.contains("exit status 143"), "{screen}");
+    assert!(
+        status_line(&screen).is_none(),
+        "a status line is left over:\n{screen}"
+    );
+}
+
+/// `hvbox up &` from an interactive shell: the terminal is stdout still, but the
+/// shell's prompt is on the line a status line would take, so none is drawn while
+/// hvbox is in the background; brought back with `fg`, it shows again.
+#[test]
+fn in_the_background_up_draws_no_status_line_over_the_prompt() {
+    let Some(setup) = Setup::new() else { return };
+    let Some(tmux) = shell_on_a_terminal(&setup) else {
+        return;
+    };
+    tmux.send(&[&format!("'{}' up &", env!("CARGO_BIN_EXE_hvbox")), "Enter"]);
+    tmux.wait_for(|s| s.lines().any(|l| l.starts_with("[1] ")));
+
+    // Until the guest's systemd line is in the serial log, hvbox has been waiting
+    // for seconds, a status line redrawn each tick had it been in the foreground.
+    let started = Instant::now();
+    while !serial_log(&setup).is_some_and(|log| log.contains("systemd[1]")) {
+        let screen = tmux.capture();
+        assert!(
+            status_line(&screen).is_none(),
+            "a status line in the background:\n{screen}"
+        );
+        let after_job: Vec<&str> = screen
+            .lines()
+            .skip_while(|l| !l.starts_with("[1] "))
+            .collect();
+        // (The box's download bar may follow the prompt on its line.)
+        assert!(
+            after_job.iter().any(|l| l.starts_with(PROMPT.trim_end())),
+            "the prompt was erased:\n{screen}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the guest never booted:\n{screen}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    tmux.send(&["fg", "Enter"]);
+    let screen = tmux.wait_for(|s| status_line(s).is_some_and(|l| l.contains(" network ")));
+    assert!(screen.contains(PROMPT), "{screen}");
+    // Typed only once hvbox is done: the terminal echoes keys typed ahead after
+    // the status line, and a row the line wraps onto is no longer its to clear.
+    let screen = tmux.wait_for(|s| s.contains("the VM exited before ssh answered"));
+    assert!(
+        status_line(&screen).is_none(),
+        "a status line is left over:\n{screen}"
+    );
+    tmux.send(&["echo exit status $?", "Enter"]);
+    tmux.wait_for(|s| s.contains("exit status 1"));
+}
+
+const PROMPT: &str = "hvbox-test$ ";
+
+/// An interactive shell (with job control) in a tmux terminal of the test's own,
+/// its environment that of an isolated hvbox.
+fn shell_on_a_terminal(setup: &Setup) -> Option<Tmux> {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        hvbox_test_support::skip("no tmux");
+        return None;
+    }
+    let socket = setup.tmp.path().join("tmux");
+    let status = Command::new("tmux")
+        .arg("-S")
+        .arg(&socket)
+        .args(["new-session", "-d", "-x", "120", "-y", "40", "-c"])
+        .arg(&setup.project)
+        .arg("env")
+        .args(setup.env().iter().map(|(k, v)| format!("{k}={v}")))
+        .arg(format!("PS1={PROMPT}"))
+        .args(["bash", "--norc", "--noprofile", "-i"])
+        .status()
+        .unwrap();
+    assert!(status.success(), "tmux new-session failed");
+    let tmux = Tmux(socket);
+    // Keys typed while the shell starts may be lost: ask until it answers.
+    let started = Instant::now();
+    loop {
+        tmux.send(&["echo shell-$((20+22))", "Enter"]);
+        std::thread::sleep(Duration::from_millis(500));
+        let screen = tmux.capture();
+        if screen.lines().any(|l| l == "shell-42") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the shell never answered:\n{screen}"
+        );
+    }
+    Some(tmux)
+}
+
+/// The machine's serial log, once there is one.
+fn serial_log(setup: &Setup) -> Option<String> {
+    fn find(dir: &std::path::Path) -> Option<PathBuf> {
+        for entry in std::fs::read_dir(dir).ok()?.flatten() {
+            let path = entry.path();
+            if entry.file_type().ok()?.is_dir() {
+                if let Some(found) = find(&path) {
+                    return Some(found);
+                }
+            } else if entry.file_name() == "serial.log" {
+                return Some(path);
+            }
+        }
+        None
+    }
+    let path = find(setup.tmp.path())?;
+    std::fs::read_to_string(path).ok()
+}
+
 /// In a pipe: a plain line per stage reached, and no control characters at all.
 #[test]
 fn without_a_terminal_up_prints_a_plain_line_per_stage() {
@@ -254,6 +393,17 @@ impl Tmux {
             .output()
             .unwrap();
         text(&out.stdout)
+    }
+
+    fn send(&self, keys: &[&str]) {
+        let status = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.0)
+            .arg("send-keys")
+            .args(keys)
+            .status()
+            .unwrap();
+        assert!(status.success(), "tmux send-keys failed");
     }
 
     fn wait_for(&self, done: impl Fn(&str) -> bool) -> String {
