@@ -72,19 +72,7 @@ impl Setup {
 
     /// The environment of an isolated hvbox with the stand-in QEMU first on PATH.
     fn env(&self) -> Vec<(String, String)> {
-        let home = self.tmp.path().join("home");
-        let mut env: Vec<(String, String)> = [
-            ("HVBOX_CACHE_DIR", "cache"),
-            ("HVBOX_DATA_DIR", "data"),
-            ("HVBOX_CONFIG_DIR", "config"),
-            ("XDG_CACHE_HOME", "xdg-cache"),
-            ("XDG_DATA_HOME", "xdg-data"),
-            ("XDG_CONFIG_HOME", "xdg-config"),
-            ("HOME", "home"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), home.join(v).display().to_string()))
-        .collect();
+        let mut env = common::isolated_env(&self.tmp.path().join("home"));
         let path = std::env::var("PATH").unwrap_or_default();
         env.push((
             "PATH".into(),

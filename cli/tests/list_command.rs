@@ -21,15 +21,7 @@ fn tiny_box(home: &Path) {
     .unwrap();
 }
 
-fn ok(dir: &Path, home: &Path, args: &[&str]) -> String {
-    let out = hvbox_isolated(dir, home, args);
-    assert!(
-        out.status.success(),
-        "hvbox {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
+use common::hvbox_ok as ok;
 
 #[test]
 fn list_shows_every_project_and_forgets_deleted_ones() {

@@ -3,21 +3,13 @@
 
 mod common;
 
-use common::{create_stopped_machine, hvbox_isolated, text};
+use common::create_stopped_machine;
 use std::collections::BTreeSet;
 use std::path::Path;
 
 const EMPTY_SHA512: &str = "cf83e1357eefb8bdf1542850d66d8007d620e4050b5715dc83f4a921d36ce9ce47d0d13c5d85f2b0ff8318d2877eec2f63b931bd47417a81a538327af927da3e";
 
-fn ok(dir: &Path, home: &Path, args: &[&str]) -> String {
-    let out = hvbox_isolated(dir, home, args);
-    assert!(
-        out.status.success(),
-        "hvbox {args:?}: {}",
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
+use common::hvbox_ok as ok;
 
 /// The field names `hvbox ARGS --help` lists: `(top level, nested)` by indent.
 fn documented(dir: &Path, home: &Path, args: &[&str]) -> (BTreeSet<String>, BTreeSet<String>) {

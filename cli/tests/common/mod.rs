@@ -80,6 +80,34 @@ pub fn hvbox_isolated(dir: &Path, home: &Path, args: &[&str]) -> std::process::O
     hvbox_isolated_with(dir, home, args, &[])
 }
 
+/// hvbox's folders (cache, data, config, their XDG forms, HOME), each in `home`.
+pub fn isolated_env(home: &Path) -> Vec<(String, String)> {
+    [
+        ("HVBOX_CACHE_DIR", "cache"),
+        ("HVBOX_DATA_DIR", "data"),
+        ("HVBOX_CONFIG_DIR", "config"),
+        ("XDG_CACHE_HOME", "xdg-cache"),
+        ("XDG_DATA_HOME", "xdg-data"),
+        ("XDG_CONFIG_HOME", "xdg-config"),
+        ("HOME", "home"),
+    ]
+    .iter()
+    .map(|(var, sub)| (var.to_string(), home.join(sub).display().to_string()))
+    .collect()
+}
+
+/// `hvbox ARGS` isolated in `home`, run in `dir`: its stdout, or a failed test
+/// with its stderr.
+pub fn hvbox_ok(dir: &Path, home: &Path, args: &[&str]) -> String {
+    let out = hvbox_isolated(dir, home, args);
+    assert!(
+        out.status.success(),
+        "hvbox {args:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
 /// [`hvbox_isolated`] with these environment variables set.
 pub fn hvbox_isolated_with(
     dir: &Path,
@@ -92,17 +120,7 @@ pub fn hvbox_isolated_with(
         command.env_remove(var).env_remove(var.to_ascii_uppercase());
     }
     command.envs(vars.iter().copied());
-    for (var, sub) in [
-        ("HVBOX_CACHE_DIR", "cache"),
-        ("HVBOX_DATA_DIR", "data"),
-        ("HVBOX_CONFIG_DIR", "config"),
-        ("XDG_CACHE_HOME", "xdg-cache"),
-        ("XDG_DATA_HOME", "xdg-data"),
-        ("XDG_CONFIG_HOME", "xdg-config"),
-        ("HOME", "home"),
-    ] {
-        command.env(var, home.join(sub));
-    }
+    command.envs(isolated_env(home));
     command
         .args(args)
         .current_dir(dir)
