@@ -34,6 +34,16 @@ const CONTROL_PERSIST: &str = "10m";
 /// Every option hvbox's ssh runs with, as ssh_config keywords and values: `hvbox ssh`
 /// passes them with `-o`, `hvbox ssh-config` prints them, so both connect alike.
 pub fn options(machine: &Machine, state: &MachineState, port: u16) -> Vec<(&'static str, String)> {
+    options_with_socket(machine, state, port, &control_path(machine, state))
+}
+
+/// [`options`] with the shared connection's socket already found.
+fn options_with_socket(
+    machine: &Machine,
+    state: &MachineState,
+    port: u16,
+    control: &std::path::Path,
+) -> Vec<(&'static str, String)> {
     vec![
         ("HostName", "127.0.0.1".into()),
         ("Port", port.to_string()),
@@ -53,7 +63,7 @@ pub fn options(machine: &Machine, state: &MachineState, port: u16) -> Vec<(&'sta
         // One connection for provisioning and repeated `hvbox ssh -- CMD`, and for
         // the user's own ssh, scp and rsync through the machine's ssh_config.
         ("ControlMaster", "auto".into()),
-        ("ControlPath", config_path(&control_path(machine, state))),
+        ("ControlPath", config_path(control)),
         ("ControlPersist", CONTROL_PERSIST.into()),
     ]
 }
@@ -99,7 +109,8 @@ pub fn command_with(
 ) -> Command {
     // ssh cannot make its shared connection's socket where there is no folder
     // (a machine whose runtime folder was cleaned up under it).
-    if let Some(dir) = control_path(machine, state).parent() {
+    let control = control_path(machine, state);
+    if let Some(dir) = control.parent() {
         let _ = std::fs::DirBuilder::new()
             .recursive(true)
             .mode(crate::machine::private::DIR_MODE)
@@ -110,9 +121,10 @@ pub fn command_with(
     // riding the shared connection: such a call logs in on its own. A control
     // command (`-O exit`) is the exception: it needs the connection's socket.
     let shared = more.is_empty();
-    let control = more.iter().any(|arg| is_control_command(arg));
-    for (name, value) in options(machine, state, port) {
-        let keep = shared || !name.starts_with("Control") || (control && name == "ControlPath");
+    let control_command = more.iter().any(|arg| is_control_command(arg));
+    for (name, value) in options_with_socket(machine, state, port, &control) {
+        let keep =
+            shared || !name.starts_with("Control") || (control_command && name == "ControlPath");
         if !keep {
             continue;
         }
