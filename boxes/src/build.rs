@@ -12,6 +12,7 @@
 //! revision): an output directory that already holds a box of the same recipe is reused.
 
 use crate::apt_sources::{host_sources_for, AptSources};
+use crate::boot_profile::BootProfile;
 use crate::catalog::{LOCAL_DISK_FILE, LOCAL_SUMS_FILE};
 use crate::{Algorithm, Digest};
 use sha2::{Digest as _, Sha256};
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Bumped whenever the steps below change what ends up in the disk.
-const BUILDER_REVISION: u32 = 2;
+const BUILDER_REVISION: u32 = 3;
 /// The recipe a box folder was built from; written last, it marks a finished box.
 pub const RECIPE_FILE: &str = "recipe.sha256";
 const MIB: u64 = 1 << 20;
@@ -29,7 +30,7 @@ const MIB: u64 = 1 << 20;
 const PARTITION_START: u64 = MIB;
 const LINUX_FS_TYPE: &str = "0FC63DAF-8483-4772-8E79-3D69D8477DE4";
 
-/// What a built box holds beyond Debian's minimal base.
+/// What a built box holds beyond Debian's minimal base (and its boot profile's own).
 pub const DEFAULT_PACKAGES: &[&str] = &[
     "linux-image-cloud-amd64",
     "systemd-sysv",
@@ -40,8 +41,6 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
     // cloud-init sets the locale (locale-gen, update-locale).
     "locales",
     "openssh-server",
-    "ifupdown",
-    "isc-dhcp-client",
     "iproute2",
     "sudo",
 ];
@@ -59,6 +58,8 @@ pub struct BuildOptions {
     pub extra_packages: Vec<String>,
     /// Rebuild even when the output already matches the recipe.
     pub force: bool,
+    /// How the guest brings up its network and runs cloud-init.
+    pub profile: BootProfile,
 }
 
 #[derive(Debug, Clone)]
@@ -260,7 +261,8 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuiltBox,
         ])
         .args(
             guest_config_hooks(&part_uuid)
-                .iter()
+                .into_iter()
+                .chain(opts.profile.hooks())
                 .map(|hook| format!("--customize-hook={hook}")),
         )
         .arg(&opts.suite)
@@ -331,7 +333,11 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuiltBox,
 }
 
 fn packages(opts: &BuildOptions) -> Vec<String> {
-    let mut all: Vec<String> = DEFAULT_PACKAGES.iter().map(|p| p.to_string()).collect();
+    let mut all: Vec<String> = DEFAULT_PACKAGES
+        .iter()
+        .chain(opts.profile.packages())
+        .map(|p| p.to_string())
+        .collect();
     all.extend(opts.extra_packages.iter().cloned());
     all.sort();
     all.dedup();
@@ -341,7 +347,8 @@ fn packages(opts: &BuildOptions) -> Vec<String> {
 fn recipe_digest(opts: &BuildOptions, packages: &[String], sources: &AptSources) -> String {
     let mut hasher = Sha256::new();
     hasher.update(format!(
-        "revision {BUILDER_REVISION}\nsuite {}\nsize {}\npackages {}\nsources\n{}\n{}",
+        "revision {BUILDER_REVISION}\nprofile {}\nsuite {}\nsize {}\npackages {}\nsources\n{}\n{}",
+        opts.profile.name(),
         opts.suite,
         opts.disk_size,
         packages.join(","),
@@ -382,7 +389,7 @@ fn guest_config_hooks(part_uuid: &str) -> Vec<String> {
 }
 
 /// `text` as one single-quoted shell word.
-fn shell_quote(text: &str) -> String {
+pub(crate) fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
 }
 

@@ -6,6 +6,7 @@
 //! network operation spins up a small tokio runtime internally.
 
 pub mod apt_sources;
+pub mod boot_profile;
 mod bounds;
 pub mod build;
 pub mod build_user;

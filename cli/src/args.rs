@@ -440,6 +440,11 @@ pub struct BoxBuildArgs {
     /// Rebuild even when a box of the same recipe exists.
     #[arg(long)]
     pub force: bool,
+    /// Boot as Debian's genericcloud images do (ifupdown with dhclient, cloud-init on
+    /// every boot) instead of hvbox's faster setup: for comparisons, as in
+    /// scripts/bench-boot.
+    #[arg(long)]
+    pub stock: bool,
 }
 
 #[derive(Debug, Subcommand)]

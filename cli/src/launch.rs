@@ -26,8 +26,11 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Appended to the guest's own command line: the engines' first serial port.
-pub(crate) const CONSOLE_ARG: &str = "console=ttyS0";
+/// Appended to the guest's own command line: the engines' first serial port, and the
+/// kernel's name for the one NIC. The seed names it eth0 (cloud-init renames it); with
+/// the kernel naming it so from the start, the name holds on boots where cloud-init
+/// does not run, as on hvbox's own boxes once first-boot setup is done.
+pub(crate) const GUEST_ARGS: &str = "console=ttyS0 net.ifnames=0";
 /// The machine configuration an engine that reads one from a file gets, in the
 /// machine folder (see [`hvbox_vmm::MachineConfig`] for its format).
 const VM_CONFIG_FILE: &str = "vm.json";
@@ -104,7 +107,7 @@ pub fn boot(
         spec.memory.bytes(),
     )
     .context("finding the guest's kernel in its disk")?;
-    let cmdline = spec.kernel.cmdline(&boot.cmdline, CONSOLE_ARG);
+    let cmdline = spec.kernel.cmdline(&boot.cmdline, GUEST_ARGS);
     let record = kernel_record(&boot, &cmdline)?;
     announce_kernel(&state, &record);
 
@@ -504,9 +507,11 @@ fn wait_for_ssh(
     let mut serial = LogTail::new(&machine.serial_log(), started.serial_start);
     // Dropped on the way out of a failure: its status line goes before the error.
     let watch = BootWatch::start(&machine.serial_log(), started.serial_start, "booting");
+    // Short pauses: a look that finds sshd silent costs one TCP connection, not a login.
+    let mut pause = crate::process::Backoff::up_to(Duration::from_millis(250));
     loop {
         let panicked = serial.saw(KERNEL_PANIC);
-        if ssh::probe(machine, state, info.ssh_port) {
+        if ssh::sshd_answers(info.ssh_port) && ssh::probe(machine, state, info.ssh_port) {
             watch.reach(Stage::Sshd);
             // sshd answers before first-boot setup ends, and cloud-init restarts it
             // midway; the machine is ready once cloud-init says it is done.
@@ -543,7 +548,7 @@ fn wait_for_ssh(
             drop(watch);
             return fail(Ending::Timeout(timeout));
         }
-        std::thread::sleep(Duration::from_secs(2));
+        pause.sleep();
     }
 }
 

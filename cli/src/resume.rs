@@ -183,8 +183,9 @@ fn wait_for_ssh(
     let deadline = Instant::now() + timeout;
     // Dropped on a failure: its status line goes before the error.
     let watch = BootWatch::start(&machine.serial_log(), serial_start, "resuming");
+    let mut pause = crate::process::Backoff::up_to(Duration::from_millis(250));
     loop {
-        if ssh::probe(machine, state, info.ssh_port) {
+        if ssh::sshd_answers(info.ssh_port) && ssh::probe(machine, state, info.ssh_port) {
             // The next line says how long it took.
             drop(watch);
             return Ok(());
@@ -205,7 +206,7 @@ fn wait_for_ssh(
                 machine.serial_log().display()
             );
         }
-        std::thread::sleep(Duration::from_millis(500));
+        pause.sleep();
     }
 }
 

@@ -199,6 +199,26 @@ pub fn batch_command(machine: &Machine, state: &MachineState, port: u16) -> Comm
     cmd
 }
 
+/// Whether an sshd answers on the host's `port`: the version exchange that opens
+/// every ssh connection, on a plain TCP connection. Far cheaper than a login, so a
+/// boot can be watched closely: passt accepts every connection on the host and
+/// closes it while the guest refuses it, and the read ends as soon as the guest's
+/// line or the close arrives. Our line goes first: passt reaches the guest only once
+/// the host side has sent something.
+pub fn sshd_answers(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let wait = std::time::Duration::from_secs(2);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, wait) else {
+        return false;
+    };
+    let mut start = [0u8; 4];
+    stream.set_read_timeout(Some(wait)).is_ok()
+        && stream.write_all(b"SSH-2.0-hvbox-probe\r\n").is_ok()
+        && stream.read_exact(&mut start).is_ok()
+        && &start == b"SSH-"
+}
+
 /// One quiet, non-interactive attempt to log in; true when the guest answered.
 pub fn probe(machine: &Machine, state: &MachineState, port: u16) -> bool {
     batch_command(machine, state, port)
@@ -249,7 +269,7 @@ pub fn wait_for_cloud_init(
     let secs = limit.as_secs();
     let output = batch_command(machine, state, port)
         .arg(format!(
-            "if command -v cloud-init >/dev/null; then timeout {secs} cloud-init status --wait >/dev/null 2>&1; timeout {secs} systemctl is-system-running --wait >/dev/null 2>&1; cloud-init status --long; echo '{FAILED_UNITS}'; systemctl --failed --no-legend --plain; else echo 'status: done'; fi"
+            "if ! command -v cloud-init >/dev/null; then echo 'status: done'; elif [ -e {CLOUD_INIT_OFF} ]; then timeout {secs} systemctl is-system-running --wait >/dev/null 2>&1; echo 'status: disabled'; echo '{FAILED_UNITS}'; systemctl --failed --no-legend --plain; else timeout {secs} cloud-init status --wait >/dev/null 2>&1; timeout {secs} systemctl is-system-running --wait >/dev/null 2>&1; cloud-init status --long; echo '{FAILED_UNITS}'; systemctl --failed --no-legend --plain; fi"
         ))
         .stdin(Stdio::null())
         .output();
@@ -261,6 +281,11 @@ pub fn wait_for_cloud_init(
         Err(_) => CloudInit::Disconnected,
     }
 }
+
+/// Written early in a boot on which cloud-init does not run: by its generator, or by
+/// hvbox's boxes when the seed is the one it already applied. `cloud-init status` would
+/// say `disabled` then, but it starts Python, seconds under emulation.
+const CLOUD_INIT_OFF: &str = "/run/cloud-init/disabled";
 
 /// Separates cloud-init's report from systemd's list of failed units.
 const FAILED_UNITS: &str = "-- failed units:";
@@ -354,6 +379,40 @@ pub fn run_streaming(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A loopback server that reads the client's first line, then answers `reply`
+    /// (or closes, as passt does while the guest refuses); its port.
+    fn server(reply: Option<&'static [u8]>) -> u16 {
+        use std::io::{BufRead, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut line = String::new();
+            std::io::BufReader::new(&stream)
+                .read_line(&mut line)
+                .unwrap();
+            assert!(line.starts_with("SSH-2.0-"), "{line:?}");
+            if let Some(reply) = reply {
+                (&stream).write_all(reply).unwrap();
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn sshd_answers_only_with_an_ssh_version_line() {
+        assert!(sshd_answers(server(Some(b"SSH-2.0-OpenSSH_9.2p1\r\n"))));
+        assert!(!sshd_answers(server(None)));
+        assert!(!sshd_answers(server(Some(b"HTTP/1.1 400 Bad Request\r\n"))));
+        // Nothing listens on a port just released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        assert!(!sshd_answers(port));
+    }
 
     /// What Debian 12's cloud-init 22.4 printed after its cloud-config stage was
     /// killed by the OOM killer: exit 0, `status: running`, the unit failed.

@@ -564,11 +564,11 @@ fn several_machines_boot_their_kernel_from_an_image() {
             format!("registry.example/team/disk.img:sha512-{}", &hex[..16])
         );
         // Debian's newest kernel (no bootloader names another), with the command
-        // line hvbox boots it with: the guest's own, the spec's, the console.
+        // line hvbox boots it with: the guest's own, the spec's, the console and NIC name.
         assert_eq!(
             spec["domain"]["firmware"]["kernelBoot"],
             json!({
-                "kernelArgs": format!("root=PARTUUID={} ro quiet loglevel=3 console=ttyS0", disks::ROOT_UUID),
+                "kernelArgs": format!("root=PARTUUID={} ro quiet loglevel=3 console=ttyS0 net.ifnames=0", disks::ROOT_UUID),
                 "container": {
                     "image": format!("registry.example/team/disk.img-kernel:sha512-{}", &hex[..16]),
                     "kernelPath": "/boot/vmlinuz",

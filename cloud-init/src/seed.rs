@@ -14,13 +14,35 @@ struct MetaData<'a> {
     instance_id: &'a str,
     #[serde(rename = "local-hostname")]
     local_hostname: &'a str,
+    /// Read by hvbox's own boxes, which otherwise skip cloud-init on a boot whose
+    /// seed it already applied; cloud-init keeps unknown meta-data keys to itself.
+    #[serde(
+        rename = "hvbox-every-boot",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    every_boot: bool,
 }
 
-/// The `meta-data` document: instance id and hostname.
+/// User cloud-config keys that ask for work on every boot, not only the first:
+/// `bootcmd`, and module lists that can set a module's frequency to `always`.
+const EVERY_BOOT_KEYS: &[&str] = &[
+    "bootcmd",
+    "cloud_init_modules",
+    "cloud_config_modules",
+    "cloud_final_modules",
+];
+
+/// The `meta-data` document: instance id, hostname, and whether the user's
+/// cloud-config needs cloud-init on every boot.
 pub fn meta_data(cfg: &SeedConfig) -> String {
+    let every_boot = cfg.user_data.as_ref().is_some_and(|u| {
+        let doc = u.to_json();
+        EVERY_BOOT_KEYS.iter().any(|k| doc.contains_key(*k))
+    });
     render(&MetaData {
         instance_id: &cfg.instance_id,
         local_hostname: &cfg.hostname,
+        every_boot,
     })
 }
 
@@ -74,4 +96,52 @@ pub fn write_seed(cfg: &SeedConfig, path: &Path) -> Result<bool, Error> {
         .and_then(|d| d.sync_all())
         .map_err(io_err)?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::cfg;
+    use crate::UserData;
+
+    fn with_user_data(text: &str) -> SeedConfig {
+        let mut c = cfg();
+        c.user_data = Some(UserData::parse(text, "user-data").unwrap());
+        c
+    }
+
+    #[test]
+    fn meta_data_names_the_instance_and_host_only_by_default() {
+        let meta = meta_data(&cfg());
+        assert!(meta.contains("instance-id"), "{meta}");
+        assert!(!meta.contains("hvbox-every-boot"), "{meta}");
+        // hvbox's own per-boot mount script is not the user's: skipping stays allowed.
+        let mut c = cfg();
+        c.mounts = vec![crate::VirtiofsMount {
+            tag: "project".into(),
+            path: "/work".into(),
+            read_only: false,
+        }];
+        assert!(!meta_data(&c).contains("hvbox-every-boot"));
+        assert!(
+            !meta_data(&with_user_data("#cloud-config\nruncmd: [date]\n"))
+                .contains("hvbox-every-boot")
+        );
+    }
+
+    #[test]
+    fn user_work_on_every_boot_is_marked() {
+        for text in [
+            "#cloud-config\nbootcmd: [date]\n",
+            "#cloud-config\ncloud_final_modules: [[scripts-user, always]]\n",
+        ] {
+            let meta = meta_data(&with_user_data(text));
+            // The guest looks for the mark in the seed's raw bytes, as written here
+            // (a string value in user-data would have its quotes escaped).
+            assert!(
+                meta.contains("\"hvbox-every-boot\": true"),
+                "{text}: {meta}"
+            );
+        }
+    }
 }

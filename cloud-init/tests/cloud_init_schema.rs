@@ -79,7 +79,7 @@ fn static_only() -> SeedConfig {
 }
 
 #[test]
-fn network_config_renders_for_ifupdown() {
+fn network_config_renders_for_ifupdown_and_networkd() {
     let Some(ci) = cloud_init() else { return };
     let dir = tempfile::tempdir().unwrap();
     let schema = ci.has_network_schema();
@@ -137,6 +137,28 @@ fn network_config_renders_for_ifupdown() {
         }
         if name == "static-only" {
             assert!(!eni.contains("dhcp"), "{name}: DHCP is off:\n{eni}");
+        }
+        // hvbox's own boxes render for systemd-networkd: the NIC found by MAC and
+        // name (hvbox boots with net.ifnames=0), DHCP and addresses as above.
+        let networkd = ci.render_networkd(&path, &cfg.mac, &dir.path().join(format!("{name}.nd")));
+        let dhcp = match (cfg.network.dhcp4, cfg.network.dhcp6) {
+            (true, true) => "DHCP=yes",
+            (true, false) => "DHCP=ipv4",
+            (false, true) => "DHCP=ipv6",
+            (false, false) => "DHCP=no",
+        };
+        let mut expected = vec![
+            "[Match]".to_string(),
+            "Name=eth0".into(),
+            format!("MACAddress={}", cfg.mac),
+        ];
+        expected.extend(cfg.network.addresses.iter().map(|a| format!("Address={a}")));
+        expected.push(dhcp.into());
+        for line in &expected {
+            assert!(
+                networkd.lines().any(|l| l.trim() == line),
+                "{name}: no `{line}` in the networkd file:\n{networkd}"
+            );
         }
         // The NIC is found by MAC and renamed eth0.
         let rules =

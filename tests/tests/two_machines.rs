@@ -151,6 +151,22 @@ fn crash_and_come_back(project: &TestProject, dir: &std::path::Path) {
     assert!(up.contains("==> a: machine is up"), "{up}");
     let content = project.ok(&["ssh", "a", "--", "cat", "crash.txt"]);
     assert_eq!(content.trim(), "survives-a-kill");
+    // The seed and the disks are the ones cloud-init already applied, so hvbox's box
+    // let it skip this boot, and networkd brought the NIC up as cloud-init left it,
+    // with the DNS server from passt's DHCP.
+    let serial = std::fs::read_to_string(dir.join("serial.log")).unwrap();
+    assert!(
+        serial.contains("cloud-init skipped on this boot"),
+        "no skip in the serial log"
+    );
+    let status = project.ok(&["ssh", "a", "--", "cloud-init status; resolvectl dns eth0"]);
+    assert!(status.contains("status: disabled"), "{status}");
+    let dns = status.lines().find(|l| l.contains("(eth0):")).unwrap_or("");
+    assert!(
+        dns.split_once("):")
+            .is_some_and(|(_, servers)| !servers.trim().is_empty()),
+        "no DNS server on eth0:\n{status}"
+    );
     // One passt for the new run, none left over from the killed one.
     let after = run_facts(dir);
     let passts: Vec<String> = processes_of(&after.runtime_dir)

@@ -6,6 +6,7 @@
 use crate::args::BoxBuildArgs;
 use crate::spec::Size;
 use anyhow::{anyhow, Context, Result};
+use hvbox_boxes::boot_profile::BootProfile;
 use hvbox_boxes::build::{build, BuildOptions, RECIPE_FILE};
 use hvbox_boxes::build_user;
 use hvbox_boxes::catalog::{self, LOCAL_DISK_FILE, LOCAL_SUMS_FILE};
@@ -31,6 +32,11 @@ pub fn run(o: BoxBuildArgs) -> Result<ExitCode> {
         disk_size: size.bytes(),
         extra_packages: o.packages,
         force: o.force,
+        profile: if o.stock {
+            BootProfile::Stock
+        } else {
+            BootProfile::Fast
+        },
     };
     let built = build(&opts, &mut |line| println!("==> {line}"))?;
     let disk = match &for_user {

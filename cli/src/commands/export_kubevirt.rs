@@ -273,7 +273,7 @@ fn kernel_boot(spec: &Spec, disk: &Path, image: String) -> Result<Boot> {
             .then(|| images::INITRD_PATH.to_string()),
         cmdline: spec
             .kernel
-            .cmdline(&files.cmdline, crate::launch::CONSOLE_ARG),
+            .cmdline(&files.cmdline, crate::launch::GUEST_ARGS),
     })
 }
 

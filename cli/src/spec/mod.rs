@@ -79,7 +79,7 @@ pub struct Spec {
 }
 
 /// The guest's own command line (root=, ro, the distro's arguments) is used as it is
-/// unless the spec replaces it or appends to it; hvbox adds `console=ttyS0` last.
+/// unless the spec replaces it or appends to it; hvbox adds `console=ttyS0 net.ifnames=0` last.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KernelSettings {

@@ -102,6 +102,28 @@ impl CloudInit {
     /// Renders a network-config for Debian's ifupdown, as the guest will,
     /// with the NIC `mac` present; returns /etc/network/interfaces.d's file.
     pub fn render_eni(&self, path: &Path, mac: &str, out_dir: &Path) -> String {
+        self.render(
+            path,
+            mac,
+            out_dir,
+            "eni",
+            "etc/network/interfaces.d/50-cloud-init",
+        )
+    }
+
+    /// Renders a network-config for systemd-networkd, as hvbox's own boxes do;
+    /// returns the `.network` file for eth0.
+    pub fn render_networkd(&self, path: &Path, mac: &str, out_dir: &Path) -> String {
+        self.render(
+            path,
+            mac,
+            out_dir,
+            "networkd",
+            "etc/systemd/network/10-cloud-init-eth0.network",
+        )
+    }
+
+    fn render(&self, path: &Path, mac: &str, out_dir: &Path, kind: &str, file: &str) -> String {
         let p = path.to_str().unwrap();
         let args = [
             "devel",
@@ -115,22 +137,22 @@ impl CloudInit {
             "--distro",
             "debian",
             "--output-kind",
-            "eni",
+            kind,
             "--mac",
             &format!("eth0,{mac}"),
         ];
         let out = self.output(&args);
         assert!(
             out.status.success(),
-            "cloud-init {} cannot render network-config {p} for ifupdown:\n{}",
+            "cloud-init {} cannot render network-config {p} for {kind}:\n{}",
             self.version,
             report(&out)
         );
-        let eni = out_dir.join("etc/network/interfaces.d/50-cloud-init");
-        std::fs::read_to_string(&eni).unwrap_or_else(|e| {
+        let rendered = out_dir.join(file);
+        std::fs::read_to_string(&rendered).unwrap_or_else(|e| {
             panic!(
                 "net-convert wrote no {}: {e}\n{}",
-                eni.display(),
+                rendered.display(),
                 report(&out)
             )
         })
