@@ -347,8 +347,10 @@ fn packages(opts: &BuildOptions) -> Vec<String> {
 fn recipe_digest(opts: &BuildOptions, packages: &[String], sources: &AptSources) -> String {
     let mut hasher = Sha256::new();
     hasher.update(format!(
-        "revision {BUILDER_REVISION}\nprofile {}\nsuite {}\nsize {}\npackages {}\nsources\n{}\n{}",
+        "revision {BUILDER_REVISION}\nprofile {}\n{}\nsuite {}\nsize {}\npackages {}\nsources\n{}\n{}",
         opts.profile.name(),
+        // The profile's files and commands: a change to them makes another box.
+        opts.profile.hooks().join("\n"),
         opts.suite,
         opts.disk_size,
         packages.join(","),
