@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 /// How long a daemon gets to open its socket.
 const SOCKET_WAIT: Duration = Duration::from_secs(10);
 
+/// The longest pause between looks at a socket: a daemon is usually ready within
+/// tens of milliseconds, and a longer pause would be time `up` waits for nothing.
+const POLL_CAP: Duration = Duration::from_millis(4);
+
 pub struct Daemons {
     pub passt: Child,
     /// Each virtiofsd with the mount it serves; `None` once it was seen gone.
@@ -21,19 +25,40 @@ pub struct Daemons {
 }
 
 impl Daemons {
-    /// passt, then a virtiofsd per mount, each listening.
+    /// passt and a virtiofsd per mount, each listening. All are started at once and
+    /// their sockets awaited after, so their start-ups overlap.
     pub fn start(plan: &LaunchPlan, passt_log: &Path) -> Result<Daemons> {
-        let passt = start_listening("passt", &plan.passt_command, passt_log, &plan.passt_socket)
-            .map_err(|e| e.error)?;
+        let passt = spawn(&plan.passt_command, passt_log, &plan.passt_socket)?;
+        let mut started = vec![passt];
+        for fs in &plan.filesystems {
+            match spawn(&fs.argv, &fs.log, &fs.socket) {
+                Ok(child) => started.push(child),
+                Err(e) => {
+                    started.iter_mut().for_each(stop_child);
+                    return Err(e);
+                }
+            }
+        }
+        let mut started = started.into_iter();
+        let passt = started.next().expect("passt was started first");
+        let passt = match await_listening("passt", passt, passt_log, &plan.passt_socket) {
+            Ok(passt) => passt,
+            Err(e) => {
+                started.for_each(|mut child| stop_child(&mut child));
+                return Err(e.error);
+            }
+        };
         let mut daemons = Daemons {
             passt,
             fs: Vec::new(),
         };
         for fs in &plan.filesystems {
-            match start_virtiofsd(fs) {
+            let child = started.next().expect("one virtiofsd per mount was started");
+            match await_virtiofsd(fs, child) {
                 Ok(child) => daemons.fs.push((fs.clone(), Some(child))),
                 Err(e) => {
                     daemons.stop();
+                    started.for_each(|mut child| stop_child(&mut child));
                     return Err(e);
                 }
             }
@@ -91,8 +116,14 @@ impl Daemons {
 /// A virtiofsd, in its namespace sandbox where the host allows one, else without
 /// (said in the machine's log).
 fn start_virtiofsd(fs: &FsDaemon) -> Result<Child> {
+    await_virtiofsd(fs, spawn(&fs.argv, &fs.log, &fs.socket)?)
+}
+
+/// Wait for a started virtiofsd to listen; one that ended at once (no user
+/// namespaces here?) is started again without its namespace sandbox.
+fn await_virtiofsd(fs: &FsDaemon, child: Child) -> Result<Child> {
     let what = format!("virtiofsd for {}", fs.describe());
-    match start_listening(&what, &fs.argv, &fs.log, &fs.socket) {
+    match await_listening(&what, child, &fs.log, &fs.socket) {
         Ok(child) => Ok(child),
         Err(e) if e.exited => match fs.without_namespace() {
             Some(plain) => {
@@ -100,7 +131,8 @@ fn start_virtiofsd(fs: &FsDaemon) -> Result<Child> {
                     "supervisor: {what} could not start in its namespace sandbox (user namespaces are off here?); running it with --sandbox none (see {})",
                     fs.log.display()
                 );
-                start_listening(&what, &plain.argv, &plain.log, &plain.socket).map_err(|e| e.error)
+                let child = spawn(&plain.argv, &plain.log, &plain.socket)?;
+                await_listening(&what, child, &plain.log, &plain.socket).map_err(|e| e.error)
             }
             None => Err(e.error),
         },
@@ -114,18 +146,23 @@ struct StartError {
     error: anyhow::Error,
 }
 
-/// Start `argv` (logging to `log`) and wait until `socket` exists.
-fn start_listening(
+/// Start `argv` (logging to `log`), which is to listen on `socket`.
+fn spawn(argv: &[String], log: &Path, socket: &Path) -> Result<Child> {
+    // A socket file left from an earlier run would pass for this one's.
+    let _ = std::fs::remove_file(socket);
+    start_child(argv, log)
+}
+
+/// Wait until `child` listens on `socket`; one that fails to is stopped.
+fn await_listening(
     what: &str,
-    argv: &[String],
+    mut child: Child,
     log: &Path,
     socket: &Path,
 ) -> Result<Child, StartError> {
     let failed = |exited, error| StartError { exited, error };
-    let _ = std::fs::remove_file(socket);
-    let mut child = start_child(argv, log).map_err(|e| failed(false, e))?;
     let deadline = Instant::now() + SOCKET_WAIT;
-    let mut pause = crate::process::Backoff::up_to(Duration::from_millis(50));
+    let mut pause = crate::process::Backoff::up_to(POLL_CAP);
     // bind() makes the file, listen() comes after: a connect in between is refused.
     while !listening(socket) {
         match child.try_wait() {
@@ -137,7 +174,10 @@ fn start_listening(
                 return Err(failed(true, error));
             }
             Ok(None) => {}
-            Err(e) => return Err(failed(false, e.into())),
+            Err(e) => {
+                stop_child(&mut child);
+                return Err(failed(false, e.into()));
+            }
         }
         if Instant::now() > deadline {
             stop_child(&mut child);

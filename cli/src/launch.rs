@@ -467,7 +467,9 @@ fn free_local_port() -> Result<u16> {
 /// Wait until the supervisor has started the VM and written the run file.
 fn wait_for_start(machine: &Machine, supervisor_pid: u32) -> Result<RunInfo> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut pause = crate::process::Backoff::up_to(Duration::from_millis(100));
+    // Short pauses: the supervisor is usually done in a few hundred milliseconds,
+    // and a pause that grew long would keep `up` waiting after it.
+    let mut pause = crate::process::Backoff::up_to(Duration::from_millis(5));
     loop {
         if let Ok(info) = RunInfo::load(machine) {
             if info.supervisor_pid == supervisor_pid {

@@ -441,3 +441,28 @@ fn a_writable_disk_belongs_to_one_vmm_and_read_only_disks_are_shared() {
     assert!(err.contains("is reading it (a shared lock)"), "{err}");
     kill_vmm(&control, reader);
 }
+
+/// The VMM's program is linked statically (.cargo/config.toml says why): it has no
+/// program interpreter (ELF PT_INTERP), so a running machine maps neither ld.so nor
+/// the shared libc.
+#[test]
+fn the_vmm_program_needs_no_dynamic_loader() {
+    let libc_a = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .arg("-print-file-name=libc.a")
+        .output();
+    let static_libc =
+        libc_a.is_ok_and(|out| Path::new(String::from_utf8_lossy(&out.stdout).trim()).is_file());
+    if !static_libc {
+        return hvbox_test_support::skip("no static C library (libc.a) to link hvbox-vmm with");
+    }
+    let elf = std::fs::read(env!("CARGO_BIN_EXE_hvbox-vmm")).unwrap();
+    let u16_at = |at: usize| u16::from_le_bytes(elf[at..at + 2].try_into().unwrap()) as usize;
+    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+    let (entry_size, entries) = (u16_at(0x36), u16_at(0x38));
+    const PT_INTERP: u32 = 3;
+    let interp = (0..entries).any(|i| {
+        let at = phoff + i * entry_size;
+        u32::from_le_bytes(elf[at..at + 4].try_into().unwrap()) == PT_INTERP
+    });
+    assert!(!interp, "hvbox-vmm is dynamically linked");
+}

@@ -68,6 +68,22 @@ impl TempFile {
     }
 }
 
+impl TempFile {
+    /// Rename over `dest` without syncing: for files made afresh from their source
+    /// each time they are needed (boot files, extracted from the disk at every boot),
+    /// where a crash loses nothing the next extraction does not write again.
+    /// Readers still see the old file or the complete new one.
+    pub(crate) fn commit_unsynced(mut self, dest: &Path) -> Result<(), Error> {
+        drop(self.file.take());
+        std::fs::rename(&self.path, dest).map_err(|source| Error::Write {
+            path: dest.to_path_buf(),
+            source,
+        })?;
+        self.path = PathBuf::new();
+        Ok(())
+    }
+}
+
 impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.path.as_os_str().is_empty() {
