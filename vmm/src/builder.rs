@@ -20,6 +20,7 @@ use crate::devices::rtc::Rtc;
 use crate::devices::serial::SerialPort;
 use crate::error::VmmError;
 use crate::exit::ExitReason;
+use crate::exit_counts::MachineExits;
 use crate::layout::{COM1_IRQ, PCI_ECAM_SIZE, PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START};
 use crate::machine::Machine;
 use crate::memory::{create_guest_memory_in, Backing, GuestMemory};
@@ -218,6 +219,7 @@ fn finish(
     let mut vcpus = Vec::with_capacity(usize::from(cpus));
     let mut guest_cpuid = String::new();
     let mut msrs = Arc::new(Vec::new());
+    let mut exits = MachineExits::default();
     for index in 0..cpus {
         let (fd, cpuid) = create_vcpu(config, options, &vm, &supported, (index, cpus), boot)?;
         if index == 0 {
@@ -240,6 +242,7 @@ fn finish(
             events: wake.clone(),
             gate: Arc::clone(&gate),
             msrs: Arc::clone(&msrs),
+            exits: exits.add_vcpu(),
         });
     }
     Ok(Machine {
@@ -258,6 +261,7 @@ fn finish(
         gate,
         shape: Shape::of(config),
         guest_cpuid,
+        exits,
     })
 }
 

@@ -10,6 +10,7 @@ use crate::control::{AfterSave, Envelope, Request, StateFile};
 use crate::devices::platform::Platform;
 use crate::error::VmmError;
 use crate::exit::ExitReason;
+use crate::exit_counts::MachineExits;
 use crate::layout::ACPI_GED_IRQ;
 use crate::memory::GuestMemory;
 use crate::pci::PciBus;
@@ -49,6 +50,9 @@ pub struct Machine {
     pub(crate) guest_cpuid: String,
     /// /proc/self/status, for the run's peak memory ([`crate::stats`]).
     pub(crate) status_file: Option<std::fs::File>,
+    /// Every vCPU's exits by reason: `stats` on the control socket, and the run's
+    /// [`RunStats`].
+    pub(crate) exits: MachineExits,
 }
 
 /// What wakes the main thread while the machine runs.
@@ -115,6 +119,7 @@ impl Machine {
             shape,
             guest_cpuid,
             status_file,
+            exits,
         } = self;
         // Filters are compiled before any thread that serves the guest starts.
         if options.seccomp != Seccomp::Off {
@@ -156,13 +161,14 @@ impl Machine {
             &events,
             &mut ended,
             &disks,
+            &exits,
             options.timeout,
         );
         stop.store(true, Ordering::Release);
         // Parked vCPUs (a save that ends the VM) see the stop once let go.
         gate.release();
         stop_vcpus(&stop, &threads, &events, &mut ended);
-        let stats = crate::stats::measure(vm.memory(), status_file.as_ref());
+        let stats = crate::stats::measure(vm.memory(), status_file.as_ref(), exits.summary());
         if ended < threads.len() {
             return Err(VmmError::Guest(
                 "a vCPU did not stop within 5 s of the VM's end".into(),
@@ -231,6 +237,7 @@ fn wait_for_end(
     events: &mpsc::Receiver<Wake>,
     ended: &mut usize,
     disks: &[Arc<DiskHealth>],
+    exits: &MachineExits,
     timeout: Option<Duration>,
 ) -> Ending {
     let vm = running.vm;
@@ -279,6 +286,7 @@ fn wait_for_end(
         {
             let answer = match request {
                 Request::Status => status_line(disks),
+                Request::Stats => exits.summary().to_string(),
                 Request::Resume => {
                     disks.iter().for_each(|d| d.resume());
                     "ok".to_string()

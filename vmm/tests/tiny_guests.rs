@@ -66,6 +66,46 @@ fn hello_on_com1_then_poweroff() {
     assert_eq!(out.exit.exit_code(), 0);
 }
 
+/// One port write per byte on COM1 and one to the ACPI sleep register: the run's
+/// exit counts say exactly that.
+#[test]
+fn exit_counts_name_each_port_write() {
+    use hvbox_vmm::exit_counts::ExitKind;
+    if !kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = MachineConfig {
+        cpus: 1,
+        memory: 64 << 20,
+        kernel: build_guest("hello", dir.path()),
+        initrd: None,
+        cmdline: String::new(),
+        disks: vec![],
+        nics: vec![],
+        filesystems: vec![],
+        nested_virtualization: false,
+        serial_log: Some(dir.path().join("serial.log")),
+    };
+    let options = RunOptions {
+        timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let (exit, stats) = hvbox_vmm::run_with_stats(&config, &options).unwrap();
+    assert_eq!(exit, ExitReason::Poweroff);
+    let greeting = "hello from a tiny guest\n".len() as u64;
+    assert_eq!(stats.exits.get(ExitKind::IoSerial), greeting);
+    assert_eq!(stats.exits.get(ExitKind::IoAcpi), 1);
+    assert!(
+        stats.exits.to_string().starts_with(&format!(
+            "exits {}: io-serial {greeting}, io-acpi 1",
+            stats.exits.total()
+        )),
+        "{}",
+        stats.exits
+    );
+}
+
 #[test]
 fn bzimage_enters_in_long_mode_with_boot_params() {
     if !kvm_usable() {
@@ -283,6 +323,8 @@ fn control_socket_status_then_stop_hard_stops_a_guest_that_ignores_acpi() {
     let dir = tempfile::tempdir().unwrap();
     let (control, _, _, handle) = boot_in_background("idle", dir.path());
     assert_eq!(request(&control, "status"), "running");
+    // The idle guest exits to the VMM for nothing (its HLT stays in KVM).
+    assert_eq!(request(&control, "stats"), "exits 0");
     assert!(request(&control, "reboot").starts_with("error: unknown request"));
     let asked = std::time::Instant::now();
     assert_eq!(request(&control, "stop 1"), "ok");
