@@ -533,7 +533,7 @@ fn engine_checks(lab: &Lab, report: &mut Vec<String>) -> Result<(), String> {
             lab.l2_box_digest
         );
         let up = lab.root(&format!(
-            "mkdir -p {dir} && cat > {dir}/hvbox.yaml <<'EOF'\n{spec}EOF\nstart=$(date +%s%N); {hv} up --quiet --timeout 900; rc=$?; echo up_ms=$(( ($(date +%s%N) - start) / 1000000 )) up_rc=$rc"
+            "mkdir -p {dir} && cat > {dir}/hvbox.yaml <<'EOF'\n{spec}EOF\nstart=$(date +%s%N); {hv} up --quiet --timeout 900; rc=$?; echo up_ms=$(( ($(date +%s%N) - start) / 1000000 )) up_rc=$rc; echo up_start_ns=$start"
         ));
         let up_ms = up
             .stdout
@@ -555,7 +555,8 @@ fn engine_checks(lab: &Lab, report: &mut Vec<String>) -> Result<(), String> {
                 up.stdout
             ));
         }
-        report.extend(boot_profile(lab, engine, &dir, &hv));
+        let up_start = field(&up.stdout, "up_start_ns").unwrap_or("0");
+        report.extend(boot_profile(lab, engine, &dir, &hv, up_start));
         let uname = lab.root(&format!("{hv} ssh -- uname -r"));
         if uname.status != Some(0) || !uname.stdout.trim().ends_with("-amd64") {
             return Err(format!(
@@ -691,10 +692,11 @@ cat {machine}/vm.log"
 /// the VM (debugfs: every exit, including those KVM handles itself), the builtin
 /// VMM's own exit counts by reason (its control socket's `stats`), and the guest's
 /// view (systemd-analyze, its slowest units, its clock source).
-fn boot_profile(lab: &Lab, engine: &str, dir: &str, hv: &str) -> Vec<String> {
+fn boot_profile(lab: &Lab, engine: &str, dir: &str, hv: &str, up_start_ns: &str) -> Vec<String> {
     let machine = format!("{dir}/.hvbox/machines/default");
     let kvm = lab.root(&format!(
-        "pid=$(grep -o '\"vm_pid\": *[0-9]*' {machine}/run.json | grep -o '[0-9]*$')
+        "echo \"files written, s after up began:$(find {machine} -maxdepth 2 -type f -newermt @$(({up_start_ns} / 1000000000)) -printf ' %f=%T@' | awk -v s={up_start_ns} '{{for (i = 1; i <= NF; i++) {{split($i, kv, \"=\"); printf \" %s %.1f\", kv[1], kv[2] - s / 1e9}}}}')\"
+pid=$(grep -o '\"vm_pid\": *[0-9]*' {machine}/run.json | grep -o '[0-9]*$')
 mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
 d=$(ls -d /sys/kernel/debug/kvm/$pid-* 2>/dev/null | head -1)
 line=''

@@ -33,6 +33,7 @@ use crate::virtio::rng::Rng;
 use crate::virtio::vhost_user;
 use crate::virtio::virtio_pci::{self, VirtioPciFunction};
 use crate::virtio::VirtioDevice;
+use crate::vstate::coalesced::CoalescedRing;
 use crate::vstate::interrupts::GsiRouter;
 use crate::vstate::vcpu::VcpuRunner;
 use crate::vstate::vm::Vm;
@@ -220,9 +221,12 @@ fn finish(
     let mut guest_cpuid = String::new();
     let mut msrs = Arc::new(Vec::new());
     let mut exits = MachineExits::default();
+    let mut serial_ring = None;
     for index in 0..cpus {
         let (fd, cpuid) = create_vcpu(config, options, &vm, &supported, (index, cpus), boot)?;
         if index == 0 {
+            serial_ring = CoalescedRing::for_serial(&vm.kvm, &vm.fd, &fd).map(Arc::new);
+            exits.serial_ring = serial_ring.clone();
             guest_cpuid = snapshot::cpuid_digest(&cpuid);
             // Probed before anything is confined: the vCPU threads read them at a save.
             msrs = Arc::new(snapshot::vcpu::saved_msrs(&vm.kvm, &fd).map_err(|e| {
@@ -243,6 +247,7 @@ fn finish(
             gate: Arc::clone(&gate),
             msrs: Arc::clone(&msrs),
             exits: exits.add_vcpu(),
+            serial_ring: serial_ring.clone(),
         });
     }
     Ok(Machine {
@@ -262,6 +267,7 @@ fn finish(
         shape: Shape::of(config),
         guest_cpuid,
         exits,
+        serial_ring,
     })
 }
 

@@ -12,6 +12,7 @@ use crate::layout::{
     PCI_MMIO32_SIZE, PCI_MMIO32_START, RAM_64BIT_START,
 };
 use crate::virtio::virtio_pci::BAR_SIZE;
+use crate::vstate::coalesced::SharedRing;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -166,6 +167,8 @@ impl ExitCounts {
 #[derive(Clone, Default)]
 pub struct MachineExits {
     vcpus: Vec<Arc<ExitCounts>>,
+    /// COM1's writes KVM queued instead of exiting, when it does.
+    pub serial_ring: SharedRing,
 }
 
 impl MachineExits {
@@ -189,16 +192,22 @@ impl MachineExits {
                 p => other_port = Some((p - 1) as u16),
             }
         }
-        ExitSummary { counts, other_port }
+        ExitSummary {
+            counts,
+            other_port,
+            serial_queued: self.serial_ring.as_ref().map_or(0, |r| r.drained()),
+        }
     }
 }
 
 /// Summed counts, printable as one line: `exits N: io-serial N, ...` (kinds with
-/// none are left out).
+/// none are left out), then the serial bytes KVM queued without an exit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExitSummary {
     counts: [u64; KINDS.len()],
     other_port: Option<u16>,
+    /// Serial bytes that went through KVM's ring: no exit each.
+    pub serial_queued: u64,
 }
 
 impl ExitSummary {
@@ -227,6 +236,13 @@ impl fmt::Display for ExitSummary {
                 }
             }
             sep = ", ";
+        }
+        if self.serial_queued > 0 {
+            write!(
+                f,
+                "; serial bytes queued without an exit {}",
+                self.serial_queued
+            )?;
         }
         Ok(())
     }

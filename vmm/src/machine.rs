@@ -18,6 +18,7 @@ use crate::snapshot::save::Running;
 use crate::snapshot::{PauseGate, Shape};
 use crate::stats::RunStats;
 use crate::virtio::block::DiskHealth;
+use crate::vstate::coalesced::{drain_until_stopped, CoalescedRing, SharedRing};
 use crate::vstate::vcpu::{VcpuRunner, VmEvent};
 use crate::vstate::vm::Vm;
 use std::os::unix::thread::JoinHandleExt;
@@ -53,6 +54,8 @@ pub struct Machine {
     /// Every vCPU's exits by reason: `stats` on the control socket, and the run's
     /// [`RunStats`].
     pub(crate) exits: MachineExits,
+    /// COM1's data-port writes queued by KVM, when it can queue them.
+    pub(crate) serial_ring: SharedRing,
 }
 
 /// What wakes the main thread while the machine runs.
@@ -120,6 +123,7 @@ impl Machine {
             guest_cpuid,
             status_file,
             exits,
+            serial_ring,
         } = self;
         // Filters are compiled before any thread that serves the guest starts.
         if options.seccomp != Seccomp::Off {
@@ -135,8 +139,20 @@ impl Machine {
         // Only the vCPUs' and the control socket's senders remain.
         drop(wake);
 
+        let drainer = match &serial_ring {
+            Some(ring) => Some(start_drainer(Arc::clone(ring), Arc::clone(&platform))?),
+            None => None,
+        };
         let mut ended = 0;
-        let threads = start_vcpus(vcpus, &stop, &events, &mut ended)?;
+        let threads = match start_vcpus(vcpus, &stop, &events, &mut ended) {
+            Ok(threads) => threads,
+            Err(e) => {
+                if let Some(drainer) = drainer {
+                    drainer.finish();
+                }
+                return Err(e);
+            }
+        };
         if options.seccomp == Seccomp::WholeProcess {
             if let Err(e) = crate::confine::enter(ThreadKind::Main) {
                 stop_vcpus(&stop, &threads, &events, &mut ended);
@@ -168,6 +184,10 @@ impl Machine {
         // Parked vCPUs (a save that ends the VM) see the stop once let go.
         gate.release();
         stop_vcpus(&stop, &threads, &events, &mut ended);
+        // The vCPUs are out of the guest: the drainer's last round takes all it wrote.
+        if let Some(drainer) = drainer {
+            drainer.finish();
+        }
         let stats = crate::stats::measure(vm.memory(), status_file.as_ref(), exits.summary());
         if ended < threads.len() {
             return Err(VmmError::Guest(
@@ -198,6 +218,36 @@ impl Machine {
         };
         Ok((exit, stats))
     }
+}
+
+/// The thread that empties the serial ring ([`crate::vstate::coalesced`]).
+struct Drainer {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Drainer {
+    /// Stop it after one last drain.
+    fn finish(self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.thread.join();
+    }
+}
+
+fn start_drainer(
+    ring: Arc<CoalescedRing>,
+    platform: Arc<Mutex<Platform>>,
+) -> Result<Drainer, VmmError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_for_thread = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
+        .name("serial-drain".into())
+        .spawn(move || {
+            // It does what a vCPU does with the port: the vCPUs' list allows it.
+            crate::confine::enter_or_exit(ThreadKind::Vcpu);
+            drain_until_stopped(&ring, &platform, &stop_for_thread)
+        })?;
+    Ok(Drainer { stop, thread })
 }
 
 /// One thread per vCPU. If one cannot be started, those already running are stopped.

@@ -6,6 +6,7 @@ use crate::devices::mmio_bus::MmioBus;
 use crate::devices::platform::{Platform, PlatformEvent};
 use crate::exit_counts::{ExitCounts, ExitKind};
 use crate::snapshot::{PauseGate, VcpuState};
+use crate::vstate::coalesced::SharedRing;
 use crate::vstate::vm::Vm;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,6 +47,8 @@ pub struct VcpuRunner {
     pub msrs: Arc<Vec<u32>>,
     /// This vCPU's exits by reason.
     pub exits: Arc<ExitCounts>,
+    /// COM1's queued data-port writes, drained before any port access.
+    pub serial_ring: SharedRing,
 }
 
 impl VcpuRunner {
@@ -54,6 +57,11 @@ impl VcpuRunner {
     pub fn run(mut self) {
         while !self.stop.load(Ordering::Acquire) {
             if self.gate.requested() {
+                // What the guest printed belongs before the state is saved.
+                drain(
+                    &self.serial_ring,
+                    &mut self.platform.lock().expect("platform lock"),
+                );
                 let completed = self.complete_last_exit();
                 let (fd, msrs) = (&self.fd, &self.msrs);
                 let capture = || {
@@ -106,12 +114,16 @@ impl VcpuRunner {
         let outcome = match exit {
             VcpuExit::IoIn(port, data) => {
                 self.exits.count_port(port);
-                self.platform.lock().expect("platform lock").pio_read(port, data);
+                let mut platform = self.platform.lock().expect("platform lock");
+                drain(&self.serial_ring, &mut platform);
+                platform.pio_read(port, data);
                 Outcome::Continue
             }
             VcpuExit::IoOut(port, data) => {
                 self.exits.count_port(port);
-                let event = self.platform.lock().expect("platform lock").pio_write(port, data);
+                let mut platform = self.platform.lock().expect("platform lock");
+                drain(&self.serial_ring, &mut platform);
+                let event = platform.pio_write(port, data);
                 match event {
                     Some(PlatformEvent::Poweroff) => Outcome::Event(VmEvent::Poweroff),
                     Some(PlatformEvent::Reset) => Outcome::Event(VmEvent::Reboot),
@@ -173,6 +185,13 @@ impl VcpuRunner {
                 })
             }
         }
+    }
+}
+
+/// Port writes queued in the ring go first: the guest made them first.
+fn drain(ring: &SharedRing, platform: &mut Platform) {
+    if let Some(ring) = ring {
+        ring.drain(platform);
     }
 }
 
