@@ -293,6 +293,9 @@ fn create_vcpu(
         ..options.cpuid_mask
     };
     cpuid::configure(&mut cpuid, index, cpus, mask);
+    if vm.kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) {
+        cpuid::offer_tsc_deadline(&mut cpuid);
+    }
     fd.set_cpuid2(&cpuid).map_err(kvm("KVM_SET_CPUID2"))?;
     let setup = || -> Result<(), regs::RegsError> {
         regs::setup_msrs(&fd)?;
