@@ -524,10 +524,11 @@ pub struct VmmRunArgs {
     /// hardware virtualization.
     #[arg(long)]
     pub mask_unemulated_cpuid: bool,
-    /// Print the run's peak memory and how much of it was guest RAM.
+    /// Print the run's peak memory, how much of it was guest RAM, and the vCPUs'
+    /// exits to the VMM by reason (serial, PCI configuration, virtio registers, ...).
     #[arg(long)]
     pub stats: bool,
-    /// Serve `status`, `stop [SECS]` and `kill` requests on this UNIX socket.
+    /// Serve `status`, `stats`, `stop [SECS]` and `kill` requests on this UNIX socket.
     #[arg(long)]
     pub control_socket: Option<PathBuf>,
     /// Serve the serial console on this UNIX socket (as `hvbox console` uses it).

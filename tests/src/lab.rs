@@ -44,8 +44,12 @@ pub struct Lab {
     _work: tempfile::TempDir,
     /// Seconds from `hvbox up` to ssh answering in L1.
     pub l1_up_secs: f64,
-    /// Whether the checks of hvbox's engines inside L1 run too (HVBOX_LAB=1).
+    /// Whether the checks of hvbox's engines inside L1 run too (HVBOX_LAB=1 or up).
     pub full: bool,
+    /// Only `hvbox up` to ssh on each engine in L1, with where the boot's time and
+    /// exits went (HVBOX_LAB=up): the VMM's boots, suspend and upgrade-kernel are
+    /// left out.
+    pub up_only: bool,
     /// Digest of the test box disk at [`L2_BOX_DEVICE`].
     pub l2_box_digest: String,
     /// The L2 box's kernel and a newer one's package on the lab disk, for
@@ -83,13 +87,14 @@ impl Lab {
     /// Bring up L1, or return why the lab cannot run on this host. HVBOX_LAB selects
     /// what runs: unset, empty or `core` (the default) the VMM's boots, six to ten
     /// minutes once the boxes are built; `1` hvbox's engines in L1 too, over an hour;
-    /// `0` nothing.
+    /// `up` only `hvbox up` on each engine in L1, profiled; `0` nothing.
     pub fn start() -> Result<Lab, String> {
-        let full = match std::env::var("HVBOX_LAB").as_deref() {
-            Err(_) | Ok("" | "core") => false,
-            Ok("1") => true,
+        let (full, up_only) = match std::env::var("HVBOX_LAB").as_deref() {
+            Err(_) | Ok("" | "core") => (false, false),
+            Ok("1") => (true, false),
+            Ok("up") => (true, true),
             Ok("0") => return Err("HVBOX_LAB=0 is set".into()),
-            Ok(other) => panic!("HVBOX_LAB={other}: expected 0 (skip the lab), core (the VMM's boots, the default) or 1 (everything)"),
+            Ok(other) => panic!("HVBOX_LAB={other}: expected 0 (skip the lab), core (the VMM's boots, the default), up (hvbox up on each engine, profiled) or 1 (everything)"),
         };
         for tool in ["qemu-system-x86_64", "passt", "mkfs.ext4"] {
             if !crate::tool_exists(tool) {
@@ -102,7 +107,7 @@ impl Lab {
         // Machines in L1 get the old-kernel box of the upgrade test where the host's
         // archive offers a newer kernel, so `upgrade-kernel` can run there too. Only
         // the engine checks start machines in L1.
-        let fixture = if full {
+        let fixture = if full && !up_only {
             upgrade_fixture("bookworm")
         } else {
             Err("only with HVBOX_LAB=1".into())
@@ -145,6 +150,7 @@ impl Lab {
             _work: work,
             l1_up_secs: started.elapsed().as_secs_f64(),
             full,
+            up_only,
             l2_box_digest: l2_box.digest,
             l2_upgrade,
             l2_virtiofs,

@@ -58,6 +58,10 @@ fn checks(lab: &Lab) -> Result<Vec<String>, String> {
         "L1 up (hvbox up to ssh, TCG): {:.1} s",
         lab.l1_up_secs
     )];
+    if lab.up_only {
+        engine_checks(lab, &mut report)?;
+        return Ok(report);
+    }
 
     // HVBOX_LAB_BOOTS=N boots each kernel N times (a soak run).
     let boots: usize = std::env::var("HVBOX_LAB_BOOTS")
@@ -529,7 +533,7 @@ fn engine_checks(lab: &Lab, report: &mut Vec<String>) -> Result<(), String> {
             lab.l2_box_digest
         );
         let up = lab.root(&format!(
-            "mkdir -p {dir} && cat > {dir}/hvbox.yaml <<'EOF'\n{spec}EOF\nstart=$(date +%s%N); {hv} up --quiet --timeout 900; rc=$?; echo up_ms=$(( ($(date +%s%N) - start) / 1000000 )) up_rc=$rc"
+            "mkdir -p {dir} && cat > {dir}/hvbox.yaml <<'EOF'\n{spec}EOF\nstart=$(date +%s%N); {hv} up --quiet --timeout 900; rc=$?; echo up_ms=$(( ($(date +%s%N) - start) / 1000000 )) up_rc=$rc; echo up_start_ns=$start"
         ));
         let up_ms = up
             .stdout
@@ -551,6 +555,8 @@ fn engine_checks(lab: &Lab, report: &mut Vec<String>) -> Result<(), String> {
                 up.stdout
             ));
         }
+        let up_start = field(&up.stdout, "up_start_ns").unwrap_or("0");
+        report.extend(boot_profile(lab, engine, &dir, &hv, up_start));
         let uname = lab.root(&format!("{hv} ssh -- uname -r"));
         if uname.status != Some(0) || !uname.stdout.trim().ends_with("-amd64") {
             return Err(format!(
@@ -609,12 +615,12 @@ cat {machine}/vm.log"
         }
         // Suspend and resume through hvbox itself: a process started over ssh is the
         // same process after `suspend` + `up`, still writing its file.
-        if engine == "builtin" {
+        if engine == "builtin" && !lab.up_only {
             report.push(suspend_through_hvbox(lab, &hv)?);
         }
         // A kernel upgrade boots the new kernel from the disk (the builtin engine
         // extracts its vmlinux anew).
-        if engine == "builtin" {
+        if engine == "builtin" && !lab.up_only {
             match &lab.l2_upgrade {
                 Ok(upgrade) => {
                     let (old, new) = (&upgrade.old_version, &upgrade.new_version);
@@ -680,4 +686,42 @@ cat {machine}/vm.log"
         ));
     }
     Ok(())
+}
+
+/// Where a machine's boot to ssh went, read at once after `up`: L1's KVM counts for
+/// the VM (debugfs: every exit, including those KVM handles itself), the builtin
+/// VMM's own exit counts by reason (its control socket's `stats`), and the guest's
+/// view (systemd-analyze, its slowest units, its clock source).
+fn boot_profile(lab: &Lab, engine: &str, dir: &str, hv: &str, up_start_ns: &str) -> Vec<String> {
+    let machine = format!("{dir}/.hvbox/machines/default");
+    let kvm = lab.root(&format!(
+        "echo \"files written, s after up began:$(find {machine} -maxdepth 2 -type f -newermt @$(({up_start_ns} / 1000000000)) -printf ' %f=%T@' | awk -v s={up_start_ns} '{{for (i = 1; i <= NF; i++) {{split($i, kv, \"=\"); printf \" %s %.1f\", kv[1], kv[2] - s / 1e9}}}}')\"
+pid=$(grep -o '\"vm_pid\": *[0-9]*' {machine}/run.json | grep -o '[0-9]*$')
+mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
+d=$(ls -d /sys/kernel/debug/kvm/$pid-* 2>/dev/null | head -1)
+line=''
+for f in exits io_exits mmio_exits irq_exits halt_exits halt_wakeup halt_successful_poll halt_attempted_poll irq_window_exits request_irq_exits signal_exits insn_emulation irq_injections hypercalls pf_taken tlb_flush fpu_reload host_state_reload; do
+  [ -f $d/$f ] && line=\"$line $f=$(cat $d/$f)\"
+done
+echo \"kvm:$line\"
+sock=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1])).get(\"control_socket\", \"\"))' {machine}/run.json)
+[ -S \"$sock\" ] && python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(b\"stats\\n\")
+print(\"vmm:\", s.makefile().readline().strip())' \"$sock\""
+    ));
+    let guest = lab.root(&format!(
+        "{hv} ssh -- 'systemd-analyze | head -1; systemd-analyze blame | head -8; sudo dmesg | grep -iE \"clocksource|tsc|x2apic|kvm-clock|pci_bus 0000:00: root|ECAM|MMCONFIG\" | head -14; cat /proc/cmdline'"
+    ));
+    let mut lines = vec![format!("{engine}: boot profile in L2 after up:")];
+    for line in kvm.stdout.lines().chain(guest.stdout.lines()) {
+        lines.push(format!("  {engine}| {}", line.trim_end()));
+    }
+    if !kvm.stderr.trim().is_empty() || !guest.stderr.trim().is_empty() {
+        lines.push(format!(
+            "  {engine}| (stderr: {} {})",
+            kvm.stderr.trim(),
+            guest.stderr.trim()
+        ));
+    }
+    lines
 }

@@ -20,6 +20,7 @@ use crate::devices::rtc::Rtc;
 use crate::devices::serial::SerialPort;
 use crate::error::VmmError;
 use crate::exit::ExitReason;
+use crate::exit_counts::MachineExits;
 use crate::layout::{COM1_IRQ, PCI_ECAM_SIZE, PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START};
 use crate::machine::Machine;
 use crate::memory::{create_guest_memory_in, Backing, GuestMemory};
@@ -32,6 +33,7 @@ use crate::virtio::rng::Rng;
 use crate::virtio::vhost_user;
 use crate::virtio::virtio_pci::{self, VirtioPciFunction};
 use crate::virtio::VirtioDevice;
+use crate::vstate::coalesced::CoalescedRing;
 use crate::vstate::interrupts::GsiRouter;
 use crate::vstate::vcpu::VcpuRunner;
 use crate::vstate::vm::Vm;
@@ -218,9 +220,13 @@ fn finish(
     let mut vcpus = Vec::with_capacity(usize::from(cpus));
     let mut guest_cpuid = String::new();
     let mut msrs = Arc::new(Vec::new());
+    let mut exits = MachineExits::default();
+    let mut serial_ring = None;
     for index in 0..cpus {
         let (fd, cpuid) = create_vcpu(config, options, &vm, &supported, (index, cpus), boot)?;
         if index == 0 {
+            serial_ring = CoalescedRing::for_serial(&vm.kvm, &vm.fd, &fd).map(Arc::new);
+            exits.serial_ring = serial_ring.clone();
             guest_cpuid = snapshot::cpuid_digest(&cpuid);
             // Probed before anything is confined: the vCPU threads read them at a save.
             msrs = Arc::new(snapshot::vcpu::saved_msrs(&vm.kvm, &fd).map_err(|e| {
@@ -240,6 +246,8 @@ fn finish(
             events: wake.clone(),
             gate: Arc::clone(&gate),
             msrs: Arc::clone(&msrs),
+            exits: exits.add_vcpu(),
+            serial_ring: serial_ring.clone(),
         });
     }
     Ok(Machine {
@@ -258,6 +266,8 @@ fn finish(
         gate,
         shape: Shape::of(config),
         guest_cpuid,
+        exits,
+        serial_ring,
     })
 }
 
@@ -283,6 +293,9 @@ fn create_vcpu(
         ..options.cpuid_mask
     };
     cpuid::configure(&mut cpuid, index, cpus, mask);
+    if vm.kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer) {
+        cpuid::offer_tsc_deadline(&mut cpuid);
+    }
     fd.set_cpuid2(&cpuid).map_err(kvm("KVM_SET_CPUID2"))?;
     let setup = || -> Result<(), regs::RegsError> {
         regs::setup_msrs(&fd)?;

@@ -16,6 +16,7 @@ pub mod control;
 pub mod devices;
 pub mod error;
 pub mod exit;
+pub mod exit_counts;
 pub mod layout;
 pub mod log_rotation;
 pub mod machine;

@@ -10,6 +10,7 @@ use crate::control::{AfterSave, Envelope, Request, StateFile};
 use crate::devices::platform::Platform;
 use crate::error::VmmError;
 use crate::exit::ExitReason;
+use crate::exit_counts::MachineExits;
 use crate::layout::ACPI_GED_IRQ;
 use crate::memory::GuestMemory;
 use crate::pci::PciBus;
@@ -17,6 +18,7 @@ use crate::snapshot::save::Running;
 use crate::snapshot::{PauseGate, Shape};
 use crate::stats::RunStats;
 use crate::virtio::block::DiskHealth;
+use crate::vstate::coalesced::{drain_until_stopped, CoalescedRing, SharedRing};
 use crate::vstate::vcpu::{VcpuRunner, VmEvent};
 use crate::vstate::vm::Vm;
 use std::os::unix::thread::JoinHandleExt;
@@ -49,6 +51,11 @@ pub struct Machine {
     pub(crate) guest_cpuid: String,
     /// /proc/self/status, for the run's peak memory ([`crate::stats`]).
     pub(crate) status_file: Option<std::fs::File>,
+    /// Every vCPU's exits by reason: `stats` on the control socket, and the run's
+    /// [`RunStats`].
+    pub(crate) exits: MachineExits,
+    /// COM1's data-port writes queued by KVM, when it can queue them.
+    pub(crate) serial_ring: SharedRing,
 }
 
 /// What wakes the main thread while the machine runs.
@@ -115,6 +122,8 @@ impl Machine {
             shape,
             guest_cpuid,
             status_file,
+            exits,
+            serial_ring,
         } = self;
         // Filters are compiled before any thread that serves the guest starts.
         if options.seccomp != Seccomp::Off {
@@ -130,8 +139,20 @@ impl Machine {
         // Only the vCPUs' and the control socket's senders remain.
         drop(wake);
 
+        let drainer = match &serial_ring {
+            Some(ring) => Some(start_drainer(Arc::clone(ring), Arc::clone(&platform))?),
+            None => None,
+        };
         let mut ended = 0;
-        let threads = start_vcpus(vcpus, &stop, &events, &mut ended)?;
+        let threads = match start_vcpus(vcpus, &stop, &events, &mut ended) {
+            Ok(threads) => threads,
+            Err(e) => {
+                if let Some(drainer) = drainer {
+                    drainer.finish();
+                }
+                return Err(e);
+            }
+        };
         if options.seccomp == Seccomp::WholeProcess {
             if let Err(e) = crate::confine::enter(ThreadKind::Main) {
                 stop_vcpus(&stop, &threads, &events, &mut ended);
@@ -156,13 +177,18 @@ impl Machine {
             &events,
             &mut ended,
             &disks,
+            &exits,
             options.timeout,
         );
         stop.store(true, Ordering::Release);
         // Parked vCPUs (a save that ends the VM) see the stop once let go.
         gate.release();
         stop_vcpus(&stop, &threads, &events, &mut ended);
-        let stats = crate::stats::measure(vm.memory(), status_file.as_ref());
+        // The vCPUs are out of the guest: the drainer's last round takes all it wrote.
+        if let Some(drainer) = drainer {
+            drainer.finish();
+        }
+        let stats = crate::stats::measure(vm.memory(), status_file.as_ref(), exits.summary());
         if ended < threads.len() {
             return Err(VmmError::Guest(
                 "a vCPU did not stop within 5 s of the VM's end".into(),
@@ -192,6 +218,36 @@ impl Machine {
         };
         Ok((exit, stats))
     }
+}
+
+/// The thread that empties the serial ring ([`crate::vstate::coalesced`]).
+struct Drainer {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Drainer {
+    /// Stop it after one last drain.
+    fn finish(self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.thread.join();
+    }
+}
+
+fn start_drainer(
+    ring: Arc<CoalescedRing>,
+    platform: Arc<Mutex<Platform>>,
+) -> Result<Drainer, VmmError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_for_thread = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
+        .name("serial-drain".into())
+        .spawn(move || {
+            // It does what a vCPU does with the port: the vCPUs' list allows it.
+            crate::confine::enter_or_exit(ThreadKind::Vcpu);
+            drain_until_stopped(&ring, &platform, &stop_for_thread)
+        })?;
+    Ok(Drainer { stop, thread })
 }
 
 /// One thread per vCPU. If one cannot be started, those already running are stopped.
@@ -231,6 +287,7 @@ fn wait_for_end(
     events: &mpsc::Receiver<Wake>,
     ended: &mut usize,
     disks: &[Arc<DiskHealth>],
+    exits: &MachineExits,
     timeout: Option<Duration>,
 ) -> Ending {
     let vm = running.vm;
@@ -279,6 +336,7 @@ fn wait_for_end(
         {
             let answer = match request {
                 Request::Status => status_line(disks),
+                Request::Stats => exits.summary().to_string(),
                 Request::Resume => {
                     disks.iter().for_each(|d| d.resume());
                     "ok".to_string()

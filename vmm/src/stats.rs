@@ -1,6 +1,8 @@
 //! What a run cost the host: the VMM's peak resident memory and how much of it was
-//! guest RAM the guest actually touched, so the VMM's own overhead can be told apart.
+//! guest RAM the guest actually touched, so the VMM's own overhead can be told apart;
+//! and the vCPUs' exits to the VMM by reason ([`crate::exit_counts`]).
 
+use crate::exit_counts::ExitSummary;
 use crate::memory::GuestMemory;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -12,6 +14,8 @@ pub struct RunStats {
     pub peak_rss: u64,
     /// Guest RAM resident at the end of the run, in bytes.
     pub guest_touched: u64,
+    /// The vCPUs' exits to the VMM, by reason.
+    pub exits: ExitSummary,
 }
 
 impl RunStats {
@@ -23,8 +27,9 @@ impl RunStats {
 
 /// `status` is /proc/self/status, opened before the VMM was confined (it opens no
 /// files once the guest runs).
-pub fn measure(mem: &GuestMemory, status: Option<&File>) -> RunStats {
+pub fn measure(mem: &GuestMemory, status: Option<&File>, exits: ExitSummary) -> RunStats {
     RunStats {
+        exits,
         peak_rss: status
             .and_then(high_water_mark)
             .or_else(peak_rss)

@@ -66,6 +66,62 @@ fn hello_on_com1_then_poweroff() {
     assert_eq!(out.exit.exit_code(), 0);
 }
 
+/// One port write per byte on COM1 and one to the ACPI sleep register: the run's
+/// exit counts say exactly that, the bytes KVM queued in its ring (where it can)
+/// counted apart; every byte reaches the log before the VM's end is reported.
+#[test]
+fn exit_counts_name_each_port_write() {
+    use hvbox_vmm::exit_counts::ExitKind;
+    if !kvm_usable() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = MachineConfig {
+        cpus: 1,
+        memory: 64 << 20,
+        kernel: build_guest("hello", dir.path()),
+        initrd: None,
+        cmdline: String::new(),
+        disks: vec![],
+        nics: vec![],
+        filesystems: vec![],
+        nested_virtualization: false,
+        serial_log: Some(dir.path().join("serial.log")),
+    };
+    let options = RunOptions {
+        timeout: Some(Duration::from_secs(60)),
+        ..Default::default()
+    };
+    let (exit, stats) = hvbox_vmm::run_with_stats(&config, &options).unwrap();
+    assert_eq!(exit, ExitReason::Poweroff);
+    let greeting = "hello from a tiny guest\n";
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("serial.log")).unwrap(),
+        greeting
+    );
+    let exits = stats.exits;
+    let queued = exits.serial_queued;
+    let bytes = greeting.len() as u64;
+    assert_eq!(exits.get(ExitKind::IoSerial) + queued, bytes, "{exits}");
+    assert_eq!(exits.get(ExitKind::IoAcpi), 1);
+    let serial = match bytes - queued {
+        0 => String::new(),
+        n => format!("io-serial {n}, "),
+    };
+    let line = exits.to_string();
+    assert!(
+        line.starts_with(&format!("exits {}: {serial}io-acpi 1", exits.total())),
+        "{line}"
+    );
+    if queued > 0 {
+        assert!(
+            line.ends_with(&format!("; serial bytes queued without an exit {queued}")),
+            "{line}"
+        );
+    }
+    eprintln!("hello: {line}");
+}
+
 #[test]
 fn bzimage_enters_in_long_mode_with_boot_params() {
     if !kvm_usable() {
@@ -283,6 +339,8 @@ fn control_socket_status_then_stop_hard_stops_a_guest_that_ignores_acpi() {
     let dir = tempfile::tempdir().unwrap();
     let (control, _, _, handle) = boot_in_background("idle", dir.path());
     assert_eq!(request(&control, "status"), "running");
+    // The idle guest exits to the VMM for nothing (its HLT stays in KVM).
+    assert_eq!(request(&control, "stats"), "exits 0");
     assert!(request(&control, "reboot").starts_with("error: unknown request"));
     let asked = std::time::Instant::now();
     assert_eq!(request(&control, "stop 1"), "ok");

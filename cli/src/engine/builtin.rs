@@ -74,6 +74,8 @@ impl Engine for Builtin {
             path(&files.control_socket),
             "--console-socket".into(),
             path(&files.console_socket),
+            // The run's memory and the vCPUs' exits by reason go into vm.log at the end.
+            "--stats".into(),
         ];
         if let Some(state) = restore {
             argv.extend(["--restore".into(), path(state)]);
@@ -266,7 +268,8 @@ mod tests {
                 "--control-socket",
                 "/run/x/control.sock",
                 "--console-socket",
-                "/run/x/console.sock"
+                "/run/x/console.sock",
+                "--stats"
             ]
         );
         let written: MachineConfig =

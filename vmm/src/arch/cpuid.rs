@@ -103,6 +103,21 @@ pub fn configure(cpuid: &mut CpuId, index: u8, count: u8, mask: CpuidMask) {
     }
 }
 
+/// Leaf 1 ECX: the LAPIC timer's TSC-deadline mode.
+const ECX_TSC_DEADLINE: u32 = 1 << 24;
+
+/// Offer the TSC-deadline timer, which KVM's in-kernel LAPIC serves but does not
+/// report as supported (the VMM decides, as QEMU does for `-cpu host`): the guest
+/// arms its timer with one MSR write and skips calibrating the LAPIC timer against
+/// another clock at boot.
+pub fn offer_tsc_deadline(cpuid: &mut CpuId) {
+    for entry in cpuid.as_mut_slice() {
+        if entry.function == LEAF_FEATURES {
+            entry.ecx |= ECX_TSC_DEADLINE;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,6 +148,16 @@ mod tests {
         assert_eq!(e[1].eax >> 26, 3);
         assert_eq!(e[3].eax, 2); // 4 cores → 2 bits of core ID
         assert_eq!(e[3].edx, 3);
+    }
+
+    #[test]
+    fn tsc_deadline_offered_in_leaf_1_only() {
+        let mut cpuid = CpuId::from_entries(&[entry(1, 0), entry(7, 0)]).unwrap();
+        offer_tsc_deadline(&mut cpuid);
+        let e = cpuid.as_slice();
+        assert_ne!(e[0].ecx & ECX_TSC_DEADLINE, 0);
+        assert_ne!(e[0].ecx & ECX_CX16, 0, "another feature was lost");
+        assert_eq!(e[1].ecx & ECX_TSC_DEADLINE, 0);
     }
 
     #[test]

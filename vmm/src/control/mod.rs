@@ -3,6 +3,7 @@
 //! | request        | reply                       |
 //! |----------------|-----------------------------|
 //! | `status`       | `running`, then `; paused: disk full on PATH (N free)` for each disk whose I/O waits for space |
+//! | `stats`        | `exits N: io-serial N, mmio-ecam N, ...`: the vCPUs' exits to the VMM so far, by reason (see [`crate::exit_counts`]) |
 //! | `resume`       | `ok`: retry the I/O that waits for space now, not at its next one-second tick |
 //! | `stop [SECS]`  | `ok`: ACPI power button now, hard stop after SECS (default 30, at most a day) |
 //! | `kill`         | `ok`: hard stop now         |
@@ -28,6 +29,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     Status,
+    /// The vCPUs' exits so far, by reason.
+    Stats,
     Resume,
     Stop {
         grace: Duration,
@@ -71,6 +74,7 @@ pub fn parse(line: &str) -> Result<Request, String> {
     let mut words = line.split_whitespace();
     match (words.next(), words.next(), words.next()) {
         (Some("status"), None, _) => Ok(Request::Status),
+        (Some("stats"), None, _) => Ok(Request::Stats),
         (Some("kill"), None, _) => Ok(Request::Kill),
         (Some("continue"), None, _) => Ok(Request::Continue),
         (Some("resume"), None, _) => Ok(Request::Resume),
@@ -113,6 +117,8 @@ mod tests {
         assert_eq!(parse("status"), Ok(Request::Status));
         assert_eq!(parse(" kill \n"), Ok(Request::Kill));
         assert_eq!(parse("resume"), Ok(Request::Resume));
+        assert_eq!(parse("stats"), Ok(Request::Stats));
+        assert!(parse("stats now").is_err());
         assert_eq!(
             parse("save continue"),
             Ok(Request::Save {

@@ -4,7 +4,9 @@
 use crate::arch::regs;
 use crate::devices::mmio_bus::MmioBus;
 use crate::devices::platform::{Platform, PlatformEvent};
+use crate::exit_counts::{ExitCounts, ExitKind};
 use crate::snapshot::{PauseGate, VcpuState};
+use crate::vstate::coalesced::SharedRing;
 use crate::vstate::vm::Vm;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +45,10 @@ pub struct VcpuRunner {
     pub gate: Arc<PauseGate>,
     /// The MSRs a save reads (see [`crate::snapshot::vcpu::saved_msrs`]).
     pub msrs: Arc<Vec<u32>>,
+    /// This vCPU's exits by reason.
+    pub exits: Arc<ExitCounts>,
+    /// COM1's queued data-port writes, drained before any port access.
+    pub serial_ring: SharedRing,
 }
 
 impl VcpuRunner {
@@ -51,6 +57,11 @@ impl VcpuRunner {
     pub fn run(mut self) {
         while !self.stop.load(Ordering::Acquire) {
             if self.gate.requested() {
+                // What the guest printed belongs before the state is saved.
+                drain(
+                    &self.serial_ring,
+                    &mut self.platform.lock().expect("platform lock"),
+                );
                 let completed = self.complete_last_exit();
                 let (fd, msrs) = (&self.fd, &self.msrs);
                 let capture = || {
@@ -86,7 +97,10 @@ impl VcpuRunner {
         let exit = match self.fd.run() {
             Ok(exit) => exit,
             // Interrupted by the kick signal, or asked to retry.
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => return None,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                self.exits.count(ExitKind::Intr);
+                return None;
+            }
             Err(e) => {
                 return Some(VmEvent::Error(format!(
                     "vCPU {index}: KVM_RUN failed: {e}; {}",
@@ -99,11 +113,17 @@ impl VcpuRunner {
         let fault = |crash: bool, msg: String| Outcome::Fault { crash, msg };
         let outcome = match exit {
             VcpuExit::IoIn(port, data) => {
-                self.platform.lock().expect("platform lock").pio_read(port, data);
+                self.exits.count_port(port);
+                let mut platform = self.platform.lock().expect("platform lock");
+                drain(&self.serial_ring, &mut platform);
+                platform.pio_read(port, data);
                 Outcome::Continue
             }
             VcpuExit::IoOut(port, data) => {
-                let event = self.platform.lock().expect("platform lock").pio_write(port, data);
+                self.exits.count_port(port);
+                let mut platform = self.platform.lock().expect("platform lock");
+                drain(&self.serial_ring, &mut platform);
+                let event = platform.pio_write(port, data);
                 match event {
                     Some(PlatformEvent::Poweroff) => Outcome::Event(VmEvent::Poweroff),
                     Some(PlatformEvent::Reset) => Outcome::Event(VmEvent::Reboot),
@@ -112,16 +132,25 @@ impl VcpuRunner {
             }
             // Where no device answers, reads float high and writes are dropped.
             VcpuExit::MmioRead(addr, data) => {
+                self.exits.count(ExitKind::of_mmio(addr));
                 if !self.mmio.read(addr, data) {
                     data.fill(0xff);
                 }
                 Outcome::Continue
             }
             VcpuExit::MmioWrite(addr, data) => {
+                self.exits.count(ExitKind::of_mmio(addr));
                 self.mmio.write(addr, data);
                 Outcome::Continue
             }
-            VcpuExit::Hlt | VcpuExit::Intr => Outcome::Continue,
+            VcpuExit::Hlt => {
+                self.exits.count(ExitKind::Hlt);
+                Outcome::Continue
+            }
+            VcpuExit::Intr => {
+                self.exits.count(ExitKind::Intr);
+                Outcome::Continue
+            }
             VcpuExit::Shutdown => fault(true, format!("vCPU {index} triple-faulted (KVM_EXIT_SHUTDOWN)")),
             VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_SHUTDOWN, _) => Outcome::Event(VmEvent::Poweroff),
             VcpuExit::SystemEvent(KVM_SYSTEM_EVENT_RESET, _) => Outcome::Event(VmEvent::Reboot),
@@ -139,7 +168,10 @@ impl VcpuRunner {
                 false,
                 format!("vCPU {index}: KVM internal error (an instruction KVM could not emulate)"),
             ),
-            other => fault(false, format!("vCPU {index}: unexpected exit {other:?}")),
+            other => {
+                self.exits.count(ExitKind::Other);
+                fault(false, format!("vCPU {index}: unexpected exit {other:?}"))
+            }
         };
         match outcome {
             Outcome::Continue => None,
@@ -153,6 +185,13 @@ impl VcpuRunner {
                 })
             }
         }
+    }
+}
+
+/// Port writes queued in the ring go first: the guest made them first.
+fn drain(ring: &SharedRing, platform: &mut Platform) {
+    if let Some(ring) = ring {
+        ring.drain(platform);
     }
 }
 

@@ -83,6 +83,7 @@ fn run(args: args::Args) -> Result<ExitCode> {
             stats.guest_touched / 1024,
             stats.overhead() / 1024
         );
+        eprintln!("hvbox: vCPU {}", stats.exits);
     }
     Ok(ExitCode::from(exit.exit_code()))
 }
