@@ -37,6 +37,7 @@ fuzz_target!(|input: &[u8]| {
             for (request, reply) in main_loop {
                 let _ = reply.send(match request {
                     Request::Status => "running".to_string(),
+                    Request::Stats => "exits 0".to_string(),
                     Request::Stop { .. }
                     | Request::Kill
                     | Request::Resume
