@@ -66,7 +66,10 @@ fuzz_target!(|input: &[u8]| {
         for reply in replies.lines() {
             count += 1;
             assert!(
-                reply == "running" || reply == "ok" || reply.starts_with("error: "),
+                reply == "running"
+                    || reply == "ok"
+                    || reply == "exits 0"
+                    || reply.starts_with("error: "),
                 "{reply:?}"
             );
         }
