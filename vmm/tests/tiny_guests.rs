@@ -2,7 +2,7 @@
 //! into ELF files with a PVH note) run on real KVM through the same loader as a
 //! Linux kernel. Skipped, with the reason printed, where /dev/kvm is unusable.
 
-use hvbox_vmm::{run, ExitReason, MachineConfig, RunOptions};
+use hvbox_vmm::{run, run_with_stats, ExitReason, MachineConfig, RunOptions, RunStats};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -24,6 +24,7 @@ fn build_guest(name: &str, dir: &Path) -> PathBuf {
 struct Outcome {
     exit: ExitReason,
     serial: String,
+    stats: RunStats,
 }
 
 fn boot(name: &str, cpus: u32, cmdline: &str) -> Outcome {
@@ -50,9 +51,14 @@ fn boot(name: &str, cpus: u32, cmdline: &str) -> Outcome {
         timeout: Some(Duration::from_secs(60)),
         ..Default::default()
     };
-    let exit = run(&config, &options).unwrap_or_else(|e| panic!("{name}: VMM error: {e}"));
+    let (exit, stats) =
+        run_with_stats(&config, &options).unwrap_or_else(|e| panic!("{name}: VMM error: {e}"));
     let serial = std::fs::read_to_string(&serial_log).unwrap_or_default();
-    Outcome { exit, serial }
+    Outcome {
+        exit,
+        serial,
+        stats,
+    }
 }
 
 #[test]
@@ -75,31 +81,11 @@ fn exit_counts_name_each_port_write() {
     if !kvm_usable() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let config = MachineConfig {
-        cpus: 1,
-        memory: 64 << 20,
-        kernel: build_guest("hello", dir.path()),
-        initrd: None,
-        cmdline: String::new(),
-        disks: vec![],
-        nics: vec![],
-        filesystems: vec![],
-        nested_virtualization: false,
-        serial_log: Some(dir.path().join("serial.log")),
-    };
-    let options = RunOptions {
-        timeout: Some(Duration::from_secs(60)),
-        ..Default::default()
-    };
-    let (exit, stats) = hvbox_vmm::run_with_stats(&config, &options).unwrap();
-    assert_eq!(exit, ExitReason::Poweroff);
+    let out = boot("hello", 1, "");
+    assert_eq!(out.exit, ExitReason::Poweroff);
     let greeting = "hello from a tiny guest\n";
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("serial.log")).unwrap(),
-        greeting
-    );
-    let exits = stats.exits;
+    assert_eq!(out.serial, greeting);
+    let exits = out.stats.exits;
     let queued = exits.serial_queued;
     let bytes = greeting.len() as u64;
     assert_eq!(exits.get(ExitKind::IoSerial) + queued, bytes, "{exits}");
