@@ -513,7 +513,7 @@ fn wait_for_ssh(
     let mut pause = crate::process::Backoff::up_to(Duration::from_millis(250));
     loop {
         let panicked = serial.saw(KERNEL_PANIC);
-        if ssh::sshd_answers(info.ssh_port) && ssh::probe(machine, state, info.ssh_port) {
+        if ssh::probe(machine, state, info.ssh_port) {
             watch.reach(Stage::Sshd);
             // sshd answers before first-boot setup ends, and cloud-init restarts it
             // midway; the machine is ready once cloud-init says it is done.

@@ -185,7 +185,7 @@ fn wait_for_ssh(
     let watch = BootWatch::start(&machine.serial_log(), serial_start, "resuming");
     let mut pause = crate::process::Backoff::up_to(Duration::from_millis(250));
     loop {
-        if ssh::sshd_answers(info.ssh_port) && ssh::probe(machine, state, info.ssh_port) {
+        if ssh::probe(machine, state, info.ssh_port) {
             // The next line says how long it took.
             drop(watch);
             return Ok(());

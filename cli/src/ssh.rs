@@ -205,7 +205,7 @@ pub fn batch_command(machine: &Machine, state: &MachineState, port: u16) -> Comm
 /// closes it while the guest refuses it, and the read ends as soon as the guest's
 /// line or the close arrives. Our line goes first: passt reaches the guest only once
 /// the host side has sent something.
-pub fn sshd_answers(port: u16) -> bool {
+fn sshd_answers(port: u16) -> bool {
     use std::io::{Read, Write};
     let wait = std::time::Duration::from_secs(2);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -219,15 +219,17 @@ pub fn sshd_answers(port: u16) -> bool {
         && &start == b"SSH-"
 }
 
-/// One quiet, non-interactive attempt to log in; true when the guest answered.
+/// One quiet, non-interactive attempt to log in; true when the guest answered. The
+/// login is only tried once sshd answers at all (see [`sshd_answers`]).
 pub fn probe(machine: &Machine, state: &MachineState, port: u16) -> bool {
-    batch_command(machine, state, port)
-        .arg("true")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    sshd_answers(port)
+        && batch_command(machine, state, port)
+            .arg("true")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
 }
 
 /// True when ssh refuses the guest because its host key is not the pinned one.
