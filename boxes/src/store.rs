@@ -124,6 +124,15 @@ impl Store {
             .join(&digest.hex)
     }
 
+    /// A folder for what hvbox derives from the blob for `digest` (e.g. a disk's boot
+    /// files), removed with the blob.
+    pub fn derived_dir(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("derived")
+            .join(digest.algorithm.name())
+            .join(&digest.hex)
+    }
+
     fn meta_path(&self, digest: &Digest) -> PathBuf {
         self.root
             .join("meta")
@@ -316,7 +325,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Remove an entry. `Ok(false)` when it was not cached; [`Error::Busy`] while
+    /// Remove an entry and what was derived from it. `Ok(false)` when it was not cached; [`Error::Busy`] while
     /// another process is downloading it.
     pub fn remove(&self, digest: &Digest) -> Result<bool, Error> {
         digest.validate()?;
@@ -334,6 +343,12 @@ impl Store {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(&path, "removing", e)),
             }
+        }
+        let derived = self.derived_dir(digest);
+        match fs::remove_dir_all(&derived) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&derived, "removing", e)),
         }
         Ok(existed)
     }

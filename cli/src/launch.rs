@@ -2,6 +2,7 @@
 //! passt and the engine, and the wait until ssh and first-boot setup answer. Shared by
 //! `up`, `upgrade-kernel` and whatever else restarts a machine.
 
+use crate::boot_cache::{BootCache, Extracted};
 pub use crate::boot_failure::BootFailure;
 use crate::boot_failure::{Ending, LogStarts};
 use crate::boot_stage::Stage;
@@ -81,11 +82,15 @@ pub struct Booted {
 /// Extract the boot files the machine's state asks for (its pinned kernel, else the
 /// disk's default), boot them and wait for ssh. The kernel history records the boot
 /// once ssh answered, so it lists only kernels that came up.
+///
+/// `fresh_clone` is the box disk's kept boot files when the machine's disk is a clone
+/// of it that has not booted yet (see [`BootCache`]).
 pub fn boot(
     machine: &Machine,
     spec: &Spec,
     checked: Preflight,
     timeout: Duration,
+    fresh_clone: Option<&BootCache>,
 ) -> Result<Booted> {
     // A cold boot moves the disk past any saved state: continuing it later would
     // corrupt the disk.
@@ -100,15 +105,28 @@ pub fn boot(
     };
     // Boot files always come from the disk, so a kernel the guest installed is the
     // one that boots. They load into guest memory, which bounds their size.
-    let boot = extract_boot_files(
-        &machine.disk(),
-        &machine.dir,
-        &selection,
-        spec.memory.bytes(),
-    )
-    .context("finding the guest's kernel in its disk")?;
-    let cmdline = spec.kernel.cmdline(&boot.cmdline, GUEST_ARGS);
-    let record = kernel_record(&boot, &cmdline)?;
+    let fresh_clone = fresh_clone.filter(|_| selection == KernelSelection::Default);
+    let kept = fresh_clone.and_then(|cache| cache.take(&machine.dir, spec.memory.bytes()));
+    let extracted = match kept {
+        Some(kept) => kept,
+        None => {
+            let boot = extract_boot_files(
+                &machine.disk(),
+                &machine.dir,
+                &selection,
+                spec.memory.bytes(),
+            )
+            .context("finding the guest's kernel in its disk")?;
+            let extracted = Extracted::hashed(boot)?;
+            if let Some(cache) = fresh_clone {
+                cache.keep(&extracted);
+            }
+            extracted
+        }
+    };
+    let cmdline = spec.kernel.cmdline(&extracted.boot.cmdline, GUEST_ARGS);
+    let record = kernel_record(&extracted, &cmdline);
+    let boot = extracted.boot;
     announce_kernel(&state, &record);
 
     let mounts = checked.mounts.clone();
@@ -139,21 +157,17 @@ pub(crate) fn write_ssh_config(machine: &Machine, state: &MachineState, port: u1
     }
 }
 
-fn kernel_record(boot: &BootFiles, cmdline: &str) -> Result<KernelRecord> {
+fn kernel_record(extracted: &Extracted, cmdline: &str) -> KernelRecord {
     let now = kernels::now_unix();
-    Ok(KernelRecord {
-        version: boot.kernel_version.clone(),
-        kernel_sha256: kernels::sha256_file(&boot.kernel)?,
-        initrd_sha256: boot
-            .initrd
-            .as_deref()
-            .map(kernels::sha256_file)
-            .transpose()?,
+    KernelRecord {
+        version: extracted.boot.kernel_version.clone(),
+        kernel_sha256: extracted.kernel_sha256.clone(),
+        initrd_sha256: extracted.initrd_sha256.clone(),
         cmdline: cmdline.to_string(),
-        guest_path: boot.kernel_guest_path.clone(),
+        guest_path: extracted.boot.kernel_guest_path.clone(),
         first_booted_unix: now,
         last_booted_unix: now,
-    })
+    }
 }
 
 fn announce_kernel(state: &MachineState, record: &KernelRecord) {

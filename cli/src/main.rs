@@ -2,6 +2,7 @@
 
 mod args;
 mod auto_ports;
+mod boot_cache;
 mod boot_failure;
 mod boot_stage;
 mod boot_status;

@@ -295,9 +295,16 @@ fn catalog_files_lock_list_add_remove_prune() {
         err.contains("is used by") && err.contains("--force"),
         "{err}"
     );
+    // What hvbox derived from the disk (a machine's first boot keeps its boot files
+    // there) goes with it.
+    let digest = list[0]["digest"].as_str().unwrap().replace(':', "/");
+    let derived = env.root.join("cache/derived").join(digest);
+    std::fs::create_dir_all(derived.join("boot")).unwrap();
+    std::fs::write(derived.join("boot/vmlinuz"), b"kept").unwrap();
     let out = env.ok(&["box", "remove", "team-base@1.1", "--force"]);
     assert!(out.contains("removed team-base"), "{out}");
     assert!(env.list().is_empty());
+    assert!(!derived.exists(), "{} is left", derived.display());
 }
 
 #[test]

@@ -8,7 +8,7 @@ use crate::Error;
 
 /// No real kernel plus initrd comes near this (Debian's are ~60 MiB); the
 /// VMM loads both into guest memory, so more could not boot anyway.
-pub(crate) const MAX_BOOT_BYTES: u64 = 1 << 30;
+pub const MAX_BOOT_BYTES: u64 = 1 << 30;
 
 /// Check that `kernel` and `initrds` (guest paths on `volume`) together fit
 /// in `min(guest_memory, MAX_BOOT_BYTES)`.

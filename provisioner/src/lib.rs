@@ -38,6 +38,7 @@ pub use boot_files::{
     boot_menu, extract_boot_files, installed_kernels, BootFiles, BootMenu, InstalledKernel,
     KernelSelection,
 };
+pub use boot_size::MAX_BOOT_BYTES;
 pub use clone::{clone_disk, grow_disk};
 
 /// Order two kernel releases (`6.1.0-9-amd64` < `6.1.0-10-amd64`) as dpkg orders

@@ -7,6 +7,7 @@ use super::in_parallel::{self, for_each_parallel};
 use super::port::Forwards;
 use super::select::{Need, Selection, Target};
 use crate::args::UpArgs;
+use crate::boot_cache::BootCache;
 use crate::engine;
 use crate::guest_shares::GuestShares;
 use crate::launch;
@@ -187,11 +188,12 @@ pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Re
     } else {
         Progress::Auto
     };
+    let mut fresh_clone = None;
     if !machine.is_created() {
         // One machine at a time: a box both need is fetched once, with one progress
         // bar, and hvbox.lock written by one.
         let _one = CREATING.lock().unwrap_or_else(|e| e.into_inner());
-        create(project, selection.spec()?, machine, spec, progress)?;
+        fresh_clone = Some(create(project, selection.spec()?, machine, spec, progress)?);
     } else {
         step!("starting existing machine");
         if let Some(from) = disk_growth(machine, spec)? {
@@ -204,7 +206,13 @@ pub(super) fn start(selection: &Selection, target: &Target, args: &UpArgs) -> Re
             step!("first-boot settings changed: seed rewritten (cloud-init applies its per-boot settings again; packages, files and runcmd run only on a machine's first boot: `hvbox destroy` and `up` to re-run them)");
         }
     }
-    let booted = launch::boot(machine, spec, checked, Duration::from_secs(args.timeout))?;
+    let booted = launch::boot(
+        machine,
+        spec,
+        checked,
+        Duration::from_secs(args.timeout),
+        fresh_clone.as_ref(),
+    )?;
     provision::after_up(project, machine, spec, booted.info.ssh_port, when)?;
     announce_forwards(target);
     step!("machine is up: {} opens a shell", target.hint("ssh"));
@@ -223,14 +231,15 @@ fn announce_forwards(target: &Target) {
 static CREATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// First `up`: fetch the box, clone its disk, make keys and the seed. A failure
-/// removes the half-made machine so the next `up` starts clean.
+/// removes the half-made machine so the next `up` starts clean. Returns the box
+/// disk's kept boot files, which the fresh clone's first boot may use.
 fn create(
     project: &Project,
     project_spec: &ProjectSpec,
     machine: &Machine,
     spec: &Spec,
     progress: Progress,
-) -> Result<()> {
+) -> Result<BootCache> {
     let store = Store::open_default()?;
     // hvbox.lock's entry when it has one for the spec's box (no catalog lookup, no
     // network once cached), else the catalog; the lock is written for the next `up`.
@@ -249,14 +258,14 @@ fn create(
         "creating machine from box {}",
         box_fetch::describe(&artifacts.name, artifacts.version.as_deref())
     );
-    let disk_blob = got.fetched.disk.path;
+    let disk = got.fetched.disk;
     crate::machine::private::create_machine_dir(&machine.dir)?;
-    let result = populate(project, machine, spec, &artifacts, &disk_blob);
+    let result = populate(project, machine, spec, &artifacts, &disk.path);
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&machine.dir);
         project.prune_state_dir();
     }
-    result
+    result.map(|()| BootCache::of(&store, &disk.digest))
 }
 
 fn populate(

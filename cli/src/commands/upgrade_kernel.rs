@@ -81,7 +81,7 @@ pub fn run(args: &UpgradeKernelArgs) -> Result<ExitCode> {
     state.pinned_kernel = pin.version().map(str::to_string);
     state.save(&machine.state_path())?;
     let attempt = launch::preflight(project, spec)
-        .and_then(|checked| launch::boot(machine, spec, checked, timeout))
+        .and_then(|checked| launch::boot(machine, spec, checked, timeout, None))
         .and_then(|booted| confirm_running(machine, &booted).map(|()| booted));
     match attempt {
         Ok(booted) => {
@@ -253,7 +253,7 @@ fn restore(
     state.pinned_kernel = Some(version.to_string());
     state.save(&machine.state_path())?;
     let checked = launch::preflight(project, spec)?;
-    let booted = launch::boot(machine, spec, checked, timeout)
+    let booted = launch::boot(machine, spec, checked, timeout, None)
         .with_context(|| format!("booting the previous kernel {version}"))?;
     confirm_running(machine, &booted)?;
     Ok(booted)
