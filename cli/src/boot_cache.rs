@@ -208,19 +208,21 @@ mod tests {
         }
     }
 
-    fn cache(root: &Path) -> BootCache {
-        BootCache {
-            dir: root.join("derived/sha256/abcd/boot"),
-        }
-    }
-
-    #[test]
-    fn kept_files_come_back_into_another_machine_folder() {
+    /// Two machine folders and a cache, in a temporary folder.
+    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf, BootCache) {
         let tmp = tempfile::tempdir().unwrap();
         let (first, second) = (tmp.path().join("m1"), tmp.path().join("m2"));
         std::fs::create_dir_all(&first).unwrap();
         std::fs::create_dir_all(&second).unwrap();
-        let cache = cache(tmp.path());
+        let cache = BootCache {
+            dir: tmp.path().join("derived/sha256/abcd/boot"),
+        };
+        (tmp, first, second, cache)
+    }
+
+    #[test]
+    fn kept_files_come_back_into_another_machine_folder() {
+        let (_tmp, first, second, cache) = setup();
         assert!(cache.take(&second, 1 << 30).is_none(), "nothing kept yet");
 
         let extracted = Extracted::hashed(boot_files(&first, true)).unwrap();
@@ -245,11 +247,7 @@ mod tests {
 
     #[test]
     fn without_an_initrd_a_stale_one_is_removed() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (first, second) = (tmp.path().join("m1"), tmp.path().join("m2"));
-        std::fs::create_dir_all(&first).unwrap();
-        std::fs::create_dir_all(&second).unwrap();
-        let cache = cache(tmp.path());
+        let (_tmp, first, second, cache) = setup();
         cache.keep(&Extracted::hashed(boot_files(&first, false)).unwrap());
         std::fs::write(second.join(INITRD), b"stale").unwrap();
         let got = cache.take(&second, 1 << 30).expect("kept files");
@@ -259,11 +257,7 @@ mod tests {
 
     #[test]
     fn files_that_do_not_fit_or_do_not_match_their_record_are_not_used() {
-        let tmp = tempfile::tempdir().unwrap();
-        let (first, second) = (tmp.path().join("m1"), tmp.path().join("m2"));
-        std::fs::create_dir_all(&first).unwrap();
-        std::fs::create_dir_all(&second).unwrap();
-        let cache = cache(tmp.path());
+        let (_tmp, first, second, cache) = setup();
         cache.keep(&Extracted::hashed(boot_files(&first, true)).unwrap());
         // 12 + 20 bytes of boot files in 16 bytes of memory: extraction says why.
         assert!(cache.take(&second, 16).is_none());
