@@ -12,10 +12,11 @@ use hvbox_boxes::{Digest, Store};
 use hvbox_provisioner::{BootFiles, MAX_BOOT_BYTES};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Bumped when what extraction produces for a disk changes, so that files kept by an
-/// earlier hvbox are taken from the disk again.
+/// The record's format. (Files kept by another hvbox build are not taken either.)
 const REVISION: u32 = 1;
 const RECORD: &str = "boot.json";
 const KERNEL: &str = "vmlinuz";
@@ -45,7 +46,7 @@ impl Extracted {
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct Record {
     revision: u32,
-    /// hvbox's version: its extraction decided what is kept.
+    /// The hvbox build whose extraction decided what is kept ([`this_build`]).
     hvbox: String,
     kernel_version: String,
     cmdline: String,
@@ -77,7 +78,9 @@ impl BootCache {
         let record = self.record()?;
         let kept_kernel = self.dir.join(KERNEL);
         let kept_initrd = self.dir.join(INITRD);
-        let total = record.kernel_bytes + record.initrd_bytes.unwrap_or(0);
+        let total = record
+            .kernel_bytes
+            .saturating_add(record.initrd_bytes.unwrap_or(0));
         if total > guest_memory.min(MAX_BOOT_BYTES)
             || file_len(&kept_kernel)? != record.kernel_bytes
             || record.initrd_bytes.is_some() != record.initrd_sha256.is_some()
@@ -126,7 +129,7 @@ impl BootCache {
         let mut text = String::new();
         file.take(RECORD_LIMIT).read_to_string(&mut text).ok()?;
         let record: Record = serde_json::from_str(&text).ok()?;
-        (record.revision == REVISION && record.hvbox == env!("CARGO_PKG_VERSION")).then_some(record)
+        (record.revision == REVISION && record.hvbox == this_build()).then_some(record)
     }
 
     /// Into a folder of its own, renamed into place whole: a reader sees all of it or
@@ -134,7 +137,10 @@ impl BootCache {
     fn write(&self, extracted: &Extracted) -> std::io::Result<()> {
         let parent = self.dir.parent().expect("the cache folder has a parent");
         std::fs::create_dir_all(parent)?;
-        let tmp = parent.join(format!(".boot.{}.tmp", std::process::id()));
+        // Machines of one `up` boot from threads of one process: pid and a count.
+        static WRITES: AtomicU32 = AtomicU32::new(0);
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
+        let tmp = parent.join(format!(".boot.{}.{n}.tmp", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir(&tmp)?;
         let result = (|| {
@@ -147,7 +153,7 @@ impl BootCache {
             };
             let record = Record {
                 revision: REVISION,
-                hvbox: env!("CARGO_PKG_VERSION").to_string(),
+                hvbox: this_build(),
                 kernel_version: boot.kernel_version.clone(),
                 cmdline: boot.cmdline.clone(),
                 kernel_guest_path: boot.kernel_guest_path.clone(),
@@ -159,16 +165,34 @@ impl BootCache {
             };
             let json = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
             std::fs::write(tmp.join(RECORD), json)?;
-            // Files of an earlier revision or hvbox make way.
+            // Files kept by another hvbox make way; another machine's, just kept, stay.
+            if self.record().is_some() {
+                return Ok(());
+            }
             if self.dir.exists() {
                 std::fs::remove_dir_all(&self.dir)?;
             }
             std::fs::rename(&tmp, &self.dir)
         })();
-        if result.is_err() {
+        if result.is_err() || tmp.exists() {
             let _ = std::fs::remove_dir_all(&tmp);
         }
         result
+    }
+}
+
+/// This hvbox: its version, and its program's size and time, so that files kept by
+/// another build (whose extraction may differ) are not taken.
+fn this_build() -> String {
+    let program = std::env::current_exe().and_then(std::fs::metadata);
+    match program
+        .as_ref()
+        .map(|m| (m.len(), m.mtime(), m.mtime_nsec()))
+    {
+        Ok((len, secs, nanos)) => {
+            format!("{} {len} {secs}.{nanos:09}", env!("CARGO_PKG_VERSION"))
+        }
+        Err(_) => env!("CARGO_PKG_VERSION").to_string(),
     }
 }
 
@@ -243,6 +267,26 @@ mod tests {
         assert_eq!(got.kernel_sha256, extracted.kernel_sha256);
         assert_eq!(got.initrd_sha256, extracted.initrd_sha256);
         assert_eq!(got.boot.initrd_guest_path, extracted.boot.initrd_guest_path);
+    }
+
+    #[test]
+    fn machines_keeping_the_same_files_at_once_leave_them_whole() {
+        let (_tmp, first, second, cache) = setup();
+        let extracted = Extracted::hashed(boot_files(&first, true)).unwrap();
+        // As the threads of one `up` booting several machines of one box.
+        std::thread::scope(|threads| {
+            for _ in 0..8 {
+                threads.spawn(|| cache.keep(&extracted));
+            }
+        });
+        let got = cache.take(&second, 1 << 30).expect("kept files");
+        assert_eq!(std::fs::read(&got.boot.kernel).unwrap(), b"kernel bytes");
+        let parent = cache.dir.parent().unwrap();
+        let left: Vec<_> = std::fs::read_dir(parent)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["boot"], "only the kept folder is left");
     }
 
     #[test]
