@@ -325,8 +325,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Remove an entry and what was derived from it. `Ok(false)` when it was not cached; [`Error::Busy`] while
-    /// another process is downloading it.
+    /// Remove an entry and what was derived from it. `Ok(false)` when it was not
+    /// cached; [`Error::Busy`] while another process is downloading it.
     pub fn remove(&self, digest: &Digest) -> Result<bool, Error> {
         digest.validate()?;
         let locks_dir = self.root.join("locks");

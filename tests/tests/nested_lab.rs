@@ -276,7 +276,7 @@ socket.send_fds(s, [b\"save stop\\n\"], [fd])
 print(\"save:\", s.makefile().readline().strip())' /tmp/l2-count-1.sock /tmp/l2-count.state
 wait $vmm; echo first_exit=$?; echo save_ms=$(( ($(date +%s%N) - start) / 1000000 ))
 echo state_bytes=$(du -B1 /tmp/l2-count.state | cut -f1)
-last=$(grep -o 'l2 tick [0-9]*:' /tmp/l2-count-1.log | tail -1 | grep -o '[0-9]*')
+last=$(sed -n 's/.*l2 tick \\([0-9][0-9]*\\):.*/\\1/p' /tmp/l2-count-1.log | tail -1)
 # A new passt, as hvbox starts one for a resumed machine.
 kill $(cat /tmp/l2-count-passt.pid); sleep 0.5; {passt}
 start=$(date +%s%N)
