@@ -75,21 +75,14 @@ impl BootCache {
     /// are any for this hvbox and they fit `guest_memory`; else `None`, and the caller
     /// extracts (which also says why files that do not fit cannot boot).
     pub fn take(&self, out_dir: &Path, guest_memory: u64) -> Option<Extracted> {
-        let record = self.record()?;
-        let kept_kernel = self.dir.join(KERNEL);
-        let kept_initrd = self.dir.join(INITRD);
+        let record = self.kept()?;
         let total = record
             .kernel_bytes
             .saturating_add(record.initrd_bytes.unwrap_or(0));
-        if total > guest_memory.min(MAX_BOOT_BYTES)
-            || file_len(&kept_kernel)? != record.kernel_bytes
-            || record.initrd_bytes.is_some() != record.initrd_sha256.is_some()
-            || record
-                .initrd_bytes
-                .is_some_and(|n| file_len(&kept_initrd) != Some(n))
-        {
+        if total > guest_memory.min(MAX_BOOT_BYTES) {
             return None;
         }
+        let (kept_kernel, kept_initrd) = (self.dir.join(KERNEL), self.dir.join(INITRD));
         let kernel = out_dir.join(KERNEL);
         let initrd = out_dir.join(INITRD);
         place(&kept_kernel, &kernel).ok()?;
@@ -118,18 +111,25 @@ impl BootCache {
     /// Keep files just extracted from a fresh clone of this disk for the next new
     /// machine. Best effort: a cache that cannot be written costs only time.
     pub fn keep(&self, extracted: &Extracted) {
-        if self.record().is_some() {
+        if self.kept().is_some() {
             return;
         }
         let _ = self.write(extracted);
     }
 
-    fn record(&self) -> Option<Record> {
+    /// The record, when this hvbox build wrote it and the kept files are the sizes it
+    /// says; anything else is not used, and the next keep replaces it.
+    fn kept(&self) -> Option<Record> {
         let file = std::fs::File::open(self.dir.join(RECORD)).ok()?;
         let mut text = String::new();
         file.take(RECORD_LIMIT).read_to_string(&mut text).ok()?;
         let record: Record = serde_json::from_str(&text).ok()?;
-        (record.revision == REVISION && record.hvbox == this_build()).then_some(record)
+        let whole = file_len(&self.dir.join(KERNEL)) == Some(record.kernel_bytes)
+            && record.initrd_bytes.is_some() == record.initrd_sha256.is_some()
+            && record
+                .initrd_bytes
+                .is_none_or(|n| file_len(&self.dir.join(INITRD)) == Some(n));
+        (record.revision == REVISION && record.hvbox == this_build() && whole).then_some(record)
     }
 
     /// Into a folder of its own, renamed into place whole: a reader sees all of it or
@@ -166,7 +166,7 @@ impl BootCache {
             let json = serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?;
             std::fs::write(tmp.join(RECORD), json)?;
             // Files kept by another hvbox make way; another machine's, just kept, stay.
-            if self.record().is_some() {
+            if self.kept().is_some() {
                 return Ok(());
             }
             if self.dir.exists() {
@@ -306,9 +306,15 @@ mod tests {
         // 12 + 20 bytes of boot files in 16 bytes of memory: extraction says why.
         assert!(cache.take(&second, 16).is_none());
         assert!(!second.join(KERNEL).exists(), "nothing placed");
-        // A kept file cut short is not trusted.
+        // A kept file cut short is not trusted, and keeping again mends it.
         std::fs::write(cache.dir.join(INITRD), b"cut").unwrap();
         assert!(cache.take(&second, 1 << 30).is_none());
+        cache.keep(&Extracted::hashed(boot_files(&first, true)).unwrap());
+        let mended = cache.take(&second, 1 << 30).expect("kept again");
+        assert_eq!(
+            std::fs::read(mended.boot.initrd.unwrap()).unwrap(),
+            b"initrd bytes, longer"
+        );
         // A record of another revision is not read; keeping replaces it.
         let record = cache.dir.join(RECORD);
         let text = std::fs::read_to_string(&record).unwrap();
