@@ -264,21 +264,8 @@ pub fn wait_for_cloud_init(
     port: u16,
     limit: std::time::Duration,
 ) -> CloudInit {
-    // `timeout` in the guest keeps `hvbox up --timeout` honest if cloud-init hangs.
-    // systemd's wait for the boot's jobs covers cloud-init's stages, cloud-final
-    // included, without a Python process polling beside them (seconds of CPU under
-    // emulation). `cloud-init status --wait` is the fallback where that wait fails
-    // (a degraded boot, an old systemd); Debian 12's 22.4 ends it as soon as one
-    // module failed. The last `status` gives the verdict.
-    let secs = limit.as_secs();
-    let boot_done = format!("timeout {secs} systemctl is-system-running --wait >/dev/null 2>&1");
-    let failed = format!("echo '{FAILED_UNITS}'; systemctl --failed --no-legend --plain");
     let output = batch_command(machine, state, port)
-        .arg(format!(
-            "if ! command -v cloud-init >/dev/null; then echo 'status: done'; \
-             elif [ -e {CLOUD_INIT_OFF} ]; then {boot_done}; echo 'status: disabled'; {failed}; \
-             else {boot_done} || timeout {secs} cloud-init status --wait >/dev/null 2>&1; cloud-init status --long; {failed}; fi"
-        ))
+        .arg(cloud_init_wait_script(limit, CLOUD_INIT_RUN))
         .stdin(Stdio::null())
         .output();
     match output {
@@ -290,10 +277,36 @@ pub fn wait_for_cloud_init(
     }
 }
 
-/// Written early in a boot on which cloud-init does not run: by its generator, or by
-/// hvbox's boxes when the seed is the one it already applied. `cloud-init status` would
-/// say `disabled` then, but it starts Python, seconds under emulation.
-const CLOUD_INIT_OFF: &str = "/run/cloud-init/disabled";
+/// The guest shell script that waits for the boot to settle and prints cloud-init's
+/// report, then the failed units. `timeout` in the guest keeps `hvbox up --timeout`
+/// honest if cloud-init hangs. systemd's wait for the boot's jobs covers cloud-init's
+/// stages, cloud-final included, without a Python process polling beside them
+/// (seconds of CPU under emulation). When the boot settled with no unit failed and
+/// cloud-init's final stage recorded no errors, that is its verdict, `done`, read
+/// from the file it wrote: `cloud-init status` would start Python once more to say
+/// so. Otherwise `cloud-init status --wait` is the fallback where systemd's wait
+/// failed (a degraded boot, an old systemd; Debian 12's 22.4 ends it as soon as one
+/// module failed), and `cloud-init status --long` gives the verdict. `run_dir` is
+/// cloud-init's runtime folder.
+fn cloud_init_wait_script(limit: std::time::Duration, run_dir: &str) -> String {
+    let secs = limit.as_secs();
+    let boot_done = format!("timeout {secs} systemctl is-system-running --wait >/dev/null 2>&1");
+    let failed = format!("echo '{FAILED_UNITS}'; systemctl --failed --no-legend --plain");
+    // result.json is JSON with one-space indents: an empty list reads `"errors": []`.
+    format!(
+        "if ! command -v cloud-init >/dev/null; then echo 'status: done'; \
+         elif [ -e {run_dir}/disabled ]; then {boot_done}; echo 'status: disabled'; {failed}; \
+         elif {boot_done} && grep -qsF '\"errors\": []' {run_dir}/result.json; then echo 'status: done'; {failed}; \
+         else timeout {secs} cloud-init status --wait >/dev/null 2>&1; cloud-init status --long; {failed}; fi"
+    )
+}
+
+/// cloud-init's runtime folder. `disabled` there is written early in a boot on which
+/// cloud-init does not run: by its generator, or by hvbox's boxes when the seed is the
+/// one it already applied. `cloud-init status` would say `disabled` then, but it
+/// starts Python, seconds under emulation. `result.json` is written when its final
+/// stage ends.
+const CLOUD_INIT_RUN: &str = "/run/cloud-init";
 
 /// Separates cloud-init's report from systemd's list of failed units.
 const FAILED_UNITS: &str = "-- failed units:";
@@ -420,6 +433,95 @@ mod tests {
             .unwrap()
             .port();
         assert!(!sshd_answers(port));
+    }
+
+    /// The wait script run by sh with stand-ins for systemctl and cloud-init, which
+    /// log their calls: its output and the calls made.
+    fn run_wait_script(boot: &str, result: Option<&str>, disabled: bool) -> (String, String) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, run) = (dir.path().join("bin"), dir.path().join("run"));
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&run).unwrap();
+        let calls = dir.path().join("calls");
+        let stand_in = |name: &str, body: &str| {
+            let path = bin.join(name);
+            let script = format!(
+                "#!/bin/sh\necho \"{name} $*\" >> '{}'\n{body}\n",
+                calls.display()
+            );
+            std::fs::write(&path, script).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        stand_in(
+            "systemctl",
+            &format!("case \"$1\" in is-system-running) echo {boot}; [ {boot} = running ];; --failed) [ {boot} = running ] || echo 'cloud-final.service loaded failed failed';; esac"),
+        );
+        stand_in(
+            "cloud-init",
+            "case \"$*\" in 'status --long') echo 'status: error';; esac",
+        );
+        if let Some(result) = result {
+            std::fs::write(run.join("result.json"), result).unwrap();
+        }
+        if disabled {
+            std::fs::write(run.join("disabled"), "").unwrap();
+        }
+        let script =
+            cloud_init_wait_script(std::time::Duration::from_secs(5), run.to_str().unwrap());
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = Command::new("sh")
+            .args(["-c", &script])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        let calls = std::fs::read_to_string(calls).unwrap_or_default();
+        (String::from_utf8_lossy(&out.stdout).into_owned(), calls)
+    }
+
+    /// How cloud-init 22.4 writes result.json (`json.dumps(indent=1)`).
+    const RESULT_CLEAN: &str = "{\n \"v1\": {\n  \"datasource\": \"DataSourceNoCloud [seed=/dev/vdb][dsmode=net]\",\n  \"errors\": []\n }\n}";
+    const RESULT_ERRORS: &str = "{\n \"v1\": {\n  \"datasource\": \"DataSourceNoCloud\",\n  \"errors\": [\n   \"('scripts_user', RuntimeError('Runparts: 1 failures'))\"\n  ]\n }\n}";
+
+    #[test]
+    fn a_clean_settled_boot_is_done_without_asking_cloud_init() {
+        let (out, calls) = run_wait_script("running", Some(RESULT_CLEAN), false);
+        assert_eq!(cloud_init_verdict(&out), CloudInit::Done, "{out}");
+        assert!(!calls.contains("cloud-init status"), "{calls}");
+    }
+
+    #[test]
+    fn errors_or_a_degraded_boot_ask_cloud_init_for_its_report() {
+        for (boot, result) in [
+            ("running", Some(RESULT_ERRORS)),
+            ("degraded", Some(RESULT_CLEAN)),
+            ("degraded", None),
+        ] {
+            let (out, calls) = run_wait_script(boot, result, false);
+            assert!(
+                calls.contains("cloud-init status --long"),
+                "{boot} {result:?}: {calls}"
+            );
+            assert!(
+                matches!(cloud_init_verdict(&out), CloudInit::Failed(_)),
+                "{boot}: {out}"
+            );
+        }
+        // Its final stage not over yet: cloud-init waits and reports.
+        let (_, calls) = run_wait_script("running", None, false);
+        assert!(calls.contains("cloud-init status --wait"), "{calls}");
+    }
+
+    #[test]
+    fn a_boot_without_cloud_init_says_disabled() {
+        let (out, calls) = run_wait_script("running", None, true);
+        assert_eq!(cloud_init_verdict(&out), CloudInit::Done, "{out}");
+        assert!(out.contains("status: disabled"), "{out}");
+        assert!(!calls.contains("cloud-init status"), "{calls}");
     }
 
     /// What Debian 12's cloud-init 22.4 printed after its cloud-config stage was
