@@ -157,13 +157,44 @@ impl TestProject {
         let out = self.hvbox(args);
         assert!(
             out.status.success(),
-            "`hvbox {}` failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            "`hvbox {}` failed ({}):\nstdout:\n{}\nstderr:\n{}{}",
             args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            self.last_boots()
         );
         String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// From each machine's serial log, the last boot's lines about mounts and failures
+    /// and its last lines: the guest's side of a failure, gone once the test's
+    /// machines are destroyed.
+    pub fn last_boots(&self) -> String {
+        let mut found = String::new();
+        let machines = self.path().join(".hvbox/machines");
+        for entry in std::fs::read_dir(machines).into_iter().flatten().flatten() {
+            let Ok(raw) = std::fs::read(entry.path().join("serial.log")) else {
+                continue;
+            };
+            let log = String::from_utf8_lossy(&raw);
+            let boot = log.rfind("Linux version").map_or(&log[..], |at| &log[at..]);
+            let notable: Vec<&str> = boot
+                .lines()
+                .filter(|l| {
+                    let l = l.to_ascii_lowercase();
+                    l.contains("mount") || l.contains("fail") || l.contains("error")
+                })
+                .take(60)
+                .collect();
+            found.push_str(&format!(
+                "\n--- {} serial log, last boot: mounts and failures\n{}\n--- its last lines\n{}",
+                entry.file_name().to_string_lossy(),
+                notable.join("\n"),
+                lab::last_lines(boot, 25)
+            ));
+        }
+        found
     }
 
     /// Files under the private cache's blob folder.
@@ -229,5 +260,31 @@ pub fn require_tools(tools: &[&str]) {
             tool_exists(tool),
             "`{tool}` is not installed; run scripts/install-deps (see the README)"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_shows_the_last_boots_mounts_failures_and_end() {
+        let project = TestProject::new("");
+        let dir = project.path().join(".hvbox/machines/web");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = "[    0.0] Linux version 6.1 (first boot)\n[    5.0] Failed to mount old\n\
+                   [    0.0] Linux version 6.1 (last boot)\n[    4.0] Mounting /srv...\n\
+                   [    4.1] tmp-x.mount: Mount process exited, code=exited, status=32/n/a\n\
+                   [    9.0] Reached target multi-user.target\n";
+        std::fs::write(dir.join("serial.log"), log).unwrap();
+        let shown = project.last_boots();
+        std::fs::remove_dir_all(project.path().join(".hvbox")).unwrap();
+        assert!(shown.contains("--- web serial log"), "{shown}");
+        assert!(shown.contains("Mount process exited"), "{shown}");
+        assert!(
+            shown.contains("Reached target multi-user.target"),
+            "{shown}"
+        );
+        assert!(!shown.contains("Failed to mount old"), "{shown}");
     }
 }
