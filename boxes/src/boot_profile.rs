@@ -34,6 +34,9 @@ const CLOUD_MODULES_PATH: &str = "usr/libexec/hvbox/hvbox-cloud-modules";
 /// out; should anything queue them all the same, they skip. (cloud-init's own
 /// generator writes the file too when it disables cloud-init.)
 const SKIP_CONDITION: &str = "[Unit]\nConditionPathExists=!/run/cloud-init/disabled\n";
+/// The final stage installs packages and runs the user's scripts: it needs names to
+/// resolve, which `network.target` no longer promises (see the resolved hook below).
+const AFTER_DNS: &str = "After=nss-lookup.target\n";
 
 /// cloud-init's settings in the box. The NIC keeps the name cloud-init gave it on
 /// boots cloud-init skips: hvbox boots with `net.ifnames=0`, and cloud-init's networkd
@@ -80,7 +83,36 @@ const NOT_FOR_A_DEVELOPMENT_VM: &[&str] = &[
     "apt-daily-upgrade.timer",
 ];
 
+/// The initramfs holds only what finds the root disk on hvbox's engines (and the
+/// virtio disks of a KubeVirt export), loaded at once instead of found by udev among
+/// the ~190 modules of Debian's default: the kernel unpacks a third of the bytes, and
+/// the initramfs's udev has little to try. That phase took 8.7 s of a restart under
+/// emulation, most of it before the disk's driver was loaded.
+const INITRAMFS_CONF: &str = "# hvbox: only the modules listed in ../modules\nMODULES=list\n";
+const INITRAMFS_MODULES: &str = "# hvbox: the root disk on virtio-pci\nvirtio_pci\nvirtio_blk\n";
+
+/// sshd checks its configuration in a process of its own before it starts; sshd
+/// itself fails on a bad one with the same message, and the check costs a second of
+/// every boot under emulation. (Reloads keep their check.)
+const SSHD_NO_START_CHECK: &str = "[Service]\nExecStartPre=\n";
+
+/// Modules systemd loads in a process each early in boot for hardware a VM has not
+/// (a GPU) or loads on first use through the static device node anyway
+/// (device-mapper); logind waits for the first.
+const NOT_LOADED_AHEAD: &[&str] = &["modprobe@drm.service", "modprobe@dm_mod.service"];
+
 impl BootProfile {
+    /// The fstab's check pass for the root file system. The fast box's ext4 replays
+    /// its journal at mount and has no periodic checks, so systemd-fsck-root would
+    /// find a clean file system on every boot, after seconds on the critical path
+    /// under emulation; `sudo e2fsck -f` on an unmounted disk still checks it.
+    pub fn root_fsck_pass(self) -> u8 {
+        match self {
+            BootProfile::Fast => 0,
+            BootProfile::Stock => 1,
+        }
+    }
+
     /// Packages beyond the common set.
     pub fn packages(self) -> &'static [&'static str] {
         match self {
@@ -121,7 +153,7 @@ impl BootProfile {
             ),
             (
                 "etc/systemd/system/cloud-final.service.d/hvbox.conf",
-                format!("{SKIP_CONDITION}\n[Service]\nExecStart=\nExecStart=/{CLOUD_MODULES_PATH}\nExecStartPost=/{SEED_CHECK_PATH} record\n"),
+                format!("{SKIP_CONDITION}{AFTER_DNS}\n[Service]\nExecStart=\nExecStart=/{CLOUD_MODULES_PATH}\nExecStartPost=/{SEED_CHECK_PATH} record\n"),
             ),
             (
                 "etc/cloud/cloud.cfg.d/91-hvbox-fast-boot.cfg",
@@ -131,6 +163,14 @@ impl BootProfile {
             (
                 "etc/systemd/resolved.conf.d/hvbox.conf",
                 RESOLVED.to_string(),
+            ),
+            (
+                "etc/initramfs-tools/conf.d/hvbox-fast-boot.conf",
+                INITRAMFS_CONF.to_string(),
+            ),
+            (
+                "etc/systemd/system/ssh.service.d/hvbox.conf",
+                SSHD_NO_START_CHECK.to_string(),
             ),
         ];
         let mut hooks: Vec<String> = files
@@ -154,14 +194,24 @@ impl BootProfile {
             "if grep -q '^Include /etc/ssh/sshd_config.d/\\*.conf' \"$1/etc/ssh/sshd_config\"; then mkdir -p \"$1/etc/ssh/sshd_config.d\" && (umask 077; printf '%s' {keys_only} > \"$1/{SSHD_CLOUD_INIT_CONF}\"); else printf '\\n%s' {keys_only} >> \"$1/etc/ssh/sshd_config\"; fi",
             keys_only = crate::build::shell_quote(KEYS_ONLY),
         ));
-        // systemd-resolved orders sysinit.target, and so sshd and everything else, after
-        // its own start, seconds under emulation; DNS is wanted by nss-lookup.target and
-        // network.target, which it still comes before. A copy of the package's unit
-        // without that one ordering, made from the unit this build installed.
+        // systemd-resolved orders sysinit.target and network.target, and so sshd and
+        // everything else, after its own start, seconds under emulation. What needs
+        // names orders itself after nss-lookup.target, which resolved still comes
+        // before. A copy of the package's unit without those two orderings, made from
+        // the unit this build installed.
         hooks.push(
-            "unit=\"$1/usr/lib/systemd/system/systemd-resolved.service\"; [ -e \"$unit\" ] || unit=\"$1/lib/systemd/system/systemd-resolved.service\"; if grep -Eq '^Before=.*\\bsysinit\\.target' \"$unit\"; then sed -E 's/^(Before=.*)\\bsysinit\\.target ?/\\1/' \"$unit\" > \"$1/etc/systemd/system/systemd-resolved.service\"; fi"
+            "unit=\"$1/usr/lib/systemd/system/systemd-resolved.service\"; [ -e \"$unit\" ] || unit=\"$1/lib/systemd/system/systemd-resolved.service\"; sed -E '/^Before=/{:a;s/([= ])(sysinit|network)\\.target( |$)/\\1/;ta;s/ $//}' \"$unit\" > \"$1/etc/systemd/system/systemd-resolved.service\""
                 .to_string(),
         );
+        hooks.push(format!(
+            "printf '%s' {} >> \"$1/etc/initramfs-tools/modules\"",
+            crate::build::shell_quote(INITRAMFS_MODULES)
+        ));
+        hooks.push("chroot \"$1\" update-initramfs -u -k all".to_string());
+        hooks.push(format!(
+            "chroot \"$1\" systemctl mask {}",
+            NOT_LOADED_AHEAD.join(" ")
+        ));
         hooks.push(
             "chroot \"$1\" systemctl enable systemd-networkd.service systemd-resolved.service"
                 .to_string(),
@@ -187,11 +237,15 @@ mod tests {
     #[test]
     fn stock_is_debian_as_it_comes() {
         assert!(BootProfile::Stock.hooks().is_empty());
+        assert_eq!(BootProfile::Stock.root_fsck_pass(), 1);
         assert_eq!(
             BootProfile::Stock.packages(),
             &["ifupdown", "isc-dhcp-client"]
         );
     }
+
+    /// The orderings of Debian 12's unit, around the line the hook rewrites.
+    const DEBIAN_RESOLVED_UNIT: &str = "[Unit]\nDefaultDependencies=no\nAfter=systemd-sysctl.service systemd-sysusers.service\nBefore=sysinit.target network.target nss-lookup.target shutdown.target initrd-switch-root.target\nWants=nss-lookup.target\n";
 
     /// A folder the fast hooks ran on, by sh as mmdebstrap runs them (those that
     /// chroot aside), with this sshd_config.
@@ -199,6 +253,15 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("etc/ssh")).unwrap();
         std::fs::write(root.path().join("etc/ssh/sshd_config"), sshd_config).unwrap();
+        let units = root.path().join("usr/lib/systemd/system");
+        std::fs::create_dir_all(&units).unwrap();
+        std::fs::write(units.join("systemd-resolved.service"), DEBIAN_RESOLVED_UNIT).unwrap();
+        std::fs::create_dir_all(root.path().join("etc/initramfs-tools")).unwrap();
+        std::fs::write(
+            root.path().join("etc/initramfs-tools/modules"),
+            "# List of modules\n",
+        )
+        .unwrap();
         for hook in BootProfile::Fast.hooks() {
             if hook.contains("chroot") {
                 continue;
@@ -226,12 +289,37 @@ mod tests {
         assert!(final_dropin.contains(
             "ExecStart=\nExecStart=/usr/libexec/hvbox/hvbox-cloud-modules\nExecStartPost=/usr/libexec/hvbox/hvbox-seed-check record\n"
         ));
+        assert!(
+            final_dropin.contains(
+                "[Unit]\nConditionPathExists=!/run/cloud-init/disabled\nAfter=nss-lookup.target\n"
+            ),
+            "{final_dropin}"
+        );
         let config_dropin = read("etc/systemd/system/cloud-config.service.d/hvbox.conf");
         assert!(config_dropin.contains("ExecStart=\nExecStart=/bin/true\n"));
         let settings = read("etc/cloud/cloud.cfg.d/91-hvbox-fast-boot.cfg");
         assert!(settings.contains("renderers: [networkd]"), "{settings}");
         assert!(!settings.contains("locale"), "{settings}");
         assert_eq!(read("etc/default/locale"), "LANG=en_US.UTF-8\n");
+        // sshd, and everything after network.target, no longer waits for resolved.
+        assert_eq!(
+            read("etc/systemd/system/systemd-resolved.service"),
+            DEBIAN_RESOLVED_UNIT.replace(
+                "Before=sysinit.target network.target nss-lookup.target",
+                "Before=nss-lookup.target"
+            )
+        );
+        assert_eq!(
+            read("etc/systemd/system/ssh.service.d/hvbox.conf"),
+            "[Service]\nExecStartPre=\n"
+        );
+        assert!(
+            read("etc/initramfs-tools/conf.d/hvbox-fast-boot.conf").contains("\nMODULES=list\n")
+        );
+        assert_eq!(
+            read("etc/initramfs-tools/modules"),
+            "# List of modules\n# hvbox: the root disk on virtio-pci\nvirtio_pci\nvirtio_blk\n"
+        );
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &str| {
             std::fs::metadata(root.path().join(p))

@@ -260,7 +260,7 @@ pub fn build(opts: &BuildOptions, log: &mut dyn FnMut(&str)) -> Result<BuiltBox,
             "--customize-hook=sed -i 's/^# *en_US.UTF-8 UTF-8/en_US.UTF-8 UTF-8/' \"$1/etc/locale.gen\" && chroot \"$1\" locale-gen",
         ])
         .args(
-            guest_config_hooks(&part_uuid)
+            guest_config_hooks(&part_uuid, opts.profile)
                 .into_iter()
                 .chain(opts.profile.hooks())
                 .map(|hook| format!("--customize-hook={hook}")),
@@ -347,8 +347,9 @@ fn packages(opts: &BuildOptions) -> Vec<String> {
 fn recipe_digest(opts: &BuildOptions, packages: &[String], sources: &AptSources) -> String {
     let mut hasher = Sha256::new();
     hasher.update(format!(
-        "revision {BUILDER_REVISION}\nprofile {}\n{}\nsuite {}\nsize {}\npackages {}\nsources\n{}\n{}",
+        "revision {BUILDER_REVISION}\nprofile {}\nroot fsck pass {}\n{}\nsuite {}\nsize {}\npackages {}\nsources\n{}\n{}",
         opts.profile.name(),
+        opts.profile.root_fsck_pass(),
         // The profile's files and commands: a change to them makes another box.
         opts.profile.hooks().join("\n"),
         opts.suite,
@@ -366,11 +367,14 @@ fn recipe_digest(opts: &BuildOptions, packages: &[String], sources: &AptSources)
 
 /// What a machine made from this box must find on first boot, as mmdebstrap hooks:
 /// they run as root in the new system, whether root or a user namespace builds it.
-fn guest_config_hooks(part_uuid: &str) -> Vec<String> {
+fn guest_config_hooks(part_uuid: &str, profile: BootProfile) -> Vec<String> {
     let files = [
         (
             "etc/fstab",
-            format!("PARTUUID={part_uuid} / ext4 rw,discard,errors=remount-ro 0 1\n"),
+            format!(
+                "PARTUUID={part_uuid} / ext4 rw,discard,errors=remount-ro 0 {}\n",
+                profile.root_fsck_pass()
+            ),
         ),
         // Only the NoCloud seed that hvbox attaches; skipping the network probes
         // saves minutes on first boot.
