@@ -227,9 +227,10 @@ struct Drainer {
 }
 
 impl Drainer {
-    /// Stop it after one last drain.
+    /// Stop it after one last drain, at once rather than after its pause.
     fn finish(self) {
         self.stop.store(true, Ordering::Release);
+        self.thread.thread().unpark();
         let _ = self.thread.join();
     }
 }

@@ -154,7 +154,9 @@ pub fn drain_until_stopped(ring: &CoalescedRing, platform: &Mutex<Platform>, sto
             0 => (pause * 2).min(IDLE),
             _ => BUSY,
         };
-        std::thread::sleep(pause);
+        // Parked rather than asleep: whoever sets `stop` unparks the thread, so the
+        // VMM's exit does not wait out the pause.
+        std::thread::park_timeout(pause);
     }
 }
 
