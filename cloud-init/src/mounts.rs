@@ -19,6 +19,13 @@ pub struct VirtiofsMount {
 /// Ends every fstab line hvbox owns, so the next boot can replace them.
 const MARK: &str = "# hvbox mount";
 
+/// `nofail`: a share that cannot be mounted leaves the boot going (hvbox then says
+/// which). The ordering: systemd makes a mount's folder before mounting, and at boot
+/// systemd-tmpfiles-setup empties `/tmp`; a nofail mount is not ordered before it, so
+/// a share under `/tmp` lost its fresh folder between the two and failed with "mount
+/// point does not exist" (seen at restarts on a loaded host).
+const OPTIONS: &str = "defaults,nofail,x-systemd.after=systemd-tmpfiles-setup.service";
+
 /// The virtio-fs config field holds the tag: 36 bytes.
 const MAX_TAG: usize = 36;
 
@@ -31,9 +38,9 @@ pub fn boot_script(mounts: &[VirtiofsMount]) -> String {
     );
     for m in mounts {
         let options = if m.read_only {
-            "defaults,nofail,ro"
+            format!("{OPTIONS},ro")
         } else {
-            "defaults,nofail"
+            OPTIONS.to_string()
         };
         let line = format!(
             "{} {} virtiofs {options} 0 0 {MARK}",
@@ -161,8 +168,8 @@ mod tests {
             table,
             format!(
                 "UUID=x / ext4 defaults 0 1\n\
-                 hvbox0 {r}/my\\040project virtiofs defaults,nofail 0 0 {MARK}\n\
-                 hvbox1 {r}/data virtiofs defaults,nofail,ro 0 0 {MARK}\n"
+                 hvbox0 {r}/my\\040project virtiofs {OPTIONS} 0 0 {MARK}\n\
+                 hvbox1 {r}/data virtiofs {OPTIONS},ro 0 0 {MARK}\n"
             )
         );
         assert!(root.join("my project").is_dir() && root.join("data").is_dir());
