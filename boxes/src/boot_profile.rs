@@ -7,7 +7,9 @@
 //! seconds to start under emulation. It has systemd-networkd bring up the NIC that
 //! cloud-init configured, lets cloud-init run only when its seed or the disks changed
 //! (see `guest/hvbox-seed-check` and `guest/cloud-init-generator`), and runs the
-//! config and final stages in one process (`guest/hvbox-cloud-modules`). The seed
+//! config and final stages in one process (`guest/hvbox-cloud-modules`). The rest is
+//! cut where `critical-chain` showed a restart waiting: an initramfs with only the
+//! virtio disk driver, sshd not after systemd-resolved, no root fsck. The seed
 //! itself stays standard NoCloud, so stock cloud images boot from it unchanged.
 
 /// The guest's boot configuration.
