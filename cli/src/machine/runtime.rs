@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 pub const RUN_FILE: &str = "run.json";
 /// Held (flock) by the supervisor for its whole life: a lock that is held means a
@@ -79,12 +80,38 @@ pub(super) fn run_state(machine: &Machine) -> RunState {
     if !machine.is_created() {
         return RunState::NotCreated;
     }
-    match RunInfo::load(machine) {
-        Ok(info) if supervisor_alive(machine) => RunState::Running(info),
-        _ if machine.is_suspended() => RunState::Suspended,
-        // A supervisor that was killed leaves run.json behind (and its pids may since
-        // belong to other programs): the machine is stopped.
-        _ => RunState::Stopped,
+    // A supervisor that was killed leaves run.json behind (and its pids may since
+    // belong to other programs): without a live supervisor the machine is stopped.
+    if let Some(info) = live_run(machine) {
+        RunState::Running(info)
+    } else if machine.is_suspended() {
+        RunState::Suspended
+    } else {
+        RunState::Stopped
+    }
+}
+
+/// How long a supervisor may hold its lock without a run file before it counts as
+/// not running: it is starting its helpers or in its last steps.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// The run file of a live supervisor. A supervisor removes run.json before it
+/// exits, so one that holds its lock without the file is ending (or starting): wait
+/// for it to settle, so that "stopped" means no process of the machine is left and
+/// a new `up` can take the lock.
+fn live_run(machine: &Machine) -> Option<RunInfo> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        if !supervisor_alive(machine) {
+            return None;
+        }
+        if let Ok(info) = RunInfo::load(machine) {
+            return Some(info);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -115,4 +142,67 @@ pub fn supervisor_alive(machine: &Machine) -> bool {
     // SAFETY: flock on a file descriptor we own; released when `file` drops.
     let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
     !free
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn created_machine(dir: &std::path::Path) -> Machine {
+        let machine = Machine::new("m", dir.to_path_buf());
+        std::fs::write(machine.state_path(), "{}").unwrap();
+        machine
+    }
+
+    /// Holds the supervisor lock as a supervisor does (flock locks belong to an open
+    /// file, so this conflicts with the check's own open) until the file drops.
+    fn hold_lock(machine: &Machine) -> std::fs::File {
+        let file = std::fs::File::create(machine.file(SUPERVISOR_LOCK)).unwrap();
+        // SAFETY: flock on a file descriptor we own.
+        assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
+        file
+    }
+
+    #[test]
+    fn a_supervisor_in_its_last_steps_is_not_yet_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let machine = created_machine(dir.path());
+        let lock = hold_lock(&machine);
+        let ender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(lock);
+        });
+        let asked = Instant::now();
+        let state = machine.run_state();
+        let waited = asked.elapsed();
+        ender.join().unwrap();
+        assert_eq!(state.label(), "stopped");
+        assert!(
+            waited >= Duration::from_millis(250),
+            "stopped after {waited:?}, while the lock was still held"
+        );
+        assert!(
+            waited < SETTLE,
+            "waited {waited:?} for a lock that was let go"
+        );
+    }
+
+    #[test]
+    fn a_lock_without_a_run_file_counts_as_stopped_after_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let machine = created_machine(dir.path());
+        let _lock = hold_lock(&machine);
+        assert!(supervisor_alive(&machine));
+        assert_eq!(machine.run_state().label(), "stopped");
+    }
+
+    #[test]
+    fn a_run_file_without_a_live_supervisor_is_stopped_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let machine = created_machine(dir.path());
+        std::fs::write(machine.file(RUN_FILE), "{}").unwrap();
+        let asked = Instant::now();
+        assert_eq!(machine.run_state().label(), "stopped");
+        assert!(asked.elapsed() < Duration::from_millis(100));
+    }
 }
