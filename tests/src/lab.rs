@@ -25,6 +25,17 @@ pub const LAB_MOUNT: &str = "/mnt/lab";
 /// The test box's raw disk inside L1 (the lab's second extra disk).
 pub const L2_BOX_DEVICE: &str = "/dev/vdd";
 
+/// The `index`th of [`Lab::start_with_disks`]'s extra disks inside L1 (after the
+/// lab disk, /dev/vdc, and the test box).
+pub fn extra_disk_device(index: usize) -> String {
+    let letter = u8::try_from(index)
+        .ok()
+        .and_then(|i| b'e'.checked_add(i))
+        .filter(u8::is_ascii_lowercase)
+        .expect("at most 22 extra disks");
+    format!("/dev/vd{}", char::from(letter))
+}
+
 /// The virtio-fs tag the lab's virtiofs initramfs (tests/guests/virtiofs_init.c)
 /// mounts; it reads `from-l1.txt` there and writes `from-l2.txt`.
 pub const L2_FS_TAG: &str = "lab-share";
@@ -89,6 +100,12 @@ impl Lab {
     /// minutes once the boxes are built; `1` hvbox's engines in L1 too, over an hour;
     /// `up` only `hvbox up` on each engine in L1, profiled; `0` nothing.
     pub fn start() -> Result<Lab, String> {
+        Lab::start_with_disks(&[])
+    }
+
+    /// [`Lab::start`], with `extra_disks` (raw images on the host) given to L1 as
+    /// read-only disks too: the first is [`extra_disk_device`]`(0)` in L1, and so on.
+    pub fn start_with_disks(extra_disks: &[PathBuf]) -> Result<Lab, String> {
         let (full, up_only) = match std::env::var("HVBOX_LAB").as_deref() {
             Err(_) | Ok("" | "core") => (false, false),
             Ok("1") => (true, false),
@@ -136,11 +153,14 @@ impl Lab {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
+        let disks: String = [lab_disk.clone(), l2_box.dir.join("disk.raw")]
+            .iter()
+            .chain(extra_disks)
+            .map(|disk| format!("  - path: {}\n    read_only: true\n", disk.display()))
+            .collect();
         let spec = format!(
-            "{}hostname: lab\ncpus: {l1_cpus}\nmemory: 4G\ndisk: 12G\nengine: qemu\nnested_virtualization: true\nssh:\n  user: lab\ndisks:\n  - path: {}\n    read_only: true\n  - path: {}\n    read_only: true\n",
+            "{}hostname: lab\ncpus: {l1_cpus}\nmemory: 4G\ndisk: 12G\nengine: qemu\nnested_virtualization: true\nssh:\n  user: lab\ndisks:\n{disks}",
             lab_box.file_box_yaml(),
-            lab_disk.display(),
-            l2_box.dir.join("disk.raw").display()
         );
         let project = TestProject::new(&spec);
         let started = Instant::now();
