@@ -205,7 +205,7 @@ pub fn batch_command(machine: &Machine, state: &MachineState, port: u16) -> Comm
 /// closes it while the guest refuses it, and the read ends as soon as the guest's
 /// line or the close arrives. Our line goes first: passt reaches the guest only once
 /// the host side has sent something.
-fn sshd_answers(port: u16) -> bool {
+pub(crate) fn sshd_answers(port: u16) -> bool {
     use std::io::{Read, Write};
     let wait = std::time::Duration::from_secs(2);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));

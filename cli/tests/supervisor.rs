@@ -266,8 +266,17 @@ fn a_killed_supervisor_leaves_no_port_watcher_behind() {
     if !tool("ssh") {
         return hvbox_test_support::skip("no ssh client (openssh-client)");
     }
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = silent.local_addr().unwrap().port();
+    // An "sshd" that says its version and then nothing more: the watcher's look
+    // finds sshd answering and starts its ssh, which waits there for the key exchange.
+    let stalling = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = stalling.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut conn in stalling.incoming().flatten() {
+            let _ = std::io::Write::write_all(&mut conn, b"SSH-2.0-stalling\r\n");
+            held.push(conn);
+        }
+    });
     let Some(s) = supervise("qemu", "exec VM SOCK LOG", Some(port)) else {
         return;
     };
@@ -286,4 +295,26 @@ fn a_killed_supervisor_leaves_no_port_watcher_behind() {
         Duration::from_secs(10),
         || mentioning(&key).is_empty(),
     );
+}
+
+#[test]
+fn the_port_watcher_starts_no_ssh_until_sshd_answers() {
+    if !tool("ssh") {
+        return hvbox_test_support::skip("no ssh client (openssh-client)");
+    }
+    // Accepts connections (the kernel does) and never says a word, as a guest does
+    // before its sshd starts.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let Some(s) = supervise("qemu", "exec VM SOCK LOG", Some(port)) else {
+        return;
+    };
+    wait_for("the VM connects to passt", Duration::from_secs(20), || {
+        connections(&s.connections) == 1
+    });
+    let key = s.machine.join("id_ed25519").display().to_string();
+    // Two of the watcher's looks, and more.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(mentioning(&key), Vec::<u64>::new(), "an ssh started");
+    kill_supervisor_and_expect_no_children(s);
 }

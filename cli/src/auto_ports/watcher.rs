@@ -88,6 +88,12 @@ fn watch(guest: &Guest, stop: &AtomicBool, master: &Mutex<Option<u32>>) {
     let socket = guest.runtime_dir.join("ports.ssh");
     let mut said_failure = false;
     while !stop.load(Ordering::SeqCst) {
+        // Until sshd answers, a TCP look instead of an ssh process every time: on an
+        // emulated host each ssh start costs CPU the booting guest needs.
+        if !ssh::sshd_answers(guest.ssh_port) {
+            pause(stop, RETRY);
+            continue;
+        }
         let _ = std::fs::remove_file(&socket);
         let mut child = match spawn_master(guest, &socket) {
             Ok(child) => child,
