@@ -8,7 +8,7 @@
 //! and SHA512SUMS); BENCH_RUNS (default 1) is passed on. L1 is emulated (TCG, one
 //! vCPU), so each boot takes minutes: the ratios are the figures to read.
 
-use hvbox_tests::lab::{extra_disk_device, Lab, LAB_MOUNT};
+use hvbox_tests::lab::{copy_box_disk, extra_disk_device, Lab, LAB_MOUNT};
 use std::path::PathBuf;
 
 const BENCH_SCRIPT: &str = include_str!("../../scripts/bench-boot");
@@ -37,6 +37,8 @@ fn main() {
         .collect();
     let mut disks = Vec::new();
     let mut copies = String::new();
+    // bench-boot's BENCH_BOX_<PROFILE> in L1: the copies there.
+    let mut box_env = String::new();
     for (i, (profile, dir)) in PROFILES.iter().zip(&boxes).enumerate() {
         let sums = std::fs::read_to_string(dir.join("SHA512SUMS"))
             .unwrap_or_else(|e| fail(format!("{}/SHA512SUMS: {e}", dir.display())));
@@ -45,12 +47,13 @@ fn main() {
         // `box add` puts it in bench-boot's cache beforehand, so the first `up`
         // times the boot, not the import (which L1's emulated CPU makes slow).
         copies.push_str(&format!(
-            "mkdir -p {box_dir} && cp --sparse=always {device} {box_dir}/disk.raw && echo '{sums}' > {box_dir}/SHA512SUMS
+            "{} && echo '{sums}' > {box_dir}/SHA512SUMS
 HVBOX_CACHE_DIR={L1_BENCH_DIR}/cache-boot {LAB_MOUNT}/hvbox box add file://{box_dir}/disk.raw --digest sha512:{digest} --name hvbox-bench-{profile} --quiet
 ",
-            device = extra_disk_device(i),
+            copy_box_disk(&extra_disk_device(i), &box_dir),
             sums = sums.trim(),
         ));
+        box_env.push_str(&format!("BENCH_BOX_{}={box_dir} ", profile.to_uppercase()));
         disks.push(dir.join("disk.raw"));
     }
     let lab = Lab::start_with_disks(&disks)
@@ -64,7 +67,7 @@ HVBOX_CACHE_DIR={L1_BENCH_DIR}/cache-boot {LAB_MOUNT}/hvbox box add file://{box_
 {copies}cat > /root/bench-boot <<'HVBOX_BENCH_EOF'
 {BENCH_SCRIPT}
 HVBOX_BENCH_EOF
-cd /root && BENCH_ENGINE=builtin BENCH_DIR={L1_BENCH_DIR} HVBOX_BIN={LAB_MOUNT}/hvbox HVBOX_VIRTIOFSD={LAB_MOUNT}/virtiofsd BENCH_BOX_FAST={L1_BENCH_DIR}/box-boot-fast BENCH_BOX_STOCK={L1_BENCH_DIR}/box-boot-stock python3 /root/bench-boot {runs} 2>&1"
+cd /root && BENCH_ENGINE=builtin BENCH_DIR={L1_BENCH_DIR} HVBOX_BIN={LAB_MOUNT}/hvbox HVBOX_VIRTIOFSD={LAB_MOUNT}/virtiofsd {box_env}python3 /root/bench-boot {runs} 2>&1"
     ));
     println!("{}", run.stdout);
     if run.status != Some(0) || !run.stdout.contains("median of") {

@@ -8,7 +8,7 @@
 //! (BENCH_FILES, BENCH_BIG_MIB and BENCH_RUNS pass through to override it); the
 //! ratios between the three ways are the figures to read.
 
-use hvbox_tests::lab::{Lab, L2_BOX_DEVICE, LAB_MOUNT};
+use hvbox_tests::lab::{copy_box_disk, Lab, L2_BOX_DEVICE, LAB_MOUNT};
 
 const BENCH_SCRIPT: &str = include_str!("../../scripts/bench-mounts");
 
@@ -34,8 +34,9 @@ fn main() {
     .join(" ");
     let digest = &lab.l2_box_digest;
     // The box's disk is copied off the read-only device so that `box add` sees a file.
+    let copy = copy_box_disk(L2_BOX_DEVICE, "/var/tmp/l2box");
     let run = lab.root(&format!(
-        "set -e; mkdir -p /var/tmp/l2box && cp --sparse=always {L2_BOX_DEVICE} /var/tmp/l2box/disk.raw
+        "set -e; {copy}
 cat > /root/bench-mounts <<'HVBOX_BENCH_EOF'
 {BENCH_SCRIPT}
 HVBOX_BENCH_EOF

@@ -25,6 +25,12 @@ pub const LAB_MOUNT: &str = "/mnt/lab";
 /// The test box's raw disk inside L1 (the lab's second extra disk).
 pub const L2_BOX_DEVICE: &str = "/dev/vdd";
 
+/// A shell line for L1 that copies the box disk at `device` (read-only) to
+/// `folder/disk.raw` on L1's own disk, sparse, where `hvbox box add` takes it as a file.
+pub fn copy_box_disk(device: &str, folder: &str) -> String {
+    format!("mkdir -p {folder} && cp --sparse=always {device} {folder}/disk.raw")
+}
+
 /// The `index`th of [`Lab::start_with_disks`]'s extra disks inside L1 (after the
 /// lab disk, /dev/vdc, and the test box).
 pub fn extra_disk_device(index: usize) -> String {

@@ -4,8 +4,8 @@
 //! One L1 for the whole file, so every check lives in this one test.
 
 use hvbox_tests::lab::{
-    last_lines, Lab, COUNTER_ROOT, CRASH_ROOT, L2_BOX_DEVICE, L2_FS_TAG, L2_UPGRADE_PACKAGE,
-    LAB_MOUNT,
+    copy_box_disk, last_lines, Lab, COUNTER_ROOT, CRASH_ROOT, L2_BOX_DEVICE, L2_FS_TAG,
+    L2_UPGRADE_PACKAGE, LAB_MOUNT,
 };
 use std::time::Duration;
 
@@ -562,7 +562,8 @@ fn engine_checks(lab: &Lab, report: &mut Vec<String>) -> Result<(), String> {
     // The box goes into L1's cache once, so that each `up` below times the boot.
     let url = "file:///var/tmp/l2box/disk.raw";
     let import = lab.root(&format!(
-        "mkdir -p /var/tmp/l2box && cp --sparse=always {L2_BOX_DEVICE} /var/tmp/l2box/disk.raw && {hvbox} box add {url} --digest {} --name l2-test --quiet",
+        "{} && {hvbox} box add {url} --digest {} --name l2-test --quiet",
+        copy_box_disk(L2_BOX_DEVICE, "/var/tmp/l2box"),
         lab.l2_box_digest
     ));
     if import.status != Some(0) {
