@@ -92,6 +92,39 @@ fn grub_default_entry_picks_kernel_and_args() {
     );
 }
 
+/// A disk without a bootloader (as `hvbox box build` makes) keeps its kernel's
+/// arguments where kernel-install(8) reads them.
+#[test]
+fn etc_kernel_cmdline_gives_the_arguments_when_no_bootloader_entry_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = Tree::new(dir.path(), "root");
+    tree.debian_root().file(
+        "etc/kernel/cmdline",
+        b"# arguments for kernels installed here\nloglevel=6 console=tty0\n  mitigations=off\n",
+    );
+    let part = dir.path().join("part.img");
+    tree.mkfs(&part, 64, &[]);
+    let disk = dir.path().join("disk.img");
+    gpt_disk(&disk, &part, ROOT_UUID);
+
+    let out = dir.path().join("out");
+    let boot = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
+    assert_eq!(
+        boot.cmdline,
+        format!("root=PARTUUID={ROOT_UUID} ro loglevel=6 mitigations=off")
+    );
+
+    // A bootloader entry's arguments come first; the file is not added to them.
+    tree.file(
+        "boot/grub/grub.cfg",
+        format!("menuentry 'Debian' {{\n  linux /boot/vmlinuz-{K10} ro quiet\n}}\n").as_bytes(),
+    );
+    tree.mkfs(&part, 64, &[]);
+    gpt_disk(&disk, &part, ROOT_UUID);
+    let boot = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
+    assert_eq!(boot.cmdline, format!("root=PARTUUID={ROOT_UUID} ro quiet"));
+}
+
 #[test]
 fn symlinks_resolve_inside_the_guest_fs() {
     let dir = tempfile::tempdir().unwrap();
