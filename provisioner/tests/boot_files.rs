@@ -102,13 +102,9 @@ fn etc_kernel_cmdline_gives_the_arguments_when_no_bootloader_entry_does() {
         "etc/kernel/cmdline",
         b"# arguments for kernels installed here\nloglevel=6 console=tty0\n  mitigations=off\n",
     );
-    let part = dir.path().join("part.img");
-    tree.mkfs(&part, 64, &[]);
-    let disk = dir.path().join("disk.img");
-    gpt_disk(&disk, &part, ROOT_UUID);
-
     let out = dir.path().join("out");
-    let boot = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
+    let boot =
+        extract_boot_files(&disk_from(dir.path(), &tree), &out, DEFAULT, GUEST_MEMORY).unwrap();
     assert_eq!(
         boot.cmdline,
         format!("root=PARTUUID={ROOT_UUID} ro loglevel=6 mitigations=off")
@@ -119,9 +115,8 @@ fn etc_kernel_cmdline_gives_the_arguments_when_no_bootloader_entry_does() {
         "boot/grub/grub.cfg",
         format!("menuentry 'Debian' {{\n  linux /boot/vmlinuz-{K10} ro quiet\n}}\n").as_bytes(),
     );
-    tree.mkfs(&part, 64, &[]);
-    gpt_disk(&disk, &part, ROOT_UUID);
-    let boot = extract_boot_files(&disk, &out, DEFAULT, GUEST_MEMORY).unwrap();
+    let boot =
+        extract_boot_files(&disk_from(dir.path(), &tree), &out, DEFAULT, GUEST_MEMORY).unwrap();
     assert_eq!(boot.cmdline, format!("root=PARTUUID={ROOT_UUID} ro quiet"));
 }
 
