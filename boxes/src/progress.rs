@@ -10,8 +10,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 /// How a download reports progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Progress {
-    /// A progress bar when stderr is a terminal, periodic plain lines
-    /// otherwise (logs and CI output stay readable).
+    /// A progress bar when stderr is a terminal and hvbox its foreground job,
+    /// periodic plain lines otherwise (logs and CI output stay readable, and a
+    /// shell's prompt is not redrawn over by a job in the background).
     #[default]
     Auto,
     /// No output.
@@ -46,7 +47,7 @@ impl Reporter {
     pub(crate) fn new(progress: Progress, label: &str) -> Reporter {
         let inner = match progress {
             Progress::Quiet => Inner::Quiet,
-            Progress::Auto if std::io::stderr().is_terminal() => {
+            Progress::Auto if std::io::stderr().is_terminal() && in_foreground() => {
                 // One set of bars for the process: the artifacts of a box download
                 // in parallel, each on its own line.
                 let bar = bars().add(ProgressBar::with_draw_target(
@@ -200,6 +201,15 @@ impl LineState {
             ),
         }
     }
+}
+
+/// Whether hvbox is the foreground job of the terminal on stderr. Started with
+/// `&`, its stderr is still the terminal, but the shell's prompt is on the line a
+/// bar would redraw.
+fn in_foreground() -> bool {
+    // SAFETY: both only read process groups; tcgetpgrp fails with -1 on a
+    // descriptor that is no terminal, which no process group is.
+    unsafe { libc::tcgetpgrp(libc::STDERR_FILENO) == libc::getpgrp() }
 }
 
 fn bars() -> &'static MultiProgress {

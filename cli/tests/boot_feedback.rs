@@ -255,10 +255,18 @@ fn in_the_background_up_draws_no_status_line_over_the_prompt() {
             .lines()
             .skip_while(|l| !l.starts_with("[1] "))
             .collect();
-        // (The box's download bar may follow the prompt on its line.)
+        // (The box download's plain lines may follow the prompt on its line.)
         assert!(
             after_job.iter().any(|l| l.starts_with(PROMPT.trim_end())),
             "the prompt was erased:\n{screen}"
+        );
+        // Nor a download bar or spinner (braille dots), which redraw their line.
+        assert!(
+            !after_job
+                .iter()
+                .any(|l| l.contains("downloading tiny disk [")
+                    || l.starts_with(|c| ('\u{2800}'..='\u{28ff}').contains(&c))),
+            "a download bar in the background:\n{screen}"
         );
         assert!(
             started.elapsed() < Duration::from_secs(60),
