@@ -52,6 +52,13 @@ impl Passt {
     }
 }
 
+impl Passt {
+    /// Its process id (passt stays in the foreground, as hvbox runs it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Passt {
     fn drop(&mut self) {
         let _ = self.child.kill();
