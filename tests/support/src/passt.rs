@@ -50,9 +50,7 @@ impl Passt {
         }
         Some(passt)
     }
-}
 
-impl Passt {
     /// Its process id (passt stays in the foreground, as hvbox runs it).
     pub fn pid(&self) -> u32 {
         self.child.id()
